@@ -1,0 +1,30 @@
+#pragma once
+// Where rooms live: the ingest shard of a room, and every Redis key of the
+// system. All keys of one shard share the hash tag {k}, so each sequencing
+// script touches a single Redis Cluster slot.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace rtmc {
+
+// FNV-1a 32; stable across processes and versions, so every publisher picks
+// the same shard for a room.
+std::uint32_t shard_of(std::string_view room, std::uint32_t shards);
+
+// Durable quorum queue carrying shard k's ingest messages.
+std::string ingest_queue(std::uint32_t shard);
+// Exchange the sequencer publishes sequenced frames to (routing key = room).
+inline constexpr std::string_view kFanoutExchange = "rtmc.fanout";
+
+namespace keys {
+std::string session(std::string_view jti);
+std::string room_seq(std::uint32_t shard, std::string_view room);
+std::string room_log(std::uint32_t shard, std::string_view room);
+std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view sender,
+                   std::string_view id);
+std::string sync_stream(std::uint32_t shard);
+}  // namespace keys
+
+}  // namespace rtmc

@@ -1,0 +1,103 @@
+#pragma once
+// The gateway's wire protocol (docs/protocol.md): one JSON object per line.
+// Parsing and serialization only, no I/O, so every rule is unit-testable.
+
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace rtmc::protocol {
+
+enum class ErrorCode {
+  bad_json,
+  bad_frame,
+  unknown_type,
+  frame_too_large,
+  unauthorized,
+  not_joined,
+  bad_room,
+  bad_id,
+  body_too_large,
+  slow_consumer,
+  unavailable,  // RabbitMQ could not take a send; the client may retry it
+  internal,
+};
+const char* to_string(ErrorCode code);
+// Fatal errors close the connection after the error frame.
+bool is_fatal(ErrorCode code);
+
+struct AuthRequest {
+  std::string token;
+};
+struct JoinRequest {
+  std::string room;
+};
+struct LeaveRequest {
+  std::string room;
+};
+struct SendRequest {
+  std::string room;
+  std::string id;  // the client's, or a fresh one when absent
+  std::string body;
+};
+struct PingRequest {};
+using Request = std::variant<AuthRequest, JoinRequest, LeaveRequest, SendRequest, PingRequest>;
+
+// `ref` is kept as serialized JSON so it is echoed verbatim.
+using Ref = std::optional<std::string>;
+
+struct Frame {
+  Request request;
+  Ref ref;
+};
+struct FrameError {
+  ErrorCode code;
+  std::string message;
+  Ref ref;
+};
+
+struct ParseLimits {
+  std::size_t max_body_bytes = 4096;
+};
+
+// `line` excludes the '\n'; a trailing '\r' is ignored. Blank lines must be
+// skipped by the caller.
+std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const ParseLimits& limits);
+
+// Server frames, each ending in '\n'.
+std::string auth_ok_frame(std::string_view user, int heartbeat_s, const Ref& ref);
+std::string joined_frame(std::string_view room, std::int64_t seq, const Ref& ref);
+std::string left_frame(std::string_view room, const Ref& ref);
+std::string ack_frame(std::string_view room, std::string_view id, const Ref& ref);
+std::string pong_frame(const Ref& ref);
+std::string error_frame(ErrorCode code, std::string_view message, const Ref& ref);
+std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id,
+                          std::string_view from, std::string_view body, std::int64_t ts_ms);
+
+// What a publisher (api or gateway) puts on an ingest queue. `from` is the
+// authenticated user, never a client's claim.
+struct IngestMessage {
+  std::string room;
+  std::string id;
+  std::string from;
+  std::string body;
+};
+std::string encode_ingest(const IngestMessage& message);
+// nullopt for anything malformed (the sequencer drops it with a log line).
+std::optional<IngestMessage> decode_ingest(std::string_view text, const ParseLimits& limits);
+
+// The routing facts of a sequenced frame (as made by message_frame).
+struct MessageHeader {
+  std::string room;
+  std::int64_t seq = 0;
+};
+std::optional<MessageHeader> peek_message(std::string_view frame);
+
+// For clients (chat, bench, tests): a server line as a JSON object.
+std::optional<boost::json::object> parse_server_frame(std::string_view line);
+
+}  // namespace rtmc::protocol

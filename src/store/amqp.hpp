@@ -1,0 +1,115 @@
+#pragma once
+// RabbitMQ through rabbitmq-c. rabbitmq-c is blocking and not thread-safe, so
+// each Connection belongs to one thread, and the Publisher runs its own.
+// rabbitmq-c services heartbeats only inside library calls: owners must call
+// into it at least every second or so (next() with a timeout does).
+
+#include "common/config.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace rtmc::amqp {
+
+// Connection lost or a channel/connection exception; the owner reconnects.
+class AmqpError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Message {
+  std::string exchange;  // "" = default exchange (routing key = queue name)
+  std::string routing_key;
+  std::string body;
+  bool persistent = true;  // delivery_mode 2
+  bool mandatory = true;   // unroutable -> basic.return
+};
+
+struct Delivery {
+  std::string exchange;
+  std::string routing_key;
+  std::string body;
+  std::uint64_t delivery_tag = 0;
+  bool redelivered = false;
+};
+
+enum class PublishStatus {
+  confirmed,    // broker took responsibility (basic.ack, not returned)
+  nacked,       // basic.nack
+  unroutable,   // basic.return: no queue bound
+  unavailable,  // not confirmed within the give-up time (broker down, ...)
+};
+const char* to_string(PublishStatus status);
+
+// A connection with one channel (1), owned by one thread.
+class Connection {
+ public:
+  // Connects, logs in and opens channel 1; throws AmqpError.
+  explicit Connection(const AmqpConfig& config, std::chrono::seconds heartbeat = std::chrono::seconds(30));
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // The K durable quorum ingest queues, each x-single-active-consumer.
+  void declare_ingest_queues(std::uint32_t shards);
+  // The fanout exchange for sequenced frames (non-durable messages).
+  void declare_fanout_exchange();
+  // Server-named, exclusive, auto-delete classic queue; returns its name.
+  std::string declare_private_queue();
+  void bind(const std::string& queue, const std::string& exchange, const std::string& key);
+  void qos(std::uint16_t prefetch);
+  void consume(const std::string& queue);
+  // Waits up to `timeout` for the next delivery of any consumer on this
+  // connection; nullopt on timeout. Throws AmqpError when the connection or
+  // channel is lost.
+  std::optional<Delivery> next(std::chrono::milliseconds timeout);
+  void ack(std::uint64_t delivery_tag, bool multiple = false);
+  void reject(std::uint64_t delivery_tag, bool requeue);
+  // Fire-and-forget publish on channel 1 (no confirm mode).
+  void publish(const Message& message);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Publishes with publisher confirms from its own thread, keeping up to
+// `window` messages unconfirmed. On connection loss it reconnects with backoff
+// and jitter and re-sends everything not yet confirmed (consumers dedupe).
+// Each message's callback runs exactly once, on the publisher thread.
+class Publisher {
+ public:
+  struct Options {
+    std::size_t window = 500;
+    // A message not confirmed within this time is answered `unavailable`.
+    std::chrono::milliseconds give_up_after{5000};
+    // Ingest queues declared on every (re)connect, so publishing works before
+    // any gateway ran.
+    std::uint32_t ingest_shards = 16;
+  };
+  Publisher(AmqpConfig config, Options options);
+  ~Publisher();  // answers what is still pending with `unavailable`
+  Publisher(const Publisher&) = delete;
+  Publisher& operator=(const Publisher&) = delete;
+
+  void publish(Message message, std::function<void(PublishStatus)> done);
+  // Resumes the awaiting coroutine on its own executor.
+  boost::asio::awaitable<PublishStatus> async_publish(Message message);
+  // True while connected to the broker (for /healthz and metrics).
+  bool connected() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace rtmc::amqp

@@ -1,0 +1,86 @@
+#pragma once
+// Redis access. `Connection` is hiredis' synchronous API owned by exactly one
+// thread (a BlockingWorker or a dedicated loop thread); `Client` is the async
+// facade io threads use, a few workers each owning a Connection.
+
+#include "common/blocking_worker.hpp"
+#include "common/config.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+struct redisContext;
+
+namespace rtmc::redis {
+
+// I/O or protocol failure. The connection is dropped; the next call reconnects.
+class RedisError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Reply {
+  enum class Type { nil, integer, string, status, error, array };
+  Type type = Type::nil;
+  long long integer = 0;
+  std::string str;  // string, status and error replies
+  std::vector<Reply> elements;
+
+  bool is_nil() const { return type == Type::nil; }
+  bool is_error() const { return type == Type::error; }
+};
+
+// A Lua script run by EVALSHA, loaded on first use per connection and
+// reloaded after NOSCRIPT (e.g. after a Redis restart).
+struct Script {
+  std::string source;
+};
+
+class Connection {
+ public:
+  explicit Connection(RedisConfig config);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Redis error replies come back as Type::error; only I/O problems throw.
+  Reply command(const std::vector<std::string>& args);
+  // One round trip for many commands; replies in order.
+  std::vector<Reply> pipeline(const std::vector<std::vector<std::string>>& commands);
+  Reply eval(const Script& script, const std::vector<std::string>& keys,
+             const std::vector<std::string>& args);
+  struct EvalCall {
+    std::vector<std::string> keys;
+    std::vector<std::string> args;
+  };
+  // Pipelined EVALSHA of one script over many calls.
+  std::vector<Reply> eval_pipeline(const Script& script, const std::vector<EvalCall>& calls);
+
+ private:
+  redisContext* context();  // connects when needed; throws RedisError
+  void drop();
+  std::string load(const Script& script);
+
+  RedisConfig config_;
+  redisContext* context_ = nullptr;
+  std::vector<std::pair<std::string, std::string>> loaded_;  // source -> sha1
+};
+
+class Client {
+ public:
+  explicit Client(RedisConfig config, std::size_t connections = 2);
+  ~Client();
+  // Runs on a worker; throws RedisError in the awaiting coroutine.
+  boost::asio::awaitable<Reply> command(std::vector<std::string> args);
+
+ private:
+  struct Lane;
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  std::atomic<std::size_t> next_{0};
+};
+
+}  // namespace rtmc::redis
