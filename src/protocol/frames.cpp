@@ -1,0 +1,203 @@
+#include "protocol/frames.hpp"
+
+#include "common/names.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+namespace rtmc::protocol {
+namespace json = boost::json;
+
+const char* to_string(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::bad_json: return "bad_json";
+    case ErrorCode::bad_frame: return "bad_frame";
+    case ErrorCode::unknown_type: return "unknown_type";
+    case ErrorCode::frame_too_large: return "frame_too_large";
+    case ErrorCode::unauthorized: return "unauthorized";
+    case ErrorCode::not_joined: return "not_joined";
+    case ErrorCode::bad_room: return "bad_room";
+    case ErrorCode::bad_id: return "bad_id";
+    case ErrorCode::body_too_large: return "body_too_large";
+    case ErrorCode::slow_consumer: return "slow_consumer";
+    case ErrorCode::unavailable: return "unavailable";
+    case ErrorCode::internal: return "internal";
+  }
+  return "internal";
+}
+
+bool is_fatal(ErrorCode code) {
+  return code == ErrorCode::unauthorized || code == ErrorCode::frame_too_large ||
+         code == ErrorCode::slow_consumer;
+}
+
+namespace {
+
+FrameError fail(ErrorCode code, std::string message, Ref ref) {
+  return FrameError{code, std::move(message), std::move(ref)};
+}
+
+// Returns the string field, or nullptr when absent; `wrong_type` is set when
+// present but not a string.
+const json::string* string_field(const json::object& object, std::string_view key, bool& wrong_type) {
+  const json::value* value = object.if_contains(key);
+  if (value == nullptr) return nullptr;
+  if (!value->is_string()) {
+    wrong_type = true;
+    return nullptr;
+  }
+  return &value->get_string();
+}
+
+std::string finish(json::object object, const Ref& ref) {
+  std::string text = json::serialize(object);
+  if (ref) {
+    text.pop_back();  // the closing brace; ref is spliced verbatim
+    text += ",\"ref\":";
+    text += *ref;
+    text += '}';
+  }
+  text += '\n';
+  return text;
+}
+
+}  // namespace
+
+std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const ParseLimits& limits) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  json::error_code ec;
+  json::value parsed = json::parse(line, ec);
+  if (ec) return fail(ErrorCode::bad_json, "not a single valid JSON value: " + ec.message(), std::nullopt);
+  if (!parsed.is_object()) return fail(ErrorCode::bad_frame, "a frame must be a JSON object", std::nullopt);
+  const json::object& object = parsed.get_object();
+
+  Ref ref;
+  if (const json::value* ref_value = object.if_contains("ref")) ref = json::serialize(*ref_value);
+
+  bool wrong_type = false;
+  const json::string* type = string_field(object, "type", wrong_type);
+  if (type == nullptr) return fail(ErrorCode::bad_frame, "\"type\" must be a string", ref);
+
+  auto required = [&](std::string_view key) -> const json::string* {
+    bool wrong = false;
+    return string_field(object, key, wrong);
+  };
+  auto room_of = [&](std::string& room) -> std::optional<FrameError> {
+    const json::string* value = required("room");
+    if (value == nullptr) return fail(ErrorCode::bad_frame, "\"room\" must be a string", ref);
+    if (!valid_room_name(*value))
+      return fail(ErrorCode::bad_room, "room names are 1-64 of [A-Za-z0-9_.-]", ref);
+    room.assign(value->data(), value->size());
+    return std::nullopt;
+  };
+
+  if (*type == "auth") {
+    const json::string* token = required("token");
+    if (token == nullptr) return fail(ErrorCode::bad_frame, "\"token\" must be a string", ref);
+    return Frame{AuthRequest{std::string(*token)}, ref};
+  }
+  if (*type == "join" || *type == "leave") {
+    std::string room;
+    if (auto error = room_of(room)) return *error;
+    if (*type == "join") return Frame{JoinRequest{std::move(room)}, ref};
+    return Frame{LeaveRequest{std::move(room)}, ref};
+  }
+  if (*type == "send") {
+    SendRequest send;
+    if (auto error = room_of(send.room)) return *error;
+    bool id_wrong_type = false;
+    const json::string* id = string_field(object, "id", id_wrong_type);
+    if (id_wrong_type) return fail(ErrorCode::bad_frame, "\"id\" must be a string", ref);
+    if (id != nullptr && !valid_message_id(*id))
+      return fail(ErrorCode::bad_id, "message ids are 1-64 of [A-Za-z0-9_.:-]", ref);
+    const json::string* body = required("body");
+    if (body == nullptr) return fail(ErrorCode::bad_frame, "\"body\" must be a string", ref);
+    if (body->empty()) return fail(ErrorCode::bad_frame, "\"body\" must not be empty", ref);
+    if (body->size() > limits.max_body_bytes)
+      return fail(ErrorCode::body_too_large,
+                  "body is larger than " + std::to_string(limits.max_body_bytes) + " bytes", ref);
+    send.id = id != nullptr ? std::string(*id) : make_message_id();
+    send.body.assign(body->data(), body->size());
+    return Frame{std::move(send), ref};
+  }
+  if (*type == "ping") return Frame{PingRequest{}, ref};
+  return fail(ErrorCode::unknown_type, "unknown frame type \"" + std::string(*type) + "\"", ref);
+}
+
+std::string auth_ok_frame(std::string_view user, int heartbeat_s, const Ref& ref) {
+  return finish({{"type", "auth_ok"}, {"user", user}, {"heartbeat_s", heartbeat_s}}, ref);
+}
+
+std::string joined_frame(std::string_view room, std::int64_t seq, const Ref& ref) {
+  return finish({{"type", "joined"}, {"room", room}, {"seq", seq}}, ref);
+}
+
+std::string left_frame(std::string_view room, const Ref& ref) {
+  return finish({{"type", "left"}, {"room", room}}, ref);
+}
+
+std::string ack_frame(std::string_view room, std::string_view id, const Ref& ref) {
+  return finish({{"type", "ack"}, {"id", id}, {"room", room}}, ref);
+}
+
+std::string pong_frame(const Ref& ref) { return finish({{"type", "pong"}}, ref); }
+
+std::string error_frame(ErrorCode code, std::string_view message, const Ref& ref) {
+  return finish({{"type", "error"}, {"code", to_string(code)}, {"message", message}}, ref);
+}
+
+std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id,
+                          std::string_view from, std::string_view body, std::int64_t ts_ms) {
+  return finish({{"type", "message"},
+                 {"room", room},
+                 {"seq", seq},
+                 {"id", id},
+                 {"from", from},
+                 {"body", body},
+                 {"ts", ts_ms}},
+                std::nullopt);
+}
+
+std::string encode_ingest(const IngestMessage& message) {
+  return json::serialize(json::object{
+      {"room", message.room}, {"id", message.id}, {"from", message.from}, {"body", message.body}});
+}
+
+std::optional<IngestMessage> decode_ingest(std::string_view text, const ParseLimits& limits) {
+  json::error_code ec;
+  json::value parsed = json::parse(text, ec);
+  if (ec || !parsed.is_object()) return std::nullopt;
+  const json::object& object = parsed.get_object();
+  bool wrong_type = false;
+  const json::string* room = string_field(object, "room", wrong_type);
+  const json::string* id = string_field(object, "id", wrong_type);
+  const json::string* from = string_field(object, "from", wrong_type);
+  const json::string* body = string_field(object, "body", wrong_type);
+  if (!room || !id || !from || !body) return std::nullopt;
+  if (!valid_room_name(*room) || !valid_message_id(*id) || !valid_user_name(*from) || body->empty() ||
+      body->size() > limits.max_body_bytes)
+    return std::nullopt;
+  return IngestMessage{std::string(*room), std::string(*id), std::string(*from), std::string(*body)};
+}
+
+std::optional<MessageHeader> peek_message(std::string_view frame) {
+  json::error_code ec;
+  json::value parsed = json::parse(frame, ec);
+  if (ec || !parsed.is_object()) return std::nullopt;
+  const json::object& object = parsed.get_object();
+  const json::value* room = object.if_contains("room");
+  const json::value* seq = object.if_contains("seq");
+  if (!room || !seq || !room->is_string() || !seq->is_int64()) return std::nullopt;
+  return MessageHeader{std::string(room->get_string()), seq->get_int64()};
+}
+
+std::optional<boost::json::object> parse_server_frame(std::string_view line) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  json::error_code ec;
+  json::value parsed = json::parse(line, ec);
+  if (ec || !parsed.is_object()) return std::nullopt;
+  return std::move(parsed.get_object());
+}
+
+}  // namespace rtmc::protocol

@@ -1,0 +1,115 @@
+#include "protocol/frames.hpp"
+
+#include <gtest/gtest.h>
+
+namespace rtmc::protocol {
+namespace {
+
+ParseLimits limits{.max_body_bytes = 16};
+
+FrameError error_of(std::string_view line) {
+  auto parsed = parse_client_frame(line, limits);
+  EXPECT_TRUE(std::holds_alternative<FrameError>(parsed)) << line;
+  return std::holds_alternative<FrameError>(parsed) ? std::get<FrameError>(parsed) : FrameError{};
+}
+
+Frame frame_of(std::string_view line) {
+  auto parsed = parse_client_frame(line, limits);
+  EXPECT_TRUE(std::holds_alternative<Frame>(parsed)) << line;
+  return std::holds_alternative<Frame>(parsed) ? std::get<Frame>(parsed) : Frame{};
+}
+
+TEST(ParseClientFrame, RecognisesEveryRequest) {
+  EXPECT_EQ(std::get<AuthRequest>(frame_of(R"({"type":"auth","token":"abc"})").request).token, "abc");
+  EXPECT_EQ(std::get<JoinRequest>(frame_of(R"({"type":"join","room":"a.b-c_1"})").request).room, "a.b-c_1");
+  EXPECT_EQ(std::get<LeaveRequest>(frame_of(R"({"type":"leave","room":"r"})").request).room, "r");
+  EXPECT_TRUE(std::holds_alternative<PingRequest>(frame_of(R"({"type":"ping"})").request));
+  auto send = std::get<SendRequest>(frame_of(R"({"type":"send","room":"r","id":"m:1","body":"hi"})").request);
+  EXPECT_EQ(send.room, "r");
+  EXPECT_EQ(send.id, "m:1");
+  EXPECT_EQ(send.body, "hi");
+}
+
+TEST(ParseClientFrame, MakesAnIdWhenAbsent) {
+  auto first = std::get<SendRequest>(frame_of(R"({"type":"send","room":"r","body":"x"})").request);
+  auto second = std::get<SendRequest>(frame_of(R"({"type":"send","room":"r","body":"x"})").request);
+  EXPECT_FALSE(first.id.empty());
+  EXPECT_NE(first.id, second.id);
+}
+
+TEST(ParseClientFrame, AcceptsCrlfAndIgnoresUnknownFields) {
+  auto frame = frame_of("{\"type\":\"ping\",\"from\":\"mallory\",\"x\":[1]}\r");
+  EXPECT_TRUE(std::holds_alternative<PingRequest>(frame.request));
+}
+
+TEST(ParseClientFrame, EchoesAnyRefVerbatim) {
+  EXPECT_EQ(frame_of(R"({"type":"ping","ref":{"a":[1,"x"]}})").ref, std::optional<std::string>(R"({"a":[1,"x"]})"));
+  EXPECT_EQ(error_of(R"({"type":"nope","ref":7})").ref, std::optional<std::string>("7"));
+  EXPECT_EQ(pong_frame(std::string("\"r1\"")), "{\"type\":\"pong\",\"ref\":\"r1\"}\n");
+}
+
+TEST(ParseClientFrame, ClassifiesBadInput) {
+  EXPECT_EQ(error_of("{not json").code, ErrorCode::bad_json);
+  EXPECT_EQ(error_of(R"({"type":"ping"}{"type":"ping"})").code, ErrorCode::bad_json);
+  EXPECT_EQ(error_of("\xff\xfe").code, ErrorCode::bad_json);
+  EXPECT_EQ(error_of("[1,2]").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"("text")").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":5})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"room":"r"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"fly"})").code, ErrorCode::unknown_type);
+  EXPECT_EQ(error_of(R"({"type":"auth"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"join","room":7})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"join","room":"no spaces"})").code, ErrorCode::bad_room);
+  EXPECT_EQ(error_of(R"({"type":"join","room":""})").code, ErrorCode::bad_room);
+  EXPECT_EQ(error_of(std::string(R"({"type":"join","room":")") + std::string(65, 'a') + "\"}").code,
+            ErrorCode::bad_room);
+  EXPECT_EQ(error_of(R"({"type":"send","room":"r"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"send","room":"r","body":""})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"send","room":"r","body":1})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"send","room":"r","body":"x","id":3})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"send","room":"r","body":"x","id":"a b"})").code, ErrorCode::bad_id);
+  EXPECT_EQ(error_of(R"({"type":"send","room":"r","body":"0123456789abcdefX"})").code,
+            ErrorCode::body_too_large);
+}
+
+TEST(ServerFrames, AreOneJsonObjectPerLine) {
+  auto frame = message_frame("r", 42, "m1", "alice", "he said \"hi\"\n", 1700000000000);
+  ASSERT_EQ(frame.back(), '\n');
+  EXPECT_EQ(frame.find('\n'), frame.size() - 1);
+  auto object = parse_server_frame(frame);
+  ASSERT_TRUE(object);
+  EXPECT_EQ((*object)["type"].as_string(), "message");
+  EXPECT_EQ((*object)["seq"].as_int64(), 42);
+  EXPECT_EQ((*object)["body"].as_string(), "he said \"hi\"\n");
+  EXPECT_EQ((*object)["ts"].as_int64(), 1700000000000);
+  auto header = peek_message(frame);
+  ASSERT_TRUE(header);
+  EXPECT_EQ(header->room, "r");
+  EXPECT_EQ(header->seq, 42);
+}
+
+TEST(ServerFrames, ErrorCarriesCodeMessageAndRef) {
+  auto object = parse_server_frame(error_frame(ErrorCode::not_joined, "join first", std::string("[1]")));
+  ASSERT_TRUE(object);
+  EXPECT_EQ((*object)["code"].as_string(), "not_joined");
+  EXPECT_EQ((*object)["message"].as_string(), "join first");
+  EXPECT_EQ((*object)["ref"].as_array().size(), 1u);
+  EXPECT_TRUE(is_fatal(ErrorCode::slow_consumer));
+  EXPECT_FALSE(is_fatal(ErrorCode::bad_json));
+}
+
+TEST(Ingest, RoundTripsAndRejectsMalformed) {
+  IngestMessage message{"room", "id-1", "alice", "body"};
+  auto decoded = decode_ingest(encode_ingest(message), limits);
+  ASSERT_TRUE(decoded);
+  EXPECT_EQ(decoded->room, "room");
+  EXPECT_EQ(decoded->id, "id-1");
+  EXPECT_EQ(decoded->from, "alice");
+  EXPECT_EQ(decoded->body, "body");
+  EXPECT_FALSE(decode_ingest("garbage", limits));
+  EXPECT_FALSE(decode_ingest(R"({"room":"bad room","id":"1","from":"a","body":"x"})", limits));
+  EXPECT_FALSE(decode_ingest(R"({"room":"r","id":"1","from":"a","body":"0123456789abcdefX"})", limits));
+}
+
+}  // namespace
+}  // namespace rtmc::protocol
