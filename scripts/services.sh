@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# Starts/stops Redis, RabbitMQ and PostgreSQL 15 as plain local processes on
+# 127.0.0.1, with every byte of state (data, logs, pids, config, Erlang cookie)
+# under one folder. Several folders can run side by side on different ports.
+#
+#   scripts/services.sh start|stop|status|env DIR
+#
+# Ports come from REDIS_PORT, AMQP_PORT, PG_PORT (defaults: the local stack,
+# 6380/5673/5433). RabbitMQ's distribution port is AMQP_PORT+20000.
+# RTMC_SERVICES_EPHEMERAL=1 trades durability for speed (tests): no Redis AOF,
+# PostgreSQL without fsync.
+# SERVICES_TIMEOUT_S bounds each readiness wait (default 120 s).
+#
+# Contract with callers:
+# - `start` returns 0 only when every service answers (redis PING, an AMQP
+#   handshake plus `rabbitmqctl await_startup`, pg_isready + the rtmc database
+#   exists), then writes DIR/env with export lines for RTMC_REDIS, RTMC_AMQP,
+#   RTMC_PG and the same values as RTMC_TEST_*.
+# - `start` on a running folder is harmless; `stop` on a stopped one too.
+# - Only processes whose PIDs were recorded in DIR/pids (and whose command name
+#   still matches, against PID reuse) are ever signalled. epmd is stopped only
+#   if this folder started it and no Erlang node is still registered with it.
+set -euo pipefail
+
+usage() {
+  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] $0 start|stop|status|env DIR" >&2
+  exit 2
+}
+
+[[ $# -eq 2 ]] || usage
+action=$1
+dir=$(realpath -m -- "$2")
+
+REDIS_PORT=${REDIS_PORT:-6380}
+AMQP_PORT=${AMQP_PORT:-5673}
+PG_PORT=${PG_PORT:-5433}
+DIST_PORT=$((AMQP_PORT + 20000))
+TIMEOUT_S=${SERVICES_TIMEOUT_S:-120}
+EPHEMERAL=${RTMC_SERVICES_EPHEMERAL:-0}
+
+PG_BIN=/usr/lib/postgresql/15/bin
+RABBIT_BIN=/usr/lib/rabbitmq/bin
+# The node name carries the port: two folders can never both hold one port,
+# so two live nodes never share a name.
+RABBIT_NODE="rtmc-${AMQP_PORT}@localhost"
+
+pids_dir=$dir/pids
+logs_dir=$dir/logs
+redis_dir=$dir/redis
+rabbit_dir=$dir/rabbitmq
+pg_dir=$dir/pg
+pg_data=$pg_dir/data
+
+log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+now_s() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---------------------------------------------------------------- processes
+
+# Expected command name (/proc/PID/comm) of each tracked process.
+expected_comm() {
+  case $1 in
+    redis) echo redis-server ;;
+    rabbitmq) echo rabbitmq-server ;;  # the sh wrapper that proxies signals to beam
+    rabbitmq-beam) echo beam.smp ;;
+    postgres) echo postgres ;;
+    epmd) echo epmd ;;
+    *) die "unknown service $1" ;;
+  esac
+}
+
+# Prints the recorded PID of $1 if that process is alive and still is what we
+# started (PID reuse guard); fails otherwise.
+tracked_pid() {
+  local name=$1 file=$pids_dir/$1 pid comm
+  [[ -f $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+  [[ $comm == "$(expected_comm "$name")" ]] || return 1
+  # A zombie awaiting its reaper is dead for our purposes.
+  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
+  echo "$pid"
+}
+
+# Runs "$@" detached in its own session so a Ctrl-C or a closing terminal of
+# the caller does not reach the service; records its PID as $name.
+spawn() {
+  local name=$1 out=$2
+  shift 2
+  setsid "$@" </dev/null >>"$out" 2>&1 &
+  echo $! >"$pids_dir/$name"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Sends SIGTERM (then SIGKILL after a grace period) to a tracked process.
+terminate() {
+  local name=$1 grace=${2:-30} pid
+  pid=$(tracked_pid "$name") || { rm -f "$pids_dir/$name"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_gone "$name" "$pid" "$grace" || {
+    log "$name (pid $pid) ignored SIGTERM for ${grace}s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$name" "$pid" 10 || true
+  }
+  rm -f "$pids_dir/$name"
+}
+
+wait_gone() {
+  local name=$1 pid=$2 limit=$3 start
+  start=$(date +%s)
+  while [[ -e /proc/$pid ]]; do
+    # A zombie child of ours counts as gone.
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && return 0
+    (($(date +%s) - start >= limit)) && return 1
+    sleep 0.2
+  done
+}
+
+as_postgres() {
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# ------------------------------------------------------------------- redis
+
+redis_ping() {
+  [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+}
+
+start_redis() {
+  if tracked_pid redis >/dev/null; then
+    log "redis already running (pid $(<"$pids_dir/redis"))"
+    return 0
+  fi
+  port_open "$REDIS_PORT" && die "port $REDIS_PORT (redis) is taken by a process not started from $dir"
+  mkdir -p "$redis_dir"
+  local aof=yes
+  [[ $EPHEMERAL == 1 ]] && aof=no
+  spawn redis "$logs_dir/redis.log" redis-server \
+    --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
+    --daemonize no --dir "$redis_dir" --logfile "" \
+    --save '' --appendonly "$aof" --appendfsync everysec
+}
+
+wait_redis() {
+  local start
+  start=$(now_s)
+  until redis_ping; do
+    tracked_pid redis >/dev/null || die "redis exited during start-up; log: $logs_dir/redis.log"
+    (($(date +%s) - ${start%.*} >= TIMEOUT_S)) &&
+      die "redis did not answer PING on 127.0.0.1:$REDIS_PORT within ${TIMEOUT_S}s; log: $logs_dir/redis.log"
+    sleep 0.1
+  done
+  log "redis ready on 127.0.0.1:$REDIS_PORT ($(elapsed "$start")s)"
+}
+
+stop_redis() {
+  local pid
+  if pid=$(tracked_pid redis); then
+    # SHUTDOWN flushes the AOF; a dead connection afterwards is the success case.
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
+    wait_gone redis "$pid" 20 || true
+  fi
+  terminate redis 10
+}
+
+# ---------------------------------------------------------------- rabbitmq
+
+# Everything RabbitMQ and its CLI read lives in the folder; the CLI needs the
+# same HOME (Erlang cookie) and node name as the server.
+rabbit_env=(
+  HOME="$rabbit_dir/home"
+  RABBITMQ_NODENAME="$RABBIT_NODE"
+  RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  RABBITMQ_NODE_PORT="$AMQP_PORT"
+  RABBITMQ_DIST_PORT="$DIST_PORT"
+  RABBITMQ_MNESIA_BASE="$rabbit_dir/mnesia"
+  RABBITMQ_LOG_BASE="$logs_dir/rabbitmq"
+  RABBITMQ_CONFIG_FILE="$rabbit_dir/rabbitmq.conf"
+  RABBITMQ_ADVANCED_CONFIG_FILE="$rabbit_dir/advanced.config"
+  RABBITMQ_CONF_ENV_FILE="$rabbit_dir/rabbitmq-env.conf"
+  RABBITMQ_ENABLED_PLUGINS_FILE="$rabbit_dir/enabled_plugins"
+  RABBITMQ_PID_FILE="$rabbit_dir/rabbitmq.pid"
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  ERL_EPMD_ADDRESS=127.0.0.1
+)
+
+rabbitmqctl_() { env "${rabbit_env[@]}" "$RABBIT_BIN/rabbitmqctl" -n "$RABBIT_NODE" "$@"; }
+
+epmd_running() { epmd -names >/dev/null 2>&1; }
+
+# epmd is one per machine (port 4369) and shared by every Erlang node. If none
+# runs, start one ourselves so its PID is known and it can be stopped later.
+ensure_epmd() {
+  epmd_running && return 0
+  spawn epmd "$logs_dir/epmd.log" epmd -address 127.0.0.1
+  local _
+  for _ in $(seq 50); do
+    epmd_running && break
+    sleep 0.1
+  done
+  # Lost a race with another starter: theirs serves us, forget ours.
+  tracked_pid epmd >/dev/null || rm -f "$pids_dir/epmd"
+  epmd_running || die "epmd did not start; log: $logs_dir/epmd.log"
+}
+
+# A complete AMQP 0-9-1 protocol header must be answered with a method frame
+# (Connection.Start, frame type 1): the broker is accepting clients.
+amqp_answers() {
+  # shellcheck disable=SC2016  # the inner script expands its own variables
+  timeout 5 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf "AMQP\x00\x00\x09\x01" >&3
+    IFS= read -r -t 4 -N 1 frame_type <&3 || exit 1
+    [[ $frame_type == $'"'"'\x01'"'"' ]]' _ "$1" 2>/dev/null
+}
+
+start_rabbitmq() {
+  if tracked_pid rabbitmq >/dev/null; then
+    log "rabbitmq already running (pid $(<"$pids_dir/rabbitmq"))"
+    return 0
+  fi
+  port_open "$AMQP_PORT" && die "port $AMQP_PORT (amqp) is taken by a process not started from $dir"
+  port_open "$DIST_PORT" && die "port $DIST_PORT (rabbitmq distribution = amqp+20000) is taken"
+  mkdir -p "$rabbit_dir/home" "$rabbit_dir/mnesia" "$logs_dir/rabbitmq"
+  # No plugins: the management plugin would open port 15672 on every node.
+  echo '[].' >"$rabbit_dir/enabled_plugins"
+  cat >"$rabbit_dir/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+loopback_users.guest = true
+log.console = false
+log.file.level = info
+disk_free_limit.absolute = 50MB
+EOF
+  : >"$rabbit_dir/rabbitmq-env.conf"
+  ensure_epmd
+  spawn rabbitmq "$logs_dir/rabbitmq.out" env "${rabbit_env[@]}" "$RABBIT_BIN/rabbitmq-server"
+}
+
+wait_rabbitmq() {
+  local start
+  start=$(now_s)
+  until amqp_answers "$AMQP_PORT"; do
+    tracked_pid rabbitmq >/dev/null ||
+      die "rabbitmq exited during start-up; logs: $logs_dir/rabbitmq.out, $logs_dir/rabbitmq/"
+    (($(date +%s) - ${start%.*} >= TIMEOUT_S)) &&
+      die "rabbitmq did not answer AMQP on 127.0.0.1:$AMQP_PORT within ${TIMEOUT_S}s; logs: $logs_dir/rabbitmq.out, $logs_dir/rabbitmq/"
+    sleep 0.3
+  done
+  # The listener opens late in boot; await_startup confirms the app is fully up.
+  rabbitmqctl_ -q await_startup --timeout "$TIMEOUT_S" >>"$logs_dir/rabbitmqctl.log" 2>&1 ||
+    die "rabbitmqctl await_startup failed for $RABBIT_NODE; logs: $logs_dir/rabbitmqctl.log, $logs_dir/rabbitmq/"
+  # Track the VM too: should the wrapper die, stop can still reach it.
+  if [[ -s $rabbit_dir/rabbitmq.pid ]]; then
+    cp "$rabbit_dir/rabbitmq.pid" "$pids_dir/rabbitmq-beam"
+  fi
+  log "rabbitmq ready on 127.0.0.1:$AMQP_PORT, node $RABBIT_NODE ($(elapsed "$start")s)"
+}
+
+stop_rabbitmq() {
+  local pid
+  if pid=$(tracked_pid rabbitmq-beam || tracked_pid rabbitmq); then
+    rabbitmqctl_ -q stop >>"$logs_dir/rabbitmqctl.log" 2>&1 || true
+    wait_gone rabbitmq "$pid" 60 || true
+  fi
+  # The wrapper turns SIGTERM into a clean VM shutdown and waits for it.
+  terminate rabbitmq 30
+  terminate rabbitmq-beam 20
+  rm -f "$rabbit_dir/rabbitmq.pid"
+  stop_epmd_if_ours
+}
+
+stop_epmd_if_ours() {
+  tracked_pid epmd >/dev/null || { rm -f "$pids_dir/epmd"; return 0; }
+  # Another folder's node may be registered with our epmd: leave it running
+  # for them (it is harmless); their stop will find it untracked.
+  if epmd -names 2>/dev/null | grep -q '^name '; then
+    log "epmd (pid $(<"$pids_dir/epmd")) still serves other Erlang nodes; leaving it running"
+    return 0
+  fi
+  terminate epmd 5
+}
+
+# -------------------------------------------------------------- postgresql
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
+
+pg_psql() { "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U rtmc "$@"; }
+
+start_postgres() {
+  if tracked_pid postgres >/dev/null; then
+    log "postgres already running (pid $(<"$pids_dir/postgres"))"
+    return 0
+  fi
+  port_open "$PG_PORT" && die "port $PG_PORT (postgres) is taken by a process not started from $dir"
+  [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL 15 not installed ($PG_BIN/pg_ctl); run scripts/install-deps.sh"
+  mkdir -p "$pg_data"
+  chmod 700 "$pg_data"
+  touch "$logs_dir/postgres.log"
+  if [[ $(id -u) -eq 0 ]]; then
+    # PostgreSQL refuses to run as root: the data belongs to the postgres user.
+    chown -R postgres: "$pg_dir" "$logs_dir/postgres.log"
+    runuser -u postgres -- test -w "$pg_data" ||
+      die "user postgres cannot reach $pg_data (a parent folder is not traversable); choose a DIR outside /root"
+  fi
+  if [[ ! -f $pg_data/PG_VERSION ]]; then
+    as_postgres "$PG_BIN/initdb" -D "$pg_data" -A trust -U rtmc -E UTF8 --locale=C \
+      >>"$logs_dir/postgres.log" 2>&1 || die "initdb failed; log: $logs_dir/postgres.log"
+    # No Unix socket: clients use TCP on 127.0.0.1 and nothing lands outside DIR.
+    {
+      echo "listen_addresses = '127.0.0.1'"
+      echo "unix_socket_directories = ''"
+      if [[ $EPHEMERAL == 1 ]]; then
+        echo "fsync = off"
+        echo "synchronous_commit = off"
+        echo "full_page_writes = off"
+      fi
+    } | as_postgres tee -a "$pg_data/postgresql.conf" >/dev/null
+  fi
+  # pg_ctl puts the postmaster in its own session and returns once it is ready.
+  # shellcheck disable=SC2094  # pg_ctl and its server append to one log
+  as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -l "$logs_dir/postgres.log" -o "-p $PG_PORT" \
+    -w -t "$TIMEOUT_S" start >>"$logs_dir/postgres.log" 2>&1 ||
+    die "pg_ctl start failed; log: $logs_dir/postgres.log"
+  head -n1 "$pg_data/postmaster.pid" >"$pids_dir/postgres"
+}
+
+wait_postgres() {
+  local start
+  start=$(now_s)
+  until pg_ready; do
+    tracked_pid postgres >/dev/null || die "postgres exited during start-up; log: $logs_dir/postgres.log"
+    (($(date +%s) - ${start%.*} >= TIMEOUT_S)) &&
+      die "postgres did not answer on 127.0.0.1:$PG_PORT within ${TIMEOUT_S}s; log: $logs_dir/postgres.log"
+    sleep 0.2
+  done
+  if [[ -z $(pg_psql -d postgres -tAc "select 1 from pg_database where datname = 'rtmc'") ]]; then
+    "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U rtmc rtmc ||
+      die "createdb rtmc failed on 127.0.0.1:$PG_PORT"
+  fi
+  log "postgres ready on 127.0.0.1:$PG_PORT, database rtmc ($(elapsed "$start")s)"
+}
+
+stop_postgres() {
+  local pid
+  if pid=$(tracked_pid postgres); then
+    as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 stop >>"$logs_dir/postgres.log" 2>&1 || true
+    wait_gone postgres "$pid" 10 || true
+  fi
+  terminate postgres 20
+}
+
+# -------------------------------------------------------------------- env
+
+redis_url() { echo "127.0.0.1:$REDIS_PORT"; }
+amqp_url() { echo "amqp://guest:guest@127.0.0.1:$AMQP_PORT/"; }
+pg_conninfo() { echo "host=127.0.0.1 port=$PG_PORT dbname=rtmc user=rtmc"; }
+
+write_env() {
+  local tmp=$dir/env.tmp
+  {
+    echo "# written by scripts/services.sh for $dir"
+    local prefix
+    for prefix in RTMC RTMC_TEST; do
+      printf 'export %s_REDIS="%s"\n' "$prefix" "$(redis_url)"
+      printf 'export %s_AMQP="%s"\n' "$prefix" "$(amqp_url)"
+      printf 'export %s_PG="%s"\n' "$prefix" "$(pg_conninfo)"
+    done
+  } >"$tmp"
+  mv "$tmp" "$dir/env"
+}
+
+# ----------------------------------------------------------------- actions
+
+cmd_start() {
+  local start
+  start=$(now_s)
+  mkdir -p "$pids_dir" "$logs_dir"
+  # The folder must be enterable by the postgres user when we run as root.
+  [[ $(id -u) -eq 0 ]] && chmod o+x "$dir"
+  # RabbitMQ boots slowest: launch it first and let the others start meanwhile.
+  start_rabbitmq
+  start_redis
+  start_postgres
+  wait_redis
+  wait_postgres
+  wait_rabbitmq
+  write_env
+  log "all services up in $(elapsed "$start")s; env: $dir/env; logs: $logs_dir"
+}
+
+cmd_stop() {
+  [[ -d $pids_dir ]] || { log "nothing started in $dir"; return 0; }
+  # Each stop runs even if an earlier one failed.
+  local rc=0
+  stop_rabbitmq || rc=1
+  stop_redis || rc=1
+  stop_postgres || rc=1
+  log "stopped services of $dir"
+  return $rc
+}
+
+cmd_status() {
+  local rc=0 pid
+  if pid=$(tracked_pid redis) && redis_ping; then
+    echo "redis     up    pid $pid  127.0.0.1:$REDIS_PORT"
+  else
+    echo "redis     down  127.0.0.1:$REDIS_PORT"; rc=1
+  fi
+  if pid=$(tracked_pid rabbitmq) && amqp_answers "$AMQP_PORT"; then
+    echo "rabbitmq  up    pid $pid  127.0.0.1:$AMQP_PORT  node $RABBIT_NODE"
+  else
+    echo "rabbitmq  down  127.0.0.1:$AMQP_PORT"; rc=1
+  fi
+  if pid=$(tracked_pid postgres) && pg_ready; then
+    echo "postgres  up    pid $pid  127.0.0.1:$PG_PORT"
+  else
+    echo "postgres  down  127.0.0.1:$PG_PORT"; rc=1
+  fi
+  if pid=$(tracked_pid epmd); then
+    echo "epmd      up    pid $pid  (started from this folder)"
+  fi
+  return $rc
+}
+
+case $action in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  env) write_env; cat "$dir/env" ;;
+  *) usage ;;
+esac
