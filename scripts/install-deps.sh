@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages rtmc needs to build, test and run locally.
+# Only calls apt-get when at least one package is missing (checked with
+# dpkg-query), so it is a no-op of a few milliseconds on a prepared machine.
+# Runs apt-get directly as root, through sudo otherwise.
+#
+# Note: on a machine with systemd, installing redis-server, rabbitmq-server and
+# postgresql-15 also starts the distribution's own services on the standard
+# ports (6379, 5672, 5432). rtmc's scripts use their own ports, so they do not
+# collide; stop or disable those services if you do not want them.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential g++ cmake ninja-build pkg-config
+  # libraries (Boost 1.81, not Debian's default 1.74)
+  libboost1.81-dev libboost-json1.81-dev
+  librabbitmq-dev libhiredis-dev libpq-dev libjwt-dev libsodium-dev
+  libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
+  # servers and the clients the scripts use to check them
+  redis-server redis-tools rabbitmq-server postgresql-15 postgresql-client-15
+  # used by scripts/*.sh: curl (health checks), runuser/setsid (util-linux),
+  # timeout/realpath (coreutils)
+  curl util-linux coreutils procps
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null || true)
+  [[ $status == installed ]] || missing+=("$package")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "[install-deps] all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "[install-deps] installing: ${missing[*]}"
+if [[ $(id -u) -eq 0 ]]; then
+  as_root=()
+elif command -v sudo >/dev/null; then
+  as_root=(sudo)
+else
+  echo "[install-deps] ERROR: not root and no sudo; install as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+
+apt_options=(-y -q --no-install-recommends -o Acquire::Retries=3 -o Dpkg::Use-Pty=0)
+started=$(date +%s)
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o Acquire::Retries=3 update
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_options[@]}" "${missing[@]}"
+echo "[install-deps] done in $(($(date +%s) - started))s"
