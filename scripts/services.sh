@@ -294,7 +294,17 @@ pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
 
 pg_psql() { "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U rtmc "$@"; }
 
+# pg_ctl learns the postmaster's PID only once it is up; if the caller was
+# interrupted before we recorded it, the server's own pid file still names it.
+adopt_postmaster() {
+  [[ -f $pids_dir/postgres ]] && return 0
+  [[ -r $pg_data/postmaster.pid ]] || return 0
+  head -n1 "$pg_data/postmaster.pid" >"$pids_dir/postgres"
+  tracked_pid postgres >/dev/null || rm -f "$pids_dir/postgres"
+}
+
 start_postgres() {
+  adopt_postmaster
   if tracked_pid postgres >/dev/null; then
     log "postgres already running (pid $(<"$pids_dir/postgres"))"
     return 0
@@ -350,6 +360,7 @@ wait_postgres() {
 
 stop_postgres() {
   local pid
+  adopt_postmaster
   if pid=$(tracked_pid postgres); then
     as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 stop >>"$logs_dir/postgres.log" 2>&1 || true
     wait_gone postgres "$pid" 10 || true
