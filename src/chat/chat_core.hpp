@@ -1,0 +1,76 @@
+#pragma once
+// The chat client's logic, apart from sockets and terminals: it turns typed
+// lines into gateway frames and server lines into text for a person.
+// Not thread-safe; the owner calls it from one thread (the client's io_context).
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rtmc::chat {
+
+struct ChatCoreOptions {
+  std::string initial_room = "lobby";
+  // Prefix of the message ids this session makes ("<prefix>-<n>"); random per
+  // session so a restarted client never repeats an id the server dedupes.
+  std::string id_prefix;
+  // Tests use UTC so the formatted clock does not depend on the machine's zone.
+  bool utc_clock = false;
+};
+
+// What the caller must do after feeding the core one event.
+struct Effects {
+  std::vector<std::string> frames;   // to the gateway, each ending in '\n'
+  std::vector<std::string> messages;  // chat lines for stdout
+  std::vector<std::string> notices;   // status and errors for stderr
+  bool quit = false;                  // the user asked to leave
+  bool closing = false;               // the server sent a fatal error; it will close
+};
+
+class ChatCore {
+ public:
+  explicit ChatCore(ChatCoreOptions options);
+
+  std::string auth_frame(std::string_view token) const;
+  static std::string ping_frame();
+
+  // One line typed by the user (without '\n').
+  Effects on_input(std::string_view line);
+  // One line from the gateway (without '\n').
+  Effects on_server_line(std::string_view line);
+
+  bool authenticated() const { return !user_.empty(); }
+  const std::string& user() const { return user_; }
+  int heartbeat_s() const { return heartbeat_s_; }
+  const std::string& current_room() const { return current_room_; }
+  const std::set<std::string>& joined_rooms() const { return joined_; }
+  // Sends that have been written but got neither an ack nor an error yet.
+  std::size_t pending_acks() const { return pending_.size(); }
+
+  static std::string help_text();
+
+ private:
+  void request_join(std::string_view room, Effects& effects);
+  void handle_command(std::string_view command, std::string_view argument, Effects& effects);
+  void send_body(std::string_view body, Effects& effects);
+
+  ChatCoreOptions options_;
+  std::string user_;
+  int heartbeat_s_ = 0;
+  std::string current_room_;
+  std::set<std::string> joined_;
+  std::set<std::string> pending_;
+  std::uint64_t next_id_ = 1;
+};
+
+// "[HH:MM:SS] #room <from> body", with control characters in `from` and
+// `body` replaced so a peer cannot drive the reader's terminal.
+std::string format_message(std::string_view room, std::string_view from, std::string_view body,
+                           std::int64_t ts_ms, bool utc_clock);
+
+// Replaces C0/C1 control characters (and DEL) with '?', keeping other UTF-8.
+std::string printable(std::string_view text);
+
+}  // namespace rtmc::chat
