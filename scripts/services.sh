@@ -188,7 +188,10 @@ rabbit_env=(
   RABBITMQ_CONF_ENV_FILE="$rabbit_dir/rabbitmq-env.conf"
   RABBITMQ_ENABLED_PLUGINS_FILE="$rabbit_dir/enabled_plugins"
   RABBITMQ_PID_FILE="$rabbit_dir/rabbitmq.pid"
-  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  # Unbound schedulers that do not busy-wait: on a small shared machine the
+  # broker must not spin on cores our own servers and compilers need.
+  RABBITMQ_SCHEDULER_BIND_TYPE=u
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none"
   ERL_EPMD_ADDRESS=127.0.0.1
 )
 
@@ -321,7 +324,7 @@ start_postgres() {
       die "user postgres cannot reach $pg_data (a parent folder is not traversable); choose a DIR outside /root"
   fi
   if [[ ! -f $pg_data/PG_VERSION ]]; then
-    as_postgres "$PG_BIN/initdb" -D "$pg_data" -A trust -U rtmc -E UTF8 --locale=C \
+    as_postgres "$PG_BIN/initdb" -D "$pg_data" -A trust -U rtmc -E UTF8 --locale=C --no-sync \
       >>"$logs_dir/postgres.log" 2>&1 || die "initdb failed; log: $logs_dir/postgres.log"
     # No Unix socket: clients use TCP on 127.0.0.1 and nothing lands outside DIR.
     {

@@ -109,6 +109,10 @@ cmd_up() {
   services start
   ensure_secret
   server_env
+  local bin
+  for bin in "$api_bin" "$gateway_bin"; do
+    [[ -x $bin ]] || die "$bin is missing: the build did not produce it (BUILD_DIR=$build_dir)"
+  done
   # Migrations as their own step so a failure says so, before any server runs.
   "$api_bin" --migrate-only >>"$logs_dir/migrate.log" 2>&1 ||
     { tail -n 20 "$logs_dir/migrate.log" >&2; die "migrations failed; log: $logs_dir/migrate.log"; }
