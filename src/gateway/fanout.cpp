@@ -1,0 +1,105 @@
+#include "common/keys.hpp"
+#include "gateway/pipeline.hpp"
+#include "gateway/room_cursor.hpp"
+#include "protocol/frames.hpp"
+#include "store/amqp.hpp"
+#include "store/redis.hpp"
+
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+namespace rtmc::gateway {
+namespace {
+
+// Frames [from, to] of a room from its log in Redis, in seq order. Frames
+// trimmed from the log are gone for this gateway's clients; that is logged.
+std::vector<std::pair<std::int64_t, SharedFrame>> fetch_range(redis::Connection& redis, std::uint32_t shard,
+                                                              const std::string& room, std::int64_t from,
+                                                              std::int64_t to) {
+  auto reply = redis.command({"XRANGE", keys::room_log(shard, room), std::to_string(from) + "-0",
+                              std::to_string(to) + "-0"});
+  if (reply.type != redis::Reply::Type::array) throw redis::RedisError("XRANGE failed: " + reply.str);
+  std::vector<std::pair<std::int64_t, SharedFrame>> frames;
+  for (const auto& entry : reply.elements) {
+    if (entry.elements.size() != 2 || entry.elements[1].elements.size() < 2) continue;
+    auto seq = std::stoll(entry.elements[0].str);
+    frames.emplace_back(seq, std::make_shared<const std::string>(entry.elements[1].elements[1].str));
+  }
+  if (static_cast<std::int64_t>(frames.size()) != to - from + 1)
+    spdlog::error("fanout: room {} seqs {}..{} only partly in the Redis log ({} of {})", room, from, to,
+                  frames.size(), to - from + 1);
+  return frames;
+}
+
+}  // namespace
+
+Fanout::Fanout(const GatewayConfig& config, Deliver deliver) : config_(config), deliver_(std::move(deliver)) {
+  thread_ = std::thread([this] { run(); });
+  pthread_setname_np(thread_.native_handle(), "fanout");
+}
+
+Fanout::~Fanout() {
+  stopping_ = true;
+  thread_.join();
+}
+
+void Fanout::run() {
+  const auto& common = config_.common;
+  const auto shards = common.amqp.ingest_shards;
+  RoomCursors cursors;
+  std::unique_ptr<redis::Connection> redis;
+  std::size_t failures = 0;
+
+  auto deliver_in_order = [&](const std::string& room, std::int64_t seq, SharedFrame frame) {
+    auto decision = cursors.on_arrival(room, seq);
+    if (decision.kind == RoomCursors::Decision::Kind::duplicate) return;
+    if (decision.kind == RoomCursors::Decision::Kind::fill_gap) {
+      for (auto& [missing_seq, missing] :
+           fetch_range(*redis, shard_of(room, shards), room, decision.gap_from, decision.gap_to)) {
+        deliver_(room, missing_seq, std::move(missing));
+        cursors.delivered(room, missing_seq);
+      }
+    }
+    deliver_(room, seq, std::move(frame));
+    cursors.delivered(room, seq);
+  };
+
+  while (!stopping_) {
+    try {
+      if (!redis) redis = std::make_unique<redis::Connection>(common.redis);
+      amqp::Connection mq(common.amqp);
+      mq.declare_fanout_exchange();
+      auto queue = mq.declare_private_queue();
+      mq.bind(queue, std::string(kFanoutExchange), "");
+      mq.qos(2048);
+      // What was published while this gateway had no queue is in the room
+      // logs: catch up on every room already seen before consuming anew.
+      for (const auto& [room, last] : std::vector(cursors.all().begin(), cursors.all().end())) {
+        auto current = redis->command({"GET", keys::room_seq(shard_of(room, shards), room)});
+        if (current.type != redis::Reply::Type::string) continue;
+        auto head = std::stoll(current.str);
+        if (head <= last) continue;
+        for (auto& [seq, frame] : fetch_range(*redis, shard_of(room, shards), room, last + 1, head))
+          deliver_in_order(room, seq, std::move(frame));
+      }
+      mq.consume(queue);
+      spdlog::info("fanout: consuming {}", queue);
+      failures = 0;
+      while (!stopping_) {
+        auto delivery = mq.next(std::chrono::milliseconds(200));
+        if (!delivery) continue;
+        auto header = protocol::peek_message(delivery->body);
+        if (header) deliver_in_order(header->room, header->seq, std::make_shared<const std::string>(std::move(delivery->body)));
+        else spdlog::error("fanout: dropping a malformed frame");
+        mq.ack(delivery->delivery_tag);
+      }
+    } catch (const std::exception& error) {
+      if (stopping_) break;
+      spdlog::warn("fanout: {}; reconnecting and catching up from Redis", error.what());
+      if (dynamic_cast<const redis::RedisError*>(&error)) redis.reset();
+      reconnect_backoff(failures++, stopping_);
+    }
+  }
+}
+
+}  // namespace rtmc::gateway

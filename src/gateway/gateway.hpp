@@ -1,0 +1,50 @@
+#pragma once
+// The gateway: the seed's "main server". Holds client TCP connections,
+// publishes their sends to the ingest queues, sequences the ingest shards it
+// is the single active consumer of, and fans sequenced frames out to its
+// local room members. Any number of gateways may run side by side.
+
+#include "common/config.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+
+namespace rtmc::gateway {
+
+struct GatewayConfig {
+  CommonOptions common;
+  HostPort listen{"127.0.0.1", 7000};
+  std::size_t io_threads = 0;  // 0 = one per core
+  std::size_t max_line_bytes = 64 * 1024;
+  std::size_t send_queue_bytes = 1024 * 1024;
+  std::chrono::seconds auth_timeout{10};
+  // Clients should ping at least this often; the session is re-checked
+  // against Redis (logout) on the same period, and a connection silent for
+  // three periods is closed.
+  std::chrono::seconds heartbeat{30};
+  // Sends a connection may have waiting for RabbitMQ's confirm before the
+  // gateway stops reading from it.
+  std::size_t max_unconfirmed_sends = 1024;
+};
+
+class Gateway {
+ public:
+  explicit Gateway(GatewayConfig config);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Binds and starts every thread; returns once the listener accepts.
+  void start();
+  // Thread-safe; closes client connections and joins every thread.
+  void stop();
+  // The bound port (useful with port 0).
+  std::uint16_t port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rtmc::gateway

@@ -1,0 +1,60 @@
+#pragma once
+// One io thread's world: its io_context, its sessions and which of them are
+// in which room. Only that thread touches the maps, so joins, leaves and
+// deliveries need no lock; other threads post to `io`.
+
+#include "gateway/session.hpp"
+
+#include <boost/asio/io_context.hpp>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+namespace rtmc::gateway {
+
+class IoShard {
+ public:
+  boost::asio::io_context io{1};
+
+  void add(const std::shared_ptr<Session>& session) { sessions_.emplace(session.get(), session); }
+
+  void remove(Session* session) {
+    sessions_.erase(session);
+    for (auto it = rooms_.begin(); it != rooms_.end();) {
+      it->second.erase(session);
+      it = it->second.empty() ? rooms_.erase(it) : std::next(it);
+    }
+  }
+
+  void join(const std::string& room, const std::shared_ptr<Session>& session) {
+    rooms_[room].emplace(session.get(), session);
+  }
+
+  void leave(const std::string& room, Session* session) {
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) return;
+    it->second.erase(session);
+    if (it->second.empty()) rooms_.erase(it);
+  }
+
+  // One shared frame for every local member of the room.
+  void deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame) {
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) return;
+    // Safe to iterate: a member closed by this delivery (slow consumer)
+    // leaves the map later, in a posted handler (Session::close).
+    for (auto& [_, session] : it->second) session->deliver(room, seq, frame);
+  }
+
+  void close_all() {
+    auto all = sessions_;
+    for (auto& [_, session] : all) session->close(CloseReason::server_shutdown);
+  }
+
+ private:
+  std::unordered_map<Session*, std::shared_ptr<Session>> sessions_;
+  std::unordered_map<std::string, std::unordered_map<Session*, std::shared_ptr<Session>>> rooms_;
+};
+
+}  // namespace rtmc::gateway

@@ -1,0 +1,69 @@
+// rtmc-gateway: parses configuration and runs a Gateway until SIGINT/SIGTERM.
+
+#include "gateway/gateway.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <sys/resource.h>
+
+int main(int argc, char** argv) {
+  rtmc::gateway::GatewayConfig config;
+  CLI::App app{"rtmc-gateway: holds client TCP connections, sequences and fans out messages"};
+  config.common.add_to(app);
+  std::string listen = config.listen.str();
+  std::size_t auth_timeout_s = config.auth_timeout.count();
+  std::size_t heartbeat_s = config.heartbeat.count();
+  std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
+  app.add_option("--listen", listen, "Client TCP address host:port")->envname("RTMC_GATEWAY_LISTEN")->capture_default_str();
+  app.add_option("--threads", config.io_threads, "io threads (0 = one per core)")->envname("RTMC_GATEWAY_THREADS")->capture_default_str();
+  app.add_option("--max-line", config.max_line_bytes, "Longest accepted line in bytes")
+      ->envname("RTMC_MAX_LINE")->check(CLI::Range(64, 16 << 20))->capture_default_str();
+  app.add_option("--send-queue-bytes", config.send_queue_bytes, "Per-connection send queue bound")
+      ->envname("RTMC_SEND_QUEUE_BYTES")->check(CLI::Range(1024, 1 << 30))->capture_default_str();
+  app.add_option("--auth-timeout-s", auth_timeout_s, "Seconds a new connection has to authenticate")
+      ->envname("RTMC_AUTH_TIMEOUT_S")->check(CLI::Range(1, 3600))->capture_default_str();
+  app.add_option("--heartbeat-s", heartbeat_s, "Heartbeat period in seconds (session re-check; idle cut at 3x)")
+      ->envname("RTMC_HEARTBEAT_S")->check(CLI::Range(1, 3600))->capture_default_str();
+  app.add_option("--dedupe-window-s", dedupe_window_s, "How long a message id is remembered per sender and room")
+      ->envname("RTMC_DEDUPE_WINDOW_S")->check(CLI::Range(1, 30 * 86400))->capture_default_str();
+  app.add_option("--room-log-length", config.common.limits.room_log_length, "Messages kept per room in Redis")
+      ->envname("RTMC_ROOM_LOG_LENGTH")->check(CLI::Range(100, 10000000))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    config.common.finish();
+    config.listen = rtmc::HostPort::parse(listen);
+    config.auth_timeout = std::chrono::seconds(auth_timeout_s);
+    config.heartbeat = std::chrono::seconds(heartbeat_s);
+    config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
+    rtmc::setup_logging(config.common.log_level, "gateway");
+
+    // Each connection costs a descriptor: take all the hard limit allows.
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+      limit.rlim_cur = limit.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &limit);
+    }
+
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    // Blocked before any thread starts, so only sigwait below sees them.
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    rtmc::gateway::Gateway gateway(config);
+    gateway.start();
+    int received = 0;
+    sigwait(&signals, &received);
+    spdlog::info("gateway stopping (signal {})", received);
+    gateway.stop();
+  } catch (const std::exception& error) {
+    spdlog::critical("gateway: {}", error.what());
+    return 1;
+  }
+  return 0;
+}
