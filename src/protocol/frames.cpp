@@ -159,6 +159,16 @@ std::string message_frame(std::string_view room, std::int64_t seq, std::string_v
                 std::nullopt);
 }
 
+FrameTemplate message_frame_template(std::string_view room, std::string_view id, std::string_view from,
+                                     std::string_view body, std::int64_t ts_ms) {
+  // Room names cannot contain quotes, so the marker occurs exactly once.
+  std::string frame = message_frame(room, -1, id, from, body, ts_ms);
+  static constexpr std::string_view marker = "\"seq\":-1,";
+  auto at = frame.find(marker);
+  at += marker.size() - 3;  // keep "seq":
+  return FrameTemplate{frame.substr(0, at), frame.substr(at + 2)};
+}
+
 std::string encode_ingest(const IngestMessage& message) {
   return json::serialize(json::object{
       {"room", message.room}, {"id", message.id}, {"from", message.from}, {"body", message.body}});

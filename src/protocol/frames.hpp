@@ -78,6 +78,16 @@ std::string error_frame(ErrorCode code, std::string_view message, const Ref& ref
 std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id,
                           std::string_view from, std::string_view body, std::int64_t ts_ms);
 
+// A message frame split around its seq: prefix + to_string(seq) + suffix ==
+// message_frame(...). The sequencing script, which alone knows the seq,
+// joins the parts, so the frame is serialized once for everyone.
+struct FrameTemplate {
+  std::string prefix;
+  std::string suffix;
+};
+FrameTemplate message_frame_template(std::string_view room, std::string_view id, std::string_view from,
+                                     std::string_view body, std::int64_t ts_ms);
+
 // What a publisher (api or gateway) puts on an ingest queue. `from` is the
 // authenticated user, never a client's claim.
 struct IngestMessage {

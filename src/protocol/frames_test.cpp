@@ -88,6 +88,11 @@ TEST(ServerFrames, AreOneJsonObjectPerLine) {
   EXPECT_EQ(header->seq, 42);
 }
 
+TEST(ServerFrames, TemplateJoinsToTheSameFrame) {
+  auto parts = message_frame_template("room-1", "id", "bob", "x\"seq\":-1,", 5);
+  EXPECT_EQ(parts.prefix + "1234" + parts.suffix, message_frame("room-1", 1234, "id", "bob", "x\"seq\":-1,", 5));
+}
+
 TEST(ServerFrames, ErrorCarriesCodeMessageAndRef) {
   auto object = parse_server_frame(error_frame(ErrorCode::not_joined, "join first", std::string("[1]")));
   ASSERT_TRUE(object);
