@@ -6,7 +6,8 @@
 #   scripts/services.sh start|stop|status|env DIR
 #
 # Ports come from REDIS_PORT, AMQP_PORT, PG_PORT (defaults: the local stack,
-# 6380/5673/5433). RabbitMQ's distribution port is AMQP_PORT+20000.
+# 6380/5673/5433) and are remembered in DIR/ports for stop/status.
+# RabbitMQ's distribution port is AMQP_PORT+20000.
 # RTMC_SERVICES_EPHEMERAL=1 trades durability for speed (tests): no Redis AOF,
 # PostgreSQL without fsync.
 # SERVICES_TIMEOUT_S bounds each readiness wait (default 120 s).
@@ -34,6 +35,17 @@ dir=$(realpath -m -- "$2")
 REDIS_PORT=${REDIS_PORT:-6380}
 AMQP_PORT=${AMQP_PORT:-5673}
 PG_PORT=${PG_PORT:-5433}
+# The ports a folder was started with are kept in DIR/ports: stop and status
+# always act on those, and so does start while anything of it still runs.
+if [[ -f $dir/ports ]] && { [[ $action != start ]] || compgen -G "$dir/pids/*" >/dev/null; }; then
+  requested="$REDIS_PORT $AMQP_PORT $PG_PORT"
+  # shellcheck source=/dev/null
+  . "$dir/ports"
+  if [[ $action == start && $requested != "$REDIS_PORT $AMQP_PORT $PG_PORT" ]]; then
+    printf '[services] note: %s already runs on ports %s %s %s; keeping those\n' \
+      "$dir" "$REDIS_PORT" "$AMQP_PORT" "$PG_PORT" >&2
+  fi
+fi
 DIST_PORT=$((AMQP_PORT + 20000))
 TIMEOUT_S=${SERVICES_TIMEOUT_S:-120}
 EPHEMERAL=${RTMC_SERVICES_EPHEMERAL:-0}
@@ -397,6 +409,7 @@ cmd_start() {
   local start
   start=$(now_s)
   mkdir -p "$pids_dir" "$logs_dir"
+  printf 'REDIS_PORT=%s\nAMQP_PORT=%s\nPG_PORT=%s\n' "$REDIS_PORT" "$AMQP_PORT" "$PG_PORT" >"$dir/ports"
   # The folder must be enterable by the postgres user when we run as root.
   [[ $(id -u) -eq 0 ]] && chmod o+x "$dir"
   # RabbitMQ boots slowest: launch it first and let the others start meanwhile.
