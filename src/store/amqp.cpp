@@ -1,1 +1,767 @@
 #include "store/amqp.hpp"
+
+#include "common/keys.hpp"
+
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <charconv>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace rtmc::amqp {
+
+const char* to_string(PublishStatus status) {
+  switch (status) {
+    case PublishStatus::confirmed:
+      return "confirmed";
+    case PublishStatus::nacked:
+      return "nacked";
+    case PublishStatus::unroutable:
+      return "unroutable";
+    case PublishStatus::unavailable:
+      return "unavailable";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr amqp_channel_t kChannel = 1;
+constexpr int kFrameMax = 131072;
+constexpr std::chrono::milliseconds kConnectTimeout{3000};
+// Bounds every RPC (declare, bind, confirm.select, close): a broker that
+// accepted the socket but stopped answering must not hang the owner forever.
+constexpr std::chrono::milliseconds kRpcTimeout{10000};
+constexpr std::chrono::milliseconds kCloseTimeout{1000};
+
+amqp_bytes_t bytes_of(const std::string& text) { return amqp_bytes_t{text.size(), const_cast<char*>(text.data())}; }
+amqp_bytes_t bytes_of(std::string_view text) { return amqp_bytes_t{text.size(), const_cast<char*>(text.data())}; }
+std::string string_of(amqp_bytes_t bytes) {
+  return bytes.len == 0 ? std::string() : std::string(static_cast<const char*>(bytes.bytes), bytes.len);
+}
+
+timeval to_timeval(std::chrono::microseconds duration) {
+  if (duration.count() < 0) duration = std::chrono::microseconds(0);
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(duration.count() / 1000000);
+  tv.tv_usec = static_cast<suseconds_t>(duration.count() % 1000000);
+  return tv;
+}
+
+std::string library_error(int status) { return amqp_error_string2(status); }
+
+std::string describe_method(const amqp_method_t& method) {
+  if (method.id == AMQP_CONNECTION_CLOSE_METHOD && method.decoded != nullptr) {
+    const auto* close = static_cast<const amqp_connection_close_t*>(method.decoded);
+    return "connection closed by broker: " + std::to_string(close->reply_code) + " " +
+           string_of(close->reply_text);
+  }
+  if (method.id == AMQP_CHANNEL_CLOSE_METHOD && method.decoded != nullptr) {
+    const auto* close = static_cast<const amqp_channel_close_t*>(method.decoded);
+    return "channel closed by broker: " + std::to_string(close->reply_code) + " " + string_of(close->reply_text);
+  }
+  return std::string("unexpected method ") + amqp_method_name(method.id);
+}
+
+std::string describe(const amqp_rpc_reply_t& reply) {
+  switch (reply.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+      return "ok";
+    case AMQP_RESPONSE_NONE:
+      return "no reply";
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+      return library_error(reply.library_error);
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+      return describe_method(reply.reply);
+  }
+  return "unknown reply";
+}
+
+struct ParsedUrl {
+  std::string host;
+  int port = 5672;
+  std::string user;
+  std::string password;
+  std::string vhost;
+  std::string display;  // host:port/vhost, never the password
+};
+
+ParsedUrl parse_url(const std::string& url) {
+  // amqp_parse_url writes into its argument and points into it.
+  std::vector<char> buffer(url.begin(), url.end());
+  buffer.push_back('\0');
+  amqp_connection_info info;
+  amqp_default_connection_info(&info);
+  const int status = amqp_parse_url(buffer.data(), &info);
+  if (status != AMQP_STATUS_OK) throw AmqpError("invalid AMQP URL: " + library_error(status));
+  if (info.ssl != 0) throw AmqpError("amqps:// URLs are not supported");
+  ParsedUrl parsed;
+  parsed.host = info.host;
+  parsed.port = info.port;
+  parsed.user = info.user;
+  parsed.password = info.password;
+  // "amqp://host/" (the form our configuration uses) means the default vhost.
+  parsed.vhost = (info.vhost == nullptr || *info.vhost == '\0') ? "/" : info.vhost;
+  parsed.display = parsed.host + ":" + std::to_string(parsed.port) + parsed.vhost;
+  return parsed;
+}
+
+// One open AMQP connection with channel 1. Not thread-safe: owned by one
+// thread. Any failure throws AmqpError; after a connection-level failure the
+// destructor skips the close handshake.
+class Session {
+ public:
+  Session(const std::string& url, std::chrono::seconds heartbeat, const std::string& name) {
+    const ParsedUrl parsed = parse_url(url);
+    where_ = parsed.display;
+    conn_ = amqp_new_connection();
+    if (conn_ == nullptr) throw AmqpError("amqp_new_connection failed");
+    try {
+      amqp_socket_t* socket = amqp_tcp_socket_new(conn_);  // owned by conn_
+      if (socket == nullptr) throw AmqpError("amqp_tcp_socket_new failed");
+      timeval connect_timeout = to_timeval(kConnectTimeout);
+      const int status = amqp_socket_open_noblock(socket, parsed.host.c_str(), parsed.port, &connect_timeout);
+      if (status != AMQP_STATUS_OK) throw AmqpError("cannot connect to " + where_ + ": " + library_error(status));
+      timeval rpc_timeout = to_timeval(kRpcTimeout);
+      amqp_set_handshake_timeout(conn_, &rpc_timeout);
+      amqp_set_rpc_timeout(conn_, &rpc_timeout);
+      // consumer_cancel_notify: without it the broker silently drops a
+      // consumer whose queue is deleted, and next() would wait forever.
+      std::array<amqp_table_entry_t, 1> capabilities{};
+      capabilities[0].key = amqp_cstring_bytes("consumer_cancel_notify");
+      capabilities[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+      capabilities[0].value.value.boolean = 1;
+      std::array<amqp_table_entry_t, 2> properties{};
+      properties[0].key = amqp_cstring_bytes("capabilities");
+      properties[0].value.kind = AMQP_FIELD_KIND_TABLE;
+      properties[0].value.value.table = amqp_table_t{static_cast<int>(capabilities.size()), capabilities.data()};
+      properties[1].key = amqp_cstring_bytes("connection_name");  // shown by rabbitmqctl list_connections
+      properties[1].value.kind = AMQP_FIELD_KIND_UTF8;
+      properties[1].value.value.bytes = bytes_of(name);
+      const amqp_table_t client_properties{static_cast<int>(properties.size()), properties.data()};
+      check(amqp_login_with_properties(conn_, parsed.vhost.c_str(), 0, kFrameMax, static_cast<int>(heartbeat.count()),
+                                       &client_properties, AMQP_SASL_METHOD_PLAIN, parsed.user.c_str(),
+                                       parsed.password.c_str()),
+            "login");
+      amqp_channel_open(conn_, kChannel);
+      check(amqp_get_rpc_reply(conn_), "channel.open");
+    } catch (...) {
+      dead_ = true;
+      amqp_destroy_connection(conn_);
+      throw;
+    }
+  }
+
+  ~Session() {
+    if (!dead_) {
+      // Quiet and bounded: a close that fails changes nothing for the owner.
+      timeval close_timeout = to_timeval(kCloseTimeout);
+      amqp_set_rpc_timeout(conn_, &close_timeout);
+      amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(conn_);
+  }
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  amqp_connection_state_t get() const { return conn_; }
+  int fd() const { return amqp_get_sockfd(conn_); }
+
+  // Throws unless `reply` is normal; a broker-sent close is answered first.
+  void check(const amqp_rpc_reply_t& reply, const char* what) {
+    if (reply.reply_type == AMQP_RESPONSE_NORMAL) return;
+    if (reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION) {
+      answer_close(reply.reply);
+    } else {
+      dead_ = true;
+    }
+    fail(what, describe(reply));
+  }
+
+  void check_status(int status, const char* what) {
+    if (status == AMQP_STATUS_OK) return;
+    dead_ = true;
+    fail(what, library_error(status));
+  }
+
+  // Replies to a broker's channel.close / connection.close so the broker can
+  // log a clean close; afterwards this Session is unusable.
+  void answer_close(const amqp_method_t& method) {
+    if (method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+      amqp_channel_close_ok_t ok{};
+      amqp_send_method(conn_, kChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+      // The connection stays open; the destructor closes it normally.
+    } else if (method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+      amqp_connection_close_ok_t ok{};
+      amqp_send_method(conn_, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+      dead_ = true;
+    }
+  }
+
+  [[noreturn]] void fail(const char* what, const std::string& why) const {
+    throw AmqpError(std::string("AMQP ") + what + " (" + where_ + "): " + why);
+  }
+
+ private:
+  amqp_connection_state_t conn_ = nullptr;
+  std::string where_;
+  bool dead_ = false;
+};
+
+// Arguments shared by every ingest queue: a quorum queue (replicated,
+// durable) with a single active consumer, so one gateway sequences a shard.
+void declare_ingest(Session& session, const std::string& queue) {
+  std::array<amqp_table_entry_t, 2> entries{};
+  entries[0].key = amqp_cstring_bytes("x-queue-type");
+  entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
+  entries[0].value.value.bytes = amqp_cstring_bytes("quorum");
+  entries[1].key = amqp_cstring_bytes("x-single-active-consumer");
+  entries[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  entries[1].value.value.boolean = 1;
+  amqp_table_t arguments{static_cast<int>(entries.size()), entries.data()};
+  amqp_queue_declare(session.get(), kChannel, bytes_of(queue), /*passive=*/0, /*durable=*/1, /*exclusive=*/0,
+                     /*auto_delete=*/0, arguments);
+  session.check(amqp_get_rpc_reply(session.get()), "queue.declare");
+}
+
+amqp_basic_properties_t properties_for(const Message& message) {
+  amqp_basic_properties_t properties{};
+  properties._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+  properties.content_type = amqp_cstring_bytes("application/json");
+  properties.delivery_mode = message.persistent ? 2 : 1;
+  return properties;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Connection
+
+struct Connection::State {
+  Session session;
+  State(const AmqpConfig& config, std::chrono::seconds heartbeat) : session(config.url, heartbeat, "rtmc") {}
+
+  // A frame that is not a basic.deliver arrived where a delivery was
+  // expected: returns of our own mandatory publishes, closes, cancels.
+  void handle_other_frame() {
+    amqp_frame_t frame;
+    session.check_status(amqp_simple_wait_frame(session.get(), &frame), "receive");
+    if (frame.frame_type != AMQP_FRAME_METHOD) return;  // stray content of an ignored method
+    switch (frame.payload.method.id) {
+      case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t returned;
+        const amqp_rpc_reply_t reply = amqp_read_message(session.get(), frame.channel, &returned, 0);
+        session.check(reply, "basic.return");
+        amqp_destroy_message(&returned);
+        spdlog::debug("amqp: a message published on a consuming connection was unroutable");
+        return;
+      }
+      case AMQP_CHANNEL_CLOSE_METHOD:
+      case AMQP_CONNECTION_CLOSE_METHOD:
+        session.answer_close(frame.payload.method);
+        session.fail("receive", describe_method(frame.payload.method));
+      case AMQP_BASIC_CANCEL_METHOD:
+        session.fail("receive", "the broker cancelled the consumer (queue deleted or moved)");
+      default:
+        return;  // basic.ack and friends have no meaning here
+    }
+  }
+};
+
+Connection::Connection(const AmqpConfig& config, std::chrono::seconds heartbeat)
+    : state_(std::make_unique<State>(config, heartbeat)) {}
+
+Connection::~Connection() = default;
+
+void Connection::declare_ingest_queues(std::uint32_t shards) {
+  for (std::uint32_t shard = 0; shard < shards; ++shard) declare_ingest(state_->session, ingest_queue(shard));
+}
+
+void Connection::declare_ingest_queue(const std::string& queue) { declare_ingest(state_->session, queue); }
+
+void Connection::delete_queue(const std::string& queue) {
+  amqp_queue_delete(state_->session.get(), kChannel, bytes_of(queue), 0, 0);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.delete");
+}
+
+void Connection::declare_fanout_exchange() {
+  // Durable so bindings of a restarted broker need no special case; the
+  // frames themselves are published transient.
+  amqp_exchange_declare(state_->session.get(), kChannel, bytes_of(kFanoutExchange), amqp_cstring_bytes("fanout"),
+                        /*passive=*/0, /*durable=*/1, /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "exchange.declare");
+}
+
+std::string Connection::declare_private_queue() {
+  amqp_queue_declare_ok_t* ok = amqp_queue_declare(state_->session.get(), kChannel, amqp_empty_bytes, /*passive=*/0,
+                                                   /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1, amqp_empty_table);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.declare");
+  return string_of(ok->queue);
+}
+
+void Connection::bind(const std::string& queue, const std::string& exchange, const std::string& key) {
+  amqp_queue_bind(state_->session.get(), kChannel, bytes_of(queue), bytes_of(exchange), bytes_of(key),
+                  amqp_empty_table);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.bind");
+}
+
+void Connection::qos(std::uint16_t prefetch) {
+  amqp_basic_qos(state_->session.get(), kChannel, 0, prefetch, 0);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "basic.qos");
+}
+
+void Connection::consume(const std::string& queue) {
+  amqp_basic_consume(state_->session.get(), kChannel, bytes_of(queue), amqp_empty_bytes, /*no_local=*/0,
+                     /*no_ack=*/0, /*exclusive=*/0, amqp_empty_table);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "basic.consume");
+}
+
+std::optional<Delivery> Connection::next(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  amqp_connection_state_t conn = state_->session.get();
+  for (;;) {
+    // Frees the frames of earlier deliveries; a no-op while frames are queued.
+    amqp_maybe_release_buffers(conn);
+    timeval tv = to_timeval(std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()));
+    // A zero timeval would make rabbitmq-c skip its missed-heartbeat check.
+    if (tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1;
+    amqp_envelope_t envelope;
+    const amqp_rpc_reply_t reply = amqp_consume_message(conn, &envelope, &tv, 0);
+    if (reply.reply_type == AMQP_RESPONSE_NORMAL) {
+      Delivery delivery;
+      delivery.exchange = string_of(envelope.exchange);
+      delivery.routing_key = string_of(envelope.routing_key);
+      delivery.body = string_of(envelope.message.body);
+      delivery.delivery_tag = envelope.delivery_tag;
+      delivery.redelivered = envelope.redelivered != 0;
+      amqp_destroy_envelope(&envelope);
+      return delivery;
+    }
+    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_TIMEOUT) {
+      return std::nullopt;
+    }
+    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+      state_->handle_other_frame();
+      if (Clock::now() >= deadline) return std::nullopt;
+      continue;
+    }
+    state_->session.check(reply, "consume");
+  }
+}
+
+void Connection::ack(std::uint64_t delivery_tag, bool multiple) {
+  state_->session.check_status(amqp_basic_ack(state_->session.get(), kChannel, delivery_tag, multiple ? 1 : 0),
+                               "basic.ack");
+}
+
+void Connection::reject(std::uint64_t delivery_tag, bool requeue) {
+  state_->session.check_status(amqp_basic_reject(state_->session.get(), kChannel, delivery_tag, requeue ? 1 : 0),
+                               "basic.reject");
+}
+
+void Connection::publish(const Message& message) {
+  const amqp_basic_properties_t properties = properties_for(message);
+  state_->session.check_status(
+      amqp_basic_publish(state_->session.get(), kChannel, bytes_of(message.exchange), bytes_of(message.routing_key),
+                         message.mandatory ? 1 : 0, /*immediate=*/0, &properties, bytes_of(message.body)),
+      "basic.publish");
+}
+
+// ----------------------------------------------------------------- Publisher
+
+namespace {
+
+// Heartbeats let a silent broker be noticed; rabbitmq-c only services them
+// inside library calls, which the publisher loop makes at least every
+// kMaxWait.
+constexpr std::chrono::seconds kPublisherHeartbeat{10};
+constexpr std::chrono::milliseconds kMaxWait{200};
+constexpr std::chrono::milliseconds kMinBackoff{100};
+constexpr std::chrono::milliseconds kMaxBackoff{5000};
+
+struct Pending {
+  std::uint64_t id = 0;  // publisher-local, sent as message_id to match basic.return
+  Message message;
+  std::function<void(PublishStatus)> done;  // empty once answered
+  Clock::time_point deadline;
+  bool returned = false;  // basic.return seen: the coming ack means `unroutable`
+
+  void answer(PublishStatus status) {
+    if (!done) return;
+    auto callback = std::move(done);
+    done = nullptr;
+    try {
+      callback(status);
+    } catch (const std::exception& error) {
+      spdlog::error("amqp publisher: a publish callback threw: {}", error.what());
+    } catch (...) {
+      spdlog::error("amqp publisher: a publish callback threw");
+    }
+  }
+};
+
+// Owns the eventfd that wakes the publisher thread.
+class EventFd {
+ public:
+  EventFd() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  }
+  ~EventFd() { ::close(fd_); }
+  EventFd(const EventFd&) = delete;
+  EventFd& operator=(const EventFd&) = delete;
+  int fd() const { return fd_; }
+  void signal() const {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto written = ::write(fd_, &one, sizeof one);
+  }
+  void clear() const {
+    std::uint64_t value = 0;
+    [[maybe_unused]] const auto read = ::read(fd_, &value, sizeof value);
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+struct Publisher::State {
+  AmqpConfig config;
+  Options options;
+  EventFd wake;
+  std::atomic<bool> is_connected{false};
+
+  // Shared with publish() callers.
+  std::mutex mutex;
+  std::deque<Pending> incoming;
+  std::uint64_t next_id = 1;
+  bool stopping = false;
+
+  // Publisher thread only.
+  std::unique_ptr<Session> session;
+  std::deque<Pending> waiting;             // not sent on the current connection, in publish order
+  std::map<std::uint64_t, Pending> sent;   // by delivery tag; answered entries stay until the
+                                           // broker confirms them, so they still count
+                                           // against the window
+  std::uint64_t next_tag = 1;
+  std::chrono::milliseconds backoff = kMinBackoff;
+  Clock::time_point next_attempt{};
+  std::minstd_rand random{std::random_device{}()};
+
+  std::thread thread;  // last: starts after everything above exists
+
+  State(AmqpConfig config_in, Options options_in) : config(std::move(config_in)), options(options_in) {
+    if (options.window == 0) options.window = 1;
+    thread = std::thread([this] { run(); });
+  }
+
+  void run() {
+    while (take_incoming()) {
+      expire(Clock::now());
+      if (!session && Clock::now() >= next_attempt) connect();
+      if (session) {
+        try {
+          read_frames();
+          send_window();
+          read_frames();
+        } catch (const AmqpError& error) {
+          drop_connection(error.what());
+        }
+      }
+      wait();
+    }
+    shut_down();
+  }
+
+  // Moves new requests into `waiting`; false once the destructor asked to stop.
+  bool take_incoming() {
+    wake.clear();  // before taking: a publish after this wakes the next wait
+    std::deque<Pending> taken;
+    {
+      std::lock_guard lock(mutex);
+      if (stopping) return false;
+      taken.swap(incoming);
+    }
+    for (auto& pending : taken) waiting.push_back(std::move(pending));
+    return true;
+  }
+
+  // Answers `unavailable` for everything past its deadline. Deadlines grow
+  // with publish order and both containers are in publish order, so each
+  // scan stops at the first live entry.
+  void expire(Clock::time_point now) {
+    while (!waiting.empty() && waiting.front().deadline <= now) {
+      waiting.front().answer(PublishStatus::unavailable);
+      waiting.pop_front();
+    }
+    for (auto& [tag, pending] : sent) {
+      if (pending.deadline > now) break;
+      pending.answer(PublishStatus::unavailable);
+    }
+  }
+
+  void connect() {
+    try {
+      auto fresh = std::make_unique<Session>(config.url, kPublisherHeartbeat, "rtmc publisher");
+      for (std::uint32_t shard = 0; shard < options.ingest_shards; ++shard) declare_ingest(*fresh, ingest_queue(shard));
+      amqp_confirm_select(fresh->get(), kChannel);
+      fresh->check(amqp_get_rpc_reply(fresh->get()), "confirm.select");
+      session = std::move(fresh);
+      next_tag = 1;
+      backoff = kMinBackoff;
+      is_connected = true;
+      spdlog::info("amqp publisher: connected ({} message(s) to send)", waiting.size());
+    } catch (const AmqpError& error) {
+      schedule_retry(error.what());
+    }
+  }
+
+  void schedule_retry(const std::string& why) {
+    // Full jitter over the upper half keeps many publishers from
+    // reconnecting in lockstep after a broker restart.
+    std::uniform_int_distribution<long> spread(backoff.count() / 2, backoff.count());
+    const std::chrono::milliseconds delay(spread(random));
+    next_attempt = Clock::now() + delay;
+    spdlog::warn("amqp publisher: {}; retrying in {} ms", why, delay.count());
+    backoff = std::min(backoff * 2, kMaxBackoff);
+  }
+
+  // Everything sent but not confirmed goes back to the front of `waiting`, in
+  // its original order, to be re-sent on the next connection; entries
+  // already answered `unavailable` are not re-sent.
+  void drop_connection(const std::string& why) {
+    session.reset();
+    is_connected = false;
+    std::deque<Pending> resend;
+    for (auto& [tag, pending] : sent) {
+      if (pending.done) resend.push_back(std::move(pending));
+    }
+    sent.clear();
+    for (auto it = resend.rbegin(); it != resend.rend(); ++it) waiting.push_front(std::move(*it));
+    schedule_retry(why);
+  }
+
+  void send_window() {
+    while (!waiting.empty() && sent.size() < options.window) {
+      // Moved to `sent` first: if the send fails half-way the message is
+      // re-sent after the reconnect.
+      const std::uint64_t tag = next_tag++;
+      Pending& pending = sent.emplace(tag, std::move(waiting.front())).first->second;
+      waiting.pop_front();
+      const std::string message_id = std::to_string(pending.id);
+      amqp_basic_properties_t properties = properties_for(pending.message);
+      properties._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+      properties.message_id = bytes_of(message_id);
+      session->check_status(amqp_basic_publish(session->get(), kChannel, bytes_of(pending.message.exchange),
+                                               bytes_of(pending.message.routing_key),
+                                               pending.message.mandatory ? 1 : 0, 0, &properties,
+                                               bytes_of(pending.message.body)),
+                            "basic.publish");
+    }
+  }
+
+  // Handles every frame rabbitmq-c has buffered or the socket has ready,
+  // without blocking. A 1 µs timeout rather than zero: with zero rabbitmq-c
+  // never notices missed heartbeats.
+  void read_frames() {
+    amqp_connection_state_t conn = session->get();
+    for (;;) {
+      amqp_frame_t frame;
+      timeval tv{0, 1};
+      const int status = amqp_simple_wait_frame_noblock(conn, &frame, &tv);
+      if (status == AMQP_STATUS_TIMEOUT) break;
+      session->check_status(status, "receive");
+      if (frame.frame_type == AMQP_FRAME_METHOD) handle_method(frame);
+    }
+    amqp_maybe_release_buffers(conn);
+  }
+
+  void handle_method(const amqp_frame_t& frame) {
+    const amqp_method_t& method = frame.payload.method;
+    switch (method.id) {
+      case AMQP_BASIC_ACK_METHOD: {
+        const auto* ack = static_cast<const amqp_basic_ack_t*>(method.decoded);
+        settle(ack->delivery_tag, ack->multiple != 0, false);
+        return;
+      }
+      case AMQP_BASIC_NACK_METHOD: {
+        const auto* nack = static_cast<const amqp_basic_nack_t*>(method.decoded);
+        settle(nack->delivery_tag, nack->multiple != 0, true);
+        return;
+      }
+      case AMQP_BASIC_RETURN_METHOD: {
+        // The return precedes the ack of the same message; its content
+        // (header and body frames) follows right away.
+        amqp_message_t returned;
+        session->check(amqp_read_message(session->get(), frame.channel, &returned, 0), "basic.return");
+        std::uint64_t id = 0;
+        if ((returned.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0) {
+          const std::string text = string_of(returned.properties.message_id);
+          std::from_chars(text.data(), text.data() + text.size(), id);
+        }
+        amqp_destroy_message(&returned);
+        for (auto& [tag, pending] : sent) {
+          if (pending.id == id) {
+            pending.returned = true;
+            break;
+          }
+        }
+        return;
+      }
+      case AMQP_CHANNEL_CLOSE_METHOD:
+      case AMQP_CONNECTION_CLOSE_METHOD:
+        session->answer_close(method);
+        session->fail("receive", describe_method(method));
+      default:
+        return;
+    }
+  }
+
+  void settle(std::uint64_t delivery_tag, bool multiple, bool nacked) {
+    auto answer = [nacked](Pending& pending) {
+      if (nacked) {
+        pending.answer(PublishStatus::nacked);
+      } else {
+        pending.answer(pending.returned ? PublishStatus::unroutable : PublishStatus::confirmed);
+      }
+    };
+    if (multiple) {
+      // delivery_tag 0 with multiple means "everything outstanding".
+      auto end = delivery_tag == 0 ? sent.end() : sent.upper_bound(delivery_tag);
+      for (auto it = sent.begin(); it != end; ++it) answer(it->second);
+      sent.erase(sent.begin(), end);
+    } else if (auto it = sent.find(delivery_tag); it != sent.end()) {
+      answer(it->second);
+      sent.erase(it);
+    }
+  }
+
+  // Sleeps until the broker sends something, a publish arrives, a deadline
+  // passes, or kMaxWait elapses (heartbeats).
+  void wait() {
+    const auto now = Clock::now();
+    auto until = now + kMaxWait;
+    if (!waiting.empty()) until = std::min(until, waiting.front().deadline);
+    for (const auto& [tag, pending] : sent) {
+      if (pending.done) {
+        until = std::min(until, pending.deadline);
+        break;
+      }
+    }
+    if (!session) until = std::min(until, next_attempt);
+    if (session && (amqp_frames_enqueued(session->get()) || amqp_data_in_buffer(session->get()))) until = now;
+    // Sending is possible but was not done only if the window is full, so
+    // only readability of the socket matters.
+    std::array<pollfd, 2> fds{};
+    fds[0] = pollfd{wake.fd(), POLLIN, 0};
+    nfds_t count = 1;
+    if (session && session->fd() >= 0) {
+      fds[1] = pollfd{session->fd(), POLLIN, 0};
+      count = 2;
+    }
+    const auto timeout = std::chrono::ceil<std::chrono::milliseconds>(until - now);
+    ::poll(fds.data(), count, static_cast<int>(std::max<long>(0, timeout.count())));
+  }
+
+  void shut_down() {
+    std::deque<Pending> late;
+    {
+      std::lock_guard lock(mutex);
+      late.swap(incoming);
+    }
+    for (auto& [tag, pending] : sent) pending.answer(PublishStatus::unavailable);
+    sent.clear();
+    for (auto& pending : waiting) pending.answer(PublishStatus::unavailable);
+    waiting.clear();
+    for (auto& pending : late) pending.answer(PublishStatus::unavailable);
+    session.reset();
+    is_connected = false;
+  }
+};
+
+Publisher::Publisher(AmqpConfig config, Options options)
+    : state_(std::make_unique<State>(std::move(config), options)) {}
+
+Publisher::~Publisher() {
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->stopping = true;
+  }
+  state_->wake.signal();
+  state_->thread.join();
+}
+
+void Publisher::publish(Message message, std::function<void(PublishStatus)> done) {
+  Pending pending;
+  pending.message = std::move(message);
+  pending.done = std::move(done);
+  pending.deadline = Clock::now() + state_->options.give_up_after;
+  bool queued = false;
+  bool was_empty = false;
+  {
+    std::lock_guard lock(state_->mutex);
+    if (!state_->stopping) {
+      pending.id = state_->next_id++;
+      was_empty = state_->incoming.empty();
+      state_->incoming.push_back(std::move(pending));
+      queued = true;
+    }
+  }
+  if (!queued) {  // the publisher is being destroyed
+    pending.answer(PublishStatus::unavailable);
+    return;
+  }
+  // The thread takes the whole queue at once, so only the first publish
+  // into an empty queue needs to wake it.
+  if (was_empty) state_->wake.signal();
+}
+
+boost::asio::awaitable<PublishStatus> Publisher::async_publish(Message message) {
+  auto initiate = [this](auto handler, Message to_send) {
+    using Handler = decltype(handler);
+    using Executor = boost::asio::associated_executor_t<Handler>;
+    // std::function needs a copyable callable; the handler is move-only. The
+    // work guard keeps the awaiting coroutine's executor alive until the
+    // result is posted to it.
+    struct Waiter {
+      Handler handler;
+      boost::asio::executor_work_guard<Executor> work;
+    };
+    auto executor = boost::asio::get_associated_executor(handler);
+    auto waiter = std::make_shared<Waiter>(Waiter{std::move(handler), boost::asio::make_work_guard(executor)});
+    publish(std::move(to_send), [waiter](PublishStatus status) {
+      auto target = waiter->work.get_executor();
+      boost::asio::post(target, [waiter, status]() {
+        waiter->work.reset();
+        std::move(waiter->handler)(status);
+      });
+    });
+  };
+  co_return co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void(PublishStatus)>(
+      initiate, boost::asio::use_awaitable, std::move(message));
+}
+
+bool Publisher::connected() const { return state_->is_connected.load(); }
+
+}  // namespace rtmc::amqp

@@ -60,7 +60,12 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   // The K durable quorum ingest queues, each x-single-active-consumer.
+  // Idempotent; throws AmqpError if a queue exists with other arguments.
   void declare_ingest_queues(std::uint32_t shards);
+  // One queue with the ingest queues' arguments under any name (tests use
+  // unique names so they never compete with a running stack's consumers).
+  void declare_ingest_queue(const std::string& queue);
+  void delete_queue(const std::string& queue);
   // The fanout exchange for sequenced frames (non-durable messages).
   void declare_fanout_exchange();
   // Server-named, exclusive, auto-delete classic queue; returns its name.
@@ -70,11 +75,14 @@ class Connection {
   void consume(const std::string& queue);
   // Waits up to `timeout` for the next delivery of any consumer on this
   // connection; nullopt on timeout. Throws AmqpError when the connection or
-  // channel is lost.
+  // channel is lost, or when the broker cancels the consumer (queue deleted).
+  // basic.return frames caused by publish() are read and dropped here.
   std::optional<Delivery> next(std::chrono::milliseconds timeout);
   void ack(std::uint64_t delivery_tag, bool multiple = false);
   void reject(std::uint64_t delivery_tag, bool requeue);
-  // Fire-and-forget publish on channel 1 (no confirm mode).
+  // Fire-and-forget publish on channel 1 (no confirm mode). Publishing to an
+  // exchange that does not exist makes the broker close the channel: the next
+  // call throws AmqpError.
   void publish(const Message& message);
 
  private:
@@ -85,7 +93,15 @@ class Connection {
 // Publishes with publisher confirms from its own thread, keeping up to
 // `window` messages unconfirmed. On connection loss it reconnects with backoff
 // and jitter and re-sends everything not yet confirmed (consumers dedupe).
-// Each message's callback runs exactly once, on the publisher thread.
+// Each message's callback runs exactly once, on the publisher thread (or on
+// the caller's thread for a publish() that races with destruction); it must
+// not block and must not call back into this Publisher's destructor.
+// `confirmed` is only ever reported for a real basic.ack; `unavailable` means
+// "not known to be stored": the message may still arrive (a retry with the
+// same id is deduplicated downstream).
+// Messages must go to existing exchanges (the default one, for ingest): a
+// publish to a missing exchange closes the channel, which looks like a
+// connection loss, so it would be retried until it gives up.
 class Publisher {
  public:
   struct Options {
@@ -93,7 +109,7 @@ class Publisher {
     // A message not confirmed within this time is answered `unavailable`.
     std::chrono::milliseconds give_up_after{5000};
     // Ingest queues declared on every (re)connect, so publishing works before
-    // any gateway ran.
+    // any gateway ran. 0 declares none.
     std::uint32_t ingest_shards = 16;
   };
   Publisher(AmqpConfig config, Options options);
@@ -101,6 +117,7 @@ class Publisher {
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
 
+  // Thread-safe; never blocks on the broker.
   void publish(Message message, std::function<void(PublishStatus)> done);
   // Resumes the awaiting coroutine on its own executor.
   boost::asio::awaitable<PublishStatus> async_publish(Message message);
