@@ -1,0 +1,59 @@
+#pragma once
+// What the api handlers need from the outside world, as small interfaces so
+// the handlers can be unit-tested with fakes. The real implementations over
+// PostgreSQL, Redis, RabbitMQ and the password worker pool are in
+// real_backends.hpp. Every method may be called concurrently from any io
+// thread; a backend that cannot answer throws Unavailable.
+
+#include "store/amqp.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace rtmc::api {
+
+struct StoredUser {
+  std::string name;  // as registered (original case)
+  std::string password_hash;
+};
+
+class UserStore {
+ public:
+  virtual ~UserStore() = default;
+  // false when the name is taken regardless of case.
+  virtual boost::asio::awaitable<bool> create(std::string name, std::string password_hash) = 0;
+  // Case-insensitive lookup.
+  virtual boost::asio::awaitable<std::optional<StoredUser>> find(std::string name) = 0;
+};
+
+class SessionStore {
+ public:
+  virtual ~SessionStore() = default;
+  virtual boost::asio::awaitable<void> put(std::string jti, std::string user, std::chrono::milliseconds ttl) = 0;
+  virtual boost::asio::awaitable<bool> exists(std::string jti) = 0;
+  // true if a live session was removed.
+  virtual boost::asio::awaitable<bool> remove(std::string jti) = 0;
+};
+
+// Argon2id work; implementations keep it off the io threads.
+class PasswordHasher {
+ public:
+  virtual ~PasswordHasher() = default;
+  virtual boost::asio::awaitable<std::string> hash(std::string password) = 0;
+  virtual boost::asio::awaitable<bool> verify(std::string stored_hash, std::string password) = 0;
+  // Spends one verification's time (unknown users must not be faster).
+  virtual boost::asio::awaitable<void> burn(std::string password) = 0;
+};
+
+class MessagePublisher {
+ public:
+  virtual ~MessagePublisher() = default;
+  // Completes when the broker confirmed, refused, or the give-up time passed.
+  virtual boost::asio::awaitable<amqp::PublishStatus> publish(amqp::Message message) = 0;
+  virtual bool connected() const = 0;
+};
+
+}  // namespace rtmc::api

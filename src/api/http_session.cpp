@@ -1,0 +1,192 @@
+#include "api/http_session.hpp"
+
+#include <boost/asio/error.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace rtmc::api {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+namespace {
+
+// After an error answer to a request whose body we did not read, how long and
+// how much we keep reading (and discarding) before closing. Closing with
+// unread input makes the kernel send RST, which can destroy our answer before
+// the client reads it.
+constexpr auto kLingerTime = std::chrono::milliseconds(500);
+constexpr std::size_t kLingerBytes = 1 << 20;
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Errors that just mean "the peer went away / we gave up waiting": no answer,
+// no log line above debug.
+bool is_quiet_close(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::operation_aborted ||
+         ec == net::error::connection_reset || ec == net::error::broken_pipe || ec == beast::error::timeout;
+}
+
+}  // namespace
+
+void ConnectionSet::add(HttpSession* session) { sessions_.insert(session); }
+
+void ConnectionSet::remove(HttpSession* session) {
+  sessions_.erase(session);
+  if (stopping_ && sessions_.empty() && on_empty_) std::exchange(on_empty_, nullptr)();
+}
+
+void ConnectionSet::stop_all(std::function<void()> on_empty) {
+  stopping_ = true;
+  on_empty_ = std::move(on_empty);
+  // stop() only cancels I/O; sessions leave the set later, from their own
+  // coroutines, so iterating the set directly is safe.
+  for (auto* session : sessions_) session->stop();
+  if (sessions_.empty() && on_empty_) std::exchange(on_empty_, nullptr)();
+}
+
+HttpSession::HttpSession(net::ip::tcp::socket socket, const Router& router, Metrics& metrics,
+                         const HttpLimits& limits, ConnectionSet& connections)
+    : stream_(std::move(socket)), router_(router), metrics_(metrics), limits_(limits), connections_(connections) {}
+
+HttpSession::~HttpSession() {
+  if (registered_) {
+    metrics_.connection_closed();
+    connections_.remove(this);
+  }
+}
+
+net::awaitable<void> HttpSession::run() {
+  auto self = shared_from_this();
+  connections_.add(this);
+  registered_ = true;
+  metrics_.connection_opened();
+  if (connections_.stopping()) co_return;
+  try {
+    co_await serve();
+  } catch (const std::exception& error) {
+    // The Router answers handler errors; what reaches here is a bug or
+    // bad_alloc. Ending this connection keeps the others alive.
+    spdlog::error("http session ended by an exception: {}", error.what());
+  }
+  beast::error_code ignored;
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  stream_.socket().close(ignored);
+}
+
+void HttpSession::stop() {
+  stopping_ = true;
+  // Only an idle connection is cut now; a busy one finishes its answer first
+  // (serve() checks stopping_ after every write).
+  if (idle_) stream_.cancel();
+}
+
+net::awaitable<bool> HttpSession::write(Response response) {
+  metrics_.count_response(response.result_int());
+  stream_.expires_after(limits_.write_timeout);
+  auto [ec, written] = co_await http::async_write(stream_, response, use_tuple);
+  stream_.expires_never();
+  if (ec && !is_quiet_close(ec)) spdlog::debug("http write failed: {}", ec.message());
+  co_return !ec;
+}
+
+net::awaitable<void> HttpSession::answer_and_close(HttpError error) {
+  auto response = error_response(error);
+  response.keep_alive(false);
+  if (!co_await write(std::move(response))) co_return;
+  beast::error_code ignored;
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  // Drain what the client is still sending so our answer is not lost to RST.
+  std::array<char, 16 * 1024> sink;
+  std::size_t drained = 0;
+  stream_.expires_after(kLingerTime);
+  while (drained < kLingerBytes) {
+    auto [ec, n] = co_await stream_.async_read_some(net::buffer(sink), use_tuple);
+    if (ec) break;
+    drained += n;
+  }
+  stream_.expires_never();
+}
+
+net::awaitable<void> HttpSession::answer_read_error(const beast::error_code& ec, bool got_some) {
+  if (ec == http::error::header_limit) {
+    co_await answer_and_close(HttpError(http::status::request_header_fields_too_large, "header_too_large",
+                                        "request header exceeds " + std::to_string(limits_.header_bytes) +
+                                            " bytes"));
+  } else if (ec == http::error::body_limit) {
+    co_await answer_and_close(HttpError(http::status::payload_too_large, "request_too_large",
+                                        "request body exceeds " + std::to_string(limits_.body_bytes) + " bytes"));
+  } else if (ec == beast::error::timeout && got_some) {
+    co_await answer_and_close(HttpError(http::status::request_timeout, "request_timeout",
+                                        "request not received in time"));
+  } else if (is_quiet_close(ec)) {
+    spdlog::debug("http connection closed: {}", ec.message());
+  } else if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
+    // Any other HTTP parse error: the request is malformed.
+    co_await answer_and_close(HttpError(http::status::bad_request, "bad_request", "malformed HTTP request"));
+  } else {
+    spdlog::debug("http read failed: {}", ec.message());
+  }
+}
+
+net::awaitable<void> HttpSession::serve() {
+  // Outlives each request: bytes of a pipelined next request stay in it.
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
+    parser.body_limit(limits_.body_bytes);
+
+    idle_ = true;
+    if (stopping_) co_return;
+    stream_.expires_after(limits_.idle_timeout);
+    auto [header_ec, header_bytes] = co_await http::async_read_header(stream_, buffer, parser, use_tuple);
+    idle_ = false;
+    if (header_ec) {
+      co_await answer_read_error(header_ec, parser.got_some());
+      co_return;
+    }
+
+    if (iequals(parser.get()[http::field::expect], "100-continue") && !parser.is_done()) {
+      http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
+      stream_.expires_after(limits_.write_timeout);
+      auto [ec, n] = co_await http::async_write(stream_, go_on, use_tuple);
+      if (ec) co_return;
+    }
+    if (!parser.is_done()) {
+      stream_.expires_after(limits_.read_timeout);
+      auto [body_ec, body_bytes] = co_await http::async_read(stream_, buffer, parser, use_tuple);
+      if (body_ec) {
+        co_await answer_read_error(body_ec, true);
+        co_return;
+      }
+    }
+    stream_.expires_never();
+
+    Request request = parser.release();
+    Response response = co_await router_.dispatch(request);
+    const bool keep_alive = request.keep_alive() && !stopping_;
+    response.keep_alive(keep_alive);
+    if (!co_await write(std::move(response)) || !keep_alive) co_return;
+  }
+}
+
+}  // namespace rtmc::api

@@ -1,0 +1,96 @@
+#pragma once
+// One HTTP/1.1 connection: reads requests with size limits and timeouts,
+// hands each to the Router, writes the answer, keeps the connection alive
+// when both sides want it. Requests on one connection are served one at a
+// time, in order (no pipelining in parallel).
+//
+// Threading: a session lives on the io_context its socket was accepted onto
+// (one thread per io_context) for its whole life, so neither it nor its
+// ConnectionSet needs a lock. stop() must be called on that thread.
+
+#include "api/http_error.hpp"
+#include "api/metrics.hpp"
+#include "api/router.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <unordered_set>
+
+namespace rtmc::api {
+
+struct HttpLimits {
+  std::size_t header_bytes = 8 * 1024;  // larger -> 431 and close
+  std::size_t body_bytes = 64 * 1024;   // larger -> 413 and close
+  // Waiting for (and reading) the next request's header on an open connection.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
+  // Reading a request body once its header arrived.
+  std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};
+};
+
+class HttpSession;
+
+// The open sessions of one io thread, so a graceful stop can reach them.
+// Owned by that thread's state; touched only on that thread.
+class ConnectionSet {
+ public:
+  // Stops every session (idle ones close now, busy ones after their answer)
+  // and calls `on_empty` once none is left (at once if none is open).
+  void stop_all(std::function<void()> on_empty);
+  bool stopping() const { return stopping_; }
+  // Drops a pending on_empty callback (its target is being destroyed).
+  void forget_on_empty() { on_empty_ = nullptr; }
+
+ private:
+  friend class HttpSession;
+  void add(HttpSession* session);
+  void remove(HttpSession* session);
+
+  std::unordered_set<HttpSession*> sessions_;
+  bool stopping_ = false;
+  std::function<void()> on_empty_;
+};
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(boost::asio::ip::tcp::socket socket, const Router& router, Metrics& metrics,
+              const HttpLimits& limits, ConnectionSet& connections);
+  ~HttpSession();
+  HttpSession(const HttpSession&) = delete;
+  HttpSession& operator=(const HttpSession&) = delete;
+
+  // Serves the connection until it closes; spawn it on the socket's executor.
+  // Never throws: I/O errors end the session, handler errors were already
+  // answered by the Router.
+  boost::asio::awaitable<void> run();
+
+  // Graceful: an idle connection is closed now; a busy one answers its
+  // current request with "Connection: close" and then closes.
+  void stop();
+
+ private:
+  boost::asio::awaitable<void> serve();
+  // false when the connection failed (the session then ends).
+  boost::asio::awaitable<bool> write(Response response);
+  // For requests the HTTP layer refuses itself (limits, parse errors,
+  // timeouts): answer, then close without reading on.
+  boost::asio::awaitable<void> answer_and_close(HttpError error);
+  boost::asio::awaitable<void> answer_read_error(const boost::beast::error_code& ec, bool got_some);
+
+  boost::beast::tcp_stream stream_;
+  const Router& router_;
+  Metrics& metrics_;
+  const HttpLimits& limits_;
+  ConnectionSet& connections_;
+  bool idle_ = true;  // waiting for the next request's header
+  bool stopping_ = false;
+  bool registered_ = false;  // in connections_ (done on the session's own thread)
+};
+
+}  // namespace rtmc::api
