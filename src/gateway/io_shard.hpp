@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <array>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -47,12 +48,16 @@ class IoShard {
     for (auto& [_, session] : it->second) session->deliver(room, seq, frame);
   }
 
+  // Read buffer shared by the sessions of this thread (see Session::read_loop).
+  std::array<char, 64 * 1024>& scratch() { return scratch_; }
+
   void close_all() {
     auto all = sessions_;
     for (auto& [_, session] : all) session->close(CloseReason::server_shutdown);
   }
 
  private:
+  std::array<char, 64 * 1024> scratch_;
   std::unordered_map<Session*, std::shared_ptr<Session>> sessions_;
   std::unordered_map<std::string, std::unordered_map<Session*, std::shared_ptr<Session>>> rooms_;
 };

@@ -99,24 +99,36 @@ asio::awaitable<void> Session::auth_deadline() {
   fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt, CloseReason::auth_timeout);
 }
 
+// Reads into the io thread's scratch buffer and keeps only unprocessed bytes
+// in the session, so an idle connection holds no read buffer at all (10k
+// idle clients would otherwise pin 10k buffers). Waiting for readability
+// before reading also spares idle sockets a speculative read.
 asio::awaitable<void> Session::read_loop() {
   auto self = shared_from_this();
   const std::size_t max_line = context_.config.max_line_bytes;
-  std::string buffer;
-  std::array<char, 16 * 1024> chunk;
+  std::string pending;
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);
   while (!closing_) {
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(chunk), nothrow_awaitable);
-    if (ec) {
-      if (!closing_) close(ec == asio::error::eof ? CloseReason::client_closed : CloseReason::read_error);
+    auto [wait_ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, nothrow_awaitable);
+    if (closing_) co_return;
+    std::size_t n = 0;
+    if (!wait_ec) n = socket_.read_some(asio::buffer(shard_.scratch()), ec);
+    if (wait_ec || (ec && ec != asio::error::would_block)) {
+      auto error = wait_ec ? wait_ec : ec;
+      close(error == asio::error::eof ? CloseReason::client_closed : CloseReason::read_error);
       co_return;
     }
+    if (n == 0) continue;
     last_inbound_ = std::chrono::steady_clock::now();
-    buffer.append(chunk.data(), n);
+    // Handlers may suspend (Redis, back-pressure) and the scratch buffer is
+    // shared by every session of this thread, so the bytes move out first.
+    pending.append(shard_.scratch().data(), n);
     std::size_t start = 0;
     for (;;) {
-      auto newline = buffer.find('\n', start);
+      auto newline = pending.find('\n', start);
       if (newline == std::string::npos) break;
-      std::string_view line(buffer.data() + start, newline - start);
+      std::string_view line(pending.data() + start, newline - start);
       if (line.size() > max_line) {
         fail(ErrorCode::frame_too_large, "line longer than " + std::to_string(max_line) + " bytes", std::nullopt);
         co_return;
@@ -125,8 +137,12 @@ asio::awaitable<void> Session::read_loop() {
       if (!blank(line)) co_await handle_line(line);
       if (closing_) co_return;
     }
-    buffer.erase(0, start);
-    if (buffer.size() > max_line) {
+    if (start == pending.size()) {
+      std::string().swap(pending);
+    } else {
+      pending.erase(0, start);
+    }
+    if (pending.size() > max_line) {
       fail(ErrorCode::frame_too_large, "line longer than " + std::to_string(max_line) + " bytes", std::nullopt);
       co_return;
     }
