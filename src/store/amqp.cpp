@@ -6,6 +6,7 @@
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -49,11 +50,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr amqp_channel_t kChannel = 1;
 constexpr int kFrameMax = 131072;
-constexpr std::chrono::milliseconds kConnectTimeout{3000};
-// Bounds every RPC (declare, bind, confirm.select, close): a broker that
-// accepted the socket but stopped answering must not hang the owner forever.
-constexpr std::chrono::milliseconds kRpcTimeout{10000};
 constexpr std::chrono::milliseconds kCloseTimeout{1000};
+
+// A broker that accepted the socket but stopped answering must not hang the
+// owner forever: the TCP connect, the login handshake and every later RPC
+// (declare, bind, confirm.select) have their own bound.
+struct Timeouts {
+  std::chrono::milliseconds connect;
+  std::chrono::milliseconds handshake;
+  std::chrono::milliseconds rpc;
+};
+constexpr Timeouts kConsumerTimeouts{std::chrono::milliseconds(3000), std::chrono::milliseconds(10000),
+                                     std::chrono::milliseconds(10000)};
 
 amqp_bytes_t bytes_of(const std::string& text) { return amqp_bytes_t{text.size(), const_cast<char*>(text.data())}; }
 amqp_bytes_t bytes_of(std::string_view text) { return amqp_bytes_t{text.size(), const_cast<char*>(text.data())}; }
@@ -127,12 +135,43 @@ ParsedUrl parse_url(const std::string& url) {
   return parsed;
 }
 
+// Lets another thread abort a connection attempt that is blocked inside
+// rabbitmq-c, by shutting its socket down. The fd is touched only under the
+// mutex and is detached before rabbitmq-c closes it, so a reused fd number is
+// never hit.
+class AbortHandle {
+ public:
+  void attach(int fd) {
+    std::lock_guard lock(mutex_);
+    fd_ = fd;
+    if (aborted_ && fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+  }
+  void detach() {
+    std::lock_guard lock(mutex_);
+    fd_ = -1;
+  }
+  void abort() {
+    std::lock_guard lock(mutex_);
+    aborted_ = true;
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+  }
+
+ private:
+  std::mutex mutex_;
+  int fd_ = -1;
+  bool aborted_ = false;
+};
+
 // One open AMQP connection with channel 1. Not thread-safe: owned by one
-// thread. Any failure throws AmqpError; after a connection-level failure the
-// destructor skips the close handshake.
+// thread at a time. Any failure throws AmqpError; after a connection-level
+// failure the destructor skips the close handshake.
 class Session {
  public:
-  Session(const std::string& url, std::chrono::seconds heartbeat, const std::string& name) {
+  // `abort`, if given, can cut the socket from another thread until
+  // release_abort_handle().
+  Session(const std::string& url, std::chrono::seconds heartbeat, const std::string& name, const Timeouts& timeouts,
+          AbortHandle* abort = nullptr)
+      : abort_(abort) {
     const ParsedUrl parsed = parse_url(url);
     where_ = parsed.display;
     conn_ = amqp_new_connection();
@@ -140,11 +179,13 @@ class Session {
     try {
       amqp_socket_t* socket = amqp_tcp_socket_new(conn_);  // owned by conn_
       if (socket == nullptr) throw AmqpError("amqp_tcp_socket_new failed");
-      timeval connect_timeout = to_timeval(kConnectTimeout);
+      timeval connect_timeout = to_timeval(timeouts.connect);
       const int status = amqp_socket_open_noblock(socket, parsed.host.c_str(), parsed.port, &connect_timeout);
       if (status != AMQP_STATUS_OK) throw AmqpError("cannot connect to " + where_ + ": " + library_error(status));
-      timeval rpc_timeout = to_timeval(kRpcTimeout);
-      amqp_set_handshake_timeout(conn_, &rpc_timeout);
+      if (abort_ != nullptr) abort_->attach(amqp_get_sockfd(conn_));
+      timeval handshake_timeout = to_timeval(timeouts.handshake);
+      timeval rpc_timeout = to_timeval(timeouts.rpc);
+      amqp_set_handshake_timeout(conn_, &handshake_timeout);
       amqp_set_rpc_timeout(conn_, &rpc_timeout);
       // consumer_cancel_notify: without it the broker silently drops a
       // consumer whose queue is deleted, and next() would wait forever.
@@ -167,6 +208,7 @@ class Session {
       amqp_channel_open(conn_, kChannel);
       check(amqp_get_rpc_reply(conn_), "channel.open");
     } catch (...) {
+      release_abort_handle();
       dead_ = true;
       amqp_destroy_connection(conn_);
       throw;
@@ -174,6 +216,7 @@ class Session {
   }
 
   ~Session() {
+    release_abort_handle();
     if (!dead_) {
       // Quiet and bounded: a close that fails changes nothing for the owner.
       timeval close_timeout = to_timeval(kCloseTimeout);
@@ -188,6 +231,11 @@ class Session {
 
   amqp_connection_state_t get() const { return conn_; }
   int fd() const { return amqp_get_sockfd(conn_); }
+
+  void release_abort_handle() {
+    if (abort_ != nullptr) abort_->detach();
+    abort_ = nullptr;
+  }
 
   // Throws unless `reply` is normal; a broker-sent close is answered first.
   void check(const amqp_rpc_reply_t& reply, const char* what) {
@@ -226,6 +274,7 @@ class Session {
 
  private:
   amqp_connection_state_t conn_ = nullptr;
+  AbortHandle* abort_;
   std::string where_;
   bool dead_ = false;
 };
@@ -260,7 +309,7 @@ amqp_basic_properties_t properties_for(const Message& message) {
 
 struct Connection::State {
   Session session;
-  State(const AmqpConfig& config, std::chrono::seconds heartbeat) : session(config.url, heartbeat, "rtmc") {}
+  State(const AmqpConfig& config, std::chrono::seconds heartbeat) : session(config.url, heartbeat, "rtmc", kConsumerTimeouts) {}
 
   // A frame that is not a basic.deliver arrived where a delivery was
   // expected: returns of our own mandatory publishes, closes, cancels.
@@ -399,6 +448,8 @@ constexpr std::chrono::seconds kPublisherHeartbeat{10};
 constexpr std::chrono::milliseconds kMaxWait{200};
 constexpr std::chrono::milliseconds kMinBackoff{100};
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
+constexpr Timeouts kPublisherTimeouts{std::chrono::milliseconds(2000), std::chrono::milliseconds(5000),
+                                      std::chrono::milliseconds(5000)};
 
 struct Pending {
   std::uint64_t id = 0;  // publisher-local, sent as message_id to match basic.return
@@ -444,6 +495,65 @@ class EventFd {
   int fd_;
 };
 
+// One connection attempt (connect, login, declare the ingest queues,
+// confirm.select) on a thread of its own, so the publisher thread keeps
+// answering deadlines while a slow or silent broker makes it wait.
+class Connector {
+ public:
+  Connector(std::string url, std::uint32_t ingest_shards, const EventFd& wake)
+      : thread_([this, url = std::move(url), ingest_shards, &wake] {
+          attempt(url, ingest_shards);
+          wake.signal();
+        }) {}
+  ~Connector() {
+    abort_.abort();  // no-op once the attempt is over
+    thread_.join();
+  }
+  Connector(const Connector&) = delete;
+  Connector& operator=(const Connector&) = delete;
+
+  bool done() {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+  // After done(): the session, or nullptr and error() says why.
+  std::unique_ptr<Session> take_session() {
+    std::lock_guard lock(mutex_);
+    return std::move(session_);
+  }
+  std::string error() {
+    std::lock_guard lock(mutex_);
+    return error_;
+  }
+
+ private:
+  void attempt(const std::string& url, std::uint32_t ingest_shards) {
+    std::unique_ptr<Session> session;
+    std::string error;
+    try {
+      session = std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_);
+      for (std::uint32_t shard = 0; shard < ingest_shards; ++shard) declare_ingest(*session, ingest_queue(shard));
+      amqp_confirm_select(session->get(), kChannel);
+      session->check(amqp_get_rpc_reply(session->get()), "confirm.select");
+      session->release_abort_handle();
+    } catch (const AmqpError& failure) {
+      session.reset();
+      error = failure.what();
+    }
+    std::lock_guard lock(mutex_);
+    session_ = std::move(session);
+    error_ = std::move(error);
+    done_ = true;
+  }
+
+  AbortHandle abort_;
+  std::mutex mutex_;
+  bool done_ = false;
+  std::unique_ptr<Session> session_;
+  std::string error_;
+  std::thread thread_;  // last: starts after everything above exists
+};
+
 }  // namespace
 
 struct Publisher::State {
@@ -460,6 +570,7 @@ struct Publisher::State {
 
   // Publisher thread only.
   std::unique_ptr<Session> session;
+  std::unique_ptr<Connector> connector;  // a connection attempt in progress
   std::deque<Pending> waiting;             // not sent on the current connection, in publish order
   std::map<std::uint64_t, Pending> sent;   // by delivery tag; answered entries stay until the
                                            // broker confirms them, so they still count
@@ -479,7 +590,7 @@ struct Publisher::State {
   void run() {
     while (take_incoming()) {
       expire(Clock::now());
-      if (!session && Clock::now() >= next_attempt) connect();
+      if (!session) connect();
       if (session) {
         try {
           read_frames();
@@ -521,20 +632,26 @@ struct Publisher::State {
     }
   }
 
+  // Starts an attempt when the backoff allows, adopts its result when done.
   void connect() {
-    try {
-      auto fresh = std::make_unique<Session>(config.url, kPublisherHeartbeat, "rtmc publisher");
-      for (std::uint32_t shard = 0; shard < options.ingest_shards; ++shard) declare_ingest(*fresh, ingest_queue(shard));
-      amqp_confirm_select(fresh->get(), kChannel);
-      fresh->check(amqp_get_rpc_reply(fresh->get()), "confirm.select");
-      session = std::move(fresh);
-      next_tag = 1;
-      backoff = kMinBackoff;
-      is_connected = true;
-      spdlog::info("amqp publisher: connected ({} message(s) to send)", waiting.size());
-    } catch (const AmqpError& error) {
-      schedule_retry(error.what());
+    if (!connector) {
+      if (Clock::now() >= next_attempt) {
+        connector = std::make_unique<Connector>(config.url, options.ingest_shards, wake);
+      }
+      return;
     }
+    if (!connector->done()) return;
+    session = connector->take_session();
+    const std::string error = connector->error();
+    connector.reset();
+    if (!session) {
+      schedule_retry(error);
+      return;
+    }
+    next_tag = 1;
+    backoff = kMinBackoff;
+    is_connected = true;
+    spdlog::info("amqp publisher: connected ({} message(s) to send)", waiting.size());
   }
 
   void schedule_retry(const std::string& why) {
@@ -669,7 +786,7 @@ struct Publisher::State {
         break;
       }
     }
-    if (!session) until = std::min(until, next_attempt);
+    if (!session && !connector) until = std::min(until, next_attempt);
     if (session && (amqp_frames_enqueued(session->get()) || amqp_data_in_buffer(session->get()))) until = now;
     // Sending is possible but was not done only if the window is full, so
     // only readability of the socket matters.
@@ -695,6 +812,7 @@ struct Publisher::State {
     for (auto& pending : waiting) pending.answer(PublishStatus::unavailable);
     waiting.clear();
     for (auto& pending : late) pending.answer(PublishStatus::unavailable);
+    connector.reset();  // aborts an attempt in progress
     session.reset();
     is_connected = false;
   }

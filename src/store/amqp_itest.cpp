@@ -194,6 +194,9 @@ class TcpProxy {
       acceptor_.close(ignored);
     });
   }
+  // While set, new connections are accepted and then ignored: a broker that
+  // is up but does not answer.
+  void set_silent(bool silent) { silent_ = silent; }
   // Closes every proxied connection, both sides.
   void cut() {
     run_on_io([this] { close_all(); });
@@ -226,6 +229,7 @@ class TcpProxy {
       if (auto link = weak.lock()) link->close();
     }
     links_.clear();
+    silent_links_.clear();
   }
 
   asio::awaitable<void> accept_loop() {
@@ -235,7 +239,11 @@ class TcpProxy {
       ++accepted_;
       auto link = std::make_shared<Link>(io_, std::move(socket));
       links_.push_back(link);
-      asio::co_spawn(io_, connect_and_pump(link), asio::detached);
+      if (silent_) {
+        silent_links_.push_back(link);  // kept open, never answered
+      } else {
+        asio::co_spawn(io_, connect_and_pump(link), asio::detached);
+      }
     }
   }
 
@@ -267,7 +275,9 @@ class TcpProxy {
   tcp::endpoint upstream_;
   std::uint16_t port_ = 0;
   std::atomic<int> accepted_{0};
+  std::atomic<bool> silent_{false};
   std::vector<std::weak_ptr<Link>> links_;  // io thread only
+  std::vector<std::shared_ptr<Link>> silent_links_;
   std::thread thread_;
 };
 
@@ -775,6 +785,30 @@ TEST_F(AmqpTest, PublisherStartedWhileTheBrokerIsDownDeliversOnceItIsUp) {
   const auto deliveries = drain(consumer, 6, 1s);
   ASSERT_EQ(deliveries.size(), 5u);
   for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(deliveries[i].body, std::to_string(i));
+}
+
+TEST_F(AmqpTest, PublisherFacingASilentBrokerStillAnswersOnTime) {
+  const auto upstream = split_url(config_.url);
+  TcpProxy proxy(upstream.host, upstream.port, /*listening=*/true);
+  proxy.set_silent(true);
+  AmqpConfig proxied;
+  proxied.url = with_port(config_.url, proxy.port());
+
+  Results results(1);
+  const auto start = Clock::now();
+  Clock::time_point destroying;
+  {
+    Publisher publisher(proxied, options(500, 800ms));
+    publisher.publish(to_queue("q", "x"), results.slot(0));
+    ASSERT_TRUE(results.wait_all(5s));
+    EXPECT_EQ(results.status(0), PublishStatus::unavailable);
+    EXPECT_GE(results.time(0) - start, 750ms);
+    EXPECT_LT(results.time(0) - start, 1500ms) << "the login attempt held the answer back";
+    EXPECT_GE(proxy.accepted(), 1);
+    destroying = Clock::now();
+  }
+  // The destructor aborts the login that is still waiting for the broker.
+  EXPECT_LT(Clock::now() - destroying, 1s);
 }
 
 TEST_F(AmqpTest, InFlightMessagesGiveUpWhenTheBrokerStaysAway) {
