@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -16,6 +17,7 @@
 #include <vector>
 
 struct pg_conn;
+struct pg_result;
 
 namespace rtmc::pg {
 
@@ -45,11 +47,20 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Reconnects once if the connection was lost; throws PgError.
+  // Reconnects once if the connection was lost; throws PgError. A statement
+  // that failed because the connection broke is sent again on the new
+  // connection only outside a transaction block (inside one, the
+  // transaction is gone and the caller must start over).
   Result exec(const std::string& sql, const std::vector<Param>& params = {});
+  // Runs several ';'-separated statements without parameters (the simple
+  // query protocol), e.g. a migration file. Never pass it user input.
+  void exec_script(const std::string& sql);
 
  private:
   pg_conn* connection();
+  void drop();
+  // Sends with `send`, reconnecting and resending once as exec() describes.
+  pg_result* send_with_retry(const std::function<pg_result*(pg_conn*)>& send);
   PgConfig config_;
   pg_conn* conn_ = nullptr;
 };
@@ -59,9 +70,14 @@ class Pool {
   Pool(PgConfig config, std::size_t connections);
   ~Pool();
   boost::asio::awaitable<Result> exec(std::string sql, std::vector<Param> params = {});
+  // Runs `job` with one Connection, on its worker thread, for work that
+  // needs several statements on one connection (a transaction). The job must
+  // not keep the reference.
+  boost::asio::awaitable<void> run(std::function<void(Connection&)> job);
 
  private:
   struct Lane;
+  Lane& pick();
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::atomic<std::size_t> next_{0};
 };

@@ -1,1 +1,254 @@
 #include "store/redis.hpp"
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <sys/time.h>
+
+namespace rtmc::redis {
+namespace {
+
+struct ReplyDeleter {
+  void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+Reply convert(const redisReply& raw) {
+  Reply reply;
+  switch (raw.type) {
+    case REDIS_REPLY_STRING:
+      reply.type = Reply::Type::string;
+      reply.str.assign(raw.str, raw.len);
+      break;
+    case REDIS_REPLY_STATUS:
+      reply.type = Reply::Type::status;
+      reply.str.assign(raw.str, raw.len);
+      break;
+    case REDIS_REPLY_ERROR:
+      reply.type = Reply::Type::error;
+      reply.str.assign(raw.str, raw.len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      reply.type = Reply::Type::integer;
+      reply.integer = raw.integer;
+      break;
+    case REDIS_REPLY_ARRAY:
+      reply.type = Reply::Type::array;
+      reply.elements.reserve(raw.elements);
+      for (std::size_t i = 0; i < raw.elements; ++i) reply.elements.push_back(convert(*raw.element[i]));
+      break;
+    default:  // REDIS_REPLY_NIL; RESP3 types do not exist in hiredis 0.14
+      reply.type = Reply::Type::nil;
+      break;
+  }
+  return reply;
+}
+
+bool is_noscript(const Reply& reply) { return reply.is_error() && reply.str.rfind("NOSCRIPT", 0) == 0; }
+
+// Pointer/length views of the arguments; hiredis copies them while
+// formatting, so they need only outlive the call. Binary-safe.
+struct ArgvView {
+  explicit ArgvView(const std::vector<std::string>& args) {
+    argv.reserve(args.size());
+    argvlen.reserve(args.size());
+    for (const auto& arg : args) {
+      argv.push_back(arg.data());
+      argvlen.push_back(arg.size());
+    }
+  }
+  int argc() const { return static_cast<int>(argv.size()); }
+  std::vector<const char*> argv;
+  std::vector<std::size_t> argvlen;
+};
+
+std::vector<std::string> evalsha_args(const std::string& sha, const std::vector<std::string>& keys,
+                                      const std::vector<std::string>& args) {
+  std::vector<std::string> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.emplace_back("EVALSHA");
+  argv.push_back(sha);
+  argv.push_back(std::to_string(keys.size()));
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+}  // namespace
+
+Connection::Connection(RedisConfig config) : config_(std::move(config)) {}
+
+Connection::~Connection() { drop(); }
+
+void Connection::drop() {
+  if (context_ != nullptr) redisFree(context_);
+  context_ = nullptr;
+  // A new connection may reach a restarted server without our scripts.
+  loaded_.clear();
+}
+
+redisContext* Connection::context() {
+  if (context_ != nullptr) return context_;
+  const timeval timeout = to_timeval(config_.timeout);
+  redisContext* ctx = redisConnectWithTimeout(config_.address.host.c_str(), config_.address.port, timeout);
+  if (ctx == nullptr) throw RedisError("redis " + config_.address.str() + ": cannot allocate context");
+  if (ctx->err != 0) {
+    std::string message = "redis " + config_.address.str() + ": connect: " + ctx->errstr;
+    redisFree(ctx);
+    throw RedisError(message);
+  }
+  // hiredis has no command timeouts of its own: socket timeouts make a
+  // stuck server surface as an I/O error instead of blocking the worker.
+  if (redisSetTimeout(ctx, timeout) != REDIS_OK || redisEnableKeepAlive(ctx) != REDIS_OK) {
+    std::string message = "redis " + config_.address.str() + ": socket setup: " + ctx->errstr;
+    redisFree(ctx);
+    throw RedisError(message);
+  }
+  context_ = ctx;
+  return context_;
+}
+
+Reply Connection::command(const std::vector<std::string>& args) {
+  if (args.empty()) throw std::invalid_argument("redis command without arguments");
+  redisContext* ctx = context();
+  ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv
+  ReplyPtr raw(static_cast<redisReply*>(redisCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data())));
+  if (!raw) {
+    std::string message = "redis " + config_.address.str() + ": " + args.front() + ": " + ctx->errstr;
+    drop();
+    throw RedisError(message);
+  }
+  return convert(*raw);
+}
+
+std::vector<Reply> Connection::pipeline(const std::vector<std::vector<std::string>>& commands) {
+  std::vector<Reply> replies;
+  if (commands.empty()) return replies;
+  redisContext* ctx = context();
+  for (const auto& args : commands) {
+    if (args.empty()) throw std::invalid_argument("redis command without arguments");
+    ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv
+    if (redisAppendCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data()) != REDIS_OK) {
+      // Part of the batch may sit in the output buffer: the connection is no
+      // longer in a known state.
+      std::string message = "redis " + config_.address.str() + ": pipeline append: " + ctx->errstr;
+      drop();
+      throw RedisError(message);
+    }
+  }
+  replies.reserve(commands.size());
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    void* out = nullptr;
+    if (redisGetReply(ctx, &out) != REDIS_OK || out == nullptr) {
+      std::string message = "redis " + config_.address.str() + ": pipeline reply " + std::to_string(i) + " of " +
+                            std::to_string(commands.size()) + ": " + ctx->errstr;
+      drop();
+      throw RedisError(message);
+    }
+    ReplyPtr raw(static_cast<redisReply*>(out));
+    replies.push_back(convert(*raw));
+  }
+  return replies;
+}
+
+std::string Connection::load(const Script& script) {
+  auto cached = std::find_if(loaded_.begin(), loaded_.end(), [&](const auto& e) { return e.first == script.source; });
+  if (cached != loaded_.end()) return cached->second;
+  Reply reply = command({"SCRIPT", "LOAD", script.source});
+  if (reply.type != Reply::Type::string)
+    throw RedisError("redis " + config_.address.str() + ": SCRIPT LOAD failed: " + reply.str);
+  loaded_.emplace_back(script.source, reply.str);
+  return reply.str;
+}
+
+Reply Connection::eval(const Script& script, const std::vector<std::string>& keys,
+                       const std::vector<std::string>& args) {
+  Reply reply = command(evalsha_args(load(script), keys, args));
+  if (!is_noscript(reply)) return reply;
+  // The server lost its script cache (restart, SCRIPT FLUSH, failover).
+  std::erase_if(loaded_, [&](const auto& e) { return e.first == script.source; });
+  return command(evalsha_args(load(script), keys, args));
+}
+
+std::vector<Reply> Connection::eval_pipeline(const Script& script, const std::vector<EvalCall>& calls) {
+  auto run = [&](const std::vector<std::size_t>& which) {
+    const std::string sha = load(script);
+    std::vector<std::vector<std::string>> commands;
+    commands.reserve(which.size());
+    for (std::size_t i : which) commands.push_back(evalsha_args(sha, calls[i].keys, calls[i].args));
+    return pipeline(commands);
+  };
+  std::vector<std::size_t> all(calls.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+  std::vector<Reply> replies = run(all);
+
+  // A NOSCRIPT call did not run, so re-running exactly those is safe even if
+  // the cache was flushed part-way through the batch.
+  std::vector<std::size_t> missing;
+  for (std::size_t i = 0; i < replies.size(); ++i)
+    if (is_noscript(replies[i])) missing.push_back(i);
+  if (missing.empty()) return replies;
+  std::erase_if(loaded_, [&](const auto& e) { return e.first == script.source; });
+  std::vector<Reply> retried = run(missing);
+  for (std::size_t j = 0; j < missing.size(); ++j) replies[missing[j]] = std::move(retried[j]);
+  return replies;
+}
+
+struct Client::Lane {
+  Lane(RedisConfig config, std::string name) : connection(std::move(config)), worker(std::move(name)) {}
+  // Declared before the worker so the worker thread is joined first.
+  Connection connection;
+  BlockingWorker worker;
+};
+
+Client::Client(RedisConfig config, std::size_t connections) {
+  connections = std::max<std::size_t>(connections, 1);
+  for (std::size_t i = 0; i < connections; ++i)
+    lanes_.push_back(std::make_unique<Lane>(config, "redis-" + std::to_string(i)));
+}
+
+Client::~Client() = default;
+
+// The jobs are named locals rather than temporaries inside the co_await
+// expression: GCC 12 destroys such temporaries' captures twice (the
+// coroutine frame then double-frees the moved-from arguments).
+Client::Lane& Client::pick() { return *lanes_[next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()]; }
+
+boost::asio::awaitable<Reply> Client::command(std::vector<std::string> args) {
+  Lane& lane = pick();
+  auto job = [&lane, args = std::move(args)] { return lane.connection.command(args); };
+  Reply reply = co_await lane.worker.run(std::move(job));
+  co_return reply;
+}
+
+boost::asio::awaitable<std::vector<Reply>> Client::pipeline(std::vector<std::vector<std::string>> commands) {
+  Lane& lane = pick();
+  auto job = [&lane, commands = std::move(commands)] { return lane.connection.pipeline(commands); };
+  std::vector<Reply> replies = co_await lane.worker.run(std::move(job));
+  co_return replies;
+}
+
+boost::asio::awaitable<Reply> Client::eval(Script script, std::vector<std::string> keys,
+                                           std::vector<std::string> args) {
+  Lane& lane = pick();
+  auto job = [&lane, script = std::move(script), keys = std::move(keys), args = std::move(args)] {
+    return lane.connection.eval(script, keys, args);
+  };
+  Reply reply = co_await lane.worker.run(std::move(job));
+  co_return reply;
+}
+
+boost::asio::awaitable<void> Client::run(std::function<void(Connection&)> job) {
+  Lane& lane = pick();
+  auto wrapped = [&lane, job = std::move(job)] { job(lane.connection); };
+  co_await lane.worker.run(std::move(wrapped));
+}
+
+}  // namespace rtmc::redis

@@ -8,6 +8,8 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -37,6 +39,10 @@ struct Reply {
 // A Lua script run by EVALSHA, loaded on first use per connection and
 // reloaded after NOSCRIPT (e.g. after a Redis restart).
 struct Script {
+  // A constructor rather than aggregate initialization on purpose: GCC 12
+  // destroys a brace-initialized aggregate temporary twice when it appears
+  // inside a co_await expression (`co_await client.eval(Script{"..."}, ...)`).
+  explicit Script(std::string text) : source(std::move(text)) {}
   std::string source;
 };
 
@@ -76,9 +82,15 @@ class Client {
   ~Client();
   // Runs on a worker; throws RedisError in the awaiting coroutine.
   boost::asio::awaitable<Reply> command(std::vector<std::string> args);
+  boost::asio::awaitable<std::vector<Reply>> pipeline(std::vector<std::vector<std::string>> commands);
+  boost::asio::awaitable<Reply> eval(Script script, std::vector<std::string> keys, std::vector<std::string> args);
+  // Runs `job` with one worker's Connection, on that worker's thread, for
+  // work the calls above do not cover. The job must not keep the reference.
+  boost::asio::awaitable<void> run(std::function<void(Connection&)> job);
 
  private:
   struct Lane;
+  Lane& pick();
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::atomic<std::size_t> next_{0};
 };

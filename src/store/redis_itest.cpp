@@ -1,1 +1,296 @@
+// Integration tests against a real Redis at RTMC_TEST_REDIS (host:port).
+#include "store/redis.hpp"
+
 #include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+namespace {
+
+using rtmc::redis::Connection;
+using rtmc::redis::RedisError;
+using rtmc::redis::Reply;
+using rtmc::redis::Script;
+
+std::string random_suffix() {
+  std::random_device rd;
+  std::uniform_int_distribution<unsigned long long> dist;
+  return std::to_string(dist(rd));
+}
+
+class RedisTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* address = std::getenv("RTMC_TEST_REDIS");
+    ASSERT_NE(address, nullptr) << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port) for integration tests";
+    config_.address = rtmc::HostPort::parse(address);
+    config_.timeout = std::chrono::milliseconds(2000);
+    prefix_ = "rtmc-itest:" + random_suffix() + ":";
+  }
+  void TearDown() override {
+    if (config_.address.port == 0) return;
+    Connection admin(config_);
+    auto keys = admin.command({"KEYS", prefix_ + "*"});
+    for (const auto& key : keys.elements) admin.command({"DEL", key.str});
+  }
+  std::string key(const std::string& name) const { return prefix_ + name; }
+
+  rtmc::RedisConfig config_;
+  std::string prefix_;
+};
+
+TEST_F(RedisTest, CommandsReturnTypedReplies) {
+  Connection redis(config_);
+  Reply ok = redis.command({"SET", key("s"), "hello"});
+  EXPECT_EQ(ok.type, Reply::Type::status);
+  EXPECT_EQ(ok.str, "OK");
+
+  Reply got = redis.command({"GET", key("s")});
+  EXPECT_EQ(got.type, Reply::Type::string);
+  EXPECT_EQ(got.str, "hello");
+
+  EXPECT_TRUE(redis.command({"GET", key("missing")}).is_nil());
+
+  EXPECT_EQ(redis.command({"INCRBY", key("n"), "41"}).integer, 41);
+  Reply incr = redis.command({"INCR", key("n")});
+  EXPECT_EQ(incr.type, Reply::Type::integer);
+  EXPECT_EQ(incr.integer, 42);
+
+  Reply many = redis.command({"MGET", key("s"), key("missing"), key("n")});
+  ASSERT_EQ(many.type, Reply::Type::array);
+  ASSERT_EQ(many.elements.size(), 3u);
+  EXPECT_EQ(many.elements[0].str, "hello");
+  EXPECT_TRUE(many.elements[1].is_nil());
+  EXPECT_EQ(many.elements[2].str, "42");
+}
+
+TEST_F(RedisTest, ArgumentsAndRepliesAreBinarySafe) {
+  Connection redis(config_);
+  const std::string value("a\0b\r\n$3\r\nc \"quoted\" %s", 22);
+  ASSERT_EQ(value.size(), 22u);
+  redis.command({"SET", key("bin"), value});
+  Reply got = redis.command({"GET", key("bin")});
+  EXPECT_EQ(got.str, value);
+  EXPECT_EQ(redis.command({"STRLEN", key("bin")}).integer, 22);
+}
+
+TEST_F(RedisTest, ErrorRepliesAreValuesAndTheConnectionStaysUsable) {
+  Connection redis(config_);
+  Reply unknown = redis.command({"NO-SUCH-COMMAND", "x"});
+  EXPECT_TRUE(unknown.is_error());
+  EXPECT_NE(unknown.str.find("unknown command"), std::string::npos) << unknown.str;
+
+  redis.command({"SET", key("s"), "text"});
+  Reply wrong_type = redis.command({"INCR", key("s")});
+  EXPECT_TRUE(wrong_type.is_error());
+
+  EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+}
+
+TEST_F(RedisTest, PipelineRepliesComeInOrderIncludingErrors) {
+  Connection redis(config_);
+  std::vector<std::vector<std::string>> commands;
+  commands.push_back({"SET", key("p"), "x"});
+  commands.push_back({"INCR", key("p")});  // error: not an integer
+  for (int i = 0; i < 100; ++i) commands.push_back({"RPUSH", key("list"), std::to_string(i)});
+  commands.push_back({"LRANGE", key("list"), "0", "-1"});
+  commands.push_back({"GET", key("p")});
+
+  auto replies = redis.pipeline(commands);
+  ASSERT_EQ(replies.size(), commands.size());
+  EXPECT_EQ(replies[0].str, "OK");
+  EXPECT_TRUE(replies[1].is_error());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(replies[2 + i].integer, i + 1);
+  const Reply& range = replies[102];
+  ASSERT_EQ(range.elements.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(range.elements[i].str, std::to_string(i));
+  EXPECT_EQ(replies[103].str, "x");
+
+  EXPECT_TRUE(redis.pipeline({}).empty());
+  EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+}
+
+const Script kEchoScript{R"lua(
+  redis.call('SET', KEYS[1], ARGV[1])
+  return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[2])}
+)lua"};
+
+TEST_F(RedisTest, EvalRunsScriptAndRecoversFromScriptFlush) {
+  Connection redis(config_);
+  Connection admin(config_);
+
+  Reply first = redis.eval(kEchoScript, {key("a"), key("counter")}, {"v1"});
+  ASSERT_EQ(first.type, Reply::Type::array) << first.str;
+  ASSERT_EQ(first.elements.size(), 3u);
+  EXPECT_EQ(first.elements[0].str, key("a"));
+  EXPECT_EQ(first.elements[1].str, "v1");
+  EXPECT_EQ(first.elements[2].integer, 1);
+
+  // The script is cached on the server under its SHA1.
+  Reply sha = admin.command({"SCRIPT", "LOAD", kEchoScript.source});
+  ASSERT_EQ(admin.command({"SCRIPT", "EXISTS", sha.str}).elements.at(0).integer, 1);
+
+  ASSERT_EQ(admin.command({"SCRIPT", "FLUSH"}).str, "OK");
+  ASSERT_EQ(admin.command({"SCRIPT", "EXISTS", sha.str}).elements.at(0).integer, 0);
+
+  // The connection still believes the script is loaded: EVALSHA gets
+  // NOSCRIPT, reloads and retries.
+  Reply second = redis.eval(kEchoScript, {key("a"), key("counter")}, {"v2"});
+  ASSERT_EQ(second.type, Reply::Type::array) << second.str;
+  EXPECT_EQ(second.elements[1].str, "v2");
+  EXPECT_EQ(second.elements[2].integer, 2) << "the script must have run exactly once more";
+  EXPECT_EQ(admin.command({"GET", key("a")}).str, "v2");
+  EXPECT_EQ(admin.command({"SCRIPT", "EXISTS", sha.str}).elements.at(0).integer, 1);
+}
+
+TEST_F(RedisTest, EvalScriptErrorsAreErrorReplies) {
+  Connection redis(config_);
+  const Script failing{"return redis.call('INCR', KEYS[1])"};
+  redis.command({"SET", key("s"), "not a number"});
+  Reply reply = redis.eval(failing, {key("s")}, {});
+  EXPECT_TRUE(reply.is_error());
+  EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+}
+
+TEST_F(RedisTest, EvalPipelineRunsEveryCallAndSurvivesScriptFlush) {
+  Connection redis(config_);
+  Connection admin(config_);
+  const Script add{"return redis.call('INCRBY', KEYS[1], ARGV[1])"};
+
+  std::vector<Connection::EvalCall> calls;
+  for (int i = 1; i <= 50; ++i) calls.push_back({{key("sum")}, {std::to_string(i)}});
+  auto replies = redis.eval_pipeline(add, calls);
+  ASSERT_EQ(replies.size(), 50u);
+  long long expected = 0;
+  for (int i = 1; i <= 50; ++i) {
+    expected += i;
+    EXPECT_EQ(replies[i - 1].integer, expected) << replies[i - 1].str;
+  }
+
+  admin.command({"SCRIPT", "FLUSH"});
+  replies = redis.eval_pipeline(add, calls);
+  ASSERT_EQ(replies.size(), 50u);
+  for (const auto& reply : replies) EXPECT_FALSE(reply.is_error()) << reply.str;
+  EXPECT_EQ(admin.command({"GET", key("sum")}).str, std::to_string(2 * expected))
+      << "each call must have run exactly once";
+}
+
+TEST_F(RedisTest, ReconnectsAfterTheServerClosesTheConnection) {
+  Connection redis(config_);
+  Connection admin(config_);
+  const long long id = redis.command({"CLIENT", "ID"}).integer;
+  ASSERT_GT(id, 0);
+  // Loads the script, so the reconnect must also forget the cached SHA.
+  redis.eval(kEchoScript, {key("a"), key("c")}, {"x"});
+
+  ASSERT_EQ(admin.command({"CLIENT", "KILL", "ID", std::to_string(id)}).integer, 1);
+
+  EXPECT_THROW(redis.command({"PING"}), RedisError);
+  Reply again = redis.command({"CLIENT", "ID"});
+  EXPECT_EQ(again.type, Reply::Type::integer);
+  EXPECT_NE(again.integer, id);
+  Reply evaluated = redis.eval(kEchoScript, {key("a"), key("c")}, {"y"});
+  EXPECT_EQ(evaluated.type, Reply::Type::array) << evaluated.str;
+}
+
+TEST_F(RedisTest, SlowCommandTimesOutThenReconnects) {
+  auto config = config_;
+  config.timeout = std::chrono::milliseconds(300);
+  Connection redis(config);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(redis.command({"BLPOP", key("never"), "5"}), RedisError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+}
+
+TEST_F(RedisTest, ConnectFailureThrows) {
+  rtmc::RedisConfig nowhere;
+  nowhere.address = rtmc::HostPort{"127.0.0.1", 1};  // nothing listens on port 1
+  nowhere.timeout = std::chrono::milliseconds(500);
+  Connection redis(nowhere);
+  EXPECT_THROW(redis.command({"PING"}), RedisError);
+  EXPECT_THROW(redis.command({"PING"}), RedisError);
+}
+
+TEST_F(RedisTest, AsyncClientFromCoroutines) {
+  boost::asio::io_context io;
+  rtmc::redis::Client client(config_, 2);
+  const auto io_thread = std::this_thread::get_id();
+  constexpr int kTasks = 20;
+  constexpr int kPerTask = 10;
+  int finished = 0;
+  std::vector<std::string> failures;
+
+  for (int t = 0; t < kTasks; ++t) {
+    boost::asio::co_spawn(
+        io,
+        [&]() -> boost::asio::awaitable<void> {
+          for (int i = 0; i < kPerTask; ++i) {
+            // Built outside the co_await: GCC 12 miscompiles braced string
+            // lists inside co_await expressions ("array used as initializer").
+            std::vector<std::string> incr{"INCR", key("async")};
+            Reply r = co_await client.command(std::move(incr));
+            if (r.type != Reply::Type::integer) failures.push_back("INCR: " + r.str);
+            if (std::this_thread::get_id() != io_thread) failures.push_back("resumed off the io thread");
+          }
+          ++finished;
+        },
+        [&](std::exception_ptr e) {
+          if (e) failures.push_back("coroutine threw");
+        });
+  }
+  io.run();
+  EXPECT_TRUE(failures.empty()) << failures.front();
+  EXPECT_EQ(finished, kTasks);
+
+  Connection check(config_);
+  EXPECT_EQ(check.command({"GET", key("async")}).str, std::to_string(kTasks * kPerTask));
+
+  // Pipeline, eval and run through the facade.
+  io.restart();
+  auto done = boost::asio::co_spawn(
+      io,
+      [&]() -> boost::asio::awaitable<std::string> {
+        std::vector<std::vector<std::string>> commands{{"SET", key("pp"), "1"}, {"INCR", key("pp")}};
+        auto replies = co_await client.pipeline(std::move(commands));
+        std::vector<std::string> keys{key("pp")};
+        Reply evaluated = co_await client.eval(Script{"return redis.call('GET', KEYS[1])"}, std::move(keys), {});
+        std::string via_run;
+        co_await client.run([&](Connection& c) { via_run = c.command({"GET", key("pp")}).str; });
+        co_return std::to_string(replies.at(1).integer) + evaluated.str + via_run;
+      },
+      boost::asio::use_future);
+  io.run();
+  EXPECT_EQ(done.get(), "222");
+}
+
+TEST_F(RedisTest, AsyncClientErrorsReachTheCoroutine) {
+  boost::asio::io_context io;
+  rtmc::RedisConfig nowhere;
+  nowhere.address = rtmc::HostPort{"127.0.0.1", 1};
+  nowhere.timeout = std::chrono::milliseconds(500);
+  rtmc::redis::Client client(nowhere, 1);
+  bool caught = false;
+  boost::asio::co_spawn(
+      io,
+      [&]() -> boost::asio::awaitable<void> {
+        try {
+          std::vector<std::string> ping{"PING"};
+          co_await client.command(std::move(ping));
+        } catch (const RedisError&) {
+          caught = true;
+        }
+      },
+      boost::asio::detached);
+  io.run();
+  EXPECT_TRUE(caught);
+}
+
+}  // namespace
