@@ -1,0 +1,278 @@
+// rtmc-bench: fan-out load against the gateways, then the same load against a
+// private redis-server's pub/sub, printed side by side. Wiring only: the load
+// itself is in load.cpp.
+
+#include "load.hpp"
+#include "processes.hpp"
+#include "report.hpp"
+#include "wire.hpp"
+
+#include "chat/http_client.hpp"
+#include "common/config.hpp"
+#include "common/names.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace rtmc::bench {
+namespace {
+
+namespace asio = boost::asio;
+
+struct BenchOptions {
+  int subscribers = 1000;
+  int publishers = 1;
+  double rate = 1000;
+  double duration_s = 10;
+  std::size_t body_bytes = 128;
+  double drain_s = 3;
+  std::string api = "http://127.0.0.1:8080";
+  std::string gateways = "127.0.0.1:7000";
+  std::string room;
+  int threads = 0;
+  int ramp_in_flight = 256;
+  double connect_timeout_s = 15;
+  bool gateway_run = true;
+  bool redis_compare = true;
+  std::string redis_server = "redis-server";
+  std::vector<int> gateway_pids;
+  std::string json_path;
+};
+
+void progress(const std::string& text) {
+  std::fprintf(stderr, "rtmc-bench: %s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+std::vector<HostPort> parse_gateways(const std::string& list) {
+  std::vector<HostPort> gateways;
+  std::stringstream items(list);
+  for (std::string item; std::getline(items, item, ',');)
+    if (!item.empty()) gateways.push_back(HostPort::parse(item));
+  if (gateways.empty()) throw std::invalid_argument("--gateway needs at least one host:port");
+  return gateways;
+}
+
+std::optional<ProcessSample> sample_all(const std::vector<int>& pids) {
+  if (pids.empty()) return std::nullopt;
+  ProcessSample total;
+  for (int pid : pids) {
+    auto sample = sample_process(pid);
+    if (!sample) {
+      progress("cannot read /proc/" + std::to_string(pid) + " (gateway pid)");
+      return std::nullopt;
+    }
+    total.rss_kib += sample->rss_kib;
+    total.peak_rss_kib += sample->peak_rss_kib;
+    total.cpu_s += sample->cpu_s;
+  }
+  return total;
+}
+
+struct Credentials {
+  std::string subscriber_token;
+  std::vector<std::string> publisher_tokens;
+};
+
+// One user for all subscribers (a token may serve many connections) and one
+// per publisher, so the per-sender dedupe and ordering are exercised per publisher.
+Credentials sign_in(const BenchOptions& options, const std::string& tag) {
+  chat::HttpUrl api = chat::HttpUrl::parse(options.api);
+  const std::string password = make_message_id();
+  const auto timeout = std::chrono::seconds(30);
+  auto token_for = [&](std::string user) -> asio::awaitable<std::string> {
+    co_await chat::register_user(api, user, password, timeout);
+    chat::LoginResult session = co_await chat::login(api, user, password, timeout);
+    co_return session.token;
+  };
+  asio::io_context io;
+  auto subscriber = asio::co_spawn(io, token_for("bench" + tag + "s"), asio::use_future);
+  std::vector<std::future<std::string>> publishers;
+  for (int i = 0; i < options.publishers; ++i)
+    publishers.push_back(asio::co_spawn(io, token_for("bench" + tag + "p" + std::to_string(i)), asio::use_future));
+  io.run();
+  Credentials credentials{subscriber.get(), {}};
+  for (auto& publisher : publishers) credentials.publisher_tokens.push_back(publisher.get());
+  return credentials;
+}
+
+LoadConfig base_config(const BenchOptions& options, const std::string& room, const std::string& tag) {
+  LoadConfig config;
+  config.room = room;
+  config.run_tag = tag;
+  config.subscribers = options.subscribers;
+  config.publishers = options.publishers;
+  config.rate = options.rate;
+  config.duration_s = options.duration_s;
+  config.body_bytes = options.body_bytes;
+  config.drain_s = options.drain_s;
+  config.threads = options.threads;
+  config.ramp_in_flight = options.ramp_in_flight;
+  config.connect_timeout_s = options.connect_timeout_s;
+  return config;
+}
+
+std::string describe(const LoadResult& load) {
+  return std::to_string(load.delivered) + "/" + std::to_string(load.expected) + " deliveries, p99 " +
+         std::to_string(static_cast<double>(load.latency.percentile(99)) / 1e6) + " ms";
+}
+
+RunReport gateway_run(const BenchOptions& options, const std::string& room, const std::string& tag) {
+  RunReport report;
+  report.name = "gateway";
+  report.has_seq = true;
+  LoadConfig config = base_config(options, room, tag);
+  config.target = Target::gateway;
+  config.servers = parse_gateways(options.gateways);
+  try {
+    progress("signing in " + std::to_string(options.publishers + 1) + " users at " + options.api);
+    Credentials credentials = sign_in(options, tag);
+    config.subscriber_token = credentials.subscriber_token;
+    config.publisher_tokens = credentials.publisher_tokens;
+  } catch (const std::exception& e) {
+    report.not_run_reason = std::string("sign-in failed: ") + e.what();
+    progress(report.not_run_reason);
+    return report;
+  }
+  report.server_before = sample_all(options.gateway_pids);
+  config.before_close = [&] { report.server_after = sample_all(options.gateway_pids); };
+  progress("gateway run: " + std::to_string(options.subscribers) + " subscribers, " +
+           std::to_string(options.publishers) + " publishers on " + options.gateways);
+  report.load = run_load(config);
+  report.ran = true;
+  progress("gateway run done: " + describe(report.load));
+  return report;
+}
+
+RunReport redis_run(const BenchOptions& options, const std::string& room, const std::string& tag) {
+  RunReport report;
+  report.name = "redis";
+  LoadConfig config = base_config(options, room, tag);
+  config.target = Target::redis;
+  try {
+    RedisServer redis(options.redis_server, options.subscribers + options.publishers + 64);
+    progress("redis run: redis-server pid " + std::to_string(redis.pid()) + " on 127.0.0.1:" +
+             std::to_string(redis.port()));
+    config.servers = {HostPort{"127.0.0.1", redis.port()}};
+    report.server_before = sample_process(redis.pid());
+    config.before_close = [&] { report.server_after = sample_process(redis.pid()); };
+    report.load = run_load(config);
+    report.ran = true;
+    redis.stop();
+  } catch (const std::exception& e) {
+    report.not_run_reason = e.what();
+    progress("redis run failed: " + report.not_run_reason);
+    return report;
+  }
+  progress("redis run done: " + describe(report.load));
+  return report;
+}
+
+}  // namespace
+}  // namespace rtmc::bench
+
+int main(int argc, char** argv) {
+  using namespace rtmc::bench;
+  BenchOptions options;
+  CLI::App app{
+      "rtmc-bench: fan-out load generator.\n"
+      "S subscriber connections join one room; P publishers (each its own user) send R messages/s in\n"
+      "total for D seconds, each body exactly --body-bytes long and stamped with publisher, counter and\n"
+      "send time. After a drain (ends early once everything arrived) it prints published/acked/\n"
+      "expected (= published x connected subscribers)/delivered, loss, duplicates, ordering, seq gaps,\n"
+      "deliveries/s and send->receipt latency percentiles. Then the same load runs against a private\n"
+      "redis-server (SUBSCRIBE/PUBLISH) it starts and stops itself, and both are shown side by side.\n"
+      "Example: rtmc-bench -s 1000 -p 1 -r 1000 -d 10 --gateway-pid $(pgrep -n rtmc-gateway)"};
+  app.add_option("-s,--subscribers", options.subscribers, "subscriber connections")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("-p,--publishers", options.publishers, "publisher connections (one user each)")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("-r,--rate", options.rate, "messages per second, all publishers together")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("-d,--duration", options.duration_s, "seconds of publishing")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--body-bytes", options.body_bytes, "message body size")
+      ->check(CLI::Range(kMinBodyBytes, std::size_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--drain-s", options.drain_s, "longest wait for deliveries after publishing ends")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--api", options.api, "api base URL (register/login)")
+      ->envname("RTMC_BENCH_API")
+      ->capture_default_str();
+  app.add_option("--gateway", options.gateways, "gateway host:port[,host:port...]; connections spread round-robin")
+      ->envname("RTMC_BENCH_GATEWAY")
+      ->capture_default_str();
+  app.add_option("--room", options.room, "room / Redis channel (default: bench-<random>)");
+  app.add_option("--threads", options.threads, "io threads (default: number of cores, at least 2)")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--ramp-in-flight", options.ramp_in_flight, "connection handshakes in progress at once")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--connect-timeout-s", options.connect_timeout_s, "limit for one connection's handshake")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--gateway-run,!--no-gateway-run", options.gateway_run,
+               "run the load against the gateways (default: on)");
+  app.add_flag("--redis-compare,!--no-redis-compare", options.redis_compare,
+               "then run it against a private redis-server (default: on)");
+  app.add_option("--redis-server", options.redis_server, "redis-server executable")->capture_default_str();
+  app.add_option("--gateway-pid", options.gateway_pids,
+                 "gateway PID(s) whose RSS and CPU to report (repeat for several; values are summed)")
+      ->delimiter(',');
+  app.add_option("--json", options.json_path, "also write the results as JSON to this file");
+  CLI11_PARSE(app, argc, argv);
+
+  if (options.threads == 0) options.threads = std::max(2u, std::thread::hardware_concurrency());
+  const std::string tag = rtmc::make_message_id().substr(0, 8);
+  if (options.room.empty()) options.room = "bench-" + tag;
+  if (!rtmc::valid_room_name(options.room)) {
+    std::fprintf(stderr, "rtmc-bench: bad room name '%s'\n", options.room.c_str());
+    return 2;
+  }
+  std::uint64_t fd_limit = raise_fd_limit();
+  std::uint64_t fds_needed = static_cast<std::uint64_t>(options.subscribers + options.publishers) + 64;
+  if (fd_limit < fds_needed) {
+    std::fprintf(stderr, "rtmc-bench: %d connections need ~%llu file descriptors, the limit is %llu\n",
+                 options.subscribers + options.publishers, static_cast<unsigned long long>(fds_needed),
+                 static_cast<unsigned long long>(fd_limit));
+    return 2;
+  }
+
+  std::vector<RunReport> runs;
+  try {
+    // Sequential, and each run closes its connections before the next starts.
+    if (options.gateway_run) runs.push_back(gateway_run(options, options.room, tag));
+    if (options.redis_compare) runs.push_back(redis_run(options, options.room, tag));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rtmc-bench: %s\n", e.what());
+    return 1;
+  }
+  if (runs.empty()) {
+    std::fputs("rtmc-bench: nothing to run (--no-gateway-run and --no-redis-compare)\n", stderr);
+    return 2;
+  }
+
+  BenchParameters parameters{options.subscribers, options.publishers, options.rate, options.duration_s,
+                             options.body_bytes,  options.threads,    options.room};
+  print_report(stdout, parameters, runs);
+  if (!options.json_path.empty()) {
+    std::ofstream json(options.json_path);
+    json << report_json(parameters, runs);
+  }
+  bool all_ran = true;
+  for (const auto& run : runs) all_ran = all_ran && run.ran && run.load.published > 0;
+  return all_ran ? 0 : 1;
+}
