@@ -439,6 +439,9 @@ LoadResult run_load(const LoadConfig& config) {
       static_cast<int>(config.publisher_tokens.size()) != config.publishers)
     throw std::runtime_error("one token per publisher is needed");
 
+  auto progress = [&config](const std::string& text) {
+    if (config.progress) config.progress(text);
+  };
   RunState run(config, resolve(config.servers));
   LoadResult result;
   result.target_messages = static_cast<std::uint64_t>(std::llround(config.rate * config.duration_s));
@@ -501,6 +504,9 @@ LoadResult run_load(const LoadConfig& config) {
   result.ramp_s = std::chrono::duration<double>(Clock::now() - ramp_start).count();
   result.subscribers_connected = run.subscribers_connected.load();
   result.publishers_connected = run.publishers_connected.load();
+  progress(std::to_string(result.subscribers_connected) + " subscribers and " +
+           std::to_string(result.publishers_connected) + " publishers ready in " + std::to_string(result.ramp_s) +
+           " s (" + std::to_string(run.connect_failures.load()) + " failed)");
   result.connect_failures = run.connect_failures.load();
   result.first_connect_error = run.first_connect_error;
 
@@ -532,7 +538,9 @@ LoadResult run_load(const LoadConfig& config) {
     const auto drain = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config.drain_s));
     // A publisher that falls behind may finish late; past this it is cut off.
     const auto hard_end = planned_end + drain + std::max<Clock::duration>(std::chrono::seconds(10), planned_end - start);
+    progress("publishing " + std::to_string(result.target_messages) + " messages");
     std::this_thread::sleep_until(planned_end);
+    progress("draining");
     std::optional<Clock::time_point> drain_end;
     for (;;) {
       auto now = Clock::now();
@@ -550,9 +558,12 @@ LoadResult run_load(const LoadConfig& config) {
       if (now >= hard_end) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+  } else {
+    progress("nothing to publish: no publisher or no subscriber connected");
   }
   run.stopping = true;
   if (config.before_close) config.before_close();
+  progress("closing connections");
   result.bench_cpu_s = process_cpu_seconds() - cpu_at_start;
 
   for (auto* group : {&subscribers, &publishers})
@@ -561,8 +572,10 @@ LoadResult run_load(const LoadConfig& config) {
   auto give_up = Clock::now() + std::chrono::seconds(5);
   while (run.threads_running.load() > 0 && Clock::now() < give_up)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (run.threads_running.load() > 0) progress("io threads still busy after 5 s; stopping them");
   for (auto& worker : workers) worker->io.stop();
   for (auto& worker : workers) worker->thread.join();
+  progress("closed");
 
   std::int64_t first_send = std::numeric_limits<std::int64_t>::max();
   std::int64_t last_send = 0;

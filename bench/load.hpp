@@ -41,6 +41,8 @@ struct LoadConfig {
   // Called once everything is delivered (or the drain ran out), while every
   // connection is still open: the moment to sample the server's memory.
   std::function<void()> before_close;
+  // Phase changes, for a person watching (called on the calling thread).
+  std::function<void(const std::string&)> progress;
 };
 
 struct LoadResult {

@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -48,7 +49,14 @@ struct BenchOptions {
 };
 
 void progress(const std::string& text) {
-  std::fprintf(stderr, "rtmc-bench: %s\n", text.c_str());
+  auto now = std::chrono::system_clock::now();
+  std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm parts{};
+  localtime_r(&seconds, &parts);
+  char clock[16];
+  std::strftime(clock, sizeof clock, "%H:%M:%S", &parts);
+  std::fprintf(stderr, "%s.%03d rtmc-bench: %s\n", clock, static_cast<int>(millis), text.c_str());
   std::fflush(stderr);
 }
 
@@ -117,6 +125,7 @@ LoadConfig base_config(const BenchOptions& options, const std::string& room, con
   config.threads = options.threads;
   config.ramp_in_flight = options.ramp_in_flight;
   config.connect_timeout_s = options.connect_timeout_s;
+  config.progress = progress;
   return config;
 }
 
