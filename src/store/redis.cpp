@@ -3,6 +3,9 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <csignal>
+#include <ctime>
+#include <pthread.h>
 #include <sys/time.h>
 
 namespace rtmc::redis {
@@ -50,6 +53,40 @@ Reply convert(const redisReply& raw) {
   }
   return reply;
 }
+
+// hiredis writes with write(2), so a write to a connection the server reset
+// raises SIGPIPE, whose default action ends the process. For the duration of
+// a call SIGPIPE is blocked on this thread, and one the call raised is
+// consumed before unblocking (the technique libpq uses); the failed write
+// itself surfaces as EPIPE and then as RedisError.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &previous_);
+    was_pending_ = pending();
+  }
+  ~SigpipeGuard() {
+    if (!was_pending_ && pending()) {
+      const timespec no_wait{};
+      sigtimedwait(&pipe_, nullptr, &no_wait);
+    }
+    pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  static bool pending() {
+    sigset_t set;
+    sigpending(&set);
+    return sigismember(&set, SIGPIPE) == 1;
+  }
+  sigset_t pipe_{};
+  sigset_t previous_{};
+  bool was_pending_ = false;
+};
 
 bool is_noscript(const Reply& reply) { return reply.is_error() && reply.str.rfind("NOSCRIPT", 0) == 0; }
 
@@ -119,6 +156,7 @@ Reply Connection::command(const std::vector<std::string>& args) {
   if (args.empty()) throw std::invalid_argument("redis command without arguments");
   redisContext* ctx = context();
   ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv
+  const SigpipeGuard no_sigpipe;
   ReplyPtr raw(static_cast<redisReply*>(redisCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data())));
   if (!raw) {
     std::string message = "redis " + config_.address.str() + ": " + args.front() + ": " + ctx->errstr;
@@ -132,6 +170,7 @@ std::vector<Reply> Connection::pipeline(const std::vector<std::vector<std::strin
   std::vector<Reply> replies;
   if (commands.empty()) return replies;
   redisContext* ctx = context();
+  const SigpipeGuard no_sigpipe;
   for (const auto& args : commands) {
     if (args.empty()) throw std::invalid_argument("redis command without arguments");
     ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv

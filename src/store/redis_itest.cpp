@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <csignal>
 #include <cstdlib>
 #include <random>
 #include <thread>
@@ -198,6 +199,33 @@ TEST_F(RedisTest, ReconnectsAfterTheServerClosesTheConnection) {
   EXPECT_NE(again.integer, id);
   Reply evaluated = redis.eval(kEchoScript, {key("a"), key("c")}, {"y"});
   EXPECT_EQ(evaluated.type, Reply::Type::array) << evaluated.str;
+}
+
+TEST_F(RedisTest, ServerClosingDuringALargeWriteIsAnErrorNotSigpipe) {
+  // With SIGPIPE at its default action, a write to a reset connection would
+  // kill the whole process; the connection must turn it into an error.
+  struct sigaction previous {};
+  struct sigaction deflt {};
+  deflt.sa_handler = SIG_DFL;
+  ASSERT_EQ(sigaction(SIGPIPE, &deflt, &previous), 0);
+
+  Connection redis(config_);
+  Connection admin(config_);
+  const long long id = redis.command({"CLIENT", "ID"}).integer;
+  ASSERT_EQ(admin.command({"CLIENT", "KILL", "ID", std::to_string(id)}).integer, 1);
+  // Far larger than the socket buffers: the first chunk draws a reset, the
+  // following writes fail with EPIPE.
+  const std::string big(8 * 1024 * 1024, 'x');
+  EXPECT_THROW(redis.command({"SET", key("big"), big}), RedisError);
+
+  // The same inside a pipeline: the connection kills itself first, the
+  // unread rest of the batch makes the server reset it.
+  const std::string self = std::to_string(redis.command({"CLIENT", "ID"}).integer);
+  std::vector<std::vector<std::string>> batch{{"CLIENT", "KILL", "ID", self, "SKIPME", "no"}};
+  for (int i = 0; i < 4; ++i) batch.push_back({"SET", key("big"), big});
+  EXPECT_THROW(redis.pipeline(batch), RedisError);
+  EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+  sigaction(SIGPIPE, &previous, nullptr);
 }
 
 TEST_F(RedisTest, SlowCommandTimesOutThenReconnects) {
