@@ -169,10 +169,13 @@ Reply Connection::command(const std::vector<std::string>& args) {
 std::vector<Reply> Connection::pipeline(const std::vector<std::vector<std::string>>& commands) {
   std::vector<Reply> replies;
   if (commands.empty()) return replies;
+  // Checked before anything is appended: a half-appended batch would leave
+  // stray commands in the output buffer.
+  for (const auto& args : commands)
+    if (args.empty()) throw std::invalid_argument("redis command without arguments");
   redisContext* ctx = context();
   const SigpipeGuard no_sigpipe;
   for (const auto& args : commands) {
-    if (args.empty()) throw std::invalid_argument("redis command without arguments");
     ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv
     if (redisAppendCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data()) != REDIS_OK) {
       // Part of the batch may sit in the output buffer: the connection is no

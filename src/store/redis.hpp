@@ -57,6 +57,8 @@ class Connection {
   Reply command(const std::vector<std::string>& args);
   // One round trip for many commands; replies in order.
   std::vector<Reply> pipeline(const std::vector<std::vector<std::string>>& commands);
+  // A script the server refuses to load (a Lua syntax error) throws
+  // RedisError; errors raised while it runs are Type::error replies.
   Reply eval(const Script& script, const std::vector<std::string>& keys,
              const std::vector<std::string>& args);
   struct EvalCall {

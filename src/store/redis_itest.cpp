@@ -158,6 +158,18 @@ TEST_F(RedisTest, EvalScriptErrorsAreErrorReplies) {
   Reply reply = redis.eval(failing, {key("s")}, {});
   EXPECT_TRUE(reply.is_error());
   EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+
+  EXPECT_THROW(redis.eval(Script{"this is not Lua"}, {}, {}), RedisError);
+  EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+}
+
+TEST_F(RedisTest, MalformedPipelineSendsNothing) {
+  Connection redis(config_);
+  EXPECT_THROW(redis.pipeline({{"SET", key("p"), "1"}, {}}), std::invalid_argument);
+  // Had the SET been buffered, it would run now and its "OK" would be taken
+  // for the GET's reply.
+  EXPECT_TRUE(redis.command({"GET", key("p")}).is_nil());
+  EXPECT_TRUE(redis.command({"GET", key("p")}).is_nil());
 }
 
 TEST_F(RedisTest, EvalPipelineRunsEveryCallAndSurvivesScriptFlush) {
