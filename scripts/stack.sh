@@ -124,6 +124,8 @@ cmd_up() {
   log "stack up in $(seconds_since "$started")s"
   local chat
   chat=$(shown "$chat_bin")
+  [[ $api_listen == 127.0.0.1:8080 ]] || chat+=" --api http://$api_listen"
+  [[ $gateway_listen == 127.0.0.1:7000 ]] || chat+=" --gateway $gateway_listen"
   cat <<EOF
 
 rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
@@ -131,7 +133,8 @@ rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
   gateway  $gateway_listen          (TCP, one JSON object per line)
   redis    127.0.0.1:$REDIS_PORT   rabbitmq amqp://127.0.0.1:$AMQP_PORT   postgres 127.0.0.1:$PG_PORT
 
-Chat (each in its own terminal; --register creates the user the first time):
+Chat (each in its own terminal; asks for a password, --register creates the
+user the first time, joins room "lobby"; /help inside):
   $chat --user alice --register
   $chat --user bob --register
 
