@@ -15,6 +15,7 @@
 #include <amqp_tcp_socket.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
@@ -709,6 +710,81 @@ TEST_F(AmqpTest, TenThousandMessagesConfirmedAndConsumedOnceInOrder) {
   for (std::size_t i = 0; i < kCount; ++i) {
     ASSERT_EQ(deliveries[i].body, std::to_string(i) + ":" + padding) << "at " << i;
   }
+}
+
+// A measurement, not a check: run by hand with --gtest_also_run_disabled_tests.
+// Throughput into one quorum queue for several windows, 128-byte bodies; the
+// rows without a queue (unroutable, confirmed at once) show the cost of the
+// client and the broker's front end alone.
+TEST_F(AmqpTest, DISABLED_PublisherThroughputByWindow) {
+  const std::string padding(120, 'x');
+  const std::string nowhere = unique_name("rtmc.test.nowhere");
+  for (const auto& [window, quorum] : std::vector<std::pair<std::size_t, bool>>{
+           {1, false}, {500, false}, {1, true}, {10, true}, {100, true}, {500, true}, {1000, true}}) {
+    const std::size_t count = window == 1 ? 2000 : 30000;
+    const std::string queue = quorum ? ingest_style_queue() : nowhere;
+    Results results(count);
+    Publisher publisher(config_, options(window, 120s));
+    Results warm_up(1);
+    publisher.publish(to_queue(queue, "warm-up"), warm_up.slot(0));
+    ASSERT_TRUE(warm_up.wait_all(10s));
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < count; ++i) publisher.publish(to_queue(queue, padding), results.slot(i));
+    ASSERT_TRUE(results.wait_all(120s));
+    const double seconds = std::chrono::duration<double>(results.time(count - 1) - start).count();
+    EXPECT_EQ(results.count(quorum ? PublishStatus::confirmed : PublishStatus::unroutable), count);
+    std::printf("[ perf     ] %-12s window %4zu: %6zu answered in %.2f s = %.0f msg/s\n",
+                quorum ? "quorum queue" : "no queue", window, count, seconds, count / seconds);
+  }
+}
+
+// Run by hand (--gtest_also_run_disabled_tests) against a broker of your own:
+// RTMC_TEST_AMQP_RESTART is a shell command that kills the broker (kill -9 is
+// the interesting case) and starts it again. Publishes at a steady rate
+// through the restart and checks that every message answered `confirmed` is
+// in the quorum queue afterwards, first copies in publish order.
+TEST_F(AmqpTest, DISABLED_ConfirmedMessagesSurviveABrokerRestart) {
+  const char* restart = std::getenv("RTMC_TEST_AMQP_RESTART");
+  ASSERT_NE(restart, nullptr) << "RTMC_TEST_AMQP_RESTART (a command that restarts the broker) is not set";
+  constexpr std::size_t kCount = 20000;
+  const std::string queue = ingest_style_queue();
+  Results results(kCount);
+  {
+    Publisher publisher(config_, options(500, 30s));
+    std::thread restarter([&] {
+      std::this_thread::sleep_for(3s);
+      std::printf("[ info     ] restarting the broker: %s\n", restart);
+      EXPECT_EQ(std::system(restart), 0);
+      std::printf("[ info     ] restart command finished\n");
+    });
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < kCount; ++i) {
+      publisher.publish(to_queue(queue, std::to_string(i)), results.slot(i));
+      std::this_thread::sleep_until(start + i * 500us);  // 2000 msg/s for 10 s
+    }
+    restarter.join();
+    ASSERT_TRUE(results.wait_all(60s));
+  }
+  const std::size_t confirmed = results.count(PublishStatus::confirmed);
+  std::printf("[ info     ] %zu confirmed, %zu unavailable\n", confirmed, results.count(PublishStatus::unavailable));
+
+  Connection consumer(config_);
+  consumer.qos(500);
+  consumer.consume(queue);
+  const auto deliveries = drain(consumer, 3 * kCount, 3s);
+  std::vector<int> seen(kCount, 0);
+  std::vector<std::size_t> first_copies;
+  for (const auto& delivery : deliveries) {
+    const std::size_t n = std::stoul(delivery.body);
+    ASSERT_LT(n, kCount);
+    if (seen[n]++ == 0) first_copies.push_back(n);
+  }
+  std::size_t lost = 0;
+  for (std::size_t i = 0; i < kCount; ++i) lost += (results.status(i) == PublishStatus::confirmed && seen[i] == 0);
+  EXPECT_EQ(lost, 0u) << "confirmed messages lost in the restart";
+  EXPECT_TRUE(std::is_sorted(first_copies.begin(), first_copies.end()));
+  std::printf("[ info     ] %zu deliveries, %zu distinct, %zu confirmed lost\n", deliveries.size(),
+              first_copies.size(), lost);
 }
 
 TEST_F(AmqpTest, PublisherResendsUnconfirmedMessagesAfterTheConnectionIsCut) {
