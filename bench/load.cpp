@@ -480,12 +480,16 @@ LoadResult run_load(const LoadConfig& config) {
                    [conn, &run, &slots, &handshakes](std::exception_ptr error) {
                      if (error) {
                        run.connect_failures.fetch_add(1);
+                       std::string reason;
                        try {
                          std::rethrow_exception(error);
+                       } catch (const boost::system::system_error& e) {
+                         reason = e.code().message();
                        } catch (const std::exception& e) {
-                         std::lock_guard lock(run.first_error_mutex);
-                         if (run.first_connect_error.empty()) run.first_connect_error = e.what();
+                         reason = e.what();
                        }
+                       std::lock_guard lock(run.first_error_mutex);
+                       if (run.first_connect_error.empty()) run.first_connect_error = reason;
                        conn->close();
                      } else {
                        (conn->role == Role::subscriber ? run.subscribers_connected : run.publishers_connected)

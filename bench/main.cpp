@@ -146,6 +146,10 @@ RunReport gateway_run(const BenchOptions& options, const std::string& room, cons
     Credentials credentials = sign_in(options, tag);
     config.subscriber_token = credentials.subscriber_token;
     config.publisher_tokens = credentials.publisher_tokens;
+  } catch (const boost::system::system_error& e) {
+    report.not_run_reason = "sign-in failed: network error: " + e.code().message();
+    progress(report.not_run_reason);
+    return report;
   } catch (const std::exception& e) {
     report.not_run_reason = std::string("sign-in failed: ") + e.what();
     progress(report.not_run_reason);

@@ -53,7 +53,7 @@ std::vector<Row> rows(const BenchParameters& parameters) {
       {"publish span s", [](const RunReport& r) { return fmt::format("{:.2f}", r.load.publish_span_s); }},
       {"expected deliveries", [](const RunReport& r) { return std::to_string(r.load.expected); }},
       {"delivered", [](const RunReport& r) { return std::to_string(r.load.delivered); }},
-      {"lost",
+      {"lost (by drain end)",
        [](const RunReport& r) {
          std::uint64_t lost = r.load.expected - std::min(r.load.delivered, r.load.expected);
          return fmt::format("{} ({:.3f}%)", lost, loss_percent(r.load));

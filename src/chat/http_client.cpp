@@ -1,6 +1,7 @@
 #include "chat/http_client.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -95,11 +96,28 @@ std::string credentials(std::string_view user, std::string_view password) {
   return json::serialize(json::object{{"user", user}, {"password", password}});
 }
 
+// register and login are safe to repeat (a repeated register answers 409), so
+// a connection that fails before any answer is retried: a restarting or
+// briefly overloaded api should not fail a client or a whole bench run.
+asio::awaitable<HttpReply> post_with_retry(const HttpUrl& url, std::string_view path, const std::string& body,
+                                           std::chrono::milliseconds timeout) {
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      co_return co_await post_json(url, path, body, {}, timeout);
+    } catch (const boost::system::system_error&) {
+      if (attempt == kAttempts) throw;
+    }
+    asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(200 * attempt));
+    co_await pause.async_wait(asio::use_awaitable);
+  }
+}
+
 }  // namespace
 
 asio::awaitable<bool> register_user(const HttpUrl& url, std::string_view user, std::string_view password,
                                     std::chrono::milliseconds timeout) {
-  HttpReply reply = co_await post_json(url, "/register", credentials(user, password), {}, timeout);
+  HttpReply reply = co_await post_with_retry(url, "/register", credentials(user, password), timeout);
   if (reply.status == 201) co_return true;
   if (reply.status == 409) co_return false;
   throw_api_error(reply, "register");
@@ -107,7 +125,7 @@ asio::awaitable<bool> register_user(const HttpUrl& url, std::string_view user, s
 
 asio::awaitable<LoginResult> login(const HttpUrl& url, std::string_view user, std::string_view password,
                                    std::chrono::milliseconds timeout) {
-  HttpReply reply = co_await post_json(url, "/login", credentials(user, password), {}, timeout);
+  HttpReply reply = co_await post_with_retry(url, "/login", credentials(user, password), timeout);
   if (reply.status != 200) throw_api_error(reply, "login");
   boost::system::error_code ec;
   json::value parsed = json::parse(reply.body, ec);

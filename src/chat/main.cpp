@@ -328,6 +328,9 @@ int main(int argc, char** argv) {
     }
     try {
       std::rethrow_exception(error);
+    } catch (const boost::system::system_error& e) {
+      // what() carries Boost's source location; the code's message is what a person needs.
+      std::fprintf(stderr, "rtmc-chat: network error: %s\n", e.code().message().c_str());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "rtmc-chat: %s\n", e.what());
     }
