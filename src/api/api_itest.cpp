@@ -1,1 +1,515 @@
+// Integration tests of rtmc-api: the real ApiServer, in-process on a free
+// port, against the real Redis (RTMC_TEST_REDIS), RabbitMQ (RTMC_TEST_AMQP)
+// and PostgreSQL (RTMC_TEST_PG). A missing variable fails the tests. Every
+// test uses fresh user and room names, so the suite can share services.
+#include "api/server.hpp"
+#include "auth/auth.hpp"
+#include "common/keys.hpp"
+#include "common/names.hpp"
+#include "protocol/frames.hpp"
+#include "store/amqp.hpp"
+#include "store/redis.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+
+namespace rtmc::api {
+namespace {
+
+namespace http = boost::beast::http;
+namespace json = boost::json;
+namespace net = boost::asio;
+using net::ip::tcp;
+using namespace std::chrono_literals;
+using HttpResponse = http::response<http::string_body>;
+
+constexpr auto kSecret = "api-itest-secret-0123456789abcdef";
+constexpr std::uint32_t kShards = 16;
+
+std::optional<std::string> env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  return std::string(value);
+}
+
+std::string unique(const std::string& prefix) {
+  std::random_device device;
+  std::uniform_int_distribution<std::uint64_t> digits;
+  return prefix + std::to_string(digits(device) % 1000000000000ULL);
+}
+
+// Services from the environment; nullopt (and a test failure) when unset.
+std::optional<ApiConfig> config_from_env() {
+  auto redis = env("RTMC_TEST_REDIS");
+  auto amqp_url = env("RTMC_TEST_AMQP");
+  auto pg = env("RTMC_TEST_PG");
+  if (!redis || !amqp_url || !pg) {
+    ADD_FAILURE() << "api_itest needs RTMC_TEST_REDIS, RTMC_TEST_AMQP and RTMC_TEST_PG "
+                     "(scripts/services.sh start DIR writes them to DIR/env)";
+    return std::nullopt;
+  }
+  ApiConfig config;
+  config.listen = HostPort{"127.0.0.1", 0};
+  config.threads = 2;
+  config.redis.address = HostPort::parse(*redis);
+  config.amqp.url = *amqp_url;
+  config.amqp.ingest_shards = kShards;
+  config.pg.conninfo = *pg;
+  config.auth.jwt_secret = kSecret;
+  config.auth.token_ttl = std::chrono::seconds(3600);
+  config.password_workers = 2;
+  config.publish_give_up = 5s;
+  config.shutdown_grace = 5s;
+  return config;
+}
+
+// A blocking HTTP/1.1 client over one keep-alive connection, with a receive
+// timeout so a server that never answers fails the test instead of hanging it.
+class Client {
+ public:
+  explicit Client(std::uint16_t port) : socket_(context_) {
+    socket_.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    timeval timeout{10, 0};
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  }
+
+  HttpResponse send(http::verb method, const std::string& target, const std::string& body = {},
+                    const std::string& bearer = {}, const std::string& content_type = "application/json") {
+    http::request<http::string_body> request{method, target, 11};
+    request.set(http::field::host, "127.0.0.1");
+    if (!content_type.empty() && !body.empty()) request.set(http::field::content_type, content_type);
+    if (!bearer.empty()) request.set(http::field::authorization, "Bearer " + bearer);
+    request.body() = body;
+    request.prepare_payload();
+    http::write(socket_, request);
+    return receive();
+  }
+
+  HttpResponse post(const std::string& target, const json::object& body, const std::string& bearer = {}) {
+    return send(http::verb::post, target, json::serialize(body), bearer);
+  }
+
+  void write_raw(const std::string& bytes) { net::write(socket_, net::buffer(bytes)); }
+
+  HttpResponse receive() {
+    HttpResponse response;
+    http::read(socket_, buffer_, response);
+    return response;
+  }
+
+  // True when the server closed the connection (EOF) rather than keeping it.
+  bool closed_by_server() {
+    char byte;
+    boost::system::error_code ec;
+    socket_.read_some(net::buffer(&byte, 1), ec);
+    return ec == net::error::eof || ec == net::error::connection_reset;
+  }
+
+ private:
+  net::io_context context_;
+  tcp::socket socket_;
+  boost::beast::flat_buffer buffer_;
+};
+
+json::object body_of(const HttpResponse& response) { return json::parse(response.body()).as_object(); }
+std::string error_of(const HttpResponse& response) {
+  return std::string(body_of(response).at("error").as_string());
+}
+
+class ApiItest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto config = config_from_env();
+    if (!config) return;
+    config_ = new ApiConfig(*config);
+    apply_migrations(config_->pg);
+    server_ = new ApiServer(*config_);
+    server_->start();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+    delete config_;
+    config_ = nullptr;
+  }
+  void SetUp() override {
+    if (server_ == nullptr) GTEST_FAIL() << "services not configured (RTMC_TEST_REDIS/AMQP/PG)";
+  }
+
+  std::uint16_t port() const { return server_->port(); }
+
+  // Registers a fresh user; returns its name.
+  std::string new_user(Client& client, const std::string& password = "correct horse") {
+    auto name = unique("it_");
+    auto response = client.post("/register", {{"user", name}, {"password", password}});
+    EXPECT_EQ(response.result(), http::status::created) << response.body();
+    return name;
+  }
+
+  json::object login(Client& client, const std::string& user, const std::string& password = "correct horse") {
+    auto response = client.post("/login", {{"user", user}, {"password", password}});
+    EXPECT_EQ(response.result(), http::status::ok) << response.body();
+    return body_of(response);
+  }
+
+  std::string token_of_new_user(Client& client) {
+    auto user = new_user(client);
+    return std::string(login(client, user).at("token").as_string());
+  }
+
+  redis::Reply redis_command(const std::vector<std::string>& args) {
+    redis::Connection connection(config_->redis);
+    return connection.command(args);
+  }
+
+  static ApiConfig* config_;
+  static ApiServer* server_;
+};
+
+ApiConfig* ApiItest::config_ = nullptr;
+ApiServer* ApiItest::server_ = nullptr;
+
+// Waits for the message with `id` on `queue`; other messages found there are
+// left unacked and go back to the queue when the connection closes.
+std::optional<protocol::IngestMessage> consume_ingest(const AmqpConfig& config, const std::string& queue,
+                                                      const std::string& id) {
+  amqp::Connection connection(config);
+  connection.qos(1000);
+  connection.consume(queue);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto delivery = connection.next(200ms);
+    if (!delivery) continue;
+    auto message = protocol::decode_ingest(delivery->body, protocol::ParseLimits{});
+    if (message && message->id == id) {
+      connection.ack(delivery->delivery_tag);
+      return message;
+    }
+  }
+  return std::nullopt;
+}
+
+TEST_F(ApiItest, RegisterLoginPublishLandsOnTheIngestQueue) {
+  Client client(port());
+  auto user = new_user(client);
+  auto session = login(client, user);
+  std::string token(session.at("token").as_string());
+  auto expires_at = session.at("expires_at").as_int64();
+  EXPECT_NEAR(static_cast<double>(expires_at), static_cast<double>(now_ms() + 3600 * 1000), 10000.0);
+
+  // The session is in Redis under session:<jti> with the token's lifetime.
+  auto claims = auth::TokenService(kSecret, 3600s).verify(token, now_ms());
+  ASSERT_TRUE(claims);
+  EXPECT_EQ(claims->user, user);
+  auto stored = redis_command({"GET", keys::session(claims->jti)});
+  EXPECT_EQ(stored.str, user);
+  auto pttl = redis_command({"PTTL", keys::session(claims->jti)});
+  EXPECT_GT(pttl.integer, 3590 * 1000);
+  EXPECT_LE(pttl.integer, 3600 * 1000);
+
+  auto room = unique("room-");
+  auto id = unique("id-");
+  auto response = client.post("/publishMessage", {{"room", room}, {"body", "hello über"}, {"id", id}, {"from", "x"}},
+                               token);
+  ASSERT_EQ(response.result(), http::status::accepted) << response.body();
+  EXPECT_EQ(body_of(response), (json::object{{"id", id}, {"room", room}}));
+
+  auto message = consume_ingest(config_->amqp, ingest_queue(shard_of(room, kShards)), id);
+  ASSERT_TRUE(message) << "message not found on " << ingest_queue(shard_of(room, kShards));
+  EXPECT_EQ(message->room, room);
+  EXPECT_EQ(message->from, user);
+  EXPECT_EQ(message->body, "hello über");
+}
+
+TEST_F(ApiItest, PublishWithoutIdGetsOneAndItIsTheQueuedOne) {
+  Client client(port());
+  auto token = token_of_new_user(client);
+  auto room = unique("room-");
+  auto response = client.post("/publishMessage", {{"room", room}, {"body", "no id"}}, token);
+  ASSERT_EQ(response.result(), http::status::accepted) << response.body();
+  std::string id(body_of(response).at("id").as_string());
+  EXPECT_TRUE(valid_message_id(id));
+  auto message = consume_ingest(config_->amqp, ingest_queue(shard_of(room, kShards)), id);
+  ASSERT_TRUE(message);
+  EXPECT_EQ(message->body, "no id");
+}
+
+TEST_F(ApiItest, NamesAreUniqueRegardlessOfCase) {
+  Client client(port());
+  auto name = unique("Case_");
+  ASSERT_EQ(client.post("/register", {{"user", name}, {"password", "correct horse"}}).result(),
+            http::status::created);
+  std::string other_case = name;
+  for (auto& c : other_case) c = static_cast<char>(std::islower(c) ? std::toupper(c) : std::tolower(c));
+  auto response = client.post("/register", {{"user", other_case}, {"password", "other password"}});
+  EXPECT_EQ(response.result(), http::status::conflict);
+  EXPECT_EQ(error_of(response), "user_taken");
+  // Login is case-insensitive too and names the user as registered.
+  auto session = login(client, other_case);
+  EXPECT_EQ(session.at("user").as_string(), name);
+}
+
+TEST_F(ApiItest, RegisterRejectsInvalidInput) {
+  Client client(port());
+  auto bad_name = client.post("/register", {{"user", "-leading"}, {"password", "correct horse"}});
+  EXPECT_EQ(bad_name.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(bad_name), "bad_user");
+  auto bad_password = client.post("/register", {{"user", unique("u")}, {"password", "short"}});
+  EXPECT_EQ(bad_password.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(bad_password), "bad_password");
+  auto wrong_type = client.post("/register", {{"user", unique("u")}, {"password", 12345678}});
+  EXPECT_EQ(wrong_type.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(wrong_type), "bad_request");
+  auto not_json = client.send(http::verb::post, "/register", "user=a&password=b");
+  EXPECT_EQ(not_json.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(not_json), "bad_json");
+  auto form = client.send(http::verb::post, "/register", "user=a&password=b", {}, "application/x-www-form-urlencoded");
+  EXPECT_EQ(form.result(), http::status::unsupported_media_type);
+  EXPECT_EQ(error_of(form), "unsupported_media_type");
+}
+
+TEST_F(ApiItest, WrongPasswordAndUnknownUserGetTheSame401) {
+  Client client(port());
+  auto user = new_user(client);
+  auto wrong = client.post("/login", {{"user", user}, {"password", "not the password"}});
+  auto unknown = client.post("/login", {{"user", unique("nobody_")}, {"password", "not the password"}});
+  EXPECT_EQ(wrong.result(), http::status::unauthorized);
+  EXPECT_EQ(unknown.result(), http::status::unauthorized);
+  EXPECT_EQ(wrong.body(), unknown.body());
+  EXPECT_EQ(error_of(wrong), "unauthorized");
+}
+
+TEST_F(ApiItest, ExpiredTokenIsRefusedEvenWithALiveSession) {
+  Client client(port());
+  auto user = new_user(client);
+  // TokenService refuses a non-positive lifetime: issue a 1 s token and let
+  // it expire (exp has one-second resolution).
+  auto expired = auth::TokenService(kSecret, 1s).issue(user);
+  // A live session, so only the expiry can refuse it.
+  redis_command({"SET", keys::session(expired.claims.jti), user, "PX", "60000"});
+  while (now_ms() <= expired.claims.expires_at_ms + 50) std::this_thread::sleep_for(50ms);
+  auto response = client.post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, expired.token);
+  EXPECT_EQ(response.result(), http::status::unauthorized);
+  EXPECT_EQ(error_of(response), "unauthorized");
+  // The same token shape, unexpired, is accepted: the test can tell the two apart.
+  auto fresh = auth::TokenService(kSecret, 60s).issue(user);
+  redis_command({"SET", keys::session(fresh.claims.jti), user, "PX", "60000"});
+  EXPECT_EQ(client.post("/publishMessage", {{"room", unique("r")}, {"body", "hi"}}, fresh.token).result(),
+            http::status::accepted);
+}
+
+TEST_F(ApiItest, LogoutEndsTheSession) {
+  Client client(port());
+  auto token = token_of_new_user(client);
+  auto claims = auth::TokenService(kSecret, 3600s).verify(token, now_ms());
+  ASSERT_TRUE(claims);
+  EXPECT_EQ(client.post("/publishMessage", {{"room", unique("r")}, {"body", "before"}}, token).result(),
+            http::status::accepted);
+
+  auto logout = client.send(http::verb::post, "/logout", {}, token);
+  EXPECT_EQ(logout.result(), http::status::no_content);
+  EXPECT_TRUE(redis_command({"EXISTS", keys::session(claims->jti)}).integer == 0);
+
+  auto after = client.post("/publishMessage", {{"room", unique("r")}, {"body", "after"}}, token);
+  EXPECT_EQ(after.result(), http::status::unauthorized);
+  auto again = client.send(http::verb::post, "/logout", {}, token);
+  EXPECT_EQ(again.result(), http::status::unauthorized);
+  EXPECT_EQ(error_of(again), "unauthorized");
+}
+
+TEST_F(ApiItest, PublishRejectsBadInput) {
+  Client client(port());
+  auto token = token_of_new_user(client);
+  auto no_token = client.post("/publishMessage", {{"room", "r"}, {"body", "hi"}});
+  EXPECT_EQ(no_token.result(), http::status::unauthorized);
+  auto bad_room = client.post("/publishMessage", {{"room", "no spaces"}, {"body", "hi"}}, token);
+  EXPECT_EQ(bad_room.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(bad_room), "bad_room");
+  auto bad_id = client.post("/publishMessage", {{"room", "r"}, {"body", "hi"}, {"id", "a/b"}}, token);
+  EXPECT_EQ(bad_id.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(bad_id), "bad_id");
+  auto empty = client.post("/publishMessage", {{"room", "r"}, {"body", ""}}, token);
+  EXPECT_EQ(empty.result(), http::status::bad_request);
+  auto wrong_type = client.post("/publishMessage", {{"room", "r"}, {"body", 5}}, token);
+  EXPECT_EQ(wrong_type.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(wrong_type), "bad_request");
+  auto too_large = client.post("/publishMessage", {{"room", "r"}, {"body", std::string(4097, 'x')}}, token);
+  EXPECT_EQ(too_large.result(), http::status::payload_too_large);
+  EXPECT_EQ(error_of(too_large), "body_too_large");
+  auto media = client.send(http::verb::post, "/publishMessage", R"({"room":"r","body":"hi"})", token, "text/plain");
+  EXPECT_EQ(media.result(), http::status::unsupported_media_type);
+  auto not_json = client.send(http::verb::post, "/publishMessage", "{\"room\":", token);
+  EXPECT_EQ(not_json.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(not_json), "bad_json");
+  // All of that on one keep-alive connection, which still works.
+  EXPECT_EQ(client.send(http::verb::get, "/healthz").result(), http::status::ok);
+}
+
+TEST_F(ApiItest, UnknownPathAndWrongMethod) {
+  Client client(port());
+  auto missing = client.send(http::verb::get, "/nope");
+  EXPECT_EQ(missing.result(), http::status::not_found);
+  EXPECT_EQ(error_of(missing), "not_found");
+  auto wrong = client.send(http::verb::get, "/publishMessage");
+  EXPECT_EQ(wrong.result(), http::status::method_not_allowed);
+  EXPECT_EQ(wrong[http::field::allow], "POST");
+  EXPECT_EQ(error_of(wrong), "method_not_allowed");
+}
+
+TEST_F(ApiItest, HealthzAndMetrics) {
+  Client client(port());
+  auto health = client.send(http::verb::get, "/healthz");
+  ASSERT_EQ(health.result(), http::status::ok);
+  EXPECT_EQ(body_of(health).at("status"), "ok");
+  // The publisher connects in the background; it must get there.
+  bool connected = false;
+  for (int i = 0; i < 100 && !connected; ++i) {
+    connected = body_of(client.send(http::verb::get, "/healthz")).at("amqp_connected").as_bool();
+    if (!connected) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(connected);
+  client.send(http::verb::get, "/nope");
+  auto metrics = client.send(http::verb::get, "/metrics");
+  ASSERT_EQ(metrics.result(), http::status::ok);
+  EXPECT_NE(metrics.body().find("rtmc_api_responses_total{status=\"404\"}"), std::string::npos) << metrics.body();
+  EXPECT_NE(metrics.body().find("rtmc_api_publish_total{result=\"confirmed\"}"), std::string::npos);
+  EXPECT_NE(metrics.body().find("rtmc_api_amqp_connected 1"), std::string::npos);
+}
+
+TEST_F(ApiItest, OversizedRequestBodyIs413AndCloses) {
+  Client client(port());
+  std::string huge(100 * 1024, 'x');
+  auto response = client.send(http::verb::post, "/register", "{\"user\":\"" + huge + "\"}");
+  EXPECT_EQ(response.result(), http::status::payload_too_large);
+  EXPECT_EQ(error_of(response), "request_too_large");
+  EXPECT_FALSE(response.keep_alive());
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(ApiItest, OversizedHeaderIs431) {
+  Client client(port());
+  client.write_raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(10 * 1024, 'h') + "\r\n\r\n");
+  auto response = client.receive();
+  EXPECT_EQ(response.result(), http::status::request_header_fields_too_large);
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(ApiItest, MalformedRequestIs400AndOthersAreStillServed) {
+  Client bad(port());
+  bad.write_raw("THIS IS NOT HTTP\r\n\r\n");
+  auto response = bad.receive();
+  EXPECT_EQ(response.result(), http::status::bad_request);
+  Client good(port());
+  EXPECT_EQ(good.send(http::verb::get, "/healthz").result(), http::status::ok);
+}
+
+TEST_F(ApiItest, ExpectContinueIsHonoured) {
+  Client client(port());
+  std::string body = json::serialize(json::object{{"user", unique("ec_")}, {"password", "correct horse"}});
+  client.write_raw("POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+                   "Content-Length: " +
+                   std::to_string(body.size()) + "\r\n\r\n");
+  auto interim = client.receive();
+  EXPECT_EQ(interim.result(), http::status::continue_);
+  client.write_raw(body);
+  EXPECT_EQ(client.receive().result(), http::status::created);
+}
+
+TEST_F(ApiItest, ConcurrentPublishesOnManyConnections) {
+  Client setup(port());
+  auto token = token_of_new_user(setup);
+  auto room = unique("room-");
+  std::vector<std::future<int>> results;
+  for (int c = 0; c < 8; ++c) {
+    results.push_back(std::async(std::launch::async, [this, token, room, c] {
+      Client client(port());
+      int accepted = 0;
+      for (int i = 0; i < 25; ++i) {
+        std::string id = "c";
+        id += std::to_string(c);
+        id += '-';
+        id += std::to_string(i);
+        auto response = client.post("/publishMessage", {{"room", room}, {"body", "m"}, {"id", id}}, token);
+        if (response.result() == http::status::accepted) ++accepted;
+      }
+      return accepted;
+    }));
+  }
+  int accepted = 0;
+  for (auto& result : results) accepted += result.get();
+  EXPECT_EQ(accepted, 200);
+}
+
+// A server whose RabbitMQ is unreachable: publishes are refused with 503
+// (never a 202 without a confirm) while login and the rest keep working.
+TEST(ApiUnavailableItest, PublishIs503WhenRabbitMqIsUnreachable) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config);
+  apply_migrations(config->pg);
+  std::uint16_t closed_port;
+  {
+    net::io_context context;
+    tcp::acceptor probe(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    closed_port = probe.local_endpoint().port();
+  }
+  config->amqp.url = "amqp://guest:guest@127.0.0.1:" + std::to_string(closed_port) + "/";
+  config->publish_give_up = 500ms;
+  ApiServer server(*config);
+  server.start();
+
+  Client client(server.port());
+  auto user = unique("un_");
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
+  auto login = client.post("/login", {{"user", user}, {"password", "correct horse"}});
+  ASSERT_EQ(login.result(), http::status::ok);
+  std::string token(body_of(login).at("token").as_string());
+
+  auto started = std::chrono::steady_clock::now();
+  auto response = client.post("/publishMessage", {{"room", unique("r")}, {"body", "lost?"}}, token);
+  auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(response.result(), http::status::service_unavailable) << response.body();
+  EXPECT_EQ(error_of(response), "unavailable");
+  EXPECT_LT(took, 5s);
+  EXPECT_EQ(body_of(client.send(http::verb::get, "/healthz")).at("amqp_connected"), false);
+  auto metrics = client.send(http::verb::get, "/metrics");
+  EXPECT_NE(metrics.body().find("rtmc_api_publish_total{result=\"unavailable\"} 1"), std::string::npos)
+      << metrics.body();
+}
+
+// stop() closes idle keep-alive connections and returns well within the grace.
+TEST(ApiStopItest, StopClosesIdleConnectionsPromptly) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config);
+  ApiServer server(*config);
+  server.start();
+  Client client(server.port());
+  ASSERT_EQ(client.send(http::verb::get, "/healthz").result(), http::status::ok);
+  auto started = std::chrono::steady_clock::now();
+  server.stop();
+  server.wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+}  // namespace
+}  // namespace rtmc::api

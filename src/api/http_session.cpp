@@ -74,8 +74,9 @@ HttpSession::~HttpSession() {
   }
 }
 
-net::awaitable<void> HttpSession::run() {
-  auto self = shared_from_this();
+net::awaitable<void> HttpSession::run(std::shared_ptr<HttpSession> session) { co_await session->start(); }
+
+net::awaitable<void> HttpSession::start() {
   connections_.add(this);
   registered_ = true;
   metrics_.connection_opened();

@@ -57,7 +57,7 @@ class ConnectionSet {
   std::function<void()> on_empty_;
 };
 
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+class HttpSession {
  public:
   HttpSession(boost::asio::ip::tcp::socket socket, const Router& router, Metrics& metrics,
               const HttpLimits& limits, ConnectionSet& connections);
@@ -65,16 +65,19 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   HttpSession(const HttpSession&) = delete;
   HttpSession& operator=(const HttpSession&) = delete;
 
-  // Serves the connection until it closes; spawn it on the socket's executor.
-  // Never throws: I/O errors end the session, handler errors were already
-  // answered by the Router.
-  boost::asio::awaitable<void> run();
+  // Serves the connection until it closes; spawn it on the socket's
+  // executor. The coroutine owns `session` from its creation (a coroutine
+  // frame does not own `this`, and the spawner's pointer is gone before the
+  // coroutine starts on another thread). Never throws: I/O errors end the
+  // session, handler errors were already answered by the Router.
+  static boost::asio::awaitable<void> run(std::shared_ptr<HttpSession> session);
 
   // Graceful: an idle connection is closed now; a busy one answers its
   // current request with "Connection: close" and then closes.
   void stop();
 
  private:
+  boost::asio::awaitable<void> start();
   boost::asio::awaitable<void> serve();
   // false when the connection failed (the session then ends).
   boost::asio::awaitable<bool> write(Response response);

@@ -24,7 +24,10 @@ net::awaitable<void> Listener::run(std::vector<net::any_io_executor> targets,
   net::steady_timer backoff(acceptor_.get_executor());
   while (acceptor_.is_open()) {
     const std::size_t target = next++ % targets.size();
-    auto [ec, socket] = co_await acceptor_.async_accept(targets[target], use_tuple);
+    // Accepted straight into a socket of the target io_context, so the
+    // connection is registered with that context's reactor from the start.
+    tcp::socket socket(targets[target]);
+    auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
     if (ec == net::error::operation_aborted || !acceptor_.is_open()) break;
     if (ec) {
       // EMFILE/ENFILE and friends: the pending connection stays queued, so

@@ -88,18 +88,23 @@ BlockingWorker& WorkerPasswordHasher::next() {
   return *workers_[next_.fetch_add(1, std::memory_order_relaxed) % workers_.size()];
 }
 
+// The jobs are named locals, not lambdas written inside the co_await
+// expression: GCC 12 destroys the captures of such temporaries twice.
 boost::asio::awaitable<std::string> WorkerPasswordHasher::hash(std::string password) {
-  co_return co_await next().run([password = std::move(password)] { return auth::hash_password(password); });
+  auto job = [password = std::move(password)] { return auth::hash_password(password); };
+  co_return co_await next().run(std::move(job));
 }
 
 boost::asio::awaitable<bool> WorkerPasswordHasher::verify(std::string stored_hash, std::string password) {
-  co_return co_await next().run([stored_hash = std::move(stored_hash), password = std::move(password)] {
+  auto job = [stored_hash = std::move(stored_hash), password = std::move(password)] {
     return auth::verify_password(stored_hash, password);
-  });
+  };
+  co_return co_await next().run(std::move(job));
 }
 
 boost::asio::awaitable<void> WorkerPasswordHasher::burn(std::string password) {
-  co_await next().run([password = std::move(password)] { auth::burn_verify_time(password); });
+  auto job = [password = std::move(password)] { auth::burn_verify_time(password); };
+  co_await next().run(std::move(job));
 }
 
 boost::asio::awaitable<amqp::PublishStatus> AmqpMessagePublisher::publish(amqp::Message message) {

@@ -38,7 +38,7 @@ struct IoThread {
   // Declared first so it outlives `context`: destroying the context destroys
   // suspended sessions, which unregister themselves here.
   ConnectionSet connections;
-  net::io_context context{1};
+  net::io_context context;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::optional<net::steady_timer> hard_stop;
   std::thread thread;
@@ -102,7 +102,7 @@ struct ApiServer::Impl {
   void spawn_session(std::size_t target, tcp::socket socket) {
     auto& thread = *threads[target];
     auto session = std::make_shared<HttpSession>(std::move(socket), router, metrics, config.http, thread.connections);
-    net::co_spawn(thread.context, session->run(), net::detached);
+    net::co_spawn(thread.context, HttpSession::run(std::move(session)), net::detached);
   }
 
   // On `thread`'s own io thread.
