@@ -1,7 +1,11 @@
 #include "load.hpp"
 
-#include "wire.hpp"
+#include <fmt/format.h>
+#include <sys/resource.h>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,12 +16,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-
-#include <sys/resource.h>
-
-#include <algorithm>
-#include <array>
-#include <atomic>
 #include <cmath>
 #include <latch>
 #include <limits>
@@ -26,6 +24,8 @@
 #include <semaphore>
 #include <stdexcept>
 #include <thread>
+
+#include "wire.hpp"
 
 namespace rtmc::bench {
 
@@ -79,7 +79,8 @@ enum class Role { subscriber, publisher };
 
 // A connection lives on its worker's thread; `close` is posted there.
 struct Conn {
-  Conn(Worker& owner, Role role_, int index_) : worker(owner), socket(owner.io), timer(owner.io), role(role_), index(index_) {}
+  Conn(Worker& owner, Role role_, int index_)
+      : worker(owner), socket(owner.io), timer(owner.io), role(role_), index(index_) {}
 
   void close() {
     closing = true;
@@ -138,7 +139,8 @@ void for_each_line(std::string& tail, std::string_view data, OnLine&& on_line) {
     input = tail;
   }
   std::size_t start = 0;
-  for (auto newline = input.find('\n'); newline != std::string_view::npos; newline = input.find('\n', start)) {
+  for (auto newline = input.find('\n'); newline != std::string_view::npos;
+       newline = input.find('\n', start)) {
     on_line(input.substr(start, newline - start));
     start = newline + 1;
   }
@@ -200,17 +202,12 @@ void consume(Conn& conn, std::string_view data, std::int64_t now_ns, const LoadC
             ++worker.foreign;
           }
           break;
-        case GatewayLine::Kind::ack:
-          worker.acked.fetch_add(1, std::memory_order_relaxed);
-          break;
-        case GatewayLine::Kind::error:
-          record_error(worker, line.code, line.message);
-          break;
+        case GatewayLine::Kind::ack: worker.acked.fetch_add(1, std::memory_order_relaxed); break;
+        case GatewayLine::Kind::error: record_error(worker, line.code, line.message); break;
         case GatewayLine::Kind::unreadable:
           record_error(worker, "unreadable_line", std::string(text.substr(0, 200)));
           break;
-        default:
-          break;
+        default: break;
       }
     });
   } else {
@@ -228,7 +225,8 @@ void consume(Conn& conn, std::string_view data, std::int64_t now_ns, const LoadC
       }
     });
   }
-  if (conn.tail.size() > kMaxPendingInput) throw std::runtime_error("server sent an unterminated frame over 1 MiB");
+  if (conn.tail.size() > kMaxPendingInput)
+    throw std::runtime_error("server sent an unterminated frame over 1 MiB");
 }
 
 awaitable<void> read_more(Conn& conn) {
@@ -289,12 +287,14 @@ awaitable<void> redis_handshake(Conn& conn, const tcp::endpoint& endpoint, const
       continue;
     }
     conn.tail.erase(0, used);
-    if (reply.head.kind == '-') throw std::runtime_error("SUBSCRIBE refused: " + std::string(reply.head.text));
+    if (reply.head.kind == '-')
+      throw std::runtime_error("SUBSCRIBE refused: " + std::string(reply.head.text));
     if (reply.head.kind == '*' && reply.head.integer == 3 && reply.items[0].text == "subscribe") co_return;
   }
 }
 
-awaitable<void> establish(std::shared_ptr<Conn> conn, RunState& run, tcp::endpoint endpoint, std::string token) {
+awaitable<void> establish(std::shared_ptr<Conn> conn, RunState& run, tcp::endpoint endpoint,
+                          std::string token) {
   const LoadConfig& config = run.config;
   conn->timer.expires_after(std::chrono::milliseconds(static_cast<long>(config.connect_timeout_s * 1000)));
   conn->timer.async_wait([conn](boost::system::error_code ec) {
@@ -330,7 +330,6 @@ awaitable<void> receive(std::shared_ptr<Conn> conn, RunState& run) {
     for (bool open = true; open;) {
       auto [wait_error] = co_await conn->socket.async_wait(tcp::socket::wait_read, as_tuple_awaitable);
       if (wait_error) break;
-      std::int64_t now_ns = steady_ns();
       for (;;) {
         boost::system::error_code ec;
         std::size_t got = conn->socket.read_some(asio::buffer(worker.scratch), ec);
@@ -339,7 +338,8 @@ awaitable<void> receive(std::shared_ptr<Conn> conn, RunState& run) {
           open = false;
           break;
         }
-        consume(*conn, std::string_view(worker.scratch.data(), got), now_ns, run.config);
+        // One clock read per chunk: every message in it arrived by now.
+        consume(*conn, std::string_view(worker.scratch.data(), got), steady_ns(), run.config);
         if (got < worker.scratch.size()) break;
       }
     }
@@ -361,7 +361,8 @@ awaitable<void> keep_alive(std::shared_ptr<Conn> conn) {
     conn->timer.expires_after(interval);
     auto [ec] = co_await conn->timer.async_wait(as_tuple_awaitable);
     if (ec || conn->closing) co_return;
-    auto [write_error, written] = co_await asio::async_write(conn->socket, asio::buffer(ping), as_tuple_awaitable);
+    auto [write_error, written] =
+        co_await asio::async_write(conn->socket, asio::buffer(ping), as_tuple_awaitable);
     if (write_error) co_return;
   }
 }
@@ -373,8 +374,9 @@ awaitable<void> publish(std::shared_ptr<Conn> conn, RunState& run, PublishPlan p
   const LoadConfig& config = run.config;
   Worker& worker = conn->worker;
   const bool gateway = config.target == Target::gateway;
-  const Clock::duration ping_interval = conn->heartbeat_s > 0 ? Clock::duration(std::chrono::milliseconds(conn->heartbeat_s * 500))
-                                                              : Clock::duration(std::chrono::hours(1));
+  const Clock::duration ping_interval =
+      conn->heartbeat_s > 0 ? Clock::duration(std::chrono::milliseconds(conn->heartbeat_s * 500))
+                            : Clock::duration(std::chrono::hours(1));
   auto next_ping = Clock::now() + ping_interval;
   auto due_at = [&](std::uint64_t k) {
     return plan.start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
@@ -425,7 +427,8 @@ std::vector<tcp::endpoint> resolve(const std::vector<HostPort>& servers) {
   for (const auto& server : servers) {
     boost::system::error_code ec;
     auto results = resolver.resolve(server.host, std::to_string(server.port), ec);
-    if (ec || results.empty()) throw std::runtime_error("cannot resolve " + server.str() + ": " + ec.message());
+    if (ec || results.empty())
+      throw std::runtime_error("cannot resolve " + server.str() + ": " + ec.message());
     endpoints.push_back(results.begin()->endpoint());
   }
   return endpoints;
@@ -508,9 +511,9 @@ LoadResult run_load(const LoadConfig& config) {
   result.ramp_s = std::chrono::duration<double>(Clock::now() - ramp_start).count();
   result.subscribers_connected = run.subscribers_connected.load();
   result.publishers_connected = run.publishers_connected.load();
-  progress(std::to_string(result.subscribers_connected) + " subscribers and " +
-           std::to_string(result.publishers_connected) + " publishers ready in " + std::to_string(result.ramp_s) +
-           " s (" + std::to_string(run.connect_failures.load()) + " failed)");
+  progress(fmt::format("{} subscribers and {} publishers ready in {:.2f} s ({} failed)",
+                       result.subscribers_connected, result.publishers_connected, result.ramp_s,
+                       run.connect_failures.load()));
   result.connect_failures = run.connect_failures.load();
   result.first_connect_error = run.first_connect_error;
 
@@ -524,7 +527,8 @@ LoadResult run_load(const LoadConfig& config) {
     const auto start = Clock::now() + std::chrono::milliseconds(100);
     for (std::uint64_t j = 0; j < publisher_count; ++j) {
       PublishPlan plan;
-      plan.count = result.target_messages / publisher_count + (j < result.target_messages % publisher_count ? 1 : 0);
+      plan.count =
+          result.target_messages / publisher_count + (j < result.target_messages % publisher_count ? 1 : 0);
       plan.period_s = static_cast<double>(publisher_count) / config.rate;
       plan.offset_s = static_cast<double>(j) / config.rate;
       plan.start = start;
@@ -537,11 +541,13 @@ LoadResult run_load(const LoadConfig& config) {
       for (auto& worker : workers) total += (worker.get()->*field).load(std::memory_order_relaxed);
       return total;
     };
-    const auto planned_end = start + std::chrono::duration_cast<Clock::duration>(
-                                         std::chrono::duration<double>(config.duration_s));
-    const auto drain = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config.drain_s));
+    const auto planned_end =
+        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config.duration_s));
+    const auto drain =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config.drain_s));
     // A publisher that falls behind may finish late; past this it is cut off.
-    const auto hard_end = planned_end + drain + std::max<Clock::duration>(std::chrono::seconds(10), planned_end - start);
+    const auto hard_end =
+        planned_end + drain + std::max<Clock::duration>(std::chrono::seconds(10), planned_end - start);
     progress("publishing " + std::to_string(result.target_messages) + " messages");
     std::this_thread::sleep_until(planned_end);
     progress("draining");

@@ -8,15 +8,14 @@
 // once the threads have stopped; the few values the orchestrating (calling)
 // thread polls while running are relaxed atomics.
 
-#include "stats.hpp"
-
-#include "common/config.hpp"
-
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "common/config.hpp"
+#include "stats.hpp"
 
 namespace rtmc::bench {
 
@@ -24,19 +23,19 @@ enum class Target { gateway, redis };
 
 struct LoadConfig {
   Target target = Target::gateway;
-  std::vector<HostPort> servers;  // gateways (connections spread round-robin), or the one redis
-  std::string room;               // room, or Redis channel
-  std::string subscriber_token;   // gateway only: shared by every subscriber connection
+  std::vector<HostPort> servers;              // gateways (connections spread round-robin), or the one redis
+  std::string room;                           // room, or Redis channel
+  std::string subscriber_token;               // gateway only: shared by every subscriber connection
   std::vector<std::string> publisher_tokens;  // gateway only: one per publisher
-  std::string run_tag;            // prefix of message ids, unique per run
+  std::string run_tag;                        // prefix of message ids, unique per run
   int subscribers = 1000;
   int publishers = 1;
-  double rate = 1000;             // messages per second, all publishers together
+  double rate = 1000;  // messages per second, all publishers together
   double duration_s = 10;
   std::size_t body_bytes = 128;
   double drain_s = 3;
   int threads = 2;
-  int ramp_in_flight = 256;       // connection handshakes in progress at once
+  int ramp_in_flight = 256;  // connection handshakes in progress at once
   double connect_timeout_s = 15;
   // Called once everything is delivered (or the drain ran out), while every
   // connection is still open: the moment to sample the server's memory.
@@ -55,13 +54,13 @@ struct LoadResult {
   std::uint64_t target_messages = 0;
   std::uint64_t published = 0;
   std::uint64_t acked = 0;
-  std::uint64_t expected = 0;       // published * subscribers_connected
-  std::uint64_t delivered = 0;      // unique (subscriber, message) pairs received
+  std::uint64_t expected = 0;   // published * subscribers_connected
+  std::uint64_t delivered = 0;  // unique (subscriber, message) pairs received
   std::uint64_t duplicates = 0;
-  std::uint64_t reordered = 0;      // per subscriber and publisher, a counter below one already seen
-  std::uint64_t seq_gaps = 0;       // gateway only
-  std::uint64_t seq_regressions = 0;  // gateway only
-  std::uint64_t foreign = 0;        // messages whose body is not a bench body
+  std::uint64_t reordered = 0;            // per subscriber and publisher, a counter below one already seen
+  std::uint64_t seq_gaps = 0;             // gateway only
+  std::uint64_t seq_regressions = 0;      // gateway only
+  std::uint64_t foreign = 0;              // messages whose body is not a bench body
   std::uint64_t dropped_connections = 0;  // closed by the server during the run
   std::map<std::string, std::uint64_t> server_errors;  // error code -> count
   std::string first_server_error;

@@ -2,26 +2,25 @@
 // private redis-server's pub/sub, printed side by side. Wiring only: the load
 // itself is in load.cpp.
 
-#include "load.hpp"
-#include "processes.hpp"
-#include "report.hpp"
-#include "wire.hpp"
+#include <fmt/format.h>
 
-#include "chat/http_client.hpp"
-#include "common/config.hpp"
-#include "common/names.hpp"
-
+#include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
-
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include "chat/http_client.hpp"
+#include "common/config.hpp"
+#include "common/names.hpp"
+#include "load.hpp"
+#include "processes.hpp"
+#include "report.hpp"
+#include "wire.hpp"
 
 namespace rtmc::bench {
 namespace {
@@ -105,7 +104,8 @@ Credentials sign_in(const BenchOptions& options, const std::string& tag) {
   auto subscriber = asio::co_spawn(io, token_for("bench" + tag + "s"), asio::use_future);
   std::vector<std::future<std::string>> publishers;
   for (int i = 0; i < options.publishers; ++i)
-    publishers.push_back(asio::co_spawn(io, token_for("bench" + tag + "p" + std::to_string(i)), asio::use_future));
+    publishers.push_back(
+        asio::co_spawn(io, token_for("bench" + tag + "p" + std::to_string(i)), asio::use_future));
   io.run();
   Credentials credentials{subscriber.get(), {}};
   for (auto& publisher : publishers) credentials.publisher_tokens.push_back(publisher.get());
@@ -130,8 +130,8 @@ LoadConfig base_config(const BenchOptions& options, const std::string& room, con
 }
 
 std::string describe(const LoadResult& load) {
-  return std::to_string(load.delivered) + "/" + std::to_string(load.expected) + " deliveries, p99 " +
-         std::to_string(static_cast<double>(load.latency.percentile(99)) / 1e6) + " ms";
+  return fmt::format("{}/{} deliveries, p99 {:.3f} ms", load.delivered, load.expected,
+                     static_cast<double>(load.latency.percentile(99)) / 1e6);
 }
 
 RunReport gateway_run(const BenchOptions& options, const std::string& room, const std::string& tag) {
@@ -172,8 +172,8 @@ RunReport redis_run(const BenchOptions& options, const std::string& room, const 
   config.target = Target::redis;
   try {
     RedisServer redis(options.redis_server, options.subscribers + options.publishers + 64);
-    progress("redis run: redis-server pid " + std::to_string(redis.pid()) + " on 127.0.0.1:" +
-             std::to_string(redis.port()));
+    progress("redis run: redis-server pid " + std::to_string(redis.pid()) +
+             " on 127.0.0.1:" + std::to_string(redis.port()));
     config.servers = {HostPort{"127.0.0.1", redis.port()}};
     report.server_before = sample_process(redis.pid());
     config.before_close = [&] { report.server_after = sample_process(redis.pid()); };
@@ -225,7 +225,8 @@ int main(int argc, char** argv) {
   app.add_option("--api", options.api, "api base URL (register/login)")
       ->envname("RTMC_BENCH_API")
       ->capture_default_str();
-  app.add_option("--gateway", options.gateways, "gateway host:port[,host:port...]; connections spread round-robin")
+  app.add_option("--gateway", options.gateways,
+                 "gateway host:port[,host:port...]; connections spread round-robin")
       ->envname("RTMC_BENCH_GATEWAY")
       ->capture_default_str();
   app.add_option("--room", options.room, "room / Redis channel (default: bench-<random>)");

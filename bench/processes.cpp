@@ -1,11 +1,5 @@
 #include "processes.hpp"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
-
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -14,6 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -71,17 +70,30 @@ std::string file_tail(const std::string& path) {
 
 RedisServer::RedisServer(const std::string& executable, int max_clients) {
   std::string path = find_executable(executable);
-  if (path.empty()) throw std::runtime_error("redis-server not found (" + executable + "); use --redis-server PATH");
+  if (path.empty())
+    throw std::runtime_error("redis-server not found (" + executable + "); use --redis-server PATH");
   port_ = free_loopback_port();
   log_path_ = "/tmp/rtmc-bench-redis-" + std::to_string(getpid()) + "-" + std::to_string(port_) + ".log";
 
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls.
-  std::vector<std::string> args = {path,          "--port",        std::to_string(port_),  "--bind",
-                                   "127.0.0.1",   "--save",        "",                     "--appendonly",
-                                   "no",          "--daemonize",   "no",                   "--maxclients",
-                                   std::to_string(max_clients),    "--logfile",            log_path_,
-                                   "--dir",       "/tmp"};
+  std::vector<std::string> args = {path,
+                                   "--port",
+                                   std::to_string(port_),
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--daemonize",
+                                   "no",
+                                   "--maxclients",
+                                   std::to_string(max_clients),
+                                   "--logfile",
+                                   log_path_,
+                                   "--dir",
+                                   "/tmp"};
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -119,7 +131,9 @@ RedisServer::RedisServer(const std::string& executable, int max_clients) {
   }
 }
 
-RedisServer::~RedisServer() { stop(); }
+RedisServer::~RedisServer() {
+  stop();
+}
 
 void RedisServer::stop() {
   if (pid_ <= 0) return;

@@ -1,17 +1,21 @@
 #include "report.hpp"
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <boost/json.hpp>
 #include <functional>
 
 namespace rtmc::bench {
 
 namespace {
 
-std::string milliseconds(std::uint64_t nanoseconds) { return fmt::format("{:.3f}", static_cast<double>(nanoseconds) / 1e6); }
+std::string milliseconds(std::uint64_t nanoseconds) {
+  return fmt::format("{:.3f}", static_cast<double>(nanoseconds) / 1e6);
+}
 
-std::string mebibytes(std::uint64_t kib) { return fmt::format("{:.1f}", static_cast<double>(kib) / 1024.0); }
+std::string mebibytes(std::uint64_t kib) {
+  return fmt::format("{:.1f}", static_cast<double>(kib) / 1024.0);
+}
 
 double loss_percent(const LoadResult& load) {
   if (load.expected == 0) return 0;
@@ -42,9 +46,13 @@ std::vector<Row> rows(const BenchParameters& parameters) {
   };
   return {
       {"subscribers connected",
-       [&](const RunReport& r) { return fmt::format("{}/{}", r.load.subscribers_connected, parameters.subscribers); }},
+       [&](const RunReport& r) {
+         return fmt::format("{}/{}", r.load.subscribers_connected, parameters.subscribers);
+       }},
       {"publishers connected",
-       [&](const RunReport& r) { return fmt::format("{}/{}", r.load.publishers_connected, parameters.publishers); }},
+       [&](const RunReport& r) {
+         return fmt::format("{}/{}", r.load.publishers_connected, parameters.publishers);
+       }},
       {"connect failures", [](const RunReport& r) { return std::to_string(r.load.connect_failures); }},
       {"connect+ramp s", [](const RunReport& r) { return fmt::format("{:.2f}", r.load.ramp_s); }},
       {"messages planned", [](const RunReport& r) { return std::to_string(r.load.target_messages); }},
@@ -62,7 +70,8 @@ std::vector<Row> rows(const BenchParameters& parameters) {
       {"out of order", [](const RunReport& r) { return std::to_string(r.load.reordered); }},
       {"seq gaps/regressions",
        [](const RunReport& r) {
-         return r.has_seq ? fmt::format("{}/{}", r.load.seq_gaps, r.load.seq_regressions) : std::string("n/a");
+         return r.has_seq ? fmt::format("{}/{}", r.load.seq_gaps, r.load.seq_regressions)
+                          : std::string("n/a");
        }},
       {"dropped connections", [](const RunReport& r) { return std::to_string(r.load.dropped_connections); }},
       {"server errors", [](const RunReport& r) { return error_summary(r.load); }},
@@ -80,19 +89,23 @@ std::vector<Row> rows(const BenchParameters& parameters) {
        server([](const ProcessSample& before, const ProcessSample&) { return mebibytes(before.rss_kib); })},
       {"server RSS after MiB",
        server([](const ProcessSample&, const ProcessSample& after) { return mebibytes(after.rss_kib); })},
-      {"server peak RSS MiB",
-       server([](const ProcessSample&, const ProcessSample& after) { return mebibytes(after.peak_rss_kib); })},
+      {"server peak RSS MiB", server([](const ProcessSample&, const ProcessSample& after) {
+         return mebibytes(after.peak_rss_kib);
+       })},
       {"server CPU s", server([](const ProcessSample& before, const ProcessSample& after) {
          return fmt::format("{:.2f}", after.cpu_s - before.cpu_s);
        })},
-      {"bench CPU s (publish+drain)", [](const RunReport& r) { return fmt::format("{:.2f}", r.load.bench_cpu_s); }},
+      {"bench CPU s (publish+drain)",
+       [](const RunReport& r) { return fmt::format("{:.2f}", r.load.bench_cpu_s); }},
   };
 }
 
 }  // namespace
 
 void print_report(std::FILE* out, const BenchParameters& parameters, const std::vector<RunReport>& runs) {
-  fmt::print(out, "\nrtmc-bench: S={} subscribers, P={} publishers, R={} msg/s, D={} s, body {} B, {} io threads, room {}\n",
+  fmt::print(out,
+             "\nrtmc-bench: S={} subscribers, P={} publishers, R={} msg/s, D={} s, body {} B, {} io threads, "
+             "room {}\n",
              parameters.subscribers, parameters.publishers, parameters.rate, parameters.duration_s,
              parameters.body_bytes, parameters.threads, parameters.room);
   constexpr int label_width = 28;
@@ -120,9 +133,12 @@ void print_report(std::FILE* out, const BenchParameters& parameters, const std::
 
 std::string report_json(const BenchParameters& parameters, const std::vector<RunReport>& runs) {
   namespace json = boost::json;
-  json::object root{{"subscribers", parameters.subscribers}, {"publishers", parameters.publishers},
-                    {"rate", parameters.rate},               {"duration_s", parameters.duration_s},
-                    {"body_bytes", parameters.body_bytes},   {"threads", parameters.threads},
+  json::object root{{"subscribers", parameters.subscribers},
+                    {"publishers", parameters.publishers},
+                    {"rate", parameters.rate},
+                    {"duration_s", parameters.duration_s},
+                    {"body_bytes", parameters.body_bytes},
+                    {"threads", parameters.threads},
                     {"room", parameters.room}};
   json::object results;
   for (const auto& run : runs) {
@@ -149,12 +165,10 @@ std::string report_json(const BenchParameters& parameters, const std::vector<Run
     for (const auto& [code, count] : load.server_errors) errors[code] = count;
     entry["server_errors"] = std::move(errors);
     entry["deliveries_per_s"] = deliveries_per_s(load);
-    entry["latency_ms"] = json::object{{"p50", load.latency.percentile(50) / 1e6},
-                                       {"p90", load.latency.percentile(90) / 1e6},
-                                       {"p99", load.latency.percentile(99) / 1e6},
-                                       {"p99_9", load.latency.percentile(99.9) / 1e6},
-                                       {"max", load.latency.max() / 1e6},
-                                       {"mean", load.latency.mean() / 1e6}};
+    entry["latency_ms"] = json::object{
+        {"p50", load.latency.percentile(50) / 1e6}, {"p90", load.latency.percentile(90) / 1e6},
+        {"p99", load.latency.percentile(99) / 1e6}, {"p99_9", load.latency.percentile(99.9) / 1e6},
+        {"max", load.latency.max() / 1e6},          {"mean", load.latency.mean() / 1e6}};
     if (run.server_before && run.server_after) {
       entry["server_rss_before_kib"] = run.server_before->rss_kib;
       entry["server_rss_after_kib"] = run.server_after->rss_kib;

@@ -1,13 +1,13 @@
 #pragma once
 // The side-by-side result table (and its JSON form) of a bench invocation.
 
-#include "load.hpp"
-#include "processes.hpp"
-
 #include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "load.hpp"
+#include "processes.hpp"
 
 namespace rtmc::bench {
 

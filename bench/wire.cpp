@@ -1,7 +1,6 @@
 #include "wire.hpp"
 
 #include <boost/json.hpp>
-
 #include <charconv>
 #include <stdexcept>
 
@@ -61,8 +60,8 @@ std::optional<BodyStamp> parse_body(std::string_view body) {
   return stamp;
 }
 
-void append_send_frame(std::string& out, std::string_view room, std::string_view run_tag, const BodyStamp& stamp,
-                       std::size_t body_bytes) {
+void append_send_frame(std::string& out, std::string_view room, std::string_view run_tag,
+                       const BodyStamp& stamp, std::size_t body_bytes) {
   // Every piece is from [A-Za-z0-9_.:-], so no JSON escaping is needed.
   out += R"({"type":"send","room":")";
   out += room;
@@ -85,7 +84,9 @@ std::string join_frame(std::string_view room) {
   return json::serialize(json::object{{"type", "join"}, {"room", room}}) + "\n";
 }
 
-std::string ping_frame() { return "{\"type\":\"ping\"}\n"; }
+std::string ping_frame() {
+  return "{\"type\":\"ping\"}\n";
+}
 
 namespace {
 
@@ -199,7 +200,9 @@ namespace {
 
 constexpr std::size_t kIncomplete = std::string_view::npos;
 
-[[noreturn]] void malformed(const char* what) { throw std::runtime_error(std::string("malformed RESP: ") + what); }
+[[noreturn]] void malformed(const char* what) {
+  throw std::runtime_error(std::string("malformed RESP: ") + what);
+}
 
 // Parses a scalar at `at`; returns the position after it or kIncomplete.
 std::size_t parse_scalar(std::string_view input, std::size_t at, RespReply::Scalar& scalar) {
@@ -210,9 +213,7 @@ std::size_t parse_scalar(std::string_view input, std::size_t at, RespReply::Scal
   std::string_view header = input.substr(at + 1, line_end - at - 1);
   switch (scalar.kind) {
     case '+':
-    case '-':
-      scalar.text = header;
-      return line_end + 2;
+    case '-': scalar.text = header; return line_end + 2;
     case ':':
       if (!read_number(header, scalar.integer)) malformed("bad integer");
       return line_end + 2;
@@ -230,10 +231,8 @@ std::size_t parse_scalar(std::string_view input, std::size_t at, RespReply::Scal
       scalar.text = input.substr(data_at, length);
       return data_at + length + 2;
     }
-    case '*':
-      malformed("nested array");
-    default:
-      malformed("unknown type byte");
+    case '*': malformed("nested array");
+    default: malformed("unknown type byte");
   }
 }
 

@@ -28,8 +28,8 @@ std::optional<BodyStamp> parse_body(std::string_view body);
 
 // Gateway frames the bench sends (each ends in '\n'). Ids are
 // "<run_tag>-<publisher>-<counter>".
-void append_send_frame(std::string& out, std::string_view room, std::string_view run_tag, const BodyStamp& stamp,
-                       std::size_t body_bytes);
+void append_send_frame(std::string& out, std::string_view room, std::string_view run_tag,
+                       const BodyStamp& stamp, std::size_t body_bytes);
 std::string auth_frame(std::string_view token);
 std::string join_frame(std::string_view room);
 std::string ping_frame();

@@ -1,7 +1,8 @@
 #include "wire.hpp"
 
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
+
+#include <boost/json.hpp>
 
 namespace rtmc::bench {
 namespace {
@@ -50,8 +51,13 @@ TEST(SendFrame, IsValidJsonWithTheProtocolFields) {
 }
 
 std::string message_line(const std::string& body, std::int64_t seq) {
-  return json::serialize(json::object{{"type", "message"}, {"room", "r"}, {"seq", seq}, {"id", "i"},
-                                      {"from", "u"}, {"body", body}, {"ts", 1700000000000}});
+  return json::serialize(json::object{{"type", "message"},
+                                      {"room", "r"},
+                                      {"seq", seq},
+                                      {"id", "i"},
+                                      {"from", "u"},
+                                      {"body", body},
+                                      {"ts", 1700000000000}});
 }
 
 TEST(GatewayLine, ReadsMessageFrames) {
@@ -115,7 +121,8 @@ TEST(Resp, EveryPrefixIsIncomplete) {
   std::string two = "*3\r\n$9\r\nsubscribe\r\n$1\r\nr\r\n:1\r\n:42\r\n";
   std::size_t first = two.find(":42");
   RespReply reply;
-  for (std::size_t n = 0; n < first; ++n) EXPECT_EQ(parse_resp(std::string_view(two).substr(0, n), reply), 0u) << n;
+  for (std::size_t n = 0; n < first; ++n)
+    EXPECT_EQ(parse_resp(std::string_view(two).substr(0, n), reply), 0u) << n;
   ASSERT_EQ(parse_resp(two, reply), first);
   EXPECT_EQ(reply.items[0].text, "subscribe");
   EXPECT_EQ(reply.items[2].kind, ':');

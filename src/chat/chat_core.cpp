@@ -1,11 +1,10 @@
 #include "chat/chat_core.hpp"
 
-#include "common/names.hpp"
-
 #include <boost/json.hpp>
-
 #include <ctime>
 #include <utility>
+
+#include "common/names.hpp"
 
 namespace rtmc::chat {
 
@@ -13,7 +12,9 @@ namespace json = boost::json;
 
 namespace {
 
-std::string frame(const json::object& object) { return json::serialize(object) + "\n"; }
+std::string frame(const json::object& object) {
+  return json::serialize(object) + "\n";
+}
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
@@ -52,7 +53,9 @@ std::string ChatCore::auth_frame(std::string_view token) const {
   return frame({{"type", "auth"}, {"token", token}});
 }
 
-std::string ChatCore::ping_frame() { return frame({{"type", "ping"}}); }
+std::string ChatCore::ping_frame() {
+  return frame({{"type", "ping"}});
+}
 
 std::string ChatCore::help_text() {
   return "commands:\n"
@@ -69,9 +72,8 @@ std::string ChatCore::help_text() {
 // answered, so a script's "/join r" followed by text sends that text to r; the
 // gateway handles one connection's frames in order, so the join lands first.
 void ChatCore::request_join(std::string_view room, Effects& effects) {
-  effects.frames.push_back(frame({{"type", "join"},
-                                  {"room", room},
-                                  {"ref", std::string(join_ref_prefix) + std::string(room)}}));
+  effects.frames.push_back(
+      frame({{"type", "join"}, {"room", room}, {"ref", std::string(join_ref_prefix) + std::string(room)}}));
   joined_.emplace(room);
   current_room_ = std::string(room);
 }
@@ -140,7 +142,8 @@ Effects ChatCore::on_input(std::string_view line) {
     std::string_view rest = trim(line);
     auto space = rest.find_first_of(" \t");
     std::string_view command = rest.substr(0, space);
-    std::string_view argument = space == std::string_view::npos ? std::string_view() : trim(rest.substr(space));
+    std::string_view argument =
+        space == std::string_view::npos ? std::string_view() : trim(rest.substr(space));
     handle_command(command, argument, effects);
   } else {
     send_body(line, effects);
@@ -191,7 +194,8 @@ Effects ChatCore::on_server_line(std::string_view line) {
         pending_.erase(ref);
       }
     }
-    effects.notices.push_back("! error " + printable(code) + ": " + printable(string_field(object, "message")));
+    effects.notices.push_back("! error " + printable(code) + ": " +
+                              printable(string_field(object, "message")));
     if (is_fatal_code(code)) effects.closing = true;
   }
   // Unknown types come from a newer server; ignoring them keeps old clients working.

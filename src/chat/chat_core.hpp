@@ -22,7 +22,7 @@ struct ChatCoreOptions {
 
 // What the caller must do after feeding the core one event.
 struct Effects {
-  std::vector<std::string> frames;   // to the gateway, each ending in '\n'
+  std::vector<std::string> frames;    // to the gateway, each ending in '\n'
   std::vector<std::string> messages;  // chat lines for stdout
   std::vector<std::string> notices;   // status and errors for stderr
   bool quit = false;                  // the user asked to leave

@@ -1,8 +1,9 @@
-#include "chat/chat_core.hpp"
-#include "chat/http_client.hpp"
+#include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <gtest/gtest.h>
+
+#include "chat/chat_core.hpp"
+#include "chat/http_client.hpp"
 
 namespace rtmc::chat {
 namespace {
@@ -140,7 +141,7 @@ TEST(ChatCore, MessagesAreFormattedWithClockRoomAndSender) {
 
 TEST(ChatCore, ControlCharactersFromPeersAreNeutralised) {
   EXPECT_EQ(printable("a\x1b[2Jb"), "a?[2Jb");
-  EXPECT_EQ(printable("x\xc2\x9by"), "x?y");          // C1 CSI
+  EXPECT_EQ(printable("x\xc2\x9by"), "x?y");           // C1 CSI
   EXPECT_EQ(printable("caf\xc3\xa9"), "caf\xc3\xa9");  // ordinary UTF-8 stays
   EXPECT_EQ(printable("tab\there"), "tab here");
   EXPECT_EQ(format_message("r", "e\nvil", "b\x07", 0, true), "[00:00:00] #r <e?vil> b?");

@@ -132,7 +132,8 @@ asio::awaitable<LoginResult> login(const HttpUrl& url, std::string_view user, st
   LoginResult result;
   if (!ec && parsed.is_object()) {
     const auto& object = parsed.get_object();
-    if (auto* value = object.if_contains("token"); value && value->is_string()) result.token = value->get_string();
+    if (auto* value = object.if_contains("token"); value && value->is_string())
+      result.token = value->get_string();
     if (auto* value = object.if_contains("expires_at"); value && value->is_int64())
       result.expires_at_ms = value->get_int64();
   }

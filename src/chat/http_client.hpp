@@ -4,7 +4,6 @@
 // `timeout`. Coroutines run on the caller's executor.
 
 #include <boost/asio/awaitable.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <stdexcept>
@@ -40,8 +39,7 @@ class ApiError : public std::runtime_error {
 
 // Throws boost::system::system_error on network failure or timeout.
 boost::asio::awaitable<HttpReply> post_json(const HttpUrl& url, std::string_view path, std::string body,
-                                            std::string_view bearer_token,
-                                            std::chrono::milliseconds timeout);
+                                            std::string_view bearer_token, std::chrono::milliseconds timeout);
 
 struct LoginResult {
   std::string token;
@@ -52,7 +50,7 @@ struct LoginResult {
 boost::asio::awaitable<bool> register_user(const HttpUrl& url, std::string_view user,
                                            std::string_view password, std::chrono::milliseconds timeout);
 // ApiError for anything but 200 with a token.
-boost::asio::awaitable<LoginResult> login(const HttpUrl& url, std::string_view user, std::string_view password,
-                                          std::chrono::milliseconds timeout);
+boost::asio::awaitable<LoginResult> login(const HttpUrl& url, std::string_view user,
+                                          std::string_view password, std::chrono::milliseconds timeout);
 
 }  // namespace rtmc::chat

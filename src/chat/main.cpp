@@ -3,16 +3,11 @@
 // Threading: everything runs on one io_context thread, except the stdin
 // reader thread, which only posts lines to it.
 
-#include "chat/chat_core.hpp"
-#include "chat/http_client.hpp"
-#include "chat/terminal.hpp"
-#include "common/config.hpp"
-#include "common/names.hpp"
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+#include <CLI/CLI.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -22,14 +17,17 @@
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <memory>
 #include <optional>
+
+#include "chat/chat_core.hpp"
+#include "chat/http_client.hpp"
+#include "chat/terminal.hpp"
+#include "common/config.hpp"
+#include "common/names.hpp"
 
 namespace asio = boost::asio;
 using asio::awaitable;
@@ -59,7 +57,9 @@ void print_lines(std::FILE* stream, const std::vector<std::string>& lines) {
   if (!lines.empty()) std::fflush(stream);
 }
 
-void notice(const std::string& text) { print_lines(stderr, {text}); }
+void notice(const std::string& text) {
+  print_lines(stderr, {text});
+}
 
 // One chat session: login, gateway connection, stdin. Owned by main; all
 // members are touched only on the io_context thread.
@@ -88,13 +88,15 @@ class ChatApp {
 
     if (options_.register_first) {
       bool created = co_await register_user(api, options_.user, password_, timeout);
-      notice(created ? "* registered " + options_.user : "* " + options_.user + " already exists; logging in");
+      notice(created ? "* registered " + options_.user
+                     : "* " + options_.user + " already exists; logging in");
     }
     LoginResult session = co_await login(api, options_.user, password_, timeout);
     password_.assign(password_.size(), '\0');
 
     tcp::resolver resolver(io_);
-    auto endpoints = co_await resolver.async_resolve(gateway.host, std::to_string(gateway.port), use_awaitable);
+    auto endpoints =
+        co_await resolver.async_resolve(gateway.host, std::to_string(gateway.port), use_awaitable);
     arm_deadline("connecting to the gateway timed out");
     co_await asio::async_connect(socket_, endpoints, use_awaitable);
     socket_.set_option(tcp::no_delay(true));
@@ -282,8 +284,11 @@ int main(int argc, char** argv) {
       ->envname("RTMC_CHAT_GATEWAY")
       ->capture_default_str();
   app.add_option("--user", options.user, "user name")->envname("RTMC_CHAT_USER")->required();
-  app.add_option("--room", options.room, "room joined at start")->envname("RTMC_CHAT_ROOM")->capture_default_str();
-  app.add_flag("--register", options.register_first, "register the user first (an existing user just logs in)");
+  app.add_option("--room", options.room, "room joined at start")
+      ->envname("RTMC_CHAT_ROOM")
+      ->capture_default_str();
+  app.add_flag("--register", options.register_first,
+               "register the user first (an existing user just logs in)");
   app.add_option("--timeout-s", options.timeout_s, "limit for api calls, connect and auth")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -297,7 +302,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (!rtmc::valid_user_name(options.user)) {
-    std::fprintf(stderr, "rtmc-chat: bad user name '%s': 1-32 of [A-Za-z0-9_.-], starting with a letter or digit\n",
+    std::fprintf(stderr,
+                 "rtmc-chat: bad user name '%s': 1-32 of [A-Za-z0-9_.-], starting with a letter or digit\n",
                  printable(options.user).c_str());
     return 2;
   }

@@ -85,7 +85,8 @@ void StdinLineReader::run() {
     if (got <= 0) break;
     pending.append(chunk, static_cast<std::size_t>(got));
     std::size_t start = 0;
-    for (auto newline = pending.find('\n'); newline != std::string::npos; newline = pending.find('\n', start)) {
+    for (auto newline = pending.find('\n'); newline != std::string::npos;
+         newline = pending.find('\n', start)) {
       on_line_(pending.substr(start, newline - start));
       start = newline + 1;
     }
