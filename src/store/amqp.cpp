@@ -232,6 +232,10 @@ class Session {
   amqp_connection_state_t get() const { return conn_; }
   int fd() const { return amqp_get_sockfd(conn_); }
 
+  // Skips the close handshake: for a link already known to be useless,
+  // where waiting for close-ok would only stall the owner.
+  void abandon() { dead_ = true; }
+
   void release_abort_handle() {
     if (abort_ != nullptr) abort_->detach();
     abort_ = nullptr;
@@ -446,7 +450,7 @@ namespace {
 // kMaxWait.
 constexpr std::chrono::seconds kPublisherHeartbeat{10};
 constexpr std::chrono::milliseconds kMaxWait{200};
-constexpr std::chrono::milliseconds kMinBackoff{100};
+constexpr std::chrono::milliseconds kMinBackoff{200};  // retries come after 100..200 ms at first
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
 constexpr Timeouts kPublisherTimeouts{std::chrono::milliseconds(2000), std::chrono::milliseconds(5000),
                                       std::chrono::milliseconds(5000)};
@@ -456,6 +460,7 @@ struct Pending {
   Message message;
   std::function<void(PublishStatus)> done;  // empty once answered
   Clock::time_point deadline;
+  Clock::time_point sent_at;  // on the current connection
   bool returned = false;  // basic.return seen: the coming ack means `unroutable`
 
   void answer(PublishStatus status) {
@@ -590,6 +595,11 @@ struct Publisher::State {
   void run() {
     while (take_incoming()) {
       expire(Clock::now());
+      if (session && stalled(Clock::now())) {
+        session->abandon();
+        drop_connection("no confirm from the broker for " + std::to_string(2 * options.give_up_after.count()) +
+                        " ms");
+      }
       if (!session) connect();
       if (session) {
         try {
@@ -630,6 +640,16 @@ struct Publisher::State {
       if (pending.deadline > now) break;
       pending.answer(PublishStatus::unavailable);
     }
+  }
+
+  // A connection on which the oldest message has waited twice the give-up
+  // time for its confirm is treated as lost. Without this, messages already
+  // answered `unavailable` would fill the window for as long as the broker
+  // keeps the connection open without confirming (a stuck queue, a half-open
+  // link that still carries our heartbeats out), and every new message would
+  // time out in the queue.
+  bool stalled(Clock::time_point now) const {
+    return !sent.empty() && now - sent.begin()->second.sent_at >= 2 * options.give_up_after;
   }
 
   // Starts an attempt when the backoff allows, adopts its result when done.
@@ -686,6 +706,8 @@ struct Publisher::State {
       const std::uint64_t tag = next_tag++;
       Pending& pending = sent.emplace(tag, std::move(waiting.front())).first->second;
       waiting.pop_front();
+      pending.sent_at = Clock::now();
+      pending.returned = false;  // a return seen on an earlier connection does not count
       const std::string message_id = std::to_string(pending.id);
       amqp_basic_properties_t properties = properties_for(pending.message);
       properties._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;

@@ -198,6 +198,16 @@ class TcpProxy {
   // While set, new connections are accepted and then ignored: a broker that
   // is up but does not answer.
   void set_silent(bool silent) { silent_ = silent; }
+  // From now on, what the broker sends on the current connections is
+  // dropped: to the client, a link that stays open but on which no confirm
+  // (and no heartbeat) ever arrives. Later connections are not affected.
+  void deafen() {
+    run_on_io([this] {
+      for (auto& weak : links_) {
+        if (auto link = weak.lock()) link->deaf = true;
+      }
+    });
+  }
   // Closes every proxied connection, both sides.
   void cut() {
     run_on_io([this] { close_all(); });
@@ -208,6 +218,7 @@ class TcpProxy {
     explicit Link(asio::io_context& io, tcp::socket accepted) : client(std::move(accepted)), server(io) {}
     tcp::socket client;
     tcp::socket server;
+    bool deaf = false;  // io thread only
     void close() {
       boost::system::error_code ignored;
       client.close(ignored);
@@ -254,15 +265,17 @@ class TcpProxy {
       link->close();
       co_return;
     }
-    asio::co_spawn(io_, pump(link, link->client, link->server), asio::detached);
-    asio::co_spawn(io_, pump(link, link->server, link->client), asio::detached);
+    asio::co_spawn(io_, pump(link, link->client, link->server, false), asio::detached);
+    asio::co_spawn(io_, pump(link, link->server, link->client, true), asio::detached);
   }
 
-  static asio::awaitable<void> pump(std::shared_ptr<Link> link, tcp::socket& from, tcp::socket& to) {
+  static asio::awaitable<void> pump(std::shared_ptr<Link> link, tcp::socket& from, tcp::socket& to,
+                                    bool from_broker) {
     std::array<char, 16384> buffer;
     for (;;) {
       auto [read_error, n] = co_await from.async_read_some(asio::buffer(buffer), kTuple);
       if (read_error) break;
+      if (from_broker && link->deaf) continue;
       auto [write_error, written] = co_await asio::async_write(to, asio::buffer(buffer.data(), n), kTuple);
       if (write_error) break;
     }
@@ -885,6 +898,41 @@ TEST_F(AmqpTest, PublisherFacingASilentBrokerStillAnswersOnTime) {
   }
   // The destructor aborts the login that is still waiting for the broker.
   EXPECT_LT(Clock::now() - destroying, 1s);
+}
+
+TEST_F(AmqpTest, PublisherReconnectsWhenConfirmsStopComing) {
+  const std::string queue = ingest_style_queue();
+  const auto upstream = split_url(config_.url);
+  TcpProxy proxy(upstream.host, upstream.port, /*listening=*/true);
+  AmqpConfig proxied;
+  proxied.url = with_port(config_.url, proxy.port());
+
+  Publisher publisher(proxied, options(500, 500ms));
+  Results before(1);
+  publisher.publish(to_queue(queue, "before"), before.slot(0));
+  ASSERT_TRUE(before.wait_all(5s));
+  ASSERT_EQ(before.status(0), PublishStatus::confirmed);
+
+  // The link stays up and the publisher's own heartbeats still go out, so
+  // only the missing confirms tell that it is useless.
+  proxy.deafen();
+  Results lost(3);
+  for (std::size_t i = 0; i < 3; ++i) publisher.publish(to_queue(queue, "lost"), lost.slot(i));
+  ASSERT_TRUE(lost.wait_all(5s));
+  EXPECT_EQ(lost.count(PublishStatus::unavailable), 3u);
+
+  // Past 2 x give_up_after the publisher gives the link up; the broker's
+  // heartbeat timeout (2 x 10 s) would take far longer than this loop.
+  const auto start = Clock::now();
+  std::optional<PublishStatus> after;
+  while (Clock::now() - start < 8s && after != PublishStatus::confirmed) {
+    Results attempt(1);
+    publisher.publish(to_queue(queue, "after"), attempt.slot(0));
+    ASSERT_TRUE(attempt.wait_all(5s));
+    after = attempt.status(0);
+  }
+  EXPECT_EQ(after, PublishStatus::confirmed) << "still stuck on the deaf connection";
+  EXPECT_GE(proxy.accepted(), 2);
 }
 
 TEST_F(AmqpTest, InFlightMessagesGiveUpWhenTheBrokerStaysAway) {
