@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <charconv>
+#include <cstring>
 #include <stdexcept>
 
 namespace rtmc::bench {
@@ -137,12 +138,21 @@ GatewayLine parse_gateway_line_slowly(std::string_view line) {
 
 }  // namespace
 
+// glibc's memmem (two-way search) is several times faster than
+// string_view::find on JSON, where the needle's first byte '"' is everywhere.
+std::size_t find_in(std::string_view haystack, std::string_view needle, std::size_t from = 0) {
+  if (from > haystack.size()) return std::string_view::npos;
+  const void* hit = memmem(haystack.data() + from, haystack.size() - from, needle.data(), needle.size());
+  return hit == nullptr ? std::string_view::npos
+                        : static_cast<std::size_t>(static_cast<const char*>(hit) - haystack.data());
+}
+
 // In valid JSON, the first unescaped occurrence of `"key":` outside nested
 // objects is the key itself (a quote inside a string is always escaped), and
 // server frames are flat, so plain searches are exact here.
 GatewayLine parse_gateway_line(std::string_view line) {
   constexpr std::string_view type_key = R"("type":")";
-  std::size_t type_at = line.find(type_key);
+  std::size_t type_at = find_in(line, type_key);
   if (type_at != std::string_view::npos) {
     std::string_view type = line.substr(type_at + type_key.size());
     type = type.substr(0, type.find('"'));
@@ -154,8 +164,8 @@ GatewayLine parse_gateway_line(std::string_view line) {
     if (type == "message") {
       constexpr std::string_view seq_key = R"("seq":)";
       constexpr std::string_view body_key = R"("body":")";
-      std::size_t seq_at = line.find(seq_key);
-      std::size_t body_at = line.find(body_key);
+      std::size_t seq_at = find_in(line, seq_key);
+      std::size_t body_at = find_in(line, body_key);
       GatewayLine parsed;
       if (seq_at != std::string_view::npos && body_at != std::string_view::npos &&
           leading_number(line.substr(seq_at + seq_key.size()), parsed.seq)) {
