@@ -1,14 +1,12 @@
 #include "store/amqp.hpp"
 
-#include "common/keys.hpp"
-
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,18 +27,16 @@
 #include <utility>
 #include <vector>
 
+#include "common/keys.hpp"
+
 namespace rtmc::amqp {
 
 const char* to_string(PublishStatus status) {
   switch (status) {
-    case PublishStatus::confirmed:
-      return "confirmed";
-    case PublishStatus::nacked:
-      return "nacked";
-    case PublishStatus::unroutable:
-      return "unroutable";
-    case PublishStatus::unavailable:
-      return "unavailable";
+    case PublishStatus::confirmed: return "confirmed";
+    case PublishStatus::nacked: return "nacked";
+    case PublishStatus::unroutable: return "unroutable";
+    case PublishStatus::unavailable: return "unavailable";
   }
   return "unknown";
 }
@@ -63,8 +59,12 @@ struct Timeouts {
 constexpr Timeouts kConsumerTimeouts{std::chrono::milliseconds(3000), std::chrono::milliseconds(10000),
                                      std::chrono::milliseconds(10000)};
 
-amqp_bytes_t bytes_of(const std::string& text) { return amqp_bytes_t{text.size(), const_cast<char*>(text.data())}; }
-amqp_bytes_t bytes_of(std::string_view text) { return amqp_bytes_t{text.size(), const_cast<char*>(text.data())}; }
+amqp_bytes_t bytes_of(const std::string& text) {
+  return amqp_bytes_t{text.size(), const_cast<char*>(text.data())};
+}
+amqp_bytes_t bytes_of(std::string_view text) {
+  return amqp_bytes_t{text.size(), const_cast<char*>(text.data())};
+}
 std::string string_of(amqp_bytes_t bytes) {
   return bytes.len == 0 ? std::string() : std::string(static_cast<const char*>(bytes.bytes), bytes.len);
 }
@@ -77,7 +77,9 @@ timeval to_timeval(std::chrono::microseconds duration) {
   return tv;
 }
 
-std::string library_error(int status) { return amqp_error_string2(status); }
+std::string library_error(int status) {
+  return amqp_error_string2(status);
+}
 
 std::string describe_method(const amqp_method_t& method) {
   if (method.id == AMQP_CONNECTION_CLOSE_METHOD && method.decoded != nullptr) {
@@ -87,21 +89,18 @@ std::string describe_method(const amqp_method_t& method) {
   }
   if (method.id == AMQP_CHANNEL_CLOSE_METHOD && method.decoded != nullptr) {
     const auto* close = static_cast<const amqp_channel_close_t*>(method.decoded);
-    return "channel closed by broker: " + std::to_string(close->reply_code) + " " + string_of(close->reply_text);
+    return "channel closed by broker: " + std::to_string(close->reply_code) + " " +
+           string_of(close->reply_text);
   }
   return std::string("unexpected method ") + amqp_method_name(method.id);
 }
 
 std::string describe(const amqp_rpc_reply_t& reply) {
   switch (reply.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-      return "ok";
-    case AMQP_RESPONSE_NONE:
-      return "no reply";
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-      return library_error(reply.library_error);
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-      return describe_method(reply.reply);
+    case AMQP_RESPONSE_NORMAL: return "ok";
+    case AMQP_RESPONSE_NONE: return "no reply";
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: return library_error(reply.library_error);
+    case AMQP_RESPONSE_SERVER_EXCEPTION: return describe_method(reply.reply);
   }
   return "unknown reply";
 }
@@ -169,8 +168,8 @@ class Session {
  public:
   // `abort`, if given, can cut the socket from another thread until
   // release_abort_handle().
-  Session(const std::string& url, std::chrono::seconds heartbeat, const std::string& name, const Timeouts& timeouts,
-          AbortHandle* abort = nullptr)
+  Session(const std::string& url, std::chrono::seconds heartbeat, const std::string& name,
+          const Timeouts& timeouts, AbortHandle* abort = nullptr)
       : abort_(abort) {
     const ParsedUrl parsed = parse_url(url);
     where_ = parsed.display;
@@ -181,7 +180,8 @@ class Session {
       if (socket == nullptr) throw AmqpError("amqp_tcp_socket_new failed");
       timeval connect_timeout = to_timeval(timeouts.connect);
       const int status = amqp_socket_open_noblock(socket, parsed.host.c_str(), parsed.port, &connect_timeout);
-      if (status != AMQP_STATUS_OK) throw AmqpError("cannot connect to " + where_ + ": " + library_error(status));
+      if (status != AMQP_STATUS_OK)
+        throw AmqpError("cannot connect to " + where_ + ": " + library_error(status));
       if (abort_ != nullptr) abort_->attach(amqp_get_sockfd(conn_));
       timeval handshake_timeout = to_timeval(timeouts.handshake);
       timeval rpc_timeout = to_timeval(timeouts.rpc);
@@ -196,14 +196,15 @@ class Session {
       std::array<amqp_table_entry_t, 2> properties{};
       properties[0].key = amqp_cstring_bytes("capabilities");
       properties[0].value.kind = AMQP_FIELD_KIND_TABLE;
-      properties[0].value.value.table = amqp_table_t{static_cast<int>(capabilities.size()), capabilities.data()};
+      properties[0].value.value.table =
+          amqp_table_t{static_cast<int>(capabilities.size()), capabilities.data()};
       properties[1].key = amqp_cstring_bytes("connection_name");  // shown by rabbitmqctl list_connections
       properties[1].value.kind = AMQP_FIELD_KIND_UTF8;
       properties[1].value.value.bytes = bytes_of(name);
       const amqp_table_t client_properties{static_cast<int>(properties.size()), properties.data()};
-      check(amqp_login_with_properties(conn_, parsed.vhost.c_str(), 0, kFrameMax, static_cast<int>(heartbeat.count()),
-                                       &client_properties, AMQP_SASL_METHOD_PLAIN, parsed.user.c_str(),
-                                       parsed.password.c_str()),
+      check(amqp_login_with_properties(conn_, parsed.vhost.c_str(), 0, kFrameMax,
+                                       static_cast<int>(heartbeat.count()), &client_properties,
+                                       AMQP_SASL_METHOD_PLAIN, parsed.user.c_str(), parsed.password.c_str()),
             "login");
       amqp_channel_open(conn_, kChannel);
       check(amqp_get_rpc_reply(conn_), "channel.open");
@@ -313,7 +314,8 @@ amqp_basic_properties_t properties_for(const Message& message) {
 
 struct Connection::State {
   Session session;
-  State(const AmqpConfig& config, std::chrono::seconds heartbeat) : session(config.url, heartbeat, "rtmc", kConsumerTimeouts) {}
+  State(const AmqpConfig& config, std::chrono::seconds heartbeat)
+      : session(config.url, heartbeat, "rtmc", kConsumerTimeouts) {}
 
   // A frame that is not a basic.deliver arrived where a delivery was
   // expected: returns of our own mandatory publishes, closes, cancels.
@@ -336,8 +338,7 @@ struct Connection::State {
         session.fail("receive", describe_method(frame.payload.method));
       case AMQP_BASIC_CANCEL_METHOD:
         session.fail("receive", "the broker cancelled the consumer (queue deleted or moved)");
-      default:
-        return;  // basic.ack and friends have no meaning here
+      default: return;  // basic.ack and friends have no meaning here
     }
   }
 };
@@ -351,7 +352,9 @@ void Connection::declare_ingest_queues(std::uint32_t shards) {
   for (std::uint32_t shard = 0; shard < shards; ++shard) declare_ingest(state_->session, ingest_queue(shard));
 }
 
-void Connection::declare_ingest_queue(const std::string& queue) { declare_ingest(state_->session, queue); }
+void Connection::declare_ingest_queue(const std::string& queue) {
+  declare_ingest(state_->session, queue);
+}
 
 void Connection::delete_queue(const std::string& queue) {
   amqp_queue_delete(state_->session.get(), kChannel, bytes_of(queue), 0, 0);
@@ -361,14 +364,16 @@ void Connection::delete_queue(const std::string& queue) {
 void Connection::declare_fanout_exchange() {
   // Durable so bindings of a restarted broker need no special case; the
   // frames themselves are published transient.
-  amqp_exchange_declare(state_->session.get(), kChannel, bytes_of(kFanoutExchange), amqp_cstring_bytes("fanout"),
+  amqp_exchange_declare(state_->session.get(), kChannel, bytes_of(kFanoutExchange),
+                        amqp_cstring_bytes("fanout"),
                         /*passive=*/0, /*durable=*/1, /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
   state_->session.check(amqp_get_rpc_reply(state_->session.get()), "exchange.declare");
 }
 
 std::string Connection::declare_private_queue() {
-  amqp_queue_declare_ok_t* ok = amqp_queue_declare(state_->session.get(), kChannel, amqp_empty_bytes, /*passive=*/0,
-                                                   /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1, amqp_empty_table);
+  amqp_queue_declare_ok_t* ok =
+      amqp_queue_declare(state_->session.get(), kChannel, amqp_empty_bytes, /*passive=*/0,
+                         /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1, amqp_empty_table);
   state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.declare");
   return string_of(ok->queue);
 }
@@ -414,7 +419,8 @@ std::optional<Delivery> Connection::next(std::chrono::milliseconds timeout) {
     if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_TIMEOUT) {
       return std::nullopt;
     }
-    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        reply.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
       state_->handle_other_frame();
       if (Clock::now() >= deadline) return std::nullopt;
       continue;
@@ -424,21 +430,21 @@ std::optional<Delivery> Connection::next(std::chrono::milliseconds timeout) {
 }
 
 void Connection::ack(std::uint64_t delivery_tag, bool multiple) {
-  state_->session.check_status(amqp_basic_ack(state_->session.get(), kChannel, delivery_tag, multiple ? 1 : 0),
-                               "basic.ack");
+  state_->session.check_status(
+      amqp_basic_ack(state_->session.get(), kChannel, delivery_tag, multiple ? 1 : 0), "basic.ack");
 }
 
 void Connection::reject(std::uint64_t delivery_tag, bool requeue) {
-  state_->session.check_status(amqp_basic_reject(state_->session.get(), kChannel, delivery_tag, requeue ? 1 : 0),
-                               "basic.reject");
+  state_->session.check_status(
+      amqp_basic_reject(state_->session.get(), kChannel, delivery_tag, requeue ? 1 : 0), "basic.reject");
 }
 
 void Connection::publish(const Message& message) {
   const amqp_basic_properties_t properties = properties_for(message);
-  state_->session.check_status(
-      amqp_basic_publish(state_->session.get(), kChannel, bytes_of(message.exchange), bytes_of(message.routing_key),
-                         message.mandatory ? 1 : 0, /*immediate=*/0, &properties, bytes_of(message.body)),
-      "basic.publish");
+  state_->session.check_status(amqp_basic_publish(state_->session.get(), kChannel, bytes_of(message.exchange),
+                                                  bytes_of(message.routing_key), message.mandatory ? 1 : 0,
+                                                  /*immediate=*/0, &properties, bytes_of(message.body)),
+                               "basic.publish");
 }
 
 // ----------------------------------------------------------------- Publisher
@@ -461,7 +467,7 @@ struct Pending {
   std::function<void(PublishStatus)> done;  // empty once answered
   Clock::time_point deadline;
   Clock::time_point sent_at;  // on the current connection
-  bool returned = false;  // basic.return seen: the coming ack means `unroutable`
+  bool returned = false;      // basic.return seen: the coming ack means `unroutable`
 
   void answer(PublishStatus status) {
     if (!done) return;
@@ -536,8 +542,10 @@ class Connector {
     std::unique_ptr<Session> session;
     std::string error;
     try {
-      session = std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_);
-      for (std::uint32_t shard = 0; shard < ingest_shards; ++shard) declare_ingest(*session, ingest_queue(shard));
+      session =
+          std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_);
+      for (std::uint32_t shard = 0; shard < ingest_shards; ++shard)
+        declare_ingest(*session, ingest_queue(shard));
       amqp_confirm_select(session->get(), kChannel);
       session->check(amqp_get_rpc_reply(session->get()), "confirm.select");
       session->release_abort_handle();
@@ -575,11 +583,11 @@ struct Publisher::State {
 
   // Publisher thread only.
   std::unique_ptr<Session> session;
-  std::unique_ptr<Connector> connector;  // a connection attempt in progress
-  std::deque<Pending> waiting;             // not sent on the current connection, in publish order
-  std::map<std::uint64_t, Pending> sent;   // by delivery tag; answered entries stay until the
-                                           // broker confirms them, so they still count
-                                           // against the window
+  std::unique_ptr<Connector> connector;   // a connection attempt in progress
+  std::deque<Pending> waiting;            // not sent on the current connection, in publish order
+  std::map<std::uint64_t, Pending> sent;  // by delivery tag; answered entries stay until the
+                                          // broker confirms them, so they still count
+                                          // against the window
   std::uint64_t next_tag = 1;
   std::chrono::milliseconds backoff = kMinBackoff;
   Clock::time_point next_attempt{};
@@ -597,8 +605,8 @@ struct Publisher::State {
       expire(Clock::now());
       if (session && stalled(Clock::now())) {
         session->abandon();
-        drop_connection("no confirm from the broker for " + std::to_string(2 * options.give_up_after.count()) +
-                        " ms");
+        drop_connection("no confirm from the broker for " +
+                        std::to_string(2 * options.give_up_after.count()) + " ms");
       }
       if (!session) connect();
       if (session) {
@@ -712,11 +720,11 @@ struct Publisher::State {
       amqp_basic_properties_t properties = properties_for(pending.message);
       properties._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
       properties.message_id = bytes_of(message_id);
-      session->check_status(amqp_basic_publish(session->get(), kChannel, bytes_of(pending.message.exchange),
-                                               bytes_of(pending.message.routing_key),
-                                               pending.message.mandatory ? 1 : 0, 0, &properties,
-                                               bytes_of(pending.message.body)),
-                            "basic.publish");
+      session->check_status(
+          amqp_basic_publish(session->get(), kChannel, bytes_of(pending.message.exchange),
+                             bytes_of(pending.message.routing_key), pending.message.mandatory ? 1 : 0, 0,
+                             &properties, bytes_of(pending.message.body)),
+          "basic.publish");
     }
   }
 
@@ -772,8 +780,7 @@ struct Publisher::State {
       case AMQP_CONNECTION_CLOSE_METHOD:
         session->answer_close(method);
         session->fail("receive", describe_method(method));
-      default:
-        return;
+      default: return;
     }
   }
 
@@ -857,28 +864,23 @@ void Publisher::publish(Message message, std::function<void(PublishStatus)> done
   pending.message = std::move(message);
   pending.done = std::move(done);
   pending.deadline = Clock::now() + state_->options.give_up_after;
-  bool queued = false;
-  bool was_empty = false;
-  {
-    std::lock_guard lock(state_->mutex);
-    if (!state_->stopping) {
-      pending.id = state_->next_id++;
-      was_empty = state_->incoming.empty();
-      state_->incoming.push_back(std::move(pending));
-      queued = true;
-    }
-  }
-  if (!queued) {  // the publisher is being destroyed
+  std::unique_lock lock(state_->mutex);
+  if (state_->stopping) {  // the publisher is being destroyed
+    lock.unlock();
     pending.answer(PublishStatus::unavailable);
     return;
   }
+  pending.id = state_->next_id++;
   // The thread takes the whole queue at once, so only the first publish
   // into an empty queue needs to wake it.
+  const bool was_empty = state_->incoming.empty();
+  state_->incoming.push_back(std::move(pending));
+  lock.unlock();
   if (was_empty) state_->wake.signal();
 }
 
 boost::asio::awaitable<PublishStatus> Publisher::async_publish(Message message) {
-  auto initiate = [this](auto handler, Message to_send) {
+  auto initiate = [this, to_send = std::move(message)](auto handler) mutable {
     using Handler = decltype(handler);
     using Executor = boost::asio::associated_executor_t<Handler>;
     // std::function needs a copyable callable; the handler is move-only. The
@@ -889,7 +891,8 @@ boost::asio::awaitable<PublishStatus> Publisher::async_publish(Message message) 
       boost::asio::executor_work_guard<Executor> work;
     };
     auto executor = boost::asio::get_associated_executor(handler);
-    auto waiter = std::make_shared<Waiter>(Waiter{std::move(handler), boost::asio::make_work_guard(executor)});
+    auto waiter =
+        std::make_shared<Waiter>(Waiter{std::move(handler), boost::asio::make_work_guard(executor)});
     publish(std::move(to_send), [waiter](PublishStatus status) {
       auto target = waiter->work.get_executor();
       boost::asio::post(target, [waiter, status]() {
@@ -899,9 +902,11 @@ boost::asio::awaitable<PublishStatus> Publisher::async_publish(Message message) 
     });
   };
   co_return co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void(PublishStatus)>(
-      initiate, boost::asio::use_awaitable, std::move(message));
+      std::move(initiate), boost::asio::use_awaitable);
 }
 
-bool Publisher::connected() const { return state_->is_connected.load(); }
+bool Publisher::connected() const {
+  return state_->is_connected.load();
+}
 
 }  // namespace rtmc::amqp

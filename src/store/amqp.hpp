@@ -4,10 +4,7 @@
 // rabbitmq-c services heartbeats only inside library calls: owners must call
 // into it at least every second or so (next() with a timeout does).
 
-#include "common/config.hpp"
-
 #include <boost/asio/awaitable.hpp>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -17,6 +14,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include "common/config.hpp"
 
 namespace rtmc::amqp {
 

@@ -7,9 +7,6 @@
 // connection or stops the proxy from listening. That is what a network cut or
 // a broker restart looks like from the client's side, without touching a
 // broker other tests use.
-#include "common/keys.hpp"
-#include "store/amqp.hpp"
-
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
@@ -39,6 +36,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/keys.hpp"
+#include "store/amqp.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -47,8 +47,8 @@ using rtmc::amqp::AmqpError;
 using rtmc::amqp::Connection;
 using rtmc::amqp::Delivery;
 using rtmc::amqp::Message;
-using rtmc::amqp::PublishStatus;
 using rtmc::amqp::Publisher;
+using rtmc::amqp::PublishStatus;
 using Clock = std::chrono::steady_clock;
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -79,7 +79,8 @@ HostPortOfUrl split_url(const std::string& url) {
   const std::string host_port = url.substr(start, end - start);
   const auto colon = host_port.rfind(':');
   parts.host = host_port.substr(0, colon);
-  if (colon != std::string::npos) parts.port = static_cast<std::uint16_t>(std::stoi(host_port.substr(colon + 1)));
+  if (colon != std::string::npos)
+    parts.port = static_cast<std::uint16_t>(std::stoi(host_port.substr(colon + 1)));
   return parts;
 }
 
@@ -307,8 +308,9 @@ void declare_queue_that_nacks_when_full(const std::string& url, const std::strin
   amqp_socket_t* socket = amqp_tcp_socket_new(conn);
   ASSERT_EQ(amqp_socket_open(socket, info.host, info.port), AMQP_STATUS_OK);
   const char* vhost = (info.vhost == nullptr || *info.vhost == '\0') ? "/" : info.vhost;
-  ASSERT_EQ(amqp_login(conn, vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user, info.password).reply_type,
-            AMQP_RESPONSE_NORMAL);
+  ASSERT_EQ(
+      amqp_login(conn, vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user, info.password).reply_type,
+      AMQP_RESPONSE_NORMAL);
   amqp_channel_open(conn, 1);
   ASSERT_EQ(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
   std::array<amqp_table_entry_t, 2> entries{};
@@ -369,7 +371,8 @@ class AmqpTest : public ::testing::Test {
   }
 
   // Reads deliveries until `count` arrived or nothing came for `quiet`.
-  static std::vector<Delivery> drain(Connection& connection, std::size_t count, std::chrono::milliseconds quiet) {
+  static std::vector<Delivery> drain(Connection& connection, std::size_t count,
+                                     std::chrono::milliseconds quiet) {
     std::vector<Delivery> deliveries;
     while (deliveries.size() < count) {
       auto delivery = connection.next(quiet);
@@ -564,7 +567,8 @@ TEST_F(AmqpTest, SingleActiveConsumerHandsOverWhenTheActiveConnectionCloses) {
     EXPECT_EQ(delivery->body, std::to_string(i));
     active->ack(delivery->delivery_tag);
   }
-  EXPECT_FALSE(standby.next(500ms).has_value()) << "the standby consumer got a delivery while the active one lives";
+  EXPECT_FALSE(standby.next(500ms).has_value())
+      << "the standby consumer got a delivery while the active one lives";
 
   active.reset();  // its unacked deliveries go back to the queue, in order
 
@@ -710,8 +714,8 @@ TEST_F(AmqpTest, TenThousandMessagesConfirmedAndConsumedOnceInOrder) {
     ASSERT_TRUE(results.wait_all(60s)) << results.answered() << " answered";
   }
   const double seconds = std::chrono::duration<double>(results.time(kCount - 1) - start).count();
-  std::printf("[ perf     ] %zu confirmed publishes into a quorum queue, window 500: %.2f s, %.0f msg/s\n", kCount,
-              seconds, kCount / seconds);
+  std::printf("[ perf     ] %zu confirmed publishes into a quorum queue, window 500: %.2f s, %.0f msg/s\n",
+              kCount, seconds, kCount / seconds);
   EXPECT_EQ(results.count(PublishStatus::confirmed), kCount);
   EXPECT_EQ(results.duplicate_callbacks(), 0);
 
@@ -747,7 +751,8 @@ TEST_F(AmqpTest, DISABLED_PublisherThroughputByWindow) {
     const double seconds = std::chrono::duration<double>(results.time(count - 1) - start).count();
     EXPECT_EQ(results.count(quorum ? PublishStatus::confirmed : PublishStatus::unroutable), count);
     std::printf("[ perf     ] %-12s window %4zu: %6zu answered in %.2f s = %.0f msg/s\n",
-                quorum ? "quorum queue" : "no queue", window, count, seconds, count / seconds);
+                quorum ? "quorum queue" : "no queue", window, count, seconds,
+                static_cast<double>(count) / seconds);
   }
 }
 
@@ -779,7 +784,8 @@ TEST_F(AmqpTest, DISABLED_ConfirmedMessagesSurviveABrokerRestart) {
     ASSERT_TRUE(results.wait_all(60s));
   }
   const std::size_t confirmed = results.count(PublishStatus::confirmed);
-  std::printf("[ info     ] %zu confirmed, %zu unavailable\n", confirmed, results.count(PublishStatus::unavailable));
+  std::printf("[ info     ] %zu confirmed, %zu unavailable\n", confirmed,
+              results.count(PublishStatus::unavailable));
 
   Connection consumer(config_);
   consumer.qos(500);
@@ -793,7 +799,8 @@ TEST_F(AmqpTest, DISABLED_ConfirmedMessagesSurviveABrokerRestart) {
     if (seen[n]++ == 0) first_copies.push_back(n);
   }
   std::size_t lost = 0;
-  for (std::size_t i = 0; i < kCount; ++i) lost += (results.status(i) == PublishStatus::confirmed && seen[i] == 0);
+  for (std::size_t i = 0; i < kCount; ++i)
+    lost += (results.status(i) == PublishStatus::confirmed && seen[i] == 0);
   EXPECT_EQ(lost, 0u) << "confirmed messages lost in the restart";
   EXPECT_TRUE(std::is_sorted(first_copies.begin(), first_copies.end()));
   std::printf("[ info     ] %zu deliveries, %zu distinct, %zu confirmed lost\n", deliveries.size(),
