@@ -66,7 +66,8 @@ struct Worker {
   LatencyHistogram latency;
   std::uint64_t duplicates = 0;
   std::uint64_t foreign = 0;
-  std::uint64_t dropped = 0;
+  std::uint64_t dropped_subscribers = 0;
+  std::uint64_t dropped_publishers = 0;
   std::int64_t first_send_ns = std::numeric_limits<std::int64_t>::max();
   std::int64_t last_send_ns = 0;
   std::int64_t last_delivery_ns = 0;
@@ -347,7 +348,7 @@ awaitable<void> receive(std::shared_ptr<Conn> conn, RunState& run) {
     record_error(worker, "bench_protocol", e.what());
   }
   if (!conn->closing) {
-    ++worker.dropped;
+    ++(conn->role == Role::subscriber ? worker.dropped_subscribers : worker.dropped_publishers);
     conn->close();
   }
 }
@@ -609,7 +610,10 @@ LoadResult run_load(const LoadConfig& config) {
     result.seq_gaps += conn->seq.gaps();
     result.seq_regressions += conn->seq.regressions();
   }
-  for (auto& worker : workers) result.dropped_connections += worker->dropped;
+  for (auto& worker : workers) {
+    result.dropped_subscribers += worker->dropped_subscribers;
+    result.dropped_publishers += worker->dropped_publishers;
+  }
   result.expected = result.published * static_cast<std::uint64_t>(result.subscribers_connected);
   if (result.published > 0) {
     result.publish_span_s = static_cast<double>(last_send - first_send) / 1e9;

@@ -57,11 +57,13 @@ struct LoadResult {
   std::uint64_t expected = 0;   // published * subscribers_connected
   std::uint64_t delivered = 0;  // unique (subscriber, message) pairs received
   std::uint64_t duplicates = 0;
-  std::uint64_t reordered = 0;            // per subscriber and publisher, a counter below one already seen
-  std::uint64_t seq_gaps = 0;             // gateway only
-  std::uint64_t seq_regressions = 0;      // gateway only
-  std::uint64_t foreign = 0;              // messages whose body is not a bench body
-  std::uint64_t dropped_connections = 0;  // closed by the server during the run
+  std::uint64_t reordered = 0;        // per subscriber and publisher, a counter below one already seen
+  std::uint64_t seq_gaps = 0;         // gateway only
+  std::uint64_t seq_regressions = 0;  // gateway only
+  std::uint64_t foreign = 0;          // messages whose body is not a bench body
+  // Closed by the server during the run (slow_consumer, for example).
+  std::uint64_t dropped_subscribers = 0;
+  std::uint64_t dropped_publishers = 0;
   std::map<std::string, std::uint64_t> server_errors;  // error code -> count
   std::string first_server_error;
 

@@ -73,7 +73,10 @@ std::vector<Row> rows(const BenchParameters& parameters) {
          return r.has_seq ? fmt::format("{}/{}", r.load.seq_gaps, r.load.seq_regressions)
                           : std::string("n/a");
        }},
-      {"dropped connections", [](const RunReport& r) { return std::to_string(r.load.dropped_connections); }},
+      {"dropped subs/pubs",
+       [](const RunReport& r) {
+         return fmt::format("{}/{}", r.load.dropped_subscribers, r.load.dropped_publishers);
+       }},
       {"server errors", [](const RunReport& r) { return error_summary(r.load); }},
       {"foreign messages", [](const RunReport& r) { return std::to_string(r.load.foreign); }},
       {"all delivered+acked", [](const RunReport& r) { return std::string(r.load.drained ? "yes" : "NO"); }},
@@ -160,7 +163,8 @@ std::string report_json(const BenchParameters& parameters, const std::vector<Run
       entry["seq_gaps"] = load.seq_gaps;
       entry["seq_regressions"] = load.seq_regressions;
     }
-    entry["dropped_connections"] = load.dropped_connections;
+    entry["dropped_subscribers"] = load.dropped_subscribers;
+    entry["dropped_publishers"] = load.dropped_publishers;
     json::object errors;
     for (const auto& [code, count] : load.server_errors) errors[code] = count;
     entry["server_errors"] = std::move(errors);
