@@ -3,7 +3,7 @@
 # 127.0.0.1, with every byte of state (data, logs, pids, config, Erlang cookie)
 # under one folder. Several folders can run side by side on different ports.
 #
-#   scripts/services.sh start|stop|status|env DIR
+#   scripts/services.sh start|stop|status|env|wipe DIR
 #
 # Ports come from REDIS_PORT, AMQP_PORT, PG_PORT (defaults: the local stack,
 # 6380/5673/5433) and are remembered in DIR/ports for stop/status.
@@ -24,7 +24,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] $0 start|stop|status|env DIR" >&2
+  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] $0 start|stop|status|env|wipe DIR" >&2
   exit 2
 }
 
@@ -60,8 +60,13 @@ pids_dir=$dir/pids
 logs_dir=$dir/logs
 redis_dir=$dir/redis
 rabbit_dir=$dir/rabbitmq
+# PostgreSQL's folder is DIR/pg, or (as root, when user postgres cannot enter
+# DIR, e.g. under /root) a symlink to a folder in postgres' home; see
+# place_pg_dir. Its log lives inside it, as postgres must write it.
 pg_dir=$dir/pg
+[[ -L $pg_dir ]] && pg_dir=$(readlink -f -- "$pg_dir")
 pg_data=$pg_dir/data
+pg_log=$pg_dir/postgres.log
 
 log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -134,7 +139,7 @@ wait_gone() {
 
 as_postgres() {
   if [[ $(id -u) -eq 0 ]]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
@@ -306,6 +311,26 @@ pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
 
 pg_psql() { "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U rtmc "$@"; }
 
+# As root, PostgreSQL runs as user postgres, which must be able to enter DIR.
+# When it cannot (a parent such as /root is private), the cluster lives in
+# postgres' home instead, one folder per DIR, linked from DIR/pg. A DIR
+# without that link is a fresh one: whatever its old folder held is dropped.
+place_pg_dir() {
+  [[ -e $dir/pg || -L $dir/pg ]] && return 0
+  as_postgres test -x "$dir" && return 0
+  local home
+  home=$(getent passwd postgres | cut -d: -f6)
+  [[ -n $home && -d $home ]] || die "user postgres cannot enter $dir and has no home folder to use instead"
+  pg_dir=$home/rtmc-clusters/$(printf '%s' "$dir" | sha1sum | cut -c1-16)
+  rm -rf "$pg_dir"
+  mkdir -p "$pg_dir"
+  chown postgres: "$home/rtmc-clusters" "$pg_dir"
+  ln -s "$pg_dir" "$dir/pg"
+  pg_data=$pg_dir/data
+  pg_log=$pg_dir/postgres.log
+  log "user postgres cannot enter $dir: PostgreSQL data in $pg_dir (linked from $dir/pg)"
+}
+
 # pg_ctl learns the postmaster's PID only once it is up; if the caller was
 # interrupted before we recorded it, the server's own pid file still names it.
 adopt_postmaster() {
@@ -323,18 +348,19 @@ start_postgres() {
   fi
   port_open "$PG_PORT" && die "port $PG_PORT (postgres) is taken by a process not started from $dir"
   [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL 15 not installed ($PG_BIN/pg_ctl); run scripts/install-deps.sh"
+  [[ $(id -u) -eq 0 ]] && place_pg_dir
   mkdir -p "$pg_data"
   chmod 700 "$pg_data"
-  touch "$logs_dir/postgres.log"
+  touch "$pg_log"
+  ln -sfn "$pg_log" "$logs_dir/postgres.log"
   if [[ $(id -u) -eq 0 ]]; then
     # PostgreSQL refuses to run as root: the data belongs to the postgres user.
-    chown -R postgres: "$pg_dir" "$logs_dir/postgres.log"
-    runuser -u postgres -- test -w "$pg_data" ||
-      die "user postgres cannot reach $pg_data (a parent folder is not traversable); choose a DIR outside /root"
+    chown -R postgres: "$pg_dir"
+    as_postgres test -w "$pg_data" || die "user postgres cannot write $pg_data"
   fi
   if [[ ! -f $pg_data/PG_VERSION ]]; then
     as_postgres "$PG_BIN/initdb" -D "$pg_data" -A trust -U rtmc -E UTF8 --locale=C --no-sync \
-      >>"$logs_dir/postgres.log" 2>&1 || die "initdb failed; log: $logs_dir/postgres.log"
+      >>"$pg_log" 2>&1 || die "initdb failed; log: $pg_log"
     # No Unix socket: clients use TCP on 127.0.0.1 and nothing lands outside DIR.
     {
       echo "listen_addresses = '127.0.0.1'"
@@ -348,9 +374,9 @@ start_postgres() {
   fi
   # pg_ctl puts the postmaster in its own session and returns once it is ready.
   # shellcheck disable=SC2094  # pg_ctl and its server append to one log
-  as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -l "$logs_dir/postgres.log" -o "-p $PG_PORT" \
-    -w -t "$TIMEOUT_S" start >>"$logs_dir/postgres.log" 2>&1 ||
-    die "pg_ctl start failed; log: $logs_dir/postgres.log"
+  as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -l "$pg_log" -o "-p $PG_PORT" \
+    -w -t "$TIMEOUT_S" start >>"$pg_log" 2>&1 ||
+    die "pg_ctl start failed; log: $pg_log"
   head -n1 "$pg_data/postmaster.pid" >"$pids_dir/postgres"
 }
 
@@ -358,9 +384,9 @@ wait_postgres() {
   local start
   start=$(now_s)
   until pg_ready; do
-    tracked_pid postgres >/dev/null || die "postgres exited during start-up; log: $logs_dir/postgres.log"
+    tracked_pid postgres >/dev/null || die "postgres exited during start-up; log: $pg_log"
     (($(date +%s) - ${start%.*} >= TIMEOUT_S)) &&
-      die "postgres did not answer on 127.0.0.1:$PG_PORT within ${TIMEOUT_S}s; log: $logs_dir/postgres.log"
+      die "postgres did not answer on 127.0.0.1:$PG_PORT within ${TIMEOUT_S}s; log: $pg_log"
     sleep 0.2
   done
   if [[ -z $(pg_psql -d postgres -tAc "select 1 from pg_database where datname = 'rtmc'") ]]; then
@@ -374,7 +400,7 @@ stop_postgres() {
   local pid
   adopt_postmaster
   if pid=$(tracked_pid postgres); then
-    as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 stop >>"$logs_dir/postgres.log" 2>&1 || true
+    as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 stop >>"$pg_log" 2>&1 || true
     wait_gone postgres "$pid" 10 || true
   fi
   terminate postgres 20
@@ -454,9 +480,22 @@ cmd_status() {
   return $rc
 }
 
+# Stops the folder's services and deletes its contents (the folder itself
+# stays, so a caller may hold a lock on it), including a linked PostgreSQL
+# folder elsewhere.
+cmd_wipe() {
+  cmd_stop
+  if [[ -L $dir/pg ]]; then
+    rm -rf -- "$(readlink -f -- "$dir/pg")"
+  fi
+  [[ -d $dir ]] && find "$dir" -mindepth 1 -delete
+  log "wiped $dir"
+}
+
 case $action in
   start) cmd_start ;;
   stop) cmd_stop ;;
+  wipe) cmd_wipe ;;
   status) cmd_status ;;
   env) write_env; cat "$dir/env" ;;
   *) usage ;;

@@ -65,9 +65,8 @@ mkdir -p "$test_stack"
 exec 9<"$test_stack"
 flock -n 9 || die "another scripts/test.sh is using $test_stack"
 services_started=1
-# Leftovers of an interrupted run: stop them by their recorded PIDs, then wipe.
-bash "$repo_root/scripts/services.sh" stop "$test_stack" >/dev/null 2>&1 || true
-find "$test_stack" -mindepth 1 -delete
+# Leftovers of an interrupted run: stopped by their recorded PIDs, then deleted.
+bash "$repo_root/scripts/services.sh" wipe "$test_stack" 9<&-
 # 9<&-: the services must not inherit the lock, or a service outliving a
 # killed run would block every later one.
 bash "$repo_root/scripts/services.sh" start "$test_stack" 9<&-
