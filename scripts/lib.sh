@@ -25,6 +25,8 @@ install_deps() {
 # Configures (once) and builds everything in $build_dir with Ninja, Release.
 build_all() {
   if [[ ! -f $build_dir/build.ninja ]]; then
+    [[ -f $build_dir/CMakeCache.txt ]] &&
+      log "note: $build_dir was configured without Ninja; if configuring fails, delete it"
     cmake -S "$repo_root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ||
       die "cmake configure failed (build dir $build_dir)"
   fi
