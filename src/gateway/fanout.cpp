@@ -11,6 +11,8 @@
 namespace rtmc::gateway {
 namespace {
 
+constexpr std::size_t kMaxBatch = 128;
+
 // Frames [from, to] of a room from its log in Redis, in seq order. Frames
 // trimmed from the log are gone for this gateway's clients; that is logged.
 std::vector<std::pair<std::int64_t, SharedFrame>> fetch_range(redis::Connection& redis, std::uint32_t shard,
@@ -50,18 +52,24 @@ void Fanout::run() {
   std::unique_ptr<redis::Connection> redis;
   std::size_t failures = 0;
 
+  SequencedBatch batch;
   auto deliver_in_order = [&](const std::string& room, std::int64_t seq, SharedFrame frame) {
     auto decision = cursors.on_arrival(room, seq);
     if (decision.kind == RoomCursors::Decision::Kind::duplicate) return;
     if (decision.kind == RoomCursors::Decision::Kind::fill_gap) {
       for (auto& [missing_seq, missing] :
            fetch_range(*redis, shard_of(room, shards), room, decision.gap_from, decision.gap_to)) {
-        deliver_(room, missing_seq, std::move(missing));
+        batch.push_back({room, missing_seq, std::move(missing)});
         cursors.delivered(room, missing_seq);
       }
     }
-    deliver_(room, seq, std::move(frame));
+    batch.push_back({room, seq, std::move(frame)});
     cursors.delivered(room, seq);
+  };
+  auto hand_over = [&] {
+    if (batch.empty()) return;
+    deliver_(std::make_shared<const SequencedBatch>(std::move(batch)));
+    batch.clear();
   };
 
   while (!stopping_) {
@@ -82,18 +90,30 @@ void Fanout::run() {
         for (auto& [seq, frame] : fetch_range(*redis, shard_of(room, shards), room, last + 1, head))
           deliver_in_order(room, seq, std::move(frame));
       }
+      hand_over();
       mq.consume(queue);
       spdlog::info("fanout: consuming {}", queue);
       failures = 0;
       while (!stopping_) {
         auto delivery = mq.next(std::chrono::milliseconds(200));
-        if (!delivery) continue;
-        auto header = protocol::peek_message(delivery->body);
-        if (header) deliver_in_order(header->room, header->seq, std::make_shared<const std::string>(std::move(delivery->body)));
-        else spdlog::error("fanout: dropping a malformed frame");
-        mq.ack(delivery->delivery_tag);
+        std::uint64_t last_tag = 0;
+        // Whatever has already arrived goes out as one batch.
+        for (std::size_t taken = 0; delivery && taken < kMaxBatch; ++taken) {
+          last_tag = delivery->delivery_tag;
+          if (auto header = protocol::peek_message(delivery->body))
+            deliver_in_order(header->room, header->seq,
+                             std::make_shared<const std::string>(std::move(delivery->body)));
+          else
+            spdlog::error("fanout: dropping a malformed frame");
+          delivery = taken + 1 < kMaxBatch ? mq.next(std::chrono::milliseconds(0)) : std::nullopt;
+        }
+        hand_over();
+        if (last_tag != 0) mq.ack(last_tag, true);
       }
     } catch (const std::exception& error) {
+      // Frames already queued are in order and counted as delivered by the
+      // cursors, so they must go out.
+      hand_over();
       if (stopping_) break;
       spdlog::warn("fanout: {}; reconnecting and catching up from Redis", error.what());
       if (dynamic_cast<const redis::RedisError*>(&error)) redis.reset();

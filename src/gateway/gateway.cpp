@@ -56,10 +56,10 @@ struct Gateway::Impl {
     }
   }
 
-  // Fan-out thread -> every io thread: one shared frame, posted once each.
-  void deliver(const std::string& room, std::int64_t seq, SharedFrame frame) {
+  // Fan-out thread -> every io thread: one shared batch, posted once each.
+  void deliver(std::shared_ptr<const SequencedBatch> batch) {
     for (auto& shard : shards)
-      asio::post(shard->io, [&shard = *shard, room, seq, frame] { shard.deliver(room, seq, frame); });
+      asio::post(shard->io, [&shard = *shard, batch] { shard.deliver(*batch); });
   }
 
   GatewayConfig config;
@@ -91,10 +91,8 @@ void Gateway::start() {
   impl.acceptor->bind(endpoint);
   impl.acceptor->listen(asio::socket_base::max_listen_connections);
 
-  impl.fanout = std::make_unique<Fanout>(impl.config, [&impl](const std::string& room, std::int64_t seq,
-                                                              SharedFrame frame) {
-    impl.deliver(room, seq, std::move(frame));
-  });
+  impl.fanout = std::make_unique<Fanout>(
+      impl.config, [&impl](std::shared_ptr<const SequencedBatch> batch) { impl.deliver(std::move(batch)); });
   impl.sequencer = std::make_unique<Sequencer>(impl.config);
 
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace rtmc::gateway {
 
@@ -39,14 +40,22 @@ class IoShard {
     if (it->second.empty()) rooms_.erase(it);
   }
 
-  // One shared frame for every local member of the room.
-  void deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame) {
-    auto it = rooms_.find(room);
-    if (it == rooms_.end()) return;
-    // Safe to iterate: a member closed by this delivery (slow consumer)
-    // leaves the map later, in a posted handler (Session::close).
-    for (auto& [_, session] : it->second) session->deliver(room, seq, frame);
+  // One shared frame for every local member of the room; each member's
+  // frames of the batch leave in one write.
+  void deliver(const SequencedBatch& batch) {
+    for (const auto& item : batch) {
+      auto it = rooms_.find(item.room);
+      if (it == rooms_.end()) continue;
+      // Safe to iterate: a member closed by this delivery (slow consumer)
+      // leaves the map later, in a posted handler (Session::close), and so
+      // stays alive until the flushes below.
+      for (auto& [_, session] : it->second) session->deliver(item.room, item.seq, item.frame);
+    }
+    for (Session* session : deferred_flushes_) session->flush_deferred();
+    deferred_flushes_.clear();
   }
+
+  void defer_flush(Session* session) { deferred_flushes_.push_back(session); }
 
   // Read buffer shared by the sessions of this thread (see Session::read_loop).
   std::array<char, 64 * 1024>& scratch() { return scratch_; }
@@ -58,6 +67,7 @@ class IoShard {
 
  private:
   std::array<char, 64 * 1024> scratch_;
+  std::vector<Session*> deferred_flushes_;
   std::unordered_map<Session*, std::shared_ptr<Session>> sessions_;
   std::unordered_map<std::string, std::unordered_map<Session*, std::shared_ptr<Session>>> rooms_;
 };

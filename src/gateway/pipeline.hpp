@@ -37,8 +37,9 @@ class Sequencer {
 
 class Fanout {
  public:
-  // Called on the fan-out thread, in seq order per room, once per seq.
-  using Deliver = std::function<void(const std::string& room, std::int64_t seq, SharedFrame frame)>;
+  // Called on the fan-out thread with frames in seq order per room, each seq
+  // once.
+  using Deliver = std::function<void(std::shared_ptr<const SequencedBatch> batch)>;
   Fanout(const GatewayConfig& config, Deliver deliver);
   ~Fanout();
   Fanout(const Fanout&) = delete;

@@ -332,7 +332,12 @@ void Session::deliver(const std::string& room, std::int64_t seq, const SharedFra
     return;
   }
   if (seq <= state.joined_seq) return;
-  enqueue(frame);
+  enqueue(frame, false);
+}
+
+void Session::flush_deferred() {
+  flush_deferred_ = false;
+  flush();
 }
 
 void Session::reply(std::string frame) {
@@ -359,7 +364,7 @@ void Session::fail(ErrorCode code, std::string_view message, const Ref& ref, std
                                              : CloseReason::unauthorized);
 }
 
-void Session::enqueue(SharedFrame frame) {
+void Session::enqueue(SharedFrame frame, bool flush_now) {
   if (closed_ || close_after_flush_) return;
   if (queued_bytes_ + frame->size() > context_.config.send_queue_bytes) {
     fail(ErrorCode::slow_consumer, "send queue exceeded " + std::to_string(context_.config.send_queue_bytes) +
@@ -370,7 +375,12 @@ void Session::enqueue(SharedFrame frame) {
   queued_bytes_ += frame->size();
   queue_.push_back(std::move(frame));
   context_.counters.frames_delivered.fetch_add(1, std::memory_order_relaxed);
-  flush();
+  if (flush_now) {
+    flush();
+  } else if (!flush_deferred_) {
+    flush_deferred_ = true;
+    shard_.defer_flush(this);
+  }
 }
 
 void Session::flush() {

@@ -36,6 +36,16 @@ namespace rtmc::gateway {
 class IoShard;
 using SharedFrame = std::shared_ptr<const std::string>;
 
+// A sequenced frame on its way from the fan-out thread to the io threads.
+struct Sequenced {
+  std::string room;
+  std::int64_t seq = 0;
+  SharedFrame frame;
+};
+// Frames that arrived together travel together: one post per io thread and
+// one gathered write per session for the whole batch.
+using SequencedBatch = std::vector<Sequenced>;
+
 // Why a connection ended; logged once and counted.
 enum class CloseReason {
   client_closed,
@@ -73,7 +83,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // A sequenced frame of a room this session is in; frames at or below the
   // seq reported by `joined` are dropped, frames arriving while the join is
   // still reading that seq are held until it is known.
+  // The frame is queued but not written: IoShard calls flush_deferred()
+  // once the whole batch is queued.
   void deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame);
+  void flush_deferred();
   // Ends the connection; fatal errors go out first (bounded by a deadline).
   void close(CloseReason reason);
 
@@ -94,7 +107,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void fail(protocol::ErrorCode code, std::string_view message, const protocol::Ref& ref,
             std::optional<CloseReason> reason = std::nullopt);
   std::function<void(std::exception_ptr)> on_coroutine_end();
-  void enqueue(SharedFrame frame);
+  void enqueue(SharedFrame frame, bool flush_now = true);
   void flush();
   void finish_close();
 
@@ -130,6 +143,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<SharedFrame> in_flight_;
   std::size_t queued_bytes_ = 0;
   bool writing_ = false;
+  bool flush_deferred_ = false;
   bool closing_ = false;       // no more reads or replies
   bool close_after_flush_ = false;
   bool closed_ = false;
