@@ -1,0 +1,139 @@
+// A client that stops reading is dropped as slow_consumer once its bounded
+// send queue overflows, and nobody else in the room notices.
+
+#include "support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/json/serialize.hpp>
+
+#include <thread>
+
+namespace rtmc::e2e {
+namespace {
+
+constexpr std::uint16_t kGateway = 17007;
+constexpr std::size_t kSendQueueBytes = 256 * 1024;
+constexpr std::size_t kBodyBytes = 4000;
+// Bursts well below the bound: the gateway counts a gathered write's bytes
+// as queued until its completion handler runs, which is after every
+// delivery already posted to that io thread, so a single burst above the
+// bound would overflow a fast reader's queue too.
+constexpr int kBatch = 20;         // ~80 KB of frames per batch
+constexpr int kMaxBatches = 200;   // ~16 MB: far beyond any socket buffer
+constexpr int kBatchesAfterDrop = 5;
+
+TEST(SlowConsumer, ClientThatStopsReadingIsDroppedWhileOthersReceiveEverything) {
+  auto services = service_env();
+  auto secret = random_secret();
+  auto api = start_api(services, secret, kApiPort);
+  auto gateway = start_gateway(services, secret, kGateway,
+                               {"--send-queue-bytes", std::to_string(kSendQueueBytes)});
+  HttpClient http(kApiPort);
+  auto publisher_user = make_user(http, "pub");
+  auto fast_user = make_user(http, "fast");
+  auto slow_user = make_user(http, "slow");
+  const auto room = unique_name("flood-");
+
+  // A tiny receive buffer (which also turns off receive autotuning), so the
+  // gateway's queue for it fills instead of the kernel's buffers.
+  LineClient slow(kGateway, 4096, "slow");
+  slow.auth(slow_user.token, slow_user.name);
+  const auto base = slow.join(room);
+  ASSERT_EQ(base, 0);
+  LineClient fast(kGateway, 0, "fast");
+  fast.auth(fast_user.token, fast_user.name);
+  ASSERT_EQ(fast.join(room), base);
+  LineClient publisher(kGateway, 0, "publisher");
+  publisher.auth(publisher_user.token, publisher_user.name);
+  ASSERT_EQ(publisher.join(room), base);
+
+  // From here on the slow client is never read until the end.
+  auto fast_frames = std::make_unique<Collector>(fast);
+  auto publisher_frames = std::make_unique<Collector>(publisher);
+
+  const std::string body(kBodyBytes, 'f');
+  auto id_of = [](int n) {
+    std::string id = "f";  // appended: GCC 12 warns falsely about "literal" + std::string
+    id += std::to_string(n);
+    return id;
+  };
+  int sent = 0;
+  int batches_after_drop = -1;
+  for (int batch = 0; batch < kMaxBatches && batches_after_drop < kBatchesAfterDrop; ++batch) {
+    std::string lines;
+    for (int i = 0; i < kBatch; ++i, ++sent)
+      lines += boost::json::serialize(boost::json::object{
+                   {"type", "send"}, {"room", room}, {"id", id_of(sent)}, {"body", body}}) +
+               "\n";
+    publisher.send_raw(lines);
+    // Lockstep: the readers keep up before the next batch, so only the slow
+    // client can overflow.
+    const auto want = static_cast<std::size_t>(sent);
+    ASSERT_TRUE(fast_frames->wait_until([&](const auto& f) { return count_type(f, "message") >= want; }, 60s))
+        << "fast reader has " << count_type(fast_frames->frames(), "message") << " of " << sent
+        << " messages; closed=" << fast_frames->closed() << " " << fast_frames->error();
+    ASSERT_TRUE(publisher_frames->wait_until(
+        [&](const auto& f) { return count_type(f, "message") >= want && count_type(f, "ack") >= want; }, 60s))
+        << "publisher has " << count_type(publisher_frames->frames(), "ack") << " acks and "
+        << count_type(publisher_frames->frames(), "message") << " messages of " << sent
+        << "; closed=" << publisher_frames->closed() << " " << publisher_frames->error();
+    if (batches_after_drop >= 0) ++batches_after_drop;
+    else if (gateway->count_in_log("closed: slow_consumer") > 0) batches_after_drop = 0;
+  }
+  EXPECT_GE(batches_after_drop, 0) << "the gateway never logged a slow_consumer close after " << sent
+                                   << " messages of " << kBodyBytes << " bytes";
+  fast_frames->stop();
+  publisher_frames->stop();
+
+  // The fast member got every message, in order, exactly once, and the
+  // publisher every ack, in send order.
+  auto check_stream = [&](const Collector::Frames& frames, const std::string& who, bool with_acks) {
+    SCOPED_TRACE(who);
+    std::int64_t expected_seq = base + 1;
+    int next_ack = 0;
+    for (const auto& frame : frames) {
+      if (str(frame, "type") == "ack") {
+        ASSERT_TRUE(with_acks) << to_text(frame);
+        ASSERT_EQ(frame, (boost::json::object{{"type", "ack"}, {"id", id_of(next_ack)}, {"room", room}}));
+        ++next_ack;
+        continue;
+      }
+      expect_message(frame, room, expected_seq, id_of(static_cast<int>(expected_seq - base - 1)),
+                     publisher_user.name, body);
+      ++expected_seq;
+    }
+    EXPECT_EQ(expected_seq - base - 1, sent);
+    EXPECT_EQ(next_ack, with_acks ? sent : 0);
+  };
+  check_stream(fast_frames->frames(), "fast", false);
+  check_stream(publisher_frames->frames(), "publisher", true);
+  fast.ping(boost::json::value("fast still connected"));
+  publisher.ping(boost::json::value("publisher still connected"));
+  fast.expect_silence(300ms);
+
+  // The slow client's connection is gone: what it can still read is a
+  // gap-free prefix of the room, possibly ending in the slow_consumer error.
+  auto leftovers = slow.expect_closed(15s);
+  std::int64_t expected_seq = base + 1;
+  for (std::size_t i = 0; i < leftovers.size(); ++i) {
+    const auto& frame = leftovers[i];
+    if (i + 1 == leftovers.size() && str(frame, "type") == "error") {
+      expect_error(frame, "slow_consumer");
+      break;
+    }
+    expect_message(frame, room, expected_seq, id_of(static_cast<int>(expected_seq - base - 1)),
+                   publisher_user.name, body);
+    ++expected_seq;
+  }
+  EXPECT_LT(expected_seq - base - 1, sent) << "the slow client was never cut short";
+  std::cerr << "slow client read " << leftovers.size() << " frames (last: "
+            << (leftovers.empty() ? std::string("none") : to_text(leftovers.back()).substr(0, 80))
+            << "), partial line " << slow.partial_line().size() << " bytes; " << sent << " sent\n";
+  // Only the slow client was dropped.
+  EXPECT_EQ(gateway->count_in_log("closed: slow_consumer"), 1u);
+  EXPECT_TRUE(gateway->running());
+}
+
+}  // namespace
+}  // namespace rtmc::e2e
