@@ -15,6 +15,7 @@ namespace {
 constexpr std::uint16_t kGateway = 17007;
 constexpr std::size_t kSendQueueBytes = 256 * 1024;
 constexpr std::size_t kBodyBytes = 4000;
+constexpr std::size_t kMaxBodyBytes = 4096;  // the default --max-body
 // Bursts well below the bound: the gateway counts a gathered write's bytes
 // as queued until its completion handler runs, which is after every
 // delivery already posted to that io thread, so a single burst above the
@@ -133,6 +134,63 @@ TEST(SlowConsumer, ClientThatStopsReadingIsDroppedWhileOthersReceiveEverything) 
   // Only the slow client was dropped.
   EXPECT_EQ(gateway->count_in_log("closed: slow_consumer"), 1u);
   EXPECT_TRUE(gateway->running());
+}
+
+}  // namespace
+}  // namespace rtmc::e2e
+
+namespace rtmc::e2e {
+namespace {
+
+// Clients that read as fast as they can are not slow consumers, even when a
+// room gets a burst bigger than the send queue bound (here: one publisher
+// pipelining 400 messages of the largest body, ~1.7 MB, against the default
+// 1 MiB bound). Loopback kernel buffers alone can take such a burst.
+TEST(SlowConsumer, ReadingClientsSurviveABurstLargerThanTheSendQueue) {
+  constexpr int kMessages = 400;
+  auto services = service_env();
+  auto secret = random_secret();
+  auto api = start_api(services, secret, kApiPort);
+  auto gateway = start_gateway(services, secret, kGateway);  // default --send-queue-bytes (1 MiB)
+  HttpClient http(kApiPort);
+  auto publisher_user = make_user(http, "burst");
+  const auto room = unique_name("burst-");
+
+  LineClient publisher(kGateway, 0, "publisher");
+  publisher.auth(publisher_user.token, publisher_user.name);
+  ASSERT_EQ(publisher.join(room), 0);
+  std::vector<std::unique_ptr<LineClient>> readers;
+  for (int i = 0; i < 3; ++i) {
+    auto user = make_user(http, "reader");
+    readers.push_back(std::make_unique<LineClient>(kGateway, 0, "reader " + user.name));
+    readers.back()->auth(user.token, user.name);
+    ASSERT_EQ(readers.back()->join(room), 0);
+  }
+  std::vector<std::unique_ptr<Collector>> collectors;
+  for (auto& reader : readers) collectors.push_back(std::make_unique<Collector>(*reader));
+  collectors.push_back(std::make_unique<Collector>(publisher));
+
+  const std::string body(kMaxBodyBytes, 'x');
+  std::string lines;
+  for (int i = 0; i < kMessages; ++i) {
+    std::string id = "b";
+    id += std::to_string(i);
+    lines += boost::json::serialize(boost::json::object{{"type", "send"}, {"room", room}, {"id", id}, {"body", body}}) +
+             "\n";
+  }
+  publisher.send_raw(lines);
+
+  for (std::size_t c = 0; c < collectors.size(); ++c) {
+    bool complete = collectors[c]->wait_until(
+        [&](const auto& frames) { return count_type(frames, "message") >= static_cast<std::size_t>(kMessages); },
+        60s);
+    auto frames = collectors[c]->frames();
+    EXPECT_TRUE(complete) << "client #" << c << " got " << count_type(frames, "message") << " of " << kMessages
+                          << " messages; closed=" << collectors[c]->closed() << "; last frame: "
+                          << (frames.empty() ? std::string("none") : to_text(frames.back()).substr(0, 160));
+  }
+  for (auto& collector : collectors) collector->stop();
+  EXPECT_EQ(gateway->count_in_log("closed: slow_consumer"), 0u);
 }
 
 }  // namespace
