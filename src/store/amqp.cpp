@@ -894,11 +894,12 @@ boost::asio::awaitable<PublishStatus> Publisher::async_publish(Message message) 
     auto waiter =
         std::make_shared<Waiter>(Waiter{std::move(handler), boost::asio::make_work_guard(executor)});
     publish(std::move(to_send), [waiter](PublishStatus status) {
-      auto target = waiter->work.get_executor();
-      boost::asio::post(target, [waiter, status]() {
-        waiter->work.reset();
-        std::move(waiter->handler)(status);
-      });
+      boost::asio::post(waiter->work.get_executor(),
+                        [waiter, status]() { std::move(waiter->handler)(status); });
+      // Released here, after post() returned: released inside the posted
+      // handler, it could let the io_context run out of work and be
+      // destroyed while post() is still signalling it.
+      waiter->work.reset();
     });
   };
   co_return co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void(PublishStatus)>(
