@@ -15,6 +15,9 @@
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <span>
+
 namespace rtmc::gateway {
 
 namespace asio = boost::asio;
@@ -71,6 +74,8 @@ Session::Session(asio::ip::tcp::socket socket, SessionContext& context, IoShard&
 void Session::start() {
   boost::system::error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  // flush() writes directly and must never block the io thread.
+  socket_.non_blocking(true, ignored);
   shard_.add(shared_from_this());
   asio::co_spawn(socket_.get_executor(), read_loop(), on_coroutine_end());
   asio::co_spawn(socket_.get_executor(), auth_deadline(), on_coroutine_end());
@@ -108,7 +113,6 @@ asio::awaitable<void> Session::read_loop() {
   const std::size_t max_line = context_.config.max_line_bytes;
   std::string pending;
   boost::system::error_code ec;
-  socket_.non_blocking(true, ec);
   while (!closing_) {
     auto [wait_ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, nothrow_awaitable);
     if (closing_) co_return;
@@ -374,7 +378,6 @@ void Session::enqueue(SharedFrame frame, bool flush_now) {
   }
   queued_bytes_ += frame->size();
   queue_.push_back(std::move(frame));
-  context_.counters.frames_delivered.fetch_add(1, std::memory_order_relaxed);
   if (flush_now) {
     flush();
   } else if (!flush_deferred_) {
@@ -383,33 +386,60 @@ void Session::enqueue(SharedFrame frame, bool flush_now) {
   }
 }
 
+// Writes what is queued. The socket is non-blocking, so the common case (the
+// kernel takes everything) finishes here without an asynchronous operation,
+// as Redis tries the write before returning to its event loop; only the rest
+// of a partial write waits for the socket to become writable.
 void Session::flush() {
-  if (writing_ || closed_ || queue_.empty()) return;
-  writing_ = true;
-  std::vector<asio::const_buffer> buffers;
-  const std::size_t count = std::min(queue_.size(), kMaxFramesPerWrite);
-  buffers.reserve(count);
-  in_flight_.reserve(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    buffers.push_back(asio::buffer(*queue_.front()));
-    in_flight_.push_back(std::move(queue_.front()));
-    queue_.pop_front();
+  while (!writing_ && !closed_ && !queue_.empty()) {
+    const std::size_t count = std::min(queue_.size(), kMaxFramesPerWrite);
+    std::array<asio::const_buffer, kMaxFramesPerWrite> buffers;
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      buffers[i] = asio::buffer(*queue_[i]);
+      total += queue_[i]->size();
+    }
+    boost::system::error_code ec;
+    const std::size_t written = socket_.write_some(std::span(buffers.data(), count), ec);
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      if (!closing_) close(CloseReason::write_error);
+      finish_close();
+      return;
+    }
+    if (written == total) {
+      for (std::size_t i = 0; i < count; ++i) queue_.pop_front();
+      queued_bytes_ -= total;
+      continue;
+    }
+    // Partial: the unwritten tail goes out asynchronously.
+    writing_ = true;
+    std::vector<asio::const_buffer> rest;
+    std::size_t skip = written;
+    for (std::size_t i = 0; i < count; ++i) {
+      in_flight_.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+      const auto& frame = *in_flight_.back();
+      if (skip >= frame.size()) {
+        skip -= frame.size();
+        continue;
+      }
+      rest.push_back(asio::buffer(frame.data() + skip, frame.size() - skip));
+      skip = 0;
+    }
+    asio::async_write(socket_, rest, [self = shared_from_this()](boost::system::error_code write_ec, std::size_t) {
+      for (auto& frame : self->in_flight_) self->queued_bytes_ -= frame->size();
+      self->in_flight_.clear();
+      self->writing_ = false;
+      if (write_ec) {
+        if (!self->closing_) self->close(CloseReason::write_error);
+        self->finish_close();
+        return;
+      }
+      self->flush();
+    });
+    return;
   }
-  asio::async_write(socket_, buffers, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-    for (auto& frame : self->in_flight_) self->queued_bytes_ -= frame->size();
-    self->in_flight_.clear();
-    self->writing_ = false;
-    if (ec) {
-      if (!self->closing_) self->close(CloseReason::write_error);
-      self->finish_close();
-      return;
-    }
-    if (self->queue_.empty() && self->close_after_flush_) {
-      self->finish_close();
-      return;
-    }
-    self->flush();
-  });
+  if (!writing_ && queue_.empty() && close_after_flush_) finish_close();
 }
 
 void Session::close(CloseReason reason) {

@@ -63,7 +63,6 @@ const char* to_string(CloseReason reason);
 
 struct GatewayCounters {
   std::atomic<std::uint64_t> accepted{0};
-  std::atomic<std::uint64_t> frames_delivered{0};
   std::atomic<std::uint64_t> closed[static_cast<int>(CloseReason::count_)]{};
 };
 
