@@ -58,16 +58,17 @@ std::string unique(const std::string& prefix) {
   return prefix + std::to_string(digits(device) % 1000000000000ULL);
 }
 
-// Services from the environment; nullopt (and a test failure) when unset.
+constexpr auto kMissingServices =
+    "api_itest needs RTMC_TEST_REDIS, RTMC_TEST_AMQP and RTMC_TEST_PG "
+    "(scripts/services.sh start DIR writes them to DIR/env)";
+
+// Services from the environment; nullopt when unset (callers fail the test
+// with kMissingServices: a failure in SetUpTestSuite would only skip tests).
 std::optional<ApiConfig> config_from_env() {
   auto redis = env("RTMC_TEST_REDIS");
   auto amqp_url = env("RTMC_TEST_AMQP");
   auto pg = env("RTMC_TEST_PG");
-  if (!redis || !amqp_url || !pg) {
-    ADD_FAILURE() << "api_itest needs RTMC_TEST_REDIS, RTMC_TEST_AMQP and RTMC_TEST_PG "
-                     "(scripts/services.sh start DIR writes them to DIR/env)";
-    return std::nullopt;
-  }
+  if (!redis || !amqp_url || !pg) return std::nullopt;
   ApiConfig config;
   config.listen = HostPort{"127.0.0.1", 0};
   config.threads = 2;
@@ -153,7 +154,7 @@ class ApiItest : public ::testing::Test {
     config_ = nullptr;
   }
   void SetUp() override {
-    if (server_ == nullptr) GTEST_FAIL() << "services not configured (RTMC_TEST_REDIS/AMQP/PG)";
+    if (server_ == nullptr) GTEST_FAIL() << kMissingServices;
   }
 
   std::uint16_t port() const { return server_->port(); }
@@ -464,7 +465,7 @@ TEST_F(ApiItest, ConcurrentPublishesOnManyConnections) {
 // (never a 202 without a confirm) while login and the rest keep working.
 TEST(ApiUnavailableItest, PublishIs503WhenRabbitMqIsUnreachable) {
   auto config = config_from_env();
-  ASSERT_TRUE(config);
+  ASSERT_TRUE(config) << kMissingServices;
   apply_migrations(config->pg);
   std::uint16_t closed_port;
   {
@@ -499,7 +500,7 @@ TEST(ApiUnavailableItest, PublishIs503WhenRabbitMqIsUnreachable) {
 // stop() closes idle keep-alive connections and returns well within the grace.
 TEST(ApiStopItest, StopClosesIdleConnectionsPromptly) {
   auto config = config_from_env();
-  ASSERT_TRUE(config);
+  ASSERT_TRUE(config) << kMissingServices;
   ApiServer server(*config);
   server.start();
   Client client(server.port());
@@ -509,6 +510,46 @@ TEST(ApiStopItest, StopClosesIdleConnectionsPromptly) {
   server.wait();
   EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
   EXPECT_TRUE(client.closed_by_server());
+}
+
+}  // namespace
+}  // namespace rtmc::api
+
+namespace rtmc::api {
+namespace {
+
+// A request in flight when stop() is called still gets its answer (here the
+// 503 of an unconfirmed publish), with "Connection: close".
+TEST(ApiStopItest, StopLetsARequestInFlightAnswer) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config) << kMissingServices;
+  std::uint16_t closed_port;
+  {
+    net::io_context context;
+    tcp::acceptor probe(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    closed_port = probe.local_endpoint().port();
+  }
+  config->amqp.url = "amqp://guest:guest@127.0.0.1:" + std::to_string(closed_port) + "/";
+  config->publish_give_up = 1500ms;
+  ApiServer server(*config);
+  server.start();
+  Client client(server.port());
+  auto user = unique("st_");
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
+  auto login = client.post("/login", {{"user", user}, {"password", "correct horse"}});
+  ASSERT_EQ(login.result(), http::status::ok);
+  std::string token(body_of(login).at("token").as_string());
+
+  auto stopper = std::async(std::launch::async, [&server] {
+    std::this_thread::sleep_for(300ms);
+    server.stop();
+    server.wait();
+  });
+  auto response = client.post("/publishMessage", {{"room", unique("r")}, {"body", "in flight"}}, token);
+  EXPECT_EQ(response.result(), http::status::service_unavailable);
+  EXPECT_FALSE(response.keep_alive());
+  EXPECT_TRUE(client.closed_by_server());
+  EXPECT_EQ(stopper.wait_for(5s), std::future_status::ready);
 }
 
 }  // namespace

@@ -78,7 +78,24 @@ boost::asio::awaitable<bool> RedisSessionStore::remove(std::string jti) {
   co_return reply.integer > 0;
 }
 
-WorkerPasswordHasher::WorkerPasswordHasher(std::size_t workers) {
+class WorkerPasswordHasher::Slot {
+ public:
+  explicit Slot(WorkerPasswordHasher& owner) : owner_(owner) {
+    if (owner_.pending_.fetch_add(1, std::memory_order_relaxed) >= owner_.max_pending_) {
+      owner_.pending_.fetch_sub(1, std::memory_order_relaxed);
+      throw Unavailable("password hashing queue is full");
+    }
+  }
+  ~Slot() { owner_.pending_.fetch_sub(1, std::memory_order_relaxed); }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+
+ private:
+  WorkerPasswordHasher& owner_;
+};
+
+WorkerPasswordHasher::WorkerPasswordHasher(std::size_t workers, std::size_t max_pending)
+    : max_pending_(std::max<std::size_t>(max_pending, 1)) {
   workers = std::max<std::size_t>(workers, 1);
   for (std::size_t i = 0; i < workers; ++i)
     workers_.push_back(std::make_unique<BlockingWorker>("argon2-" + std::to_string(i)));
@@ -91,11 +108,13 @@ BlockingWorker& WorkerPasswordHasher::next() {
 // The jobs are named locals, not lambdas written inside the co_await
 // expression: GCC 12 destroys the captures of such temporaries twice.
 boost::asio::awaitable<std::string> WorkerPasswordHasher::hash(std::string password) {
+  Slot slot(*this);
   auto job = [password = std::move(password)] { return auth::hash_password(password); };
   co_return co_await next().run(std::move(job));
 }
 
 boost::asio::awaitable<bool> WorkerPasswordHasher::verify(std::string stored_hash, std::string password) {
+  Slot slot(*this);
   auto job = [stored_hash = std::move(stored_hash), password = std::move(password)] {
     return auth::verify_password(stored_hash, password);
   };
@@ -103,6 +122,7 @@ boost::asio::awaitable<bool> WorkerPasswordHasher::verify(std::string stored_has
 }
 
 boost::asio::awaitable<void> WorkerPasswordHasher::burn(std::string password) {
+  Slot slot(*this);
   auto job = [password = std::move(password)] { auth::burn_verify_time(password); };
   co_await next().run(std::move(job));
 }

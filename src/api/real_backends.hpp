@@ -41,17 +41,23 @@ class RedisSessionStore final : public SessionStore {
 
 // A few worker threads, used round-robin. Argon2id takes ~tens of ms and
 // 64 MiB per call, so the pool size bounds both CPU and memory spent on it.
+// At most `max_pending` jobs wait or run at once; beyond that a call throws
+// Unavailable (503) at once instead of queueing without bound, so a flood of
+// /register or /login cannot grow memory or latency forever.
 class WorkerPasswordHasher final : public PasswordHasher {
  public:
-  explicit WorkerPasswordHasher(std::size_t workers);
+  WorkerPasswordHasher(std::size_t workers, std::size_t max_pending);
   boost::asio::awaitable<std::string> hash(std::string password) override;
   boost::asio::awaitable<bool> verify(std::string stored_hash, std::string password) override;
   boost::asio::awaitable<void> burn(std::string password) override;
 
  private:
+  class Slot;  // RAII claim on one of max_pending_
   BlockingWorker& next();
   std::vector<std::unique_ptr<BlockingWorker>> workers_;
   std::atomic<std::size_t> next_{0};
+  const std::size_t max_pending_;
+  std::atomic<std::size_t> pending_{0};
 };
 
 class AmqpMessagePublisher final : public MessagePublisher {

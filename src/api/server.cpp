@@ -66,6 +66,14 @@ tcp::endpoint resolve(const HostPort& address) {
   return results.begin()->endpoint();
 }
 
+// A body of max_body_bytes may grow sixfold as JSON (\u00XX escapes); the
+// request must still fit the HTTP body limit.
+ApiConfig with_consistent_limits(ApiConfig config) {
+  const std::size_t needed = config.limits.max_body_bytes * 6 + 1024;
+  config.http.body_bytes = std::max(config.http.body_bytes, needed);
+  return config;
+}
+
 amqp::Publisher::Options publisher_options(const ApiConfig& config) {
   amqp::Publisher::Options options;
   options.window = config.publish_window;
@@ -82,13 +90,13 @@ amqp::Publisher::Options publisher_options(const ApiConfig& config) {
 // (sessions count their close when destroyed).
 struct ApiServer::Impl {
   explicit Impl(ApiConfig cfg)
-      : config(std::move(cfg)),
+      : config(with_consistent_limits(std::move(cfg))),
         threads(make_io_threads(config.threads)),
         tokens(config.auth.jwt_secret, config.auth.token_ttl),
         redis(config.redis, config.redis_connections),
         pg(config.pg, config.pg_connections),
         publisher(config.amqp, publisher_options(config)),
-        hasher(config.password_workers),
+        hasher(config.password_workers, config.password_queue_limit),
         users(pg),
         sessions(redis),
         messages(publisher),

@@ -30,11 +30,15 @@ struct ApiConfig {
   AmqpConfig amqp;
   LimitsConfig limits;
   AuthConfig auth;  // jwt_secret must be set
+  // body_bytes is raised when needed so a publish of --max-body bytes, JSON
+  // escaped, always fits.
   HttpLimits http;
   // A publish not confirmed within this time is answered 503.
   std::chrono::milliseconds publish_give_up{5000};
   std::size_t publish_window = 500;
   std::size_t password_workers = 2;
+  // Password hashes waiting or running at once; more -> 503 unavailable.
+  std::size_t password_queue_limit = 64;
   std::size_t redis_connections = 4;
   std::size_t pg_connections = 4;
   // How long stop() lets in-flight requests finish before cutting them.
