@@ -105,7 +105,9 @@ class Publisher {
  public:
   struct Options {
     std::size_t window = 500;
-    // A message not confirmed within this time is answered `unavailable`.
+    // A message not confirmed within this time is answered `unavailable`
+    // (counted from publish()). A connection on which a message waits twice
+    // as long for its confirm is treated as lost and replaced.
     std::chrono::milliseconds give_up_after{5000};
     // Ingest queues declared on every (re)connect, so publishing works before
     // any gateway ran. 0 declares none.
