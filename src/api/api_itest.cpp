@@ -554,3 +554,34 @@ TEST(ApiStopItest, StopLetsARequestInFlightAnswer) {
 
 }  // namespace
 }  // namespace rtmc::api
+
+namespace rtmc::api {
+namespace {
+
+// Idle keep-alive connections and stalled request bodies are cut.
+TEST(ApiTimeoutItest, IdleConnectionsAndStalledBodiesAreCut) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config) << kMissingServices;
+  config->http.idle_timeout = 300ms;
+  config->http.read_timeout = 300ms;
+  ApiServer server(*config);
+  server.start();
+
+  Client idle(server.port());
+  ASSERT_EQ(idle.send(http::verb::get, "/healthz").result(), http::status::ok);
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_TRUE(idle.closed_by_server());
+  auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(waited, 200ms);
+  EXPECT_LT(waited, 3s);
+
+  Client stalled(server.port());
+  stalled.write_raw("POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 100\r\n\r\n{\"user\":");
+  auto response = stalled.receive();
+  EXPECT_EQ(response.result(), http::status::request_timeout);
+  EXPECT_TRUE(stalled.closed_by_server());
+}
+
+}  // namespace
+}  // namespace rtmc::api

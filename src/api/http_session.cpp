@@ -1,9 +1,8 @@
 #include "api/http_session.hpp"
 
-#include <boost/asio/error.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
@@ -38,11 +37,11 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-// Errors that just mean "the peer went away / we gave up waiting": no answer,
+// Errors that just mean "the peer went away" or "we cancelled": no answer,
 // no log line above debug.
 bool is_quiet_close(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::operation_aborted ||
-         ec == net::error::connection_reset || ec == net::error::broken_pipe || ec == beast::error::timeout;
+         ec == net::error::connection_reset || ec == net::error::broken_pipe;
 }
 
 }  // namespace
@@ -65,7 +64,12 @@ void ConnectionSet::stop_all(std::function<void()> on_empty) {
 
 HttpSession::HttpSession(net::ip::tcp::socket socket, const Router& router, Metrics& metrics,
                          const HttpLimits& limits, ConnectionSet& connections)
-    : stream_(std::move(socket)), router_(router), metrics_(metrics), limits_(limits), connections_(connections) {}
+    : socket_(std::move(socket)),
+      deadline_(socket_.get_executor()),
+      router_(router),
+      metrics_(metrics),
+      limits_(limits),
+      connections_(connections) {}
 
 HttpSession::~HttpSession() {
   if (registered_) {
@@ -88,23 +92,46 @@ net::awaitable<void> HttpSession::start() {
     // bad_alloc. Ending this connection keeps the others alive.
     spdlog::error("http session ended by an exception: {}", error.what());
   }
+  disarm_deadline();
   beast::error_code ignored;
-  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
-  stream_.socket().close(ignored);
+  socket_.shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
 }
 
 void HttpSession::stop() {
   stopping_ = true;
   // Only an idle connection is cut now; a busy one finishes its answer first
   // (serve() checks stopping_ after every write).
-  if (idle_) stream_.cancel();
+  if (idle_) {
+    beast::error_code ignored;
+    socket_.cancel(ignored);
+  }
+}
+
+void HttpSession::arm_deadline(std::chrono::milliseconds after) {
+  timed_out_ = false;
+  const auto generation = ++deadline_generation_;
+  deadline_.expires_after(after);
+  deadline_.async_wait([weak = weak_from_this(), generation](const boost::system::error_code& ec) {
+    if (ec) return;
+    auto self = weak.lock();
+    if (!self || self->deadline_generation_ != generation) return;
+    self->timed_out_ = true;
+    beast::error_code ignored;
+    self->socket_.cancel(ignored);
+  });
+}
+
+void HttpSession::disarm_deadline() {
+  ++deadline_generation_;
+  deadline_.cancel();
 }
 
 net::awaitable<bool> HttpSession::write(Response response) {
   metrics_.count_response(response.result_int());
-  stream_.expires_after(limits_.write_timeout);
-  auto [ec, written] = co_await http::async_write(stream_, response, use_tuple);
-  stream_.expires_never();
+  arm_deadline(limits_.write_timeout);
+  auto [ec, written] = co_await http::async_write(socket_, response, use_tuple);
+  disarm_deadline();
   if (ec && !is_quiet_close(ec)) spdlog::debug("http write failed: {}", ec.message());
   co_return !ec;
 }
@@ -114,30 +141,34 @@ net::awaitable<void> HttpSession::answer_and_close(HttpError error) {
   response.keep_alive(false);
   if (!co_await write(std::move(response))) co_return;
   beast::error_code ignored;
-  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  socket_.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
   // Drain what the client is still sending so our answer is not lost to RST.
   std::array<char, 16 * 1024> sink;
   std::size_t drained = 0;
-  stream_.expires_after(kLingerTime);
+  arm_deadline(kLingerTime);
   while (drained < kLingerBytes) {
-    auto [ec, n] = co_await stream_.async_read_some(net::buffer(sink), use_tuple);
+    auto [ec, n] = co_await socket_.async_read_some(net::buffer(sink), use_tuple);
     if (ec) break;
     drained += n;
   }
-  stream_.expires_never();
+  disarm_deadline();
 }
 
 net::awaitable<void> HttpSession::answer_read_error(const beast::error_code& ec, bool got_some) {
-  if (ec == http::error::header_limit) {
+  if (timed_out_) {
+    // Silence on an idle connection is normal; a request cut short is not.
+    if (got_some)
+      co_await answer_and_close(
+          HttpError(http::status::request_timeout, "request_timeout", "request not received in time"));
+    else
+      spdlog::debug("http connection idle too long; closed");
+  } else if (ec == http::error::header_limit) {
     co_await answer_and_close(HttpError(http::status::request_header_fields_too_large, "header_too_large",
                                         "request header exceeds " + std::to_string(limits_.header_bytes) +
                                             " bytes"));
   } else if (ec == http::error::body_limit) {
     co_await answer_and_close(HttpError(http::status::payload_too_large, "request_too_large",
                                         "request body exceeds " + std::to_string(limits_.body_bytes) + " bytes"));
-  } else if (ec == beast::error::timeout && got_some) {
-    co_await answer_and_close(HttpError(http::status::request_timeout, "request_timeout",
-                                        "request not received in time"));
   } else if (is_quiet_close(ec)) {
     spdlog::debug("http connection closed: {}", ec.message());
   } else if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
@@ -158,8 +189,8 @@ net::awaitable<void> HttpSession::serve() {
 
     idle_ = true;
     if (stopping_) co_return;
-    stream_.expires_after(limits_.idle_timeout);
-    auto [header_ec, header_bytes] = co_await http::async_read_header(stream_, buffer, parser, use_tuple);
+    arm_deadline(limits_.idle_timeout);
+    auto [header_ec, header_bytes] = co_await http::async_read_header(socket_, buffer, parser, use_tuple);
     idle_ = false;
     if (header_ec) {
       co_await answer_read_error(header_ec, parser.got_some());
@@ -168,19 +199,19 @@ net::awaitable<void> HttpSession::serve() {
 
     if (iequals(parser.get()[http::field::expect], "100-continue") && !parser.is_done()) {
       http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
-      stream_.expires_after(limits_.write_timeout);
-      auto [ec, n] = co_await http::async_write(stream_, go_on, use_tuple);
+      arm_deadline(limits_.write_timeout);
+      auto [ec, n] = co_await http::async_write(socket_, go_on, use_tuple);
       if (ec) co_return;
     }
     if (!parser.is_done()) {
-      stream_.expires_after(limits_.read_timeout);
-      auto [body_ec, body_bytes] = co_await http::async_read(stream_, buffer, parser, use_tuple);
+      arm_deadline(limits_.read_timeout);
+      auto [body_ec, body_bytes] = co_await http::async_read(socket_, buffer, parser, use_tuple);
       if (body_ec) {
         co_await answer_read_error(body_ec, true);
         co_return;
       }
     }
-    stream_.expires_never();
+    disarm_deadline();
 
     Request request = parser.release();
     Response response = co_await router_.dispatch(request);

@@ -2,7 +2,7 @@
 // One HTTP/1.1 connection: reads requests with size limits and timeouts,
 // hands each to the Router, writes the answer, keeps the connection alive
 // when both sides want it. Requests on one connection are served one at a
-// time, in order (no pipelining in parallel).
+// time, in order.
 //
 // Threading: a session lives on the io_context its socket was accepted onto
 // (one thread per io_context) for its whole life, so neither it nor its
@@ -14,10 +14,12 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/error.hpp>
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <unordered_set>
@@ -27,9 +29,10 @@ namespace rtmc::api {
 struct HttpLimits {
   std::size_t header_bytes = 8 * 1024;  // larger -> 431 and close
   std::size_t body_bytes = 64 * 1024;   // larger -> 413 and close
-  // Waiting for (and reading) the next request's header on an open connection.
+  // Waiting for (and reading) the next request's header on an open
+  // connection; on expiry the connection is closed without an answer.
   std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
-  // Reading a request body once its header arrived.
+  // Reading a request body once its header arrived; on expiry -> 408, close.
   std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};
 };
@@ -57,7 +60,7 @@ class ConnectionSet {
   std::function<void()> on_empty_;
 };
 
-class HttpSession {
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(boost::asio::ip::tcp::socket socket, const Router& router, Metrics& metrics,
               const HttpLimits& limits, ConnectionSet& connections);
@@ -86,7 +89,17 @@ class HttpSession {
   boost::asio::awaitable<void> answer_and_close(HttpError error);
   boost::asio::awaitable<void> answer_read_error(const boost::beast::error_code& ec, bool got_some);
 
-  boost::beast::tcp_stream stream_;
+  // One deadline for the operation about to start: on expiry the socket's
+  // pending operations are cancelled and timed_out_ is set. The socket is
+  // cancelled, not closed, so a 408 can still be written. Stale expiries of
+  // earlier deadlines are ignored by generation.
+  void arm_deadline(std::chrono::milliseconds after);
+  void disarm_deadline();
+
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::steady_timer deadline_;
+  std::uint64_t deadline_generation_ = 0;
+  bool timed_out_ = false;
   const Router& router_;
   Metrics& metrics_;
   const HttpLimits& limits_;
