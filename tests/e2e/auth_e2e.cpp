@@ -1,15 +1,13 @@
 // Login and token refusal (flow 5) across the api and the gateway: wrong
 // password, unknown user, expired token, token after logout.
 
-#include "support.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/json/serialize.hpp>
-
 #include <thread>
 
 #include "auth/auth.hpp"
+#include "support.hpp"
 
 namespace rtmc::e2e {
 namespace {
@@ -35,7 +33,8 @@ class Auth : public ::testing::Test {
     EXPECT_TRUE(!gateway_ || gateway_->running()) << "rtmc-gateway exited during the test";
   }
 
-  std::unique_ptr<LineClient> connect(const std::string& token, const std::string& user, const std::string& label) {
+  std::unique_ptr<LineClient> connect(const std::string& token, const std::string& user,
+                                      const std::string& label) {
     auto client = std::make_unique<LineClient>(kGateway, 0, label);
     client->auth(token, user, kHeartbeatS);
     return client;
@@ -109,9 +108,10 @@ TEST_F(Auth, ExpiredTokenIsRefusedByApiAndGatewayEvenWithALiveSession) {
   plant_session(expired.claims.jti, user.name);
   // exp has one-second resolution: wait until it is surely past.
   std::this_thread::sleep_for(std::chrono::milliseconds(
-      std::max<std::int64_t>(0, expired.claims.expires_at_ms - std::chrono::duration_cast<Millis>(
-                                                                  std::chrono::system_clock::now().time_since_epoch())
-                                                                  .count()) +
+      std::max<std::int64_t>(
+          0, expired.claims.expires_at_ms -
+                 std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch())
+                     .count()) +
       1200));
 
   expect_http_error(http_.publish(expired.token, room, "late", std::string("late-1")), 401, "unauthorized");
@@ -179,6 +179,38 @@ TEST_F(Auth, LogoutRevokesTheTokenInTheApiAndTheGateway) {
   ASSERT_EQ(published.status, 202) << published.describe();
   expect_message(survivor->next(), room, 1, "s1", user.name, "other session");
   survivor->expect_silence(300ms);
+}
+
+}  // namespace
+}  // namespace rtmc::e2e
+
+namespace rtmc::e2e {
+namespace {
+
+TEST_F(Auth, SilentConnectionIsClosedAfterThreeHeartbeatPeriodsAndPingsKeepOneOpen) {
+  auto user = make_user(http_, "idle");
+  auto silent = connect(user.token, user.name, "silent");
+  auto chatty = connect(user.token, user.name, "chatty");
+  const auto started = SteadyClock::now();
+  const auto idle_limit = std::chrono::milliseconds(3 * kHeartbeatS * 1000);
+
+  // chatty pings every second, well past 3 periods.
+  for (int i = 0; SteadyClock::now() - started < idle_limit + 2s; ++i) {
+    chatty->ping(value(i));
+    std::this_thread::sleep_for(1s);
+  }
+  // silent was cut after 3 periods (checked on the heartbeat tick), not before.
+  auto frames = silent->expect_closed(3s);
+  for (const auto& frame : frames) EXPECT_EQ(str(frame, "type"), "error") << to_text(frame);
+  chatty->ping(value("still open"));
+}
+
+TEST_F(Auth, SilentConnectionIsNotClosedBeforeThreeHeartbeatPeriods) {
+  auto user = make_user(http_, "idle");
+  auto silent = connect(user.token, user.name, "silent");
+  // Two and a half periods of silence are allowed.
+  silent->expect_silence(std::chrono::milliseconds(5 * kHeartbeatS * 1000 / 2));
+  silent->ping(value("awake"));
 }
 
 }  // namespace

@@ -1,17 +1,15 @@
 // Bad input to the gateway and the api: the documented error for each case,
 // and the servers keep serving everyone else afterwards.
 
-#include "support.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-
 #include <random>
 #include <thread>
 
 #include "auth/auth.hpp"
+#include "support.hpp"
 
 namespace rtmc::e2e {
 namespace {
@@ -63,7 +61,8 @@ void expect_line_error(LineClient& client, const std::string& line, std::string_
 }
 
 std::string send_line(const std::string& room, const std::string& id, const std::string& body) {
-  return boost::json::serialize(boost::json::object{{"type", "send"}, {"room", room}, {"id", id}, {"body", body}});
+  return boost::json::serialize(
+      boost::json::object{{"type", "send"}, {"room", room}, {"id", id}, {"body", body}});
 }
 
 // A ping padded with an ignored field to exactly `size` bytes.
@@ -116,12 +115,15 @@ TEST_F(BadInput, GatewayAnswersEachBadFrameWithItsErrorAndKeepsServing) {
   // Not joined yet.
   expect_line_error(*client, R"({"type":"send","room":")" + room + R"(","id":"i1","body":"hi","ref":[1]})",
                     "not_joined", boost::json::parse("[1]"));
-  expect_line_error(*client, R"({"type":"leave","room":")" + room + R"(","ref":"L"})", "not_joined", value("L"));
-  expect_line_error(*client, R"({"type":"leave","room":")" + room + R"(","ref":null})", "not_joined", value(nullptr));
+  expect_line_error(*client, R"({"type":"leave","room":")" + room + R"(","ref":"L"})", "not_joined",
+                    value("L"));
+  expect_line_error(*client, R"({"type":"leave","room":")" + room + R"(","ref":null})", "not_joined",
+                    value(nullptr));
 
   ASSERT_EQ(client->join(room), 0);
   client->send_json({{"type", "join"}, {"room", room}, {"ref", "again"}});
-  EXPECT_EQ(client->next(), (boost::json::object{{"type", "joined"}, {"room", room}, {"seq", 0}, {"ref", "again"}}))
+  EXPECT_EQ(client->next(),
+            (boost::json::object{{"type", "joined"}, {"room", room}, {"seq", 0}, {"ref", "again"}}))
       << "joining twice is harmless";
 
   // Message ids and bodies.
@@ -132,7 +134,8 @@ TEST_F(BadInput, GatewayAnswersEachBadFrameWithItsErrorAndKeepsServing) {
 
   // The largest body is fine; `from` is the token's user, never the client's claim.
   const std::string largest(kMaxBody, 'B');
-  client->send_json({{"type", "send"}, {"room", room}, {"id", "max"}, {"body", largest}, {"from", "mallory"}});
+  client->send_json(
+      {{"type", "send"}, {"room", room}, {"id", "max"}, {"body", largest}, {"from", "mallory"}});
   auto first = client->next();
   auto second = client->next();
   if (str(first, "type") == "ack") std::swap(first, second);
@@ -150,8 +153,10 @@ TEST_F(BadInput, GatewayAnswersEachBadFrameWithItsErrorAndKeepsServing) {
   EXPECT_EQ(client->next(), (boost::json::object{{"type", "pong"}})) << "no ref in, no ref out";
 
   // A second auth on an authenticated connection.
-  expect_line_error(*client, boost::json::serialize(boost::json::object{{"type", "auth"}, {"token", user.token}, {"ref", 2}}),
-                    "bad_frame", value(2));
+  expect_line_error(
+      *client,
+      boost::json::serialize(boost::json::object{{"type", "auth"}, {"token", user.token}, {"ref", 2}}),
+      "bad_frame", value(2));
 
   // A line of exactly --max-line bytes is accepted; one byte more is fatal.
   client->send_line(ping_of_size(kMaxLine, "edge"));
@@ -243,7 +248,9 @@ TEST_F(BadInput, GatewayClosesConnectionsThatDoNotAuthenticate) {
       {"binary first", std::string("\x01\x02\xff\xfe\n", 5), std::nullopt},
       {"token not a jwt", "{\"type\":\"auth\",\"token\":\"not.a.jwt\"}\n", std::nullopt},
       {"token of another secret",
-       boost::json::serialize(boost::json::object{{"type", "auth"}, {"token", foreign.issue(user.name).token}}) + "\n",
+       boost::json::serialize(
+           boost::json::object{{"type", "auth"}, {"token", foreign.issue(user.name).token}}) +
+           "\n",
        std::nullopt},
       {"auth without token", "{\"type\":\"auth\",\"ref\":\"t\"}\n", value("t")},
   };
@@ -291,14 +298,16 @@ TEST_F(BadInput, ApiAnswersBadRequestsWithJsonErrors) {
   {
     auto response = http_.request("GET", "/publishMessage", {}, {bearer});
     expect_http_error(response, 405, "method_not_allowed");
-    EXPECT_NE(response.headers["allow"].find("POST"), std::string::npos) << "Allow: " << response.headers["allow"];
+    EXPECT_NE(response.headers["allow"].find("POST"), std::string::npos)
+        << "Allow: " << response.headers["allow"];
   }
   expect_http_error(http_.request("GET", "/login"), 405, "method_not_allowed");
   expect_http_error(http_.request("DELETE", "/register"), 405, "method_not_allowed");
 
   // Bodies and content types.
   expect_http_error(http_.request("POST", "/register", R"({"user":)", {json_type}), 400, "bad_json");
-  expect_http_error(http_.request("POST", "/publishMessage", R"({"room":"x",)", {json_type, bearer}), 400, "bad_json");
+  expect_http_error(http_.request("POST", "/publishMessage", R"({"room":"x",)", {json_type, bearer}), 400,
+                    "bad_json");
   expect_http_error(http_.request("POST", "/login", "user=a&password=b",
                                   {"Content-Type: application/x-www-form-urlencoded"}),
                     415, "unsupported_media_type");
@@ -314,8 +323,9 @@ TEST_F(BadInput, ApiAnswersBadRequestsWithJsonErrors) {
       boost::json::serialize(boost::json::object{{"room", room}, {"body", "hello"}, {"id", "tok-1"}});
   expect_http_error(http_.request("POST", "/publishMessage", publish_body, {json_type}), 401, "unauthorized");
   expect_http_error(http_.post_json("/publishMessage", publish_body, "garbage"), 401, "unauthorized");
-  expect_http_error(http_.request("POST", "/publishMessage", publish_body, {json_type, "Authorization: Basic abc"}),
-                    401, "unauthorized");
+  expect_http_error(
+      http_.request("POST", "/publishMessage", publish_body, {json_type, "Authorization: Basic abc"}), 401,
+      "unauthorized");
   auth::TokenService foreign(random_secret(), std::chrono::seconds(3600));
   expect_http_error(http_.post_json("/publishMessage", publish_body, foreign.issue(user.name).token), 401,
                     "unauthorized");
@@ -329,7 +339,8 @@ TEST_F(BadInput, ApiAnswersBadRequestsWithJsonErrors) {
   expect_http_error(publish({{"room", std::string(65, 'r')}, {"body", "x"}}), 400, "bad_room");
   expect_http_error(publish({{"room", ""}, {"body", "x"}}), 400, "bad_room");
   expect_http_error(publish({{"room", room}, {"body", "x"}, {"id", "bad id"}}), 400, "bad_id");
-  expect_http_error(publish({{"room", room}, {"body", std::string(kMaxBody + 1, 'b')}}), 413, "body_too_large");
+  expect_http_error(publish({{"room", room}, {"body", std::string(kMaxBody + 1, 'b')}}), 413,
+                    "body_too_large");
   expect_http_error(publish({{"room", room}, {"body", ""}}), 400, "bad_request");
   expect_http_error(publish({{"room", room}}), 400, "bad_request");
   expect_http_error(publish({{"body", "x"}}), 400, "bad_request");
@@ -348,11 +359,13 @@ TEST_F(BadInput, ApiAnswersBadRequestsWithJsonErrors) {
   expect_http_error(register_user({{"user", ""}, {"password", password}}), 400, "bad_user");
   // (std::string(1, c) + ...: GCC 12 warns falsely about "literal" + std::string)
   for (char lead : {'-', '_', '.'})
-    expect_http_error(register_user({{"user", std::string(1, lead) + unique_name("x")}, {"password", password}}), 400,
-                      "bad_user");
+    expect_http_error(
+        register_user({{"user", std::string(1, lead) + unique_name("x")}, {"password", password}}), 400,
+        "bad_user");
   expect_http_error(register_user({{"user", std::string(33, 'u')}, {"password", password}}), 400, "bad_user");
   expect_http_error(register_user({{"user", "has space"}, {"password", password}}), 400, "bad_user");
-  expect_http_error(register_user({{"user", unique_name("u")}, {"password", "1234567"}}), 400, "bad_password");
+  expect_http_error(register_user({{"user", unique_name("u")}, {"password", "1234567"}}), 400,
+                    "bad_password");
   expect_http_error(register_user({{"user", unique_name("u")}, {"password", std::string(257, 'p')}}), 400,
                     "bad_password");
   expect_http_error(register_user({{"user", unique_name("u")}}), 400, "bad_request");

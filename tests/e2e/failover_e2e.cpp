@@ -3,15 +3,14 @@
 // in order, exactly once. Its own executable, so the two gateways started
 // here are the only consumers on the broker.
 
-#include "support.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/json/serialize.hpp>
-
 #include <map>
 #include <set>
 #include <thread>
+
+#include "support.hpp"
 
 namespace rtmc::e2e {
 namespace {
@@ -34,7 +33,9 @@ std::string rest_id(int n) {
   std::snprintf(text, sizeof text, "r%03d", n);
   return text;
 }
-int index_of(const std::string& id) { return std::stoi(id.substr(1)); }
+int index_of(const std::string& id) {
+  return std::stoi(id.substr(1));
+}
 
 TEST(Failover, AckedMessagesSurviveKillNineOfTheSequencingGateway) {
   auto services = service_env();
@@ -64,7 +65,8 @@ TEST(Failover, AckedMessagesSurviveKillNineOfTheSequencingGateway) {
   // Warm-up through the sequencing gateway: the path works before the kill.
   auto warm = http.publish(rest_user.token, room, "warm-up", std::string("warm"));
   ASSERT_EQ(warm.status, 202) << warm.describe();
-  for (auto& member : members) expect_message(member->next(), room, base + 1, "warm", rest_user.name, "warm-up");
+  for (auto& member : members)
+    expect_message(member->next(), room, base + 1, "warm", rest_user.name, "warm-up");
   expect_message(publisher.next(), room, base + 1, "warm", rest_user.name, "warm-up");
 
   std::vector<std::unique_ptr<Collector>> member_frames;
@@ -92,8 +94,8 @@ TEST(Failover, AckedMessagesSurviveKillNineOfTheSequencingGateway) {
   bool killed = false;
   auto killed_at = SteadyClock::now();
   for (int i = 0; i < kTcpMessages; ++i) {
-    publisher.send_line(boost::json::serialize(
-        boost::json::object{{"type", "send"}, {"room", room}, {"id", tcp_id(i)}, {"body", "tcp " + tcp_id(i)}}));
+    publisher.send_line(boost::json::serialize(boost::json::object{
+        {"type", "send"}, {"room", room}, {"id", tcp_id(i)}, {"body", "tcp " + tcp_id(i)}}));
     if (i % 10 != 9) continue;
     std::this_thread::sleep_for(5ms);
     if (!killed && count_type(publisher_frames.frames(), "ack") >= static_cast<std::size_t>(kKillAfterAcks)) {
@@ -147,7 +149,8 @@ TEST(Failover, AckedMessagesSurviveKillNineOfTheSequencingGateway) {
   auto has_all_acked = [&](const Collector::Frames& frames) {
     std::size_t found = 0;
     for (const auto& frame : frames)
-      if (str(frame, "type") == "message" && acked.count(str(frame, "from") + "/" + str(frame, "id"))) ++found;
+      if (str(frame, "type") == "message" && acked.count(str(frame, "from") + "/" + str(frame, "id")))
+        ++found;
     return found >= acked.size();
   };
   std::vector<Collector*> all;
@@ -155,9 +158,10 @@ TEST(Failover, AckedMessagesSurviveKillNineOfTheSequencingGateway) {
   all.push_back(&publisher_frames);
   for (auto* collector : all) {
     bool complete = collector->wait_until(has_all_acked, 90s);
-    EXPECT_TRUE(complete) << "a member is missing acknowledged messages "
-                          << std::chrono::duration_cast<std::chrono::seconds>(SteadyClock::now() - killed_at).count()
-                          << " s after the kill; closed=" << collector->closed() << " " << collector->error();
+    EXPECT_TRUE(complete)
+        << "a member is missing acknowledged messages "
+        << std::chrono::duration_cast<std::chrono::seconds>(SteadyClock::now() - killed_at).count()
+        << " s after the kill; closed=" << collector->closed() << " " << collector->error();
   }
   std::cerr << "all acknowledged messages delivered "
             << std::chrono::duration_cast<Millis>(SteadyClock::now() - killed_at).count()

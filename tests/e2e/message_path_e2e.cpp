@@ -1,15 +1,14 @@
 // The message path end to end (flows 1 and 3): REST publishes and TCP sends
 // through RabbitMQ, sequencing in Redis and fan-out to two gateways.
 
-#include "support.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/json/serialize.hpp>
-
 #include <map>
 #include <set>
 #include <thread>
+
+#include "support.hpp"
 
 namespace rtmc::e2e {
 namespace {
@@ -67,7 +66,15 @@ std::vector<boost::json::object> collect(LineClient& client, std::size_t count, 
   return frames;
 }
 
-boost::json::object ack(const std::string& room, const std::string& id, std::optional<boost::json::value> ref = {}) {
+// prefix + n, appended: GCC 12 warns falsely (-Wrestrict) about "literal" + std::string.
+std::string numbered(std::string_view prefix, std::int64_t n) {
+  std::string text(prefix);
+  text += std::to_string(n);
+  return text;
+}
+
+boost::json::object ack(const std::string& room, const std::string& id,
+                        std::optional<boost::json::value> ref = {}) {
   boost::json::object frame{{"type", "ack"}, {"id", id}, {"room", room}};
   if (ref) frame["ref"] = *ref;
   return frame;
@@ -82,8 +89,10 @@ struct Split {
 Split split(std::vector<boost::json::object> frames) {
   Split out;
   for (auto& frame : frames) {
-    if (str(frame, "type") == "ack") out.acks.push_back(std::move(frame));
-    else out.messages.push_back(std::move(frame));
+    if (str(frame, "type") == "ack")
+      out.acks.push_back(std::move(frame));
+    else
+      out.messages.push_back(std::move(frame));
   }
   return out;
 }
@@ -109,7 +118,8 @@ TEST_F(MessagePath, RestAndTcpReachEveryRoomMemberOnBothGatewaysExactlyOnce) {
   // Flow 1: REST publish, answered 202 after the confirm.
   auto published = http_.publish(alice.token, room_a, "hello over rest", std::string("rest-1"));
   ASSERT_EQ(published.status, 202) << published.describe();
-  EXPECT_EQ(published.json(), (boost::json::object{{"id", "rest-1"}, {"room", room_a}})) << published.describe();
+  EXPECT_EQ(published.json(), (boost::json::object{{"id", "rest-1"}, {"room", room_a}}))
+      << published.describe();
   for (auto* member : members) {
     SCOPED_TRACE(member->label());
     expect_message(member->next(), room_a, 1, "rest-1", alice.name, "hello over rest");
@@ -139,6 +149,17 @@ TEST_F(MessagePath, RestAndTcpReachEveryRoomMemberOnBothGatewaysExactlyOnce) {
   ASSERT_EQ(other.messages.size(), 1u);
   expect_message(other.messages[0], room_b, 1, "b-1", dave.name, "only for room B");
   expect_all_quiet({a.get(), b.get(), c.get(), d.get()}, 700ms);
+
+  // After leaving, carol hears nothing more of room A.
+  c->send_json({{"type", "leave"}, {"room", room_a}, {"ref", "bye"}});
+  EXPECT_EQ(c->next(), (boost::json::object{{"type", "left"}, {"room", room_a}, {"ref", "bye"}}));
+  published = http_.publish(alice.token, room_a, "after carol left", std::string("rest-2"));
+  ASSERT_EQ(published.status, 202) << published.describe();
+  for (auto* member : {a.get(), b.get()}) {
+    SCOPED_TRACE(member->label());
+    expect_message(member->next(), room_a, 3, "rest-2", alice.name, "after carol left");
+  }
+  expect_all_quiet({a.get(), b.get(), c.get(), d.get()}, 700ms);
 }
 
 TEST_F(MessagePath, ThousandPipelinedMessagesFromFourSendersArriveInOneOrderEverywhere) {
@@ -157,7 +178,8 @@ TEST_F(MessagePath, ThousandPipelinedMessagesFromFourSendersArriveInOneOrderEver
     prefix += "-";
     users.push_back(make_user(http_, prefix));
     auto port = i % 2 == 0 ? kGatewayA : kGatewayB;
-    senders.push_back(connect(port, users.back(), std::string("sender") + std::to_string(i) + "@" + std::to_string(port)));
+    senders.push_back(
+        connect(port, users.back(), std::string("sender") + std::to_string(i) + "@" + std::to_string(port)));
   }
   for (auto port : {kGatewayA, kGatewayB}) {
     users.push_back(make_user(http_, "l-"));
@@ -168,7 +190,8 @@ TEST_F(MessagePath, ThousandPipelinedMessagesFromFourSendersArriveInOneOrderEver
   for (auto& client : listeners) members.push_back(client.get());
   const std::int64_t base = members.front()->join(room);
   ASSERT_EQ(base, 0);
-  for (std::size_t i = 1; i < members.size(); ++i) ASSERT_EQ(members[i]->join(room), base) << members[i]->label();
+  for (std::size_t i = 1; i < members.size(); ++i)
+    ASSERT_EQ(members[i]->join(room), base) << members[i]->label();
 
   auto id_of = [](int sender, int index) {
     char text[32];
@@ -193,6 +216,7 @@ TEST_F(MessagePath, ThousandPipelinedMessagesFromFourSendersArriveInOneOrderEver
   for (int s = 0; s < kSenders; ++s) sender_of_user[users[s].name] = s;
 
   std::vector<std::vector<std::pair<std::string, std::string>>> orders;  // (from, id) per member
+  std::vector<std::vector<boost::json::object>> all_messages;
   for (std::size_t m = 0; m < members.size(); ++m) {
     auto& client = *members[m];
     SCOPED_TRACE(client.label());
@@ -220,16 +244,79 @@ TEST_F(MessagePath, ThousandPipelinedMessagesFromFourSendersArriveInOneOrderEver
       expect_message(frame, room, base + 1 + i, id, from, body_of(id));
       ASSERT_TRUE(seen.insert(from + "/" + id).second) << "duplicate " << to_text(frame);
       const int s = sender_of_user[from];
-      ASSERT_EQ(id, id_of(s, next_index[s])) << "sender " << s << "'s messages out of send order at seq "
-                                             << base + 1 + i;
+      ASSERT_EQ(id, id_of(s, next_index[s]))
+          << "sender " << s << "'s messages out of send order at seq " << base + 1 + i;
       ++next_index[s];
       order.emplace_back(from, id);
     }
     orders.push_back(std::move(order));
+    all_messages.push_back(std::move(parts.messages));
   }
   for (std::size_t m = 1; m < orders.size(); ++m)
-    EXPECT_TRUE(orders[m] == orders[0]) << members[m]->label() << " saw another order than " << members[0]->label();
+    EXPECT_TRUE(orders[m] == orders[0])
+        << members[m]->label() << " saw another order than " << members[0]->label();
+  // One frame per message, the same everywhere (ts included).
+  for (std::size_t m = 1; m < all_messages.size(); ++m)
+    EXPECT_TRUE(all_messages[m] == all_messages[0])
+        << members[m]->label() << " got frames that differ from " << members[0]->label() << "'s";
   expect_all_quiet(members, 1000ms);
+}
+
+TEST_F(MessagePath, LateJoinerGetsEverythingAfterItsJoinedSeqWithoutGap) {
+  constexpr int kMessages = 600;
+  auto sender_user = make_user(http_, "stream");
+  auto early_user = make_user(http_, "early");
+  auto late_user = make_user(http_, "late");
+  const auto room = unique_name("late-");
+  auto sender = connect(kGatewayA, sender_user, "sender@A");
+  auto early = connect(kGatewayB, early_user, "early@B");
+  ASSERT_EQ(sender->join(room), 0);
+  ASSERT_EQ(early->join(room), 0);
+  Collector sender_frames(*sender);
+  Collector early_frames(*early);
+
+  // Joins land while the room is busy: one on each gateway, at different points.
+  std::vector<std::unique_ptr<LineClient>> late;
+  std::vector<std::int64_t> joined;
+  for (int i = 0; i < kMessages; ++i) {
+    auto id = numbered("s", i);
+    sender->send(room, id, numbered("n", i));
+    if (i % 10 == 9) std::this_thread::sleep_for(3ms);
+    if (i == 150 || i == 300 || i == 450) {
+      const auto port = i == 300 ? kGatewayA : kGatewayB;
+      late.push_back(
+          connect(port, late_user,
+                  numbered("late#", static_cast<std::int64_t>(late.size())) + "@" + std::to_string(port)));
+      joined.push_back(late.back()->join(room));
+    }
+  }
+  std::cerr << "late joiners joined at seq";
+  for (auto seq : joined) std::cerr << " " << seq;
+  std::cerr << " of " << kMessages << "\n";
+  auto all_in = [&](const Collector::Frames& frames) {
+    return count_type(frames, "message") >= static_cast<std::size_t>(kMessages);
+  };
+  ASSERT_TRUE(early_frames.wait_until(all_in, 60s)) << count_type(early_frames.frames(), "message");
+  ASSERT_TRUE(sender_frames.wait_until(all_in, 60s)) << count_type(sender_frames.frames(), "message");
+  early_frames.stop();
+  sender_frames.stop();
+  auto reference = early_frames.frames();
+  ASSERT_EQ(reference.size(), static_cast<std::size_t>(kMessages));
+  for (int i = 0; i < kMessages; ++i)
+    expect_message(reference[i], room, i + 1, numbered("s", i), sender_user.name, numbered("n", i));
+
+  for (std::size_t l = 0; l < late.size(); ++l) {
+    SCOPED_TRACE(late[l]->label() + numbered(" joined at seq ", joined[l]));
+    ASSERT_GE(joined[l], 0);
+    ASSERT_LE(joined[l], kMessages);
+    // Exactly the frames after its joined seq: no gap, nothing older, no duplicate.
+    for (std::int64_t seq = joined[l] + 1; seq <= kMessages; ++seq) {
+      auto frame = late[l]->next(30s);
+      ASSERT_EQ(frame, reference[seq - 1])
+          << "expected seq " << seq << ", got " << to_text(frame).substr(0, 200);
+    }
+    late[l]->expect_silence(300ms);
+  }
 }
 
 TEST_F(MessagePath, RepeatedIdsAreDeliveredOncePerSender) {

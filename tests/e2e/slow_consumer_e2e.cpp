@@ -1,13 +1,12 @@
 // A client that stops reading is dropped as slow_consumer once its bounded
 // send queue overflows, and nobody else in the room notices.
 
-#include "support.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/json/serialize.hpp>
-
 #include <thread>
+
+#include "support.hpp"
 
 namespace rtmc::e2e {
 namespace {
@@ -20,16 +19,16 @@ constexpr std::size_t kMaxBodyBytes = 4096;  // the default --max-body
 // as queued until its completion handler runs, which is after every
 // delivery already posted to that io thread, so a single burst above the
 // bound would overflow a fast reader's queue too.
-constexpr int kBatch = 20;         // ~80 KB of frames per batch
-constexpr int kMaxBatches = 200;   // ~16 MB: far beyond any socket buffer
+constexpr int kBatch = 20;        // ~80 KB of frames per batch
+constexpr int kMaxBatches = 200;  // ~16 MB: far beyond any socket buffer
 constexpr int kBatchesAfterDrop = 5;
 
 TEST(SlowConsumer, ClientThatStopsReadingIsDroppedWhileOthersReceiveEverything) {
   auto services = service_env();
   auto secret = random_secret();
   auto api = start_api(services, secret, kApiPort);
-  auto gateway = start_gateway(services, secret, kGateway,
-                               {"--send-queue-bytes", std::to_string(kSendQueueBytes)});
+  auto gateway =
+      start_gateway(services, secret, kGateway, {"--send-queue-bytes", std::to_string(kSendQueueBytes)});
   HttpClient http(kApiPort);
   auto publisher_user = make_user(http, "pub");
   auto fast_user = make_user(http, "fast");
@@ -79,8 +78,10 @@ TEST(SlowConsumer, ClientThatStopsReadingIsDroppedWhileOthersReceiveEverything) 
         << "publisher has " << count_type(publisher_frames->frames(), "ack") << " acks and "
         << count_type(publisher_frames->frames(), "message") << " messages of " << sent
         << "; closed=" << publisher_frames->closed() << " " << publisher_frames->error();
-    if (batches_after_drop >= 0) ++batches_after_drop;
-    else if (gateway->count_in_log("closed: slow_consumer") > 0) batches_after_drop = 0;
+    if (batches_after_drop >= 0)
+      ++batches_after_drop;
+    else if (gateway->count_in_log("closed: slow_consumer") > 0)
+      batches_after_drop = 0;
   }
   EXPECT_GE(batches_after_drop, 0) << "the gateway never logged a slow_consumer close after " << sent
                                    << " messages of " << kBodyBytes << " bytes";
@@ -175,18 +176,21 @@ TEST(SlowConsumer, ReadingClientsSurviveABurstLargerThanTheSendQueue) {
   for (int i = 0; i < kMessages; ++i) {
     std::string id = "b";
     id += std::to_string(i);
-    lines += boost::json::serialize(boost::json::object{{"type", "send"}, {"room", room}, {"id", id}, {"body", body}}) +
+    lines += boost::json::serialize(
+                 boost::json::object{{"type", "send"}, {"room", room}, {"id", id}, {"body", body}}) +
              "\n";
   }
   publisher.send_raw(lines);
 
   for (std::size_t c = 0; c < collectors.size(); ++c) {
     bool complete = collectors[c]->wait_until(
-        [&](const auto& frames) { return count_type(frames, "message") >= static_cast<std::size_t>(kMessages); },
+        [&](const auto& frames) {
+          return count_type(frames, "message") >= static_cast<std::size_t>(kMessages);
+        },
         60s);
     auto frames = collectors[c]->frames();
-    EXPECT_TRUE(complete) << "client #" << c << " got " << count_type(frames, "message") << " of " << kMessages
-                          << " messages; closed=" << collectors[c]->closed() << "; last frame: "
+    EXPECT_TRUE(complete) << "client #" << c << " got " << count_type(frames, "message") << " of "
+                          << kMessages << " messages; closed=" << collectors[c]->closed() << "; last frame: "
                           << (frames.empty() ? std::string("none") : to_text(frames.back()).substr(0, 160));
   }
   for (auto& collector : collectors) collector->stop();

@@ -1,22 +1,8 @@
 #include "support.hpp"
 
-#include <gtest/gtest.h>
-
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <iostream>
-#include <random>
-#include <sstream>
-#include <stdexcept>
-#include <thread>
-
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -26,6 +12,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
 extern char** environ;
 
 namespace rtmc::e2e {
@@ -34,7 +32,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::runtime_error failure(const std::string& what) { return std::runtime_error(what); }
+std::runtime_error failure(const std::string& what) {
+  return std::runtime_error(what);
+}
 
 std::string hex(std::uint64_t value, int digits) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -49,7 +49,8 @@ std::mt19937_64& rng() {
 }
 
 std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -106,7 +107,9 @@ std::string current_test_name() {
   return std::string(info->test_suite_name()) + "." + info->name();
 }
 
-bool test_failed() { return ::testing::Test::HasFailure(); }
+bool test_failed() {
+  return ::testing::Test::HasFailure();
+}
 
 std::string keys_of(const boost::json::object& frame) {
   std::string out;
@@ -117,15 +120,18 @@ std::string keys_of(const boost::json::object& frame) {
   return out;
 }
 
-void expect_keys(const boost::json::object& frame, std::vector<std::string_view> keys, std::string_view what) {
+void expect_keys(const boost::json::object& frame, std::vector<std::string_view> keys,
+                 std::string_view what) {
   bool ok = frame.size() == keys.size();
   for (auto key : keys) ok = ok && frame.contains(key);
   if (!ok)
-    throw failure(std::string(what) + ": expected exactly the fields {" + [&] {
-      std::string list;
-      for (auto key : keys) list += (list.empty() ? "" : ",") + std::string(key);
-      return list;
-    }() + "}, got {" + keys_of(frame) + "} in " + to_text(frame));
+    throw failure(std::string(what) + ": expected exactly the fields {" +
+                  [&] {
+                    std::string list;
+                    for (auto key : keys) list += (list.empty() ? "" : ",") + std::string(key);
+                    return list;
+                  }() +
+                  "}, got {" + keys_of(frame) + "} in " + to_text(frame));
 }
 
 }  // namespace
@@ -147,9 +153,13 @@ ServiceEnv service_env() {
   return env;
 }
 
-std::string unique_name(std::string_view prefix) { return std::string(prefix) + hex(rng()(), 8); }
+std::string unique_name(std::string_view prefix) {
+  return std::string(prefix) + hex(rng()(), 8);
+}
 
-std::string random_secret() { return hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16); }
+std::string random_secret() {
+  return hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16);
+}
 
 // ---------------------------------------------------------------- Process
 
@@ -234,7 +244,8 @@ std::string Process::log_tail(std::size_t lines) const {
 std::size_t Process::count_in_log(std::string_view needle) const {
   auto text = log();
   std::size_t count = 0;
-  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + needle.size())) ++count;
+  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + needle.size()))
+    ++count;
   return count;
 }
 
@@ -312,13 +323,13 @@ void require_free(std::uint16_t port) {
 
 void require_ready(Process& process, bool ready, std::string_view what) {
   if (ready) return;
-  throw failure(process.name() + " did not become ready (" + std::string(what) + "); running=" +
-                (process.running() ? "yes" : "no") + "; log tail:\n" + process.log_tail());
+  throw failure(process.name() + " did not become ready (" + std::string(what) +
+                "); running=" + (process.running() ? "yes" : "no") + "; log tail:\n" + process.log_tail());
 }
 }  // namespace
 
-std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string& jwt_secret, std::uint16_t port,
-                                   std::vector<std::string> extra_args) {
+std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string& jwt_secret,
+                                   std::uint16_t port, std::vector<std::string> extra_args) {
   require_free(port);
   std::vector<std::string> args{"--listen", "127.0.0.1:" + std::to_string(port)};
   for (auto& arg : extra_args) args.push_back(std::move(arg));
@@ -351,10 +362,11 @@ std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::st
   require_free(port);
   std::vector<std::string> args{"--listen", "127.0.0.1:" + std::to_string(port), "--threads", "2"};
   for (auto& arg : extra_args) args.push_back(std::move(arg));
-  auto process = std::make_unique<Process>("gateway-" + std::to_string(port), RTMC_GATEWAY_BIN, std::move(args),
-                                           server_env(services, jwt_secret));
+  auto process = std::make_unique<Process>("gateway-" + std::to_string(port), RTMC_GATEWAY_BIN,
+                                           std::move(args), server_env(services, jwt_secret));
   require_ready(*process, wait_for_port(port, 60s), "port");
-  require_ready(*process, process->wait_for_log("fanout: consuming", 60s), "no 'fanout: consuming' in its log");
+  require_ready(*process, process->wait_for_log("fanout: consuming", 60s),
+                "no 'fanout: consuming' in its log");
   require_ready(*process, process->wait_for_log("sequencer: consuming", 60s),
                 "no 'sequencer: consuming' in its log");
   return process;
@@ -364,10 +376,14 @@ std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::st
 
 LineClient::LineClient(std::uint16_t port, int receive_buffer, std::string label) : label_(std::move(label)) {
   fd_ = connect_loopback(port, receive_buffer);
-  if (fd_ < 0) throw failure(label_ + ": cannot connect to 127.0.0.1:" + std::to_string(port) + ": " + std::strerror(errno));
+  if (fd_ < 0)
+    throw failure(label_ + ": cannot connect to 127.0.0.1:" + std::to_string(port) + ": " +
+                  std::strerror(errno));
 }
 
-LineClient::~LineClient() { close(); }
+LineClient::~LineClient() {
+  close();
+}
 
 void LineClient::close() {
   if (fd_ >= 0) ::close(fd_);
@@ -380,11 +396,13 @@ bool LineClient::try_send_raw(std::string_view bytes) {
 
 void LineClient::send_raw(std::string_view bytes) {
   if (!try_send_raw(bytes))
-    throw failure(label_ + ": could not write " + std::to_string(bytes.size()) + " bytes (" + std::strerror(errno) +
-                  "); last frames:\n" + history());
+    throw failure(label_ + ": could not write " + std::to_string(bytes.size()) + " bytes (" +
+                  std::strerror(errno) + "); last frames:\n" + history());
 }
 
-void LineClient::send_json(const boost::json::object& frame) { send_line(boost::json::serialize(frame)); }
+void LineClient::send_json(const boost::json::object& frame) {
+  send_line(boost::json::serialize(frame));
+}
 
 ReadResult LineClient::read(Millis timeout) {
   auto deadline = Clock::now() + timeout;
@@ -397,7 +415,8 @@ ReadResult LineClient::read(Millis timeout) {
       boost::system::error_code ec;
       auto value = boost::json::parse(line, ec);
       if (ec || !value.is_object())
-        throw failure(label_ + ": the server sent a line that is not a JSON object: '" + line.substr(0, 300) + "'");
+        throw failure(label_ + ": the server sent a line that is not a JSON object: '" + line.substr(0, 300) +
+                      "'");
       seen_.push_back(line);
       return {ReadResult::Kind::frame, std::move(value.as_object()), std::move(line)};
     }
@@ -418,18 +437,21 @@ ReadResult LineClient::read(Millis timeout) {
 boost::json::object LineClient::next(Millis timeout) {
   auto result = read(timeout);
   if (result.kind == ReadResult::Kind::frame) return std::move(result.frame);
-  throw failure(label_ + (result.kind == ReadResult::Kind::timeout
-                              ? ": no frame within " + std::to_string(timeout.count()) + " ms"
-                              : std::string(": connection closed while a frame was expected")) +
+  throw failure(label_ +
+                (result.kind == ReadResult::Kind::timeout
+                     ? ": no frame within " + std::to_string(timeout.count()) + " ms"
+                     : std::string(": connection closed while a frame was expected")) +
                 "; last frames:\n" + history());
 }
 
 void LineClient::expect_silence(Millis quiet) {
   auto result = read(quiet);
   if (result.kind == ReadResult::Kind::frame)
-    throw failure(label_ + ": expected no frame for " + std::to_string(quiet.count()) + " ms, got " + result.line);
+    throw failure(label_ + ": expected no frame for " + std::to_string(quiet.count()) + " ms, got " +
+                  result.line);
   if (result.kind == ReadResult::Kind::closed)
-    throw failure(label_ + ": expected an open, quiet connection, but it was closed; last frames:\n" + history());
+    throw failure(label_ + ": expected an open, quiet connection, but it was closed; last frames:\n" +
+                  history());
 }
 
 std::vector<boost::json::object> LineClient::expect_closed(Millis timeout) {
@@ -457,8 +479,9 @@ void LineClient::auth(const std::string& token, const std::string& expected_user
   send_json({{"type", "auth"}, {"token", token}});
   auto frame = next();
   expect_keys(frame, {"type", "user", "heartbeat_s"}, label_ + " auth reply");
-  if (str(frame, "type") != "auth_ok" || str(frame, "user") != expected_user || !frame.at("heartbeat_s").is_int64() ||
-      num(frame, "heartbeat_s") <= 0 || (expected_heartbeat_s >= 0 && num(frame, "heartbeat_s") != expected_heartbeat_s))
+  if (str(frame, "type") != "auth_ok" || str(frame, "user") != expected_user ||
+      !frame.at("heartbeat_s").is_int64() || num(frame, "heartbeat_s") <= 0 ||
+      (expected_heartbeat_s >= 0 && num(frame, "heartbeat_s") != expected_heartbeat_s))
     throw failure(label_ + ": expected auth_ok for " + expected_user + ", got " + to_text(frame));
   user_ = expected_user;
 }
@@ -484,15 +507,17 @@ void LineClient::ping(const boost::json::value& ref) {
   send_json({{"type", "ping"}, {"ref", ref}});
   auto frame = next();
   if (frame != boost::json::object{{"type", "pong"}, {"ref", ref}})
-    throw failure(label_ + ": expected {\"type\":\"pong\",\"ref\":" + boost::json::serialize(ref) + "}, got " +
-                  to_text(frame));
+    throw failure(label_ + ": expected {\"type\":\"pong\",\"ref\":" + boost::json::serialize(ref) +
+                  "}, got " + to_text(frame));
 }
 
 // ---------------------------------------------------------------- Collector
 
 Collector::Collector(LineClient& client) : client_(client), thread_([this] { run(); }) {}
 
-Collector::~Collector() { stop(); }
+Collector::~Collector() {
+  stop();
+}
 
 void Collector::stop() {
   stopping_ = true;
@@ -549,13 +574,15 @@ bool Collector::wait_until(const std::function<bool(const Frames&)>& done, Milli
 }
 
 std::size_t count_type(const Collector::Frames& frames, std::string_view type) {
-  return static_cast<std::size_t>(
-      std::count_if(frames.begin(), frames.end(), [&](const auto& frame) { return str(frame, "type") == type; }));
+  return static_cast<std::size_t>(std::count_if(
+      frames.begin(), frames.end(), [&](const auto& frame) { return str(frame, "type") == type; }));
 }
 
 // ---------------------------------------------------------------- frame checks
 
-std::string to_text(const boost::json::object& frame) { return boost::json::serialize(frame); }
+std::string to_text(const boost::json::object& frame) {
+  return boost::json::serialize(frame);
+}
 
 std::string str(const boost::json::object& frame, std::string_view key) {
   const auto* value = frame.if_contains(key);
@@ -593,7 +620,8 @@ void expect_error(const boost::json::object& frame, std::string_view code,
   if (ref) ok = ok && frame.at("ref") == *ref;
   if (!ok)
     throw failure("expected error '" + std::string(code) + "'" +
-                  (ref ? " with ref " + boost::json::serialize(*ref) : std::string()) + ", got " + to_text(frame));
+                  (ref ? " with ref " + boost::json::serialize(*ref) : std::string()) + ", got " +
+                  to_text(frame));
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -619,8 +647,8 @@ HttpResponse HttpClient::request(std::string_view method, std::string_view targe
     ~Closer() { ::close(fd); }
   } closer{fd};
 
-  std::string text = std::string(method) + " " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1:" +
-                     std::to_string(port_) + "\r\nConnection: close\r\n";
+  std::string text = std::string(method) + " " + std::string(target) +
+                     " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port_) + "\r\nConnection: close\r\n";
   for (const auto& header : headers) text += header + "\r\n";
   if (!body.empty() || method == "POST") text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   text += "\r\n";
@@ -641,7 +669,8 @@ HttpResponse HttpClient::request(std::string_view method, std::string_view targe
       std::istringstream head(in.substr(0, header_end));
       std::string line;
       std::getline(head, line);
-      if (line.size() < 12 || line.compare(0, 5, "HTTP/") != 0) throw failure("HTTP: bad status line '" + line + "'");
+      if (line.size() < 12 || line.compare(0, 5, "HTTP/") != 0)
+        throw failure("HTTP: bad status line '" + line + "'");
       response.status = std::stoi(line.substr(9, 3));
       while (std::getline(head, line)) {
         if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -698,26 +727,33 @@ HttpResponse HttpClient::request(std::string_view method, std::string_view targe
                     " within " + std::to_string(timeout.count()) + " ms");
     if (::poll(&waiter, 1, static_cast<int>(left.count())) <= 0) continue;
     ssize_t n = ::recv(fd, chunk.data(), chunk.size(), MSG_DONTWAIT);
-    if (n > 0) in.append(chunk.data(), static_cast<std::size_t>(n));
-    else if (n == 0 || (errno != EAGAIN && errno != EINTR)) closed = true;
+    if (n > 0)
+      in.append(chunk.data(), static_cast<std::size_t>(n));
+    else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+      closed = true;
   }
   return response;
 }
 
-HttpResponse HttpClient::post_json(std::string_view target, const std::string& body, const std::string& token) const {
+HttpResponse HttpClient::post_json(std::string_view target, const std::string& body,
+                                   const std::string& token) const {
   std::vector<std::string> headers{"Content-Type: application/json"};
   if (!token.empty()) headers.push_back("Authorization: Bearer " + token);
   return request("POST", target, body, std::move(headers));
 }
 
 void HttpClient::register_user(const std::string& user, const std::string& password) const {
-  auto response = post_json("/register", boost::json::serialize(boost::json::object{{"user", user}, {"password", password}}));
-  if (response.status != 201) throw failure("POST /register " + user + ": expected 201, got " + response.describe());
+  auto response = post_json(
+      "/register", boost::json::serialize(boost::json::object{{"user", user}, {"password", password}}));
+  if (response.status != 201)
+    throw failure("POST /register " + user + ": expected 201, got " + response.describe());
 }
 
 std::string HttpClient::login(const std::string& user, const std::string& password) const {
-  auto response = post_json("/login", boost::json::serialize(boost::json::object{{"user", user}, {"password", password}}));
-  if (response.status != 200) throw failure("POST /login " + user + ": expected 200, got " + response.describe());
+  auto response = post_json(
+      "/login", boost::json::serialize(boost::json::object{{"user", user}, {"password", password}}));
+  if (response.status != 200)
+    throw failure("POST /login " + user + ": expected 200, got " + response.describe());
   auto body = response.json();
   auto token = str(body, "token");
   const auto* expires = body.if_contains("expires_at");
@@ -764,7 +800,8 @@ RedisClient::RedisClient(const std::string& host_port) {
   auto colon = host_port.rfind(':');
   if (colon == std::string::npos) throw failure("bad redis address '" + host_port + "'");
   auto host = host_port.substr(0, colon);
-  if (host != "127.0.0.1" && host != "localhost") throw failure("e2e expects a loopback redis, got " + host_port);
+  if (host != "127.0.0.1" && host != "localhost")
+    throw failure("e2e expects a loopback redis, got " + host_port);
   fd_ = connect_loopback(static_cast<std::uint16_t>(std::stoi(host_port.substr(colon + 1))));
   if (fd_ < 0) throw failure("cannot connect to redis at " + host_port);
 }
@@ -782,7 +819,8 @@ std::string RedisClient::command(const std::vector<std::string>& args) {
   auto fill_until = [&](auto&& done) {
     while (!done()) {
       pollfd waiter{fd_, POLLIN, 0};
-      if (::poll(&waiter, 1, static_cast<int>(remaining(deadline).count())) <= 0) throw failure("redis: no reply");
+      if (::poll(&waiter, 1, static_cast<int>(remaining(deadline).count())) <= 0)
+        throw failure("redis: no reply");
       ssize_t n = ::recv(fd_, chunk.data(), chunk.size(), 0);
       if (n <= 0) throw failure("redis: connection closed");
       buffer_.append(chunk.data(), static_cast<std::size_t>(n));

@@ -11,10 +11,11 @@
 // Threading: objects are not shared between threads, with one exception: a
 // LineClient may be written (send_*) by one thread while another reads it.
 
-#include <boost/json/object.hpp>
-#include <boost/json/value.hpp>
+#include <sys/types.h>
 
 #include <atomic>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -28,8 +29,6 @@
 #include <string_view>
 #include <thread>
 #include <vector>
-
-#include <sys/types.h>
 
 namespace rtmc::e2e {
 
@@ -106,15 +105,15 @@ std::map<std::string, std::string> server_env(const ServiceEnv& services, const 
 
 // Starts rtmc-api on `port` and waits until GET /healthz answers 200 with
 // amqp_connected true. Extra flags are appended.
-std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string& jwt_secret, std::uint16_t port,
-                                   std::vector<std::string> extra_args = {});
+std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string& jwt_secret,
+                                   std::uint16_t port, std::vector<std::string> extra_args = {});
 
 // Starts rtmc-gateway on `port` and waits until it accepts, its fan-out queue
 // is consumed ("fanout: consuming") and its sequencer is attached to the
 // ingest shards ("sequencer: consuming"); only then is every message sent to
 // a room it serves sure to reach it.
-std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::string& jwt_secret, std::uint16_t port,
-                                       std::vector<std::string> extra_args = {});
+std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::string& jwt_secret,
+                                       std::uint16_t port, std::vector<std::string> extra_args = {});
 
 // ---------------------------------------------------------------- gateway client
 
@@ -223,7 +222,8 @@ void expect_error(const boost::json::object& frame, std::string_view code,
                   const std::optional<boost::json::value>& ref = std::nullopt);
 std::string to_text(const boost::json::object& frame);
 std::string str(const boost::json::object& frame, std::string_view key);  // "" if absent or not a string
-std::int64_t num(const boost::json::object& frame, std::string_view key);  // throws if absent or not an integer
+std::int64_t num(const boost::json::object& frame,
+                 std::string_view key);  // throws if absent or not an integer
 
 // ---------------------------------------------------------------- HTTP client
 
@@ -243,7 +243,8 @@ class HttpClient {
   HttpResponse request(std::string_view method, std::string_view target, std::string_view body = {},
                        std::vector<std::string> headers = {}, Millis timeout = 15s) const;
   // A JSON POST with an optional bearer token.
-  HttpResponse post_json(std::string_view target, const std::string& body, const std::string& token = {}) const;
+  HttpResponse post_json(std::string_view target, const std::string& body,
+                         const std::string& token = {}) const;
 
   // Helpers that throw unless the documented success status comes back.
   void register_user(const std::string& user, const std::string& password) const;
