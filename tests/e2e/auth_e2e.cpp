@@ -12,8 +12,8 @@
 namespace rtmc::e2e {
 namespace {
 
-constexpr std::uint16_t kGateway = 17004;
-constexpr std::uint16_t kShortLivedApi = 18081;
+const std::uint16_t kGateway = e2e_port(17004);
+const std::uint16_t kShortLivedApi = e2e_port(18081);
 constexpr int kHeartbeatS = 2;
 
 using boost::json::value;

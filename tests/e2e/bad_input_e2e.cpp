@@ -14,7 +14,7 @@
 namespace rtmc::e2e {
 namespace {
 
-constexpr std::uint16_t kGateway = 17003;
+const std::uint16_t kGateway = e2e_port(17003);
 constexpr std::size_t kMaxLine = 8192;
 constexpr std::size_t kMaxBody = 4096;  // the default --max-body
 

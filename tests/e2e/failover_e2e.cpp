@@ -15,8 +15,8 @@
 namespace rtmc::e2e {
 namespace {
 
-constexpr std::uint16_t kSequencingGateway = 17005;
-constexpr std::uint16_t kSurvivingGateway = 17006;
+const std::uint16_t kSequencingGateway = e2e_port(17005);
+const std::uint16_t kSurvivingGateway = e2e_port(17006);
 constexpr int kTcpMessages = 600;
 constexpr int kKillAfterAcks = 200;
 constexpr int kRestMessages = 150;

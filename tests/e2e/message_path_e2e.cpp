@@ -13,8 +13,8 @@
 namespace rtmc::e2e {
 namespace {
 
-constexpr std::uint16_t kGatewayA = 17001;
-constexpr std::uint16_t kGatewayB = 17002;
+const std::uint16_t kGatewayA = e2e_port(17001);
+const std::uint16_t kGatewayB = e2e_port(17002);
 
 class MessagePath : public ::testing::Test {
  protected:
@@ -380,6 +380,140 @@ TEST_F(MessagePath, RepeatedIdsAreDeliveredOncePerSender) {
     expect_message(member->next(), room, 4, "shared-id", alice.name, "from alice");
   }
   expect_all_quiet(members, 1000ms);
+}
+
+}  // namespace
+}  // namespace rtmc::e2e
+
+namespace rtmc::e2e {
+namespace {
+
+// A gateway accepts clients as soon as it listens, while its own RabbitMQ
+// connections may still be on their way (here: held for 3 s by a proxy, as
+// in a partition between that gateway and the broker while the others work).
+// A client that joins in that window was told `joined` seq S; it must then
+// get S+1, S+2, ... without a hole, including what the other gateways
+// sequenced before this gateway's fan-out queue existed.
+TEST_F(MessagePath, ClientJoiningBeforeItsGatewayReachesRabbitMqMissesNothing) {
+  const std::uint16_t kLateGateway = e2e_port(17003);
+  HeldProxy partition(url_port(services_.amqp), 3000ms);
+  auto late_gateway =
+      start_gateway(services_, secret_, kLateGateway, {"--amqp", partition.rewrite_url(services_.amqp)},
+                    /*wait_for_pipeline=*/false);
+  auto alice = make_user(http_, "alice");
+  auto bob = make_user(http_, "bob");
+  const auto room = unique_name("early-");
+
+  LineClient early(kLateGateway, 0, "bob@late-gateway");
+  early.auth(bob.token, bob.name);
+  ASSERT_EQ(early.join(room), 0);
+  ASSERT_EQ(late_gateway->count_in_log("fanout: consuming"), 0u)
+      << "the proxy should still hold the gateway's RabbitMQ connections";
+  auto reference = connect(kGatewayA, alice, "alice@A");
+  ASSERT_EQ(reference->join(room), 0);
+
+  // Sequenced by the other gateways while the late one has no fan-out queue.
+  for (int i = 1; i <= 3; ++i) {
+    auto response = http_.publish(alice.token, room, numbered("during partition ", i), numbered("p", i));
+    ASSERT_EQ(response.status, 202) << response.describe();
+    expect_message(reference->next(), room, i, numbered("p", i), alice.name,
+                   numbered("during partition ", i));
+  }
+  ASSERT_EQ(late_gateway->count_in_log("fanout: consuming"), 0u)
+      << "the partition ended too soon for this test";
+  ASSERT_TRUE(late_gateway->wait_for_log("fanout: consuming", 30s)) << late_gateway->log_tail();
+  auto after = http_.publish(alice.token, room, "after partition", std::string("p4"));
+  ASSERT_EQ(after.status, 202) << after.describe();
+  expect_message(reference->next(), room, 4, "p4", alice.name, "after partition");
+
+  std::vector<boost::json::object> got;
+  for (;;) {
+    auto result = early.read(10s);
+    if (result.kind != ReadResult::Kind::frame) break;
+    got.push_back(std::move(result.frame));
+    if (num(got.back(), "seq") >= 4) break;
+  }
+  std::string seen;
+  for (const auto& frame : got) seen += numbered(" ", num(frame, "seq"));
+  ASSERT_EQ(got.size(), 4u) << "the early client got seqs" << seen << " instead of 1 2 3 4";
+  for (int i = 1; i <= 3; ++i)
+    expect_message(got[i - 1], room, i, numbered("p", i), alice.name, numbered("during partition ", i));
+  expect_message(got[3], room, 4, "p4", alice.name, "after partition");
+}
+
+}  // namespace
+}  // namespace rtmc::e2e
+
+namespace rtmc::e2e {
+namespace {
+
+// The same after a RabbitMQ blip: the gateway's broker connections are cut
+// for 3 s while the other gateways sequence messages for the room, then
+// reconnected. A member must get every seq after its joined seq, without a
+// hole, whether or not its gateway had fanned out anything of the room
+// before the cut.
+class RabbitMqBlip : public MessagePath {
+ protected:
+  void run(bool room_had_traffic) {
+    const std::uint16_t proxied_port = e2e_port(17003);
+    HeldProxy link(url_port(services_.amqp), 0ms);
+    auto proxied =
+        start_gateway(services_, secret_, proxied_port, {"--amqp", link.rewrite_url(services_.amqp)});
+    auto alice = make_user(http_, "alice");
+    auto bob = make_user(http_, "bob");
+    const auto room = unique_name("blip-");
+
+    LineClient member(proxied_port, 0, "bob@proxied-gateway");
+    member.auth(bob.token, bob.name);
+    ASSERT_EQ(member.join(room), 0);
+    auto reference = connect(kGatewayA, alice, "alice@A");
+    ASSERT_EQ(reference->join(room), 0);
+
+    std::vector<std::pair<std::string, std::string>> sent;  // (id, body) by seq - 1
+    auto publish = [&](const std::string& id, const std::string& body) {
+      auto response = http_.publish(alice.token, room, body, id);
+      ASSERT_EQ(response.status, 202) << response.describe();
+      sent.emplace_back(id, body);
+      expect_message(reference->next(), room, static_cast<std::int64_t>(sent.size()), id, alice.name, body);
+    };
+    if (room_had_traffic) {
+      publish("before", "before the blip");
+      expect_message(member.next(), room, 1, "before", alice.name, "before the blip");
+    }
+
+    link.cut(3000ms);
+    ASSERT_TRUE(proxied->wait_for_log("fanout: ", 10s, 2)) << "the gateway did not notice the cut:\n"
+                                                           << proxied->log_tail();
+    for (int i = 1; i <= 3; ++i) publish(numbered("b", i), numbered("during blip ", i));
+    ASSERT_EQ(proxied->count_in_log("fanout: consuming"), 1u) << "reconnected too soon for this test";
+    ASSERT_TRUE(proxied->wait_for_log("fanout: consuming", 30s, 2)) << proxied->log_tail();
+    publish("after", "after the blip");
+
+    const auto first = room_had_traffic ? 2 : 1;
+    const auto last = static_cast<std::int64_t>(sent.size());
+    std::vector<boost::json::object> got;
+    for (;;) {
+      auto result = member.read(10s);
+      if (result.kind != ReadResult::Kind::frame) break;
+      got.push_back(std::move(result.frame));
+      if (num(got.back(), "seq") >= last) break;
+    }
+    std::string seen, wanted;
+    for (const auto& frame : got) seen += numbered(" ", num(frame, "seq"));
+    for (auto seq = first; seq <= last; ++seq) wanted += numbered(" ", seq);
+    ASSERT_EQ(got.size(), static_cast<std::size_t>(last - first + 1))
+        << "the member got seqs" << seen << " instead of" << wanted;
+    for (auto seq = first; seq <= last; ++seq)
+      expect_message(got[seq - first], room, seq, sent[seq - 1].first, alice.name, sent[seq - 1].second);
+  }
+};
+
+TEST_F(RabbitMqBlip, MemberOfARoomWithEarlierTrafficMissesNothingAcrossTheReconnect) {
+  run(true);
+}
+
+TEST_F(RabbitMqBlip, MemberOfAQuietRoomMissesNothingAcrossTheReconnect) {
+  run(false);
 }
 
 }  // namespace

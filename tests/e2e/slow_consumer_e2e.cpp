@@ -11,7 +11,7 @@
 namespace rtmc::e2e {
 namespace {
 
-constexpr std::uint16_t kGateway = 17007;
+const std::uint16_t kGateway = e2e_port(17007);
 constexpr std::size_t kSendQueueBytes = 256 * 1024;
 constexpr std::size_t kBodyBytes = 4000;
 constexpr std::size_t kMaxBodyBytes = 4096;  // the default --max-body

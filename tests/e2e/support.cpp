@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <cerrno>
@@ -151,6 +152,13 @@ ServiceEnv service_env() {
     *target = value;
   }
   return env;
+}
+
+std::uint16_t e2e_port(std::uint16_t base) {
+  const char* offset = std::getenv("RTMC_E2E_PORT_OFFSET");
+  int value = offset == nullptr || *offset == '\0' ? 0 : std::atoi(offset);
+  if (value < 0 || base + value > 65535) throw failure("bad RTMC_E2E_PORT_OFFSET");
+  return static_cast<std::uint16_t>(base + value);
 }
 
 std::string unique_name(std::string_view prefix) {
@@ -358,18 +366,101 @@ std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string
 }
 
 std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::string& jwt_secret,
-                                       std::uint16_t port, std::vector<std::string> extra_args) {
+                                       std::uint16_t port, std::vector<std::string> extra_args,
+                                       bool wait_for_pipeline) {
   require_free(port);
   std::vector<std::string> args{"--listen", "127.0.0.1:" + std::to_string(port), "--threads", "2"};
   for (auto& arg : extra_args) args.push_back(std::move(arg));
   auto process = std::make_unique<Process>("gateway-" + std::to_string(port), RTMC_GATEWAY_BIN,
                                            std::move(args), server_env(services, jwt_secret));
   require_ready(*process, wait_for_port(port, 60s), "port");
+  if (!wait_for_pipeline) return process;
   require_ready(*process, process->wait_for_log("fanout: consuming", 60s),
                 "no 'fanout: consuming' in its log");
   require_ready(*process, process->wait_for_log("sequencer: consuming", 60s),
                 "no 'sequencer: consuming' in its log");
   return process;
+}
+
+// ---------------------------------------------------------------- HeldProxy
+
+std::uint16_t url_port(const std::string& url) {
+  auto at = url.rfind('@');
+  auto colon = url.find(':', at == std::string::npos ? url.find("//") + 2 : at);
+  if (colon == std::string::npos) throw failure("no port in URL '" + url + "'");
+  return static_cast<std::uint16_t>(std::stoi(url.substr(colon + 1)));
+}
+
+std::string HeldProxy::rewrite_url(const std::string& url) const {
+  auto at = url.rfind('@');
+  auto colon = url.find(':', at == std::string::npos ? url.find("//") + 2 : at);
+  auto end = url.find_first_not_of("0123456789", colon + 1);
+  return url.substr(0, colon + 1) + std::to_string(port_) + (end == std::string::npos ? "" : url.substr(end));
+}
+
+HeldProxy::HeldProxy(std::uint16_t upstream_port, Millis hold)
+    : upstream_port_(upstream_port), open_at_ns_((Clock::now() + hold).time_since_epoch().count()) {
+  listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::listen(listener_, 64) != 0 ||
+      ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    throw failure(std::string("proxy: cannot listen: ") + std::strerror(errno));
+  port_ = ntohs(address.sin_port);
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+HeldProxy::~HeldProxy() {
+  stopping_ = true;
+  if (acceptor_.joinable()) acceptor_.join();
+  std::lock_guard lock(mutex_);
+  for (auto& thread : threads_) thread.join();
+  ::close(listener_);
+}
+
+void HeldProxy::accept_loop() {
+  while (!stopping_) {
+    pollfd waiter{listener_, POLLIN, 0};
+    if (::poll(&waiter, 1, 100) <= 0) continue;
+    int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) continue;
+    std::lock_guard lock(mutex_);
+    threads_.emplace_back([this, client, generation = generation_.load()] { pump(client, generation); });
+  }
+}
+
+void HeldProxy::cut(Millis hold) {
+  open_at_ns_ = (Clock::now() + hold).time_since_epoch().count();
+  ++generation_;
+}
+
+void HeldProxy::pump(int client, int generation) {
+  auto cut_off = [&] { return stopping_ || generation_ != generation; };
+  while (!cut_off() && Clock::now().time_since_epoch().count() < open_at_ns_)
+    std::this_thread::sleep_for(20ms);
+  int upstream = cut_off() ? -1 : connect_loopback(upstream_port_);
+  std::array<char, 64 * 1024> chunk;
+  while (upstream >= 0 && !cut_off()) {
+    pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+    if (::poll(fds, 2, 100) <= 0) continue;
+    bool done = false;
+    for (int side = 0; side < 2 && !done; ++side) {
+      if (!(fds[side].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      int from = fds[side].fd, to = fds[1 - side].fd;
+      ssize_t n = ::recv(from, chunk.data(), chunk.size(), MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+        done = true;
+      else if (n > 0 && !write_all(to, std::string_view(chunk.data(), static_cast<std::size_t>(n)),
+                                   Clock::now() + 10s))
+        done = true;
+    }
+    if (done) break;
+  }
+  if (upstream >= 0) ::close(upstream);
+  ::close(client);
 }
 
 // ---------------------------------------------------------------- LineClient

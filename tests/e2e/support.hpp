@@ -35,9 +35,11 @@ namespace rtmc::e2e {
 using namespace std::chrono_literals;
 using Millis = std::chrono::milliseconds;
 
-// Fixed ports of the e2e suite (CI stack): api 18080-18085, gateways 17001-17009.
-inline constexpr std::uint16_t kApiPort = 18080;
-inline constexpr std::uint16_t kGatewayPort1 = 17001;
+// The e2e suite's fixed ports (CI stack): api 18080-18085, gateways
+// 17001-17009, each plus RTMC_E2E_PORT_OFFSET (default 0) so a developer's
+// run need not collide with a CI run on the same machine.
+std::uint16_t e2e_port(std::uint16_t base);
+inline const std::uint16_t kApiPort = e2e_port(18080);
 
 // Service addresses from RTMC_TEST_REDIS / RTMC_TEST_AMQP / RTMC_TEST_PG;
 // throws with a clear message when one is missing.
@@ -112,8 +114,44 @@ std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string
 // is consumed ("fanout: consuming") and its sequencer is attached to the
 // ingest shards ("sequencer: consuming"); only then is every message sent to
 // a room it serves sure to reach it.
+// With wait_for_pipeline false it waits for the port only.
 std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::string& jwt_secret,
-                                       std::uint16_t port, std::vector<std::string> extra_args = {});
+                                       std::uint16_t port, std::vector<std::string> extra_args = {},
+                                       bool wait_for_pipeline = true);
+
+// A TCP forwarder on an ephemeral loopback port to 127.0.0.1:upstream_port
+// that holds every connection accepted during its first `hold` (no bytes
+// either way, like a network partition) and forwards normally after it.
+// Threads of its own; the destructor closes everything.
+class HeldProxy {
+ public:
+  HeldProxy(std::uint16_t upstream_port, Millis hold);
+  ~HeldProxy();
+  HeldProxy(const HeldProxy&) = delete;
+  HeldProxy& operator=(const HeldProxy&) = delete;
+  std::uint16_t port() const { return port_; }
+  // `url` (scheme://user:pw@127.0.0.1:PORT/...) with this proxy's port.
+  std::string rewrite_url(const std::string& url) const;
+  // A new partition: closes every forwarded connection now and holds new
+  // ones for `hold`.
+  void cut(Millis hold);
+
+ private:
+  void accept_loop();
+  void pump(int client, int generation);
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::uint16_t upstream_port_;
+  std::atomic<std::int64_t> open_at_ns_;  // steady_clock
+  std::atomic<int> generation_{0};
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;
+  std::vector<std::thread> threads_;
+  std::thread acceptor_;
+};
+
+// The port of a URL such as amqp://guest:guest@127.0.0.1:5672/.
+std::uint16_t url_port(const std::string& url);
 
 // ---------------------------------------------------------------- gateway client
 
