@@ -6,6 +6,7 @@
 #include "gateway/session.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 
 #include <array>
 #include <memory>
@@ -51,11 +52,24 @@ class IoShard {
       // stays alive until the flushes below.
       for (auto& [_, session] : it->second) session->deliver(item.room, item.seq, item.frame);
     }
-    for (Session* session : deferred_flushes_) session->flush_deferred();
-    deferred_flushes_.clear();
+    // The flush is posted behind whatever is already queued on this thread:
+    // when the thread is behind, the batches waiting there join this one in
+    // the same writes (one syscall per session for all of them); when it is
+    // idle, the flush runs right away.
+    if (!deferred_flushes_.empty() && !flush_posted_) {
+      flush_posted_ = true;
+      boost::asio::post(io, [this] { flush_deferred(); });
+    }
   }
 
-  void defer_flush(Session* session) { deferred_flushes_.push_back(session); }
+  void flush_deferred() {
+    flush_posted_ = false;
+    auto sessions = std::move(deferred_flushes_);
+    deferred_flushes_.clear();
+    for (auto& session : sessions) session->flush_deferred();
+  }
+
+  void defer_flush(std::shared_ptr<Session> session) { deferred_flushes_.push_back(std::move(session)); }
 
   // Read buffer shared by the sessions of this thread (see Session::read_loop).
   std::array<char, 64 * 1024>& scratch() { return scratch_; }
@@ -67,7 +81,8 @@ class IoShard {
 
  private:
   std::array<char, 64 * 1024> scratch_;
-  std::vector<Session*> deferred_flushes_;
+  std::vector<std::shared_ptr<Session>> deferred_flushes_;
+  bool flush_posted_ = false;
   std::unordered_map<Session*, std::shared_ptr<Session>> sessions_;
   std::unordered_map<std::string, std::unordered_map<Session*, std::shared_ptr<Session>>> rooms_;
 };

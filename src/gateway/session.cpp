@@ -382,7 +382,7 @@ void Session::enqueue(SharedFrame frame, bool flush_now) {
     flush();
   } else if (!flush_deferred_) {
     flush_deferred_ = true;
-    shard_.defer_flush(this);
+    shard_.defer_flush(shared_from_this());
   }
 }
 
