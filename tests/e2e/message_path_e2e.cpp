@@ -66,13 +66,6 @@ std::vector<boost::json::object> collect(LineClient& client, std::size_t count, 
   return frames;
 }
 
-// prefix + n, appended: GCC 12 warns falsely (-Wrestrict) about "literal" + std::string.
-std::string numbered(std::string_view prefix, std::int64_t n) {
-  std::string text(prefix);
-  text += std::to_string(n);
-  return text;
-}
-
 boost::json::object ack(const std::string& room, const std::string& id,
                         std::optional<boost::json::value> ref = {}) {
   boost::json::object frame{{"type", "ack"}, {"id", id}, {"room", room}};

@@ -165,6 +165,12 @@ std::string unique_name(std::string_view prefix) {
   return std::string(prefix) + hex(rng()(), 8);
 }
 
+std::string numbered(std::string_view prefix, std::int64_t n) {
+  std::string text(prefix);
+  text += std::to_string(n);
+  return text;
+}
+
 std::string random_secret() {
   return hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16);
 }
@@ -416,8 +422,12 @@ HeldProxy::HeldProxy(std::uint16_t upstream_port, Millis hold)
 HeldProxy::~HeldProxy() {
   stopping_ = true;
   if (acceptor_.joinable()) acceptor_.join();
-  std::lock_guard lock(mutex_);
-  for (auto& thread : threads_) thread.join();
+  std::vector<std::thread> pumps;
+  {
+    std::lock_guard lock(mutex_);  // the pumps take it on their way out: join without it
+    pumps.swap(threads_);
+  }
+  for (auto& thread : pumps) thread.join();
   ::close(listener_);
 }
 
@@ -435,6 +445,9 @@ void HeldProxy::accept_loop() {
 void HeldProxy::cut(Millis hold) {
   open_at_ns_ = (Clock::now() + hold).time_since_epoch().count();
   ++generation_;
+  // At once, not at the pumps' next poll: nothing may pass after cut().
+  std::lock_guard lock(mutex_);
+  for (int fd : live_fds_) ::shutdown(fd, SHUT_RDWR);
 }
 
 void HeldProxy::pump(int client, int generation) {
@@ -442,6 +455,11 @@ void HeldProxy::pump(int client, int generation) {
   while (!cut_off() && Clock::now().time_since_epoch().count() < open_at_ns_)
     std::this_thread::sleep_for(20ms);
   int upstream = cut_off() ? -1 : connect_loopback(upstream_port_);
+  {
+    std::lock_guard lock(mutex_);
+    if (upstream >= 0 && cut_off()) ::shutdown(upstream, SHUT_RDWR);
+    if (upstream >= 0) live_fds_.insert(live_fds_.end(), {client, upstream});
+  }
   std::array<char, 64 * 1024> chunk;
   while (upstream >= 0 && !cut_off()) {
     pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
@@ -458,6 +476,10 @@ void HeldProxy::pump(int client, int generation) {
         done = true;
     }
     if (done) break;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    std::erase_if(live_fds_, [&](int fd) { return fd == client || fd == upstream; });
   }
   if (upstream >= 0) ::close(upstream);
   ::close(client);

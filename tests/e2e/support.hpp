@@ -52,6 +52,9 @@ ServiceEnv service_env();
 
 // "<prefix><8 random hex>": names that cannot collide on shared services.
 std::string unique_name(std::string_view prefix);
+// prefix + n. (Appending: GCC 12 reports a false -Wrestrict on
+// "literal" + std::string, so the tests build such strings here.)
+std::string numbered(std::string_view prefix, std::int64_t n);
 // A random 32-byte hex secret.
 std::string random_secret();
 
@@ -146,6 +149,7 @@ class HeldProxy {
   std::atomic<int> generation_{0};
   std::atomic<bool> stopping_{false};
   std::mutex mutex_;
+  std::vector<int> live_fds_;  // forwarded sockets, shut down by cut()
   std::vector<std::thread> threads_;
   std::thread acceptor_;
 };
