@@ -35,7 +35,8 @@ std::vector<std::pair<std::int64_t, SharedFrame>> fetch_range(redis::Connection&
 
 }  // namespace
 
-Fanout::Fanout(const GatewayConfig& config, Deliver deliver) : config_(config), deliver_(std::move(deliver)) {
+Fanout::Fanout(const GatewayConfig& config, RoomSeeds& seeds, Deliver deliver)
+    : config_(config), seeds_(seeds), deliver_(std::move(deliver)) {
   thread_ = std::thread([this] { run(); });
   pthread_setname_np(thread_.native_handle(), "fanout");
 }
@@ -81,7 +82,8 @@ void Fanout::run() {
       mq.bind(queue, std::string(kFanoutExchange), "");
       mq.qos(2048);
       // What was published while this gateway had no queue is in the room
-      // logs: catch up on every room already seen before consuming anew.
+      // logs: catch up on every room seen or joined before consuming anew.
+      for (auto& [room, seq] : seeds_.take()) cursors.seed(room, seq);
       for (const auto& [room, last] : std::vector(cursors.all().begin(), cursors.all().end())) {
         auto current = redis->command({"GET", keys::room_seq(shard_of(room, shards), room)});
         if (current.type != redis::Reply::Type::string) continue;
@@ -96,6 +98,7 @@ void Fanout::run() {
       failures = 0;
       while (!stopping_) {
         auto delivery = mq.next(std::chrono::milliseconds(200));
+        for (auto& [room, seq] : seeds_.take()) cursors.seed(room, seq);
         std::uint64_t last_tag = 0;
         // Whatever has already arrived goes out as one batch.
         for (std::size_t taken = 0; delivery && taken < kMaxBatch; ++taken) {

@@ -29,7 +29,7 @@ struct Gateway::Impl {
         publisher(config.common.amqp, {.window = 500,
                                        .give_up_after = std::chrono::milliseconds(5000),
                                        .ingest_shards = config.common.amqp.ingest_shards}),
-        context{config, tokens, redis, publisher, counters} {
+        context{config, tokens, redis, publisher, counters, room_seeds} {
     std::size_t threads = config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
     for (std::size_t i = 0; i < threads; ++i) shards.push_back(std::make_unique<IoShard>());
   }
@@ -65,6 +65,7 @@ struct Gateway::Impl {
   GatewayConfig config;
   auth::TokenService tokens;
   GatewayCounters counters;
+  RoomSeeds room_seeds;
   redis::Client redis;
   amqp::Publisher publisher;
   SessionContext context;
@@ -92,7 +93,8 @@ void Gateway::start() {
   impl.acceptor->listen(asio::socket_base::max_listen_connections);
 
   impl.fanout = std::make_unique<Fanout>(
-      impl.config, [&impl](std::shared_ptr<const SequencedBatch> batch) { impl.deliver(std::move(batch)); });
+      impl.config, impl.room_seeds,
+      [&impl](std::shared_ptr<const SequencedBatch> batch) { impl.deliver(std::move(batch)); });
   impl.sequencer = std::make_unique<Sequencer>(impl.config);
 
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);

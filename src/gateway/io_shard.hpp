@@ -52,14 +52,6 @@ class IoShard {
       // stays alive until the flushes below.
       for (auto& [_, session] : it->second) session->deliver(item.room, item.seq, item.frame);
     }
-    // The flush is posted behind whatever is already queued on this thread:
-    // when the thread is behind, the batches waiting there join this one in
-    // the same writes (one syscall per session for all of them); when it is
-    // idle, the flush runs right away.
-    if (!deferred_flushes_.empty() && !flush_posted_) {
-      flush_posted_ = true;
-      boost::asio::post(io, [this] { flush_deferred(); });
-    }
   }
 
   void flush_deferred() {
@@ -69,7 +61,17 @@ class IoShard {
     for (auto& session : sessions) session->flush_deferred();
   }
 
-  void defer_flush(std::shared_ptr<Session> session) { deferred_flushes_.push_back(std::move(session)); }
+  // The flush is posted behind whatever is already queued on this thread:
+  // when the thread is behind, the batches waiting there join this one in the
+  // same writes (one syscall per session for all of them); when it is idle,
+  // the flush runs right away.
+  void defer_flush(std::shared_ptr<Session> session) {
+    deferred_flushes_.push_back(std::move(session));
+    if (!flush_posted_) {
+      flush_posted_ = true;
+      boost::asio::post(io, [this] { flush_deferred(); });
+    }
+  }
 
   // Read buffer shared by the sessions of this thread (see Session::read_loop).
   std::array<char, 64 * 1024>& scratch() { return scratch_; }

@@ -9,6 +9,7 @@
 //    gaps from the room log in Redis.
 
 #include "gateway/gateway.hpp"
+#include "gateway/room_cursor.hpp"
 #include "gateway/session.hpp"
 
 #include <atomic>
@@ -40,7 +41,7 @@ class Fanout {
   // Called on the fan-out thread with frames in seq order per room, each seq
   // once.
   using Deliver = std::function<void(std::shared_ptr<const SequencedBatch> batch)>;
-  Fanout(const GatewayConfig& config, Deliver deliver);
+  Fanout(const GatewayConfig& config, RoomSeeds& seeds, Deliver deliver);
   ~Fanout();
   Fanout(const Fanout&) = delete;
   Fanout& operator=(const Fanout&) = delete;
@@ -48,6 +49,7 @@ class Fanout {
  private:
   void run();
   const GatewayConfig& config_;
+  RoomSeeds& seeds_;
   Deliver deliver_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

@@ -5,8 +5,11 @@
 // Plain logic, no I/O; owned by the fan-out thread.
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace rtmc::gateway {
 
@@ -30,6 +33,10 @@ class RoomCursors {
     return {Decision::Kind::fill_gap, it->second + 1, seq - 1};
   }
 
+  // A room joined at `seq` that this gateway has not seen yet starts there,
+  // so the first frame above seq + 1 fills the gap from the log.
+  void seed(const std::string& room, std::int64_t seq) { last_.try_emplace(room, seq); }
+
   void delivered(const std::string& room, std::int64_t seq) {
     auto [it, inserted] = last_.try_emplace(room, seq);
     if (!inserted && seq > it->second) it->second = seq;
@@ -39,6 +46,26 @@ class RoomCursors {
 
  private:
   std::unordered_map<std::string, std::int64_t> last_;
+};
+
+// Rooms joined on this gateway and the seq each join started from, passed
+// from io threads to the fan-out thread (the only cross-thread hand-off that
+// is not a post: the fan-out thread blocks in rabbitmq-c, not in an
+// io_context). Taken in bulk, so the lock is held for a swap.
+class RoomSeeds {
+ public:
+  void add(const std::string& room, std::int64_t seq) {
+    std::lock_guard lock(mutex_);
+    seeds_.emplace_back(room, seq);
+  }
+  std::vector<std::pair<std::string, std::int64_t>> take() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(seeds_, {});
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<std::string, std::int64_t>> seeds_;
 };
 
 }  // namespace rtmc::gateway

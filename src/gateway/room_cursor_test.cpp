@@ -41,3 +41,35 @@ TEST(RoomCursors, RoomsAreIndependentAndNeverGoBack) {
 
 }  // namespace
 }  // namespace rtmc::gateway
+
+namespace rtmc::gateway {
+namespace {
+
+TEST(RoomCursors, SeedFromAJoinMakesTheFirstFrameFillTheGap) {
+  RoomCursors cursors;
+  cursors.seed("r", 0);
+  auto decision = cursors.on_arrival("r", 4);
+  EXPECT_EQ(decision.kind, Kind::fill_gap);
+  EXPECT_EQ(decision.gap_from, 1);
+  EXPECT_EQ(decision.gap_to, 3);
+}
+
+TEST(RoomCursors, SeedNeverMovesAKnownRoom) {
+  RoomCursors cursors;
+  cursors.delivered("r", 2);
+  cursors.seed("r", 9);
+  EXPECT_EQ(cursors.on_arrival("r", 3).kind, Kind::deliver);
+}
+
+TEST(RoomSeeds, TakeEmptiesTheList) {
+  RoomSeeds seeds;
+  seeds.add("a", 1);
+  seeds.add("b", 2);
+  auto taken = seeds.take();
+  ASSERT_EQ(taken.size(), 2u);
+  EXPECT_EQ(taken[1].first, "b");
+  EXPECT_TRUE(seeds.take().empty());
+}
+
+}  // namespace
+}  // namespace rtmc::gateway

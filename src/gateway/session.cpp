@@ -56,6 +56,7 @@ const char* to_string(CloseReason reason) {
     case CloseReason::slow_consumer: return "slow_consumer";
     case CloseReason::idle_timeout: return "idle_timeout";
     case CloseReason::server_shutdown: return "server_shutdown";
+    case CloseReason::lost_sync: return "lost_sync";
     case CloseReason::count_: break;
   }
   return "unknown";
@@ -244,7 +245,7 @@ asio::awaitable<void> Session::session_watch() {
 }
 
 asio::awaitable<void> Session::on_join(protocol::JoinRequest request, Ref ref) {
-  auto [state, inserted] = rooms_.try_emplace(request.room);
+  const bool inserted = rooms_.try_emplace(request.room).second;
   if (inserted) shard_.join(request.room, shared_from_this());
   const auto shard = shard_of(request.room, context_.config.common.amqp.ingest_shards);
   redis::Reply last;
@@ -262,17 +263,13 @@ asio::awaitable<void> Session::on_join(protocol::JoinRequest request, Ref ref) {
   if (closing_) co_return;
   std::int64_t seq = last.type == redis::Reply::Type::string ? std::stoll(last.str) : 0;
   auto it = rooms_.find(request.room);
+  reply(protocol::joined_frame(request.room, seq, ref));
   if (inserted && it != rooms_.end()) {
-    RoomState& room = it->second;
-    room.joined_seq = seq;
-    room.pending = false;
-    reply(protocol::joined_frame(request.room, seq, ref));
-    for (auto& [held_seq, frame] : room.held)
-      if (held_seq > seq) enqueue(frame);
-    room.held.clear();
-    room.held.shrink_to_fit();
-  } else {
-    reply(protocol::joined_frame(request.room, seq, ref));
+    it->second.last_seq = seq;
+    // The fan-out thread learns where this gateway's clients start, so it
+    // repairs gaps and catches up after reconnects for this room too.
+    context_.room_seeds.add(request.room, seq);
+    release_held(request.room, it->second);
   }
 }
 
@@ -335,8 +332,73 @@ void Session::deliver(const std::string& room, std::int64_t seq, const SharedFra
     state.held.emplace_back(seq, frame);
     return;
   }
-  if (seq <= state.joined_seq) return;
-  enqueue(frame, false);
+  accept(room, state, seq, frame);
+}
+
+void Session::accept(const std::string& room, RoomState& state, std::int64_t seq, const SharedFrame& frame) {
+  if (seq <= state.last_seq) return;
+  if (seq == state.last_seq + 1) {
+    state.last_seq = seq;
+    enqueue(frame, false);
+    return;
+  }
+  // A hole the fan-out thread could not know about (it saw this room for
+  // the first time after frames this client is owed): fetch it from the
+  // room log and hold what comes meanwhile.
+  state.pending = true;
+  state.held.emplace_back(seq, frame);
+  asio::co_spawn(socket_.get_executor(), repair(room, state.last_seq + 1, seq - 1), on_coroutine_end());
+}
+
+void Session::release_held(const std::string& room, RoomState& state) {
+  state.pending = false;
+  auto held = std::move(state.held);
+  state.held = {};
+  std::stable_sort(held.begin(), held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [seq, frame] : held) {
+    if (closing_) return;  // a slow-consumer cut clears rooms_
+    if (state.pending)
+      state.held.emplace_back(seq, std::move(frame));
+    else
+      accept(room, state, seq, frame);
+  }
+}
+
+asio::awaitable<void> Session::repair(std::string room, std::int64_t from, std::int64_t to) {
+  auto self = shared_from_this();
+  const auto shard = shard_of(room, context_.config.common.amqp.ingest_shards);
+  std::vector<std::string> args{"XRANGE", keys::room_log(shard, room), std::to_string(from) + "-0",
+                                std::to_string(to) + "-0"};
+  std::optional<redis::Reply> reply;
+  try {
+    reply = co_await context_.redis.command(std::move(args));
+  } catch (const std::exception& error) {
+    spdlog::warn("repair of room {}: {}", room, error.what());
+  }
+  auto it = rooms_.find(room);
+  if (closing_ || it == rooms_.end()) co_return;  // closed or left meanwhile
+  RoomState& state = it->second;
+  if (!reply || reply->type != redis::Reply::Type::array) {
+    // Better a clear cut than a silent hole: the client rejoins and knows
+    // from `joined` where it stands.
+    fail(ErrorCode::unavailable, "messages of room " + room + " could not be recovered; reconnect", std::nullopt,
+         CloseReason::lost_sync);
+    co_return;
+  }
+  for (const auto& entry : reply->elements) {
+    if (entry.elements.size() != 2 || entry.elements[1].elements.size() < 2) continue;
+    const auto seq = std::stoll(entry.elements[0].str);
+    if (seq != state.last_seq + 1) continue;
+    state.last_seq = seq;
+    enqueue(std::make_shared<const std::string>(entry.elements[1].elements[1].str), false);
+    if (closing_) co_return;
+  }
+  if (state.last_seq < to) {
+    spdlog::error("room {}: seqs {}..{} were trimmed from the log before this client got them", room,
+                  state.last_seq + 1, to);
+    state.last_seq = to;
+  }
+  release_held(room, state);
 }
 
 void Session::flush_deferred() {

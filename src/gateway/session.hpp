@@ -5,6 +5,7 @@
 // publisher confirms).
 
 #include "gateway/gateway.hpp"
+#include "gateway/room_cursor.hpp"
 #include "protocol/frames.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -57,6 +58,7 @@ enum class CloseReason {
   slow_consumer,
   idle_timeout,
   server_shutdown,
+  lost_sync,  // frames owed to the client could not be fetched from Redis
   count_
 };
 const char* to_string(CloseReason reason);
@@ -73,6 +75,7 @@ struct SessionContext {
   redis::Client& redis;
   amqp::Publisher& publisher;
   GatewayCounters& counters;
+  RoomSeeds& room_seeds;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -111,10 +114,16 @@ class Session : public std::enable_shared_from_this<Session> {
   void finish_close();
 
   struct RoomState {
-    std::int64_t joined_seq = 0;
+    // The seq `joined` reported, then the last seq handed to the client.
+    std::int64_t last_seq = 0;
+    // A join or a repair is in flight; frames wait in `held`.
     bool pending = true;
     std::vector<std::pair<std::int64_t, SharedFrame>> held;
   };
+  // Hands frames on in seq order; a hole starts a repair from the room log.
+  void accept(const std::string& room, RoomState& state, std::int64_t seq, const SharedFrame& frame);
+  void release_held(const std::string& room, RoomState& state);
+  boost::asio::awaitable<void> repair(std::string room, std::int64_t from, std::int64_t to);
   struct PendingSend {
     std::string reply;  // empty until RabbitMQ answered
   };
