@@ -1,6 +1,7 @@
 #include "common/keys.hpp"
 #include "gateway/pipeline.hpp"
 #include "gateway/room_cursor.hpp"
+#include "gateway/room_log.hpp"
 #include "protocol/frames.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
@@ -18,15 +19,7 @@ constexpr std::size_t kMaxBatch = 128;
 std::vector<std::pair<std::int64_t, SharedFrame>> fetch_range(redis::Connection& redis, std::uint32_t shard,
                                                               const std::string& room, std::int64_t from,
                                                               std::int64_t to) {
-  auto reply = redis.command({"XRANGE", keys::room_log(shard, room), std::to_string(from) + "-0",
-                              std::to_string(to) + "-0"});
-  if (reply.type != redis::Reply::Type::array) throw redis::RedisError("XRANGE failed: " + reply.str);
-  std::vector<std::pair<std::int64_t, SharedFrame>> frames;
-  for (const auto& entry : reply.elements) {
-    if (entry.elements.size() != 2 || entry.elements[1].elements.size() < 2) continue;
-    auto seq = std::stoll(entry.elements[0].str);
-    frames.emplace_back(seq, std::make_shared<const std::string>(entry.elements[1].elements[1].str));
-  }
+  auto frames = room_log_frames(redis.command(room_log_range(shard, room, from, to)));
   if (static_cast<std::int64_t>(frames.size()) != to - from + 1)
     spdlog::error("fanout: room {} seqs {}..{} only partly in the Redis log ({} of {})", room, from, to,
                   frames.size(), to - from + 1);

@@ -4,6 +4,7 @@
 #include "common/keys.hpp"
 #include "common/names.hpp"
 #include "gateway/io_shard.hpp"
+#include "gateway/room_log.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
 
@@ -367,30 +368,28 @@ void Session::release_held(const std::string& room, RoomState& state) {
 asio::awaitable<void> Session::repair(std::string room, std::int64_t from, std::int64_t to) {
   auto self = shared_from_this();
   const auto shard = shard_of(room, context_.config.common.amqp.ingest_shards);
-  std::vector<std::string> args{"XRANGE", keys::room_log(shard, room), std::to_string(from) + "-0",
-                                std::to_string(to) + "-0"};
-  std::optional<redis::Reply> reply;
+  auto command = room_log_range(shard, room, from, to);
+  std::optional<std::vector<std::pair<std::int64_t, SharedFrame>>> frames;
   try {
-    reply = co_await context_.redis.command(std::move(args));
+    auto reply = co_await context_.redis.command(std::move(command));
+    frames = room_log_frames(reply);
   } catch (const std::exception& error) {
     spdlog::warn("repair of room {}: {}", room, error.what());
   }
   auto it = rooms_.find(room);
   if (closing_ || it == rooms_.end()) co_return;  // closed or left meanwhile
   RoomState& state = it->second;
-  if (!reply || reply->type != redis::Reply::Type::array) {
+  if (!frames) {
     // Better a clear cut than a silent hole: the client rejoins and knows
     // from `joined` where it stands.
     fail(ErrorCode::unavailable, "messages of room " + room + " could not be recovered; reconnect", std::nullopt,
          CloseReason::lost_sync);
     co_return;
   }
-  for (const auto& entry : reply->elements) {
-    if (entry.elements.size() != 2 || entry.elements[1].elements.size() < 2) continue;
-    const auto seq = std::stoll(entry.elements[0].str);
+  for (auto& [seq, frame] : *frames) {
     if (seq != state.last_seq + 1) continue;
     state.last_seq = seq;
-    enqueue(std::make_shared<const std::string>(entry.elements[1].elements[1].str), false);
+    enqueue(std::move(frame), false);
     if (closing_) co_return;
   }
   if (state.last_seq < to) {
