@@ -56,6 +56,31 @@ struct Gateway::Impl {
     }
   }
 
+  // Close reasons are counted so operators can see why clients leave (slow
+  // consumers, auth failures...) without reading every connection's line.
+  asio::awaitable<void> report_stats() {
+    constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+    asio::steady_timer timer(shards.front()->io);
+    std::string last;
+    for (;;) {
+      timer.expires_after(std::chrono::seconds(60));
+      auto [ec] = co_await timer.async_wait(nothrow);
+      if (ec) co_return;
+      std::uint64_t closed_total = 0;
+      std::string reasons;
+      for (int i = 0; i < static_cast<int>(CloseReason::count_); ++i) {
+        auto count = counters.closed[i].load(std::memory_order_relaxed);
+        closed_total += count;
+        if (count) reasons += fmt::format(" {}={}", to_string(static_cast<CloseReason>(i)), count);
+      }
+      const auto accepted = counters.accepted.load(std::memory_order_relaxed);
+      auto line = fmt::format("connections={} accepted={} closed={}{}", accepted - closed_total, accepted,
+                              closed_total, reasons);
+      if (line != last) spdlog::info("gateway stats: {}", line);
+      last = std::move(line);
+    }
+  }
+
   // Fan-out thread -> every io thread: one shared batch, posted once each.
   void deliver(std::shared_ptr<const SequencedBatch> batch) {
     for (auto& shard : shards)
@@ -98,6 +123,7 @@ void Gateway::start() {
   impl.sequencer = std::make_unique<Sequencer>(impl.config);
 
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);
+  asio::co_spawn(io0, impl.report_stats(), asio::detached);
   for (auto& shard : impl.shards) {
     impl.guards.push_back(asio::make_work_guard(shard->io));
     impl.threads.emplace_back([&io = shard->io] { io.run(); });
