@@ -3,7 +3,7 @@
 # 127.0.0.1, with every byte of state (data, logs, pids, config, Erlang cookie)
 # under one folder. Several folders can run side by side on different ports.
 #
-#   scripts/services.sh start|stop|status|env|wipe DIR
+#   scripts/services.sh start|stop|status|env|wipe|restart-rabbitmq DIR
 #
 # Ports come from REDIS_PORT, AMQP_PORT, PG_PORT (defaults: the local stack,
 # 6380/5673/5433) and are remembered in DIR/ports for stop/status.
@@ -16,7 +16,12 @@
 # - `start` returns 0 only when every service answers (redis PING, an AMQP
 #   handshake plus `rabbitmqctl await_startup`, pg_isready + the rtmc database
 #   exists), then writes DIR/env with export lines for RTMC_REDIS, RTMC_AMQP,
-#   RTMC_PG and the same values as RTMC_TEST_*.
+#   RTMC_PG and the same values as RTMC_TEST_*, plus RTMC_TEST_AMQP_RESTART
+#   (the restart-rabbitmq command line for DIR, used by amqp_itest).
+# - `restart-rabbitmq` simulates a broker crash: SIGKILL to the folder's
+#   Erlang VM (its recorded PID / the wrapper's beam.smp children, nothing
+#   else), waits until the AMQP port is closed, then starts it again like
+#   `start` and returns 0 only once it is ready.
 # - `start` on a running folder is harmless; `stop` on a stopped one too.
 # - Only processes whose PIDs were recorded in DIR/pids (and whose command name
 #   still matches, against PID reuse) are ever signalled. epmd is stopped only
@@ -24,13 +29,14 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] $0 start|stop|status|env|wipe DIR" >&2
+  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] $0 start|stop|status|env|wipe|restart-rabbitmq DIR" >&2
   exit 2
 }
 
 [[ $# -eq 2 ]] || usage
 action=$1
 dir=$(realpath -m -- "$2")
+script_path=$(realpath -- "${BASH_SOURCE[0]}")
 
 REDIS_PORT=${REDIS_PORT:-6380}
 AMQP_PORT=${AMQP_PORT:-5673}
@@ -294,6 +300,54 @@ stop_rabbitmq() {
   stop_epmd_if_ours
 }
 
+# The folder's Erlang VM(s): the PID RabbitMQ recorded once it was up, and
+# any beam.smp child of our wrapper (which exists before that PID is known).
+rabbitmq_vm_pids() {
+  local pid wrapper child
+  if pid=$(tracked_pid rabbitmq-beam); then
+    echo "$pid"
+  fi
+  if wrapper=$(tracked_pid rabbitmq); then
+    for child in $(pgrep -P "$wrapper" 2>/dev/null || true); do
+      [[ $(cat "/proc/$child/comm" 2>/dev/null) == beam.smp ]] && echo "$child"
+    done
+  fi
+  return 0
+}
+
+# A crash, not a shutdown: nothing is flushed or handed over cleanly.
+crash_rabbitmq() {
+  local vms wrapper pid helpers=() start
+  vms=$(rabbitmq_vm_pids | sort -u)
+  [[ -n $vms ]] || die "rabbitmq of $dir is not running (no recorded VM PID); start it first"
+  wrapper=$(tracked_pid rabbitmq) || wrapper=
+  for pid in $vms; do
+    # erl_child_setup and port programs: they exit with the VM, and are
+    # waited for so the restarted node finds nothing of the old one.
+    mapfile -t -O "${#helpers[@]}" helpers < <(pgrep -P "$pid" 2>/dev/null || true)
+  done
+  log "kill -9 rabbitmq VM of $dir: pid(s) ${vms//$'\n'/ }"
+  for pid in $vms; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $vms; do wait_gone rabbitmq-beam "$pid" 20 || die "rabbitmq VM $pid survived SIGKILL"; done
+  # The wrapper only waits for its VM; it exits with it.
+  if [[ -n $wrapper ]] && ! wait_gone rabbitmq "$wrapper" 10; then
+    log "rabbitmq wrapper (pid $wrapper) outlived its VM; sending SIGKILL"
+    kill -KILL "$wrapper" 2>/dev/null || true
+    wait_gone rabbitmq "$wrapper" 5 || true
+  fi
+  for pid in "${helpers[@]}"; do wait_gone helper "$pid" 10 || true; done
+  rm -f "$pids_dir/rabbitmq" "$pids_dir/rabbitmq-beam" "$rabbit_dir/rabbitmq.pid"
+  start=$(date +%s)
+  # Closed ports and no epmd registration left: a node of the same name may start.
+  while port_open "$AMQP_PORT" || port_open "$DIST_PORT" ||
+    epmd -names 2>/dev/null | grep -q "^name ${RABBIT_NODE%@*} "; do
+    (($(date +%s) - start >= TIMEOUT_S)) &&
+      die "port $AMQP_PORT/$DIST_PORT or epmd name ${RABBIT_NODE%@*} still taken ${TIMEOUT_S}s after the kill"
+    sleep 0.1
+  done
+  log "rabbitmq of $dir is down; AMQP port $AMQP_PORT closed"
+}
+
 stop_epmd_if_ours() {
   tracked_pid epmd >/dev/null || { rm -f "$pids_dir/epmd"; return 0; }
   # Another folder's node may be registered with our epmd: leave it running
@@ -422,6 +476,7 @@ write_env() {
       printf 'export %s_AMQP="%s"\n' "$prefix" "$(amqp_url)"
       printf 'export %s_PG="%s"\n' "$prefix" "$(pg_conninfo)"
     done
+    printf 'export RTMC_TEST_AMQP_RESTART="bash '"'"'%s'"'"' restart-rabbitmq '"'"'%s'"'"'"\n' "$script_path" "$dir"
   } >"$tmp"
   mv "$tmp" "$dir/env"
 }
@@ -455,6 +510,16 @@ cmd_stop() {
   stop_postgres || rc=1
   log "stopped services of $dir"
   return $rc
+}
+
+cmd_restart_rabbitmq() {
+  local start
+  start=$(now_s)
+  [[ -f $dir/ports ]] || die "$dir was never started (no $dir/ports)"
+  crash_rabbitmq
+  start_rabbitmq
+  wait_rabbitmq
+  log "rabbitmq of $dir restarted in $(elapsed "$start")s"
 }
 
 cmd_status() {
@@ -497,6 +562,7 @@ case $action in
   stop) cmd_stop ;;
   wipe) cmd_wipe ;;
   status) cmd_status ;;
+  restart-rabbitmq) cmd_restart_rabbitmq ;;
   env) write_env; cat "$dir/env" ;;
   *) usage ;;
 esac
