@@ -246,8 +246,12 @@ asio::awaitable<void> Session::session_watch() {
 }
 
 asio::awaitable<void> Session::on_join(protocol::JoinRequest request, Ref ref) {
-  const bool inserted = rooms_.try_emplace(request.room).second;
-  if (inserted) shard_.join(request.room, shared_from_this());
+  auto emplaced = rooms_.try_emplace(request.room);
+  const bool inserted = emplaced.second;
+  if (inserted) {
+    emplaced.first->second.membership = ++memberships_;
+    shard_.join(request.room, shared_from_this());
+  }
   const auto shard = shard_of(request.room, context_.config.common.amqp.ingest_shards);
   redis::Reply last;
   try {
@@ -348,7 +352,8 @@ void Session::accept(const std::string& room, RoomState& state, std::int64_t seq
   // room log and hold what comes meanwhile.
   state.pending = true;
   state.held.emplace_back(seq, frame);
-  asio::co_spawn(socket_.get_executor(), repair(room, state.last_seq + 1, seq - 1), on_coroutine_end());
+  asio::co_spawn(socket_.get_executor(), repair(room, state.membership, state.last_seq + 1, seq - 1),
+                 on_coroutine_end());
 }
 
 void Session::release_held(const std::string& room, RoomState& state) {
@@ -365,7 +370,8 @@ void Session::release_held(const std::string& room, RoomState& state) {
   }
 }
 
-asio::awaitable<void> Session::repair(std::string room, std::int64_t from, std::int64_t to) {
+asio::awaitable<void> Session::repair(std::string room, std::uint64_t membership, std::int64_t from,
+                                      std::int64_t to) {
   auto self = shared_from_this();
   const auto shard = shard_of(room, context_.config.common.amqp.ingest_shards);
   auto command = room_log_range(shard, room, from, to);
@@ -377,7 +383,7 @@ asio::awaitable<void> Session::repair(std::string room, std::int64_t from, std::
     spdlog::warn("repair of room {}: {}", room, error.what());
   }
   auto it = rooms_.find(room);
-  if (closing_ || it == rooms_.end()) co_return;  // closed or left meanwhile
+  if (closing_ || it == rooms_.end() || it->second.membership != membership) co_return;  // closed or left meanwhile
   RoomState& state = it->second;
   if (!frames) {
     // Better a clear cut than a silent hole: the client rejoins and knows

@@ -119,11 +119,15 @@ class Session : public std::enable_shared_from_this<Session> {
     // A join or a repair is in flight; frames wait in `held`.
     bool pending = true;
     std::vector<std::pair<std::int64_t, SharedFrame>> held;
+    // Tells a repair that finishes after a leave and a new join of the same
+    // room that the state it was started for is gone.
+    std::uint64_t membership = 0;
   };
   // Hands frames on in seq order; a hole starts a repair from the room log.
   void accept(const std::string& room, RoomState& state, std::int64_t seq, const SharedFrame& frame);
   void release_held(const std::string& room, RoomState& state);
-  boost::asio::awaitable<void> repair(std::string room, std::int64_t from, std::int64_t to);
+  boost::asio::awaitable<void> repair(std::string room, std::uint64_t membership, std::int64_t from,
+                                      std::int64_t to);
   struct PendingSend {
     std::string reply;  // empty until RabbitMQ answered
   };
@@ -142,6 +146,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::int64_t token_expires_at_ms_ = 0;
   std::chrono::steady_clock::time_point last_inbound_;
   std::unordered_map<std::string, RoomState> rooms_;
+  std::uint64_t memberships_ = 0;
 
   // Acks go out in the order of the sends even when confirms do not.
   std::deque<PendingSend> unconfirmed_;
