@@ -115,6 +115,9 @@ asio::awaitable<void> Session::read_loop() {
   const std::size_t max_line = context_.config.max_line_bytes;
   std::string pending;
   boost::system::error_code ec;
+  auto fail_too_large = [&] {
+    fail(ErrorCode::frame_too_large, "line longer than " + std::to_string(max_line) + " bytes", std::nullopt);
+  };
   while (!closing_) {
     auto [wait_ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, nothrow_awaitable);
     if (closing_) co_return;
@@ -136,7 +139,7 @@ asio::awaitable<void> Session::read_loop() {
       if (newline == std::string::npos) break;
       std::string_view line(pending.data() + start, newline - start);
       if (line.size() > max_line) {
-        fail(ErrorCode::frame_too_large, "line longer than " + std::to_string(max_line) + " bytes", std::nullopt);
+        fail_too_large();
         co_return;
       }
       start = newline + 1;
@@ -149,7 +152,7 @@ asio::awaitable<void> Session::read_loop() {
       pending.erase(0, start);
     }
     if (pending.size() > max_line) {
-      fail(ErrorCode::frame_too_large, "line longer than " + std::to_string(max_line) + " bytes", std::nullopt);
+      fail_too_large();
       co_return;
     }
   }
