@@ -133,6 +133,23 @@ class Client {
 };
 
 json::object body_of(const HttpResponse& response) { return json::parse(response.body()).as_object(); }
+// Registers a fresh user named after `prefix` and returns its token.
+std::string register_and_login(Client& client, const std::string& prefix) {
+  auto user = unique(prefix);
+  auto registered = client.post("/register", {{"user", user}, {"password", "correct horse"}});
+  EXPECT_EQ(registered.result(), http::status::created) << registered.body();
+  auto login = client.post("/login", {{"user", user}, {"password", "correct horse"}});
+  EXPECT_EQ(login.result(), http::status::ok) << login.body();
+  return std::string(body_of(login).at("token").as_string());
+}
+
+// An AMQP URL on a loopback port that was free a moment ago: nothing answers.
+std::string unreachable_amqp_url() {
+  net::io_context context;
+  tcp::acceptor probe(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  return "amqp://guest:guest@127.0.0.1:" + std::to_string(probe.local_endpoint().port()) + "/";
+}
+
 std::string error_of(const HttpResponse& response) {
   return std::string(body_of(response).at("error").as_string());
 }
@@ -173,10 +190,7 @@ class ApiItest : public ::testing::Test {
     return body_of(response);
   }
 
-  std::string token_of_new_user(Client& client) {
-    auto user = new_user(client);
-    return std::string(login(client, user).at("token").as_string());
-  }
+  std::string token_of_new_user(Client& client) { return register_and_login(client, "it_"); }
 
   redis::Reply redis_command(const std::vector<std::string>& args) {
     redis::Connection connection(config_->redis);
@@ -467,23 +481,13 @@ TEST(ApiUnavailableItest, PublishIs503WhenRabbitMqIsUnreachable) {
   auto config = config_from_env();
   ASSERT_TRUE(config) << kMissingServices;
   apply_migrations(config->pg);
-  std::uint16_t closed_port;
-  {
-    net::io_context context;
-    tcp::acceptor probe(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    closed_port = probe.local_endpoint().port();
-  }
-  config->amqp.url = "amqp://guest:guest@127.0.0.1:" + std::to_string(closed_port) + "/";
+  config->amqp.url = unreachable_amqp_url();
   config->publish_give_up = 500ms;
   ApiServer server(*config);
   server.start();
 
   Client client(server.port());
-  auto user = unique("un_");
-  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
-  auto login = client.post("/login", {{"user", user}, {"password", "correct horse"}});
-  ASSERT_EQ(login.result(), http::status::ok);
-  std::string token(body_of(login).at("token").as_string());
+  const std::string token = register_and_login(client, "un_");
 
   auto started = std::chrono::steady_clock::now();
   auto response = client.post("/publishMessage", {{"room", unique("r")}, {"body", "lost?"}}, token);
@@ -523,22 +527,12 @@ namespace {
 TEST(ApiStopItest, StopLetsARequestInFlightAnswer) {
   auto config = config_from_env();
   ASSERT_TRUE(config) << kMissingServices;
-  std::uint16_t closed_port;
-  {
-    net::io_context context;
-    tcp::acceptor probe(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    closed_port = probe.local_endpoint().port();
-  }
-  config->amqp.url = "amqp://guest:guest@127.0.0.1:" + std::to_string(closed_port) + "/";
+  config->amqp.url = unreachable_amqp_url();
   config->publish_give_up = 1500ms;
   ApiServer server(*config);
   server.start();
   Client client(server.port());
-  auto user = unique("st_");
-  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
-  auto login = client.post("/login", {{"user", user}, {"password", "correct horse"}});
-  ASSERT_EQ(login.result(), http::status::ok);
-  std::string token(body_of(login).at("token").as_string());
+  const std::string token = register_and_login(client, "st_");
 
   auto stopper = std::async(std::launch::async, [&server] {
     std::this_thread::sleep_for(300ms);
