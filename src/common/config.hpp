@@ -10,6 +10,7 @@
 
 namespace CLI {
 class App;
+class Option;
 }
 
 namespace rtmc {
@@ -25,6 +26,19 @@ struct HostPort {
 struct RedisConfig {
   HostPort address{"127.0.0.1", 6380};
   std::chrono::milliseconds timeout{3000};
+  // Sent as AUTH [user] password after every connect when the password is
+  // not empty; an empty user authenticates as Redis' `default` user.
+  std::string user;
+  std::string password;
+
+  // "host:port", ":port", or redis://[[user]:password@]host[:port][/0] with
+  // percent-encoded user and password (as redis-cli -u reads it: userinfo
+  // without a colon is a password). The port defaults to 6379, the timeout
+  // keeps its default. Throws std::invalid_argument; its message never
+  // contains the password.
+  static RedisConfig parse(const std::string& text);
+  // The address and, when set, the user, never the password: for logs.
+  std::string describe() const;
 };
 
 struct PgConfig {
@@ -50,9 +64,15 @@ struct AuthConfig {
   std::chrono::seconds token_ttl{24 * 3600};
 };
 
+// The contents of a file holding one secret or URL, without the trailing
+// newline(s); throws std::runtime_error naming the file (not its contents).
+std::string read_secret_file(const std::string& path);
+
 // Adds the options every server role shares (--redis, --amqp, --pg,
-// --jwt-secret[-file], --ingest-shards, --max-body, --log-level) with their
-// RTMC_* environment variables.
+// --jwt-secret, each also as --X-file, --ingest-shards, --max-body,
+// --log-level) with their RTMC_* environment variables (RTMC_REDIS_FILE,
+// RTMC_AMQP_FILE, RTMC_PG_FILE, RTMC_JWT_SECRET_FILE for the files, so no
+// credential need appear on a command line or in the environment).
 struct CommonOptions {
   RedisConfig redis;
   PgConfig pg;
@@ -60,13 +80,26 @@ struct CommonOptions {
   LimitsConfig limits;
   AuthConfig auth;
   std::string jwt_secret_file;
+  std::string redis_file;
+  std::string amqp_file;
+  std::string pg_file;
   std::string log_level = "info";
   std::string redis_text = "127.0.0.1:6380";
 
   void add_to(CLI::App& app);
   // Call after parsing: resolves addresses and the secret; throws
-  // std::runtime_error with a readable message.
+  // std::runtime_error with a readable message. A value given both directly
+  // (flag or variable) and as a file is refused: neither would be obviously
+  // the one in use.
   void finish(bool needs_secret = true);
+
+ private:
+  // Set by add_to; tell a value given on the command line or in the
+  // environment from a default.
+  CLI::Option* redis_option_ = nullptr;
+  CLI::Option* amqp_option_ = nullptr;
+  CLI::Option* pg_option_ = nullptr;
+  CLI::Option* jwt_secret_option_ = nullptr;
 };
 
 void setup_logging(const std::string& level, const std::string& role);
