@@ -72,7 +72,7 @@ std::optional<ApiConfig> config_from_env() {
   ApiConfig config;
   config.listen = HostPort{"127.0.0.1", 0};
   config.threads = 2;
-  config.redis.address = HostPort::parse(*redis);
+  config.redis = RedisConfig::parse(*redis);  // host:port or redis:// with credentials
   config.amqp.url = *amqp_url;
   config.amqp.ingest_shards = kShards;
   config.pg.conninfo = *pg;

@@ -148,6 +148,26 @@ redisContext* Connection::context() {
     redisFree(ctx);
     throw RedisError(message);
   }
+  // Every new connection, the first and each reconnect, authenticates
+  // before anything else is sent on it.
+  if (!config_.password.empty()) {
+    std::vector<std::string> args{"AUTH"};
+    if (!config_.user.empty()) args.push_back(config_.user);
+    args.push_back(config_.password);
+    ArgvView view(args);
+    const SigpipeGuard no_sigpipe;
+    ReplyPtr raw(
+        static_cast<redisReply*>(redisCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data())));
+    std::string failure;
+    if (!raw)
+      failure = ctx->errstr;
+    else if (raw->type == REDIS_REPLY_ERROR)
+      failure.assign(raw->str, raw->len);  // e.g. WRONGPASS; never echoes the password
+    if (!failure.empty()) {
+      redisFree(ctx);
+      throw RedisError("redis " + config_.describe() + ": AUTH failed: " + failure);
+    }
+  }
   context_ = ctx;
   return context_;
 }

@@ -1,4 +1,5 @@
-// Integration tests against a real Redis at RTMC_TEST_REDIS (host:port).
+// Integration tests against a real Redis at RTMC_TEST_REDIS (host:port or a
+// redis:// URL with credentials).
 #include "store/redis.hpp"
 
 #include <gtest/gtest.h>
@@ -30,8 +31,9 @@ class RedisTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* address = std::getenv("RTMC_TEST_REDIS");
-    ASSERT_NE(address, nullptr) << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port) for integration tests";
-    config_.address = rtmc::HostPort::parse(address);
+    ASSERT_NE(address, nullptr) << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port or "
+                                   "redis://[user:]password@host:port) for integration tests";
+    config_ = rtmc::RedisConfig::parse(address);
     config_.timeout = std::chrono::milliseconds(2000);
     prefix_ = "rtmc-itest:" + random_suffix() + ":";
   }
@@ -248,6 +250,32 @@ TEST_F(RedisTest, SlowCommandTimesOutThenReconnects) {
   EXPECT_THROW(redis.command({"BLPOP", key("never"), "5"}), RedisError);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
   EXPECT_EQ(redis.command({"PING"}).str, "PONG");
+}
+
+// The test services require a password (scripts/services.sh): without one
+// a command is refused, with a wrong one the connect fails, naming the
+// cause but not the password.
+TEST_F(RedisTest, CredentialsAreRequiredAndChecked) {
+  ASSERT_FALSE(config_.password.empty()) << "RTMC_TEST_REDIS carries no password: the test Redis must require one";
+  auto anonymous = config_;
+  anonymous.user.clear();
+  anonymous.password.clear();
+  Connection without(anonymous);
+  Reply refused = without.command({"PING"});
+  EXPECT_TRUE(refused.is_error());
+  EXPECT_EQ(refused.str.rfind("NOAUTH", 0), 0u) << refused.str;
+
+  auto wrong = config_;
+  wrong.password = "not-the-password-" + random_suffix();
+  Connection bad(wrong);
+  try {
+    bad.command({"PING"});
+    FAIL() << "a wrong password was accepted";
+  } catch (const RedisError& error) {
+    std::string message = error.what();
+    EXPECT_NE(message.find("AUTH failed"), std::string::npos) << message;
+    EXPECT_EQ(message.find(wrong.password), std::string::npos) << message;
+  }
 }
 
 TEST_F(RedisTest, ConnectFailureThrows) {

@@ -1,5 +1,7 @@
 #include "support.hpp"
 
+#include "common/config.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -909,14 +911,23 @@ void expect_http_error(const HttpResponse& response, int status, std::string_vie
 
 // ---------------------------------------------------------------- Redis
 
-RedisClient::RedisClient(const std::string& host_port) {
-  auto colon = host_port.rfind(':');
-  if (colon == std::string::npos) throw failure("bad redis address '" + host_port + "'");
-  auto host = host_port.substr(0, colon);
+RedisClient::RedisClient(const std::string& address) {
+  RedisConfig config;
+  try {
+    config = RedisConfig::parse(address);
+  } catch (const std::invalid_argument& error) {
+    throw failure(std::string("bad redis address in RTMC_TEST_REDIS: ") + error.what());
+  }
+  const auto& host = config.address.host;
   if (host != "127.0.0.1" && host != "localhost")
-    throw failure("e2e expects a loopback redis, got " + host_port);
-  fd_ = connect_loopback(static_cast<std::uint16_t>(std::stoi(host_port.substr(colon + 1))));
-  if (fd_ < 0) throw failure("cannot connect to redis at " + host_port);
+    throw failure("e2e expects a loopback redis, got " + config.describe());
+  fd_ = connect_loopback(config.address.port);
+  if (fd_ < 0) throw failure("cannot connect to redis at " + config.describe());
+  if (config.password.empty()) return;
+  std::vector<std::string> auth{"AUTH"};
+  if (!config.user.empty()) auth.push_back(config.user);
+  auth.push_back(config.password);
+  command(auth);  // throws on WRONGPASS
 }
 
 RedisClient::~RedisClient() {

@@ -315,7 +315,9 @@ void expect_http_error(const HttpResponse& response, int status, std::string_vie
 // RESP over a blocking socket, for test set-up only (e.g. planting a session).
 class RedisClient {
  public:
-  explicit RedisClient(const std::string& host_port);
+  // `address` as the servers take it: host:port or redis://[user:]password@host:port
+  // (AUTH is sent first).
+  explicit RedisClient(const std::string& address);
   ~RedisClient();
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
