@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by scripts/stack.sh and scripts/test.sh (sourced, not run).
+# Helpers shared by scripts/stack.sh, scripts/test.sh and scripts/services.sh
+# (sourced, not run).
 # Expects `set -euo pipefail` in the caller and $log_tag set.
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,15 +23,25 @@ install_deps() {
   bash "$repo_root/scripts/install-deps.sh"
 }
 
-# Configures (once) and builds everything in $build_dir with Ninja, Release.
+# Configures (once) and builds everything with Ninja: in $1 (default
+# $build_dir, Release) with extra cmake arguments $2... for the first
+# configure. ccache is used when installed, unless CMAKE_CXX_COMPILER_LAUNCHER
+# says otherwise (empty: none).
 build_all() {
-  if [[ ! -f $build_dir/build.ninja ]]; then
-    [[ -f $build_dir/CMakeCache.txt ]] &&
-      log "note: $build_dir was configured without Ninja; if configuring fails, delete it"
-    cmake -S "$repo_root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ||
-      die "cmake configure failed (build dir $build_dir)"
+  local dir=${1:-$build_dir}
+  (($# > 0)) && shift
+  local configure=(-DCMAKE_BUILD_TYPE=Release)
+  (($# > 0)) && configure=("$@")
+  if [[ ! -v CMAKE_CXX_COMPILER_LAUNCHER ]] && command -v ccache >/dev/null; then
+    configure+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   fi
-  cmake --build "$build_dir" -j"${BUILD_JOBS:-$(nproc)}" || die "build failed (build dir $build_dir)"
+  if [[ ! -f $dir/build.ninja ]]; then
+    [[ -f $dir/CMakeCache.txt ]] &&
+      log "note: $dir was configured without Ninja; if configuring fails, delete it"
+    cmake -S "$repo_root" -B "$dir" -G Ninja "${configure[@]}" ||
+      die "cmake configure failed (build dir $dir)"
+  fi
+  cmake --build "$dir" -j"${BUILD_JOBS:-$(nproc)}" || die "build failed (build dir $dir)"
 }
 
 # Liveness of a PID recorded in file $1 whose /proc comm must equal $2 (so a
@@ -45,23 +56,42 @@ live_pid() {
   echo "$pid"
 }
 
-# SIGTERM, then SIGKILL after $3 seconds, to the process recorded in $1.
+# Waits up to $2 seconds for PID $1 to exit; a zombie awaiting its reaper
+# counts as gone. Fails on timeout.
+wait_gone() {
+  local pid=$1 limit=$2 start
+  start=$(date +%s)
+  while [[ -e /proc/$pid ]]; do
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && return 0
+    (($(date +%s) - start >= limit)) && return 1
+    sleep 0.2
+  done
+}
+
+# SIGTERM, then SIGKILL after $3 seconds, to the process recorded in $1
+# (if it still is a $2); removes the file.
 stop_pid_file() {
-  local file=$1 comm=$2 grace=${3:-15} pid waited=0
+  local file=$1 comm=$2 grace=${3:-15} pid
   pid=$(live_pid "$file" "$comm") || { rm -f "$file"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  while live_pid "$file" "$comm" >/dev/null; do
-    if ((waited >= grace * 5)); then
-      log "$comm (pid $pid) still running after ${grace}s; SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.2
-      break
-    fi
-    sleep 0.2
-    waited=$((waited + 1))
-  done
+  if ! wait_gone "$pid" "$grace"; then
+    log "$comm (pid $pid) still running after ${grace}s; SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 10 || log "$comm (pid $pid) survived SIGKILL for 10s"
+  fi
   rm -f "$file"
   log "stopped $comm (pid $pid)"
 }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# A random password of 48 hex characters: safe unquoted in URLs, libpq
+# strings and config files.
+random_password() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# Writes $2 (plus a newline) to file $1, mode 600, atomically.
+write_private() {
+  (umask 077 && printf '%s\n' "$2" >"$1.tmp")
+  chmod 600 "$1.tmp"
+  mv -f "$1.tmp" "$1"
+}

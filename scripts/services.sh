@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
 # Starts/stops Redis, RabbitMQ and PostgreSQL 15 as plain local processes on
-# 127.0.0.1, with every byte of state (data, logs, pids, config, Erlang cookie)
-# under one folder. Several folders can run side by side on different ports.
+# 127.0.0.1, with every byte of state (data, logs, pids, config, Erlang cookie,
+# passwords) under one folder. Several folders can run side by side on
+# different ports.
 #
 #   scripts/services.sh start|stop|status|env|wipe|restart-rabbitmq DIR
 #
 # Ports come from REDIS_PORT, AMQP_PORT, PG_PORT (defaults: the local stack,
 # 6380/5673/5433) and are remembered in DIR/ports for stop/status.
 # RabbitMQ's distribution port is AMQP_PORT+20000.
+# REDIS_MAXMEMORY caps Redis (default 1gb; any redis.conf size such as 512mb);
+# Redis never evicts (noeviction): a full Redis refuses writes instead.
 # RTMC_SERVICES_EPHEMERAL=1 trades durability for speed (tests): no Redis AOF,
 # PostgreSQL without fsync.
 # SERVICES_TIMEOUT_S bounds each readiness wait (default 120 s).
 #
+# Credentials: on the first start of a folder, random passwords are written
+# to DIR/secrets/ (mode 700, files 600): Redis ACL user `rtmc` (the default
+# user is off), RabbitMQ user `rtmc` (no `guest`), PostgreSQL role `rtmc` (no
+# superuser; owns database rtmc) and the cluster's superuser `postgres`, all
+# with password authentication (scram-sha-256). The full client values are
+# kept there too, for the servers' *_FILE variables: redis.url, amqp.url,
+# pg.conninfo. A folder whose services were created before it had secrets
+# is refused (wipe it).
+#
 # Contract with callers:
-# - `start` returns 0 only when every service answers (redis PING, an AMQP
-#   handshake plus `rabbitmqctl await_startup`, pg_isready + the rtmc database
-#   exists), then writes DIR/env with export lines for RTMC_REDIS, RTMC_AMQP,
-#   RTMC_PG and the same values as RTMC_TEST_*, plus RTMC_TEST_AMQP_RESTART
-#   (the restart-rabbitmq command line for DIR, used by amqp_itest).
+# - `start` returns 0 only when every service answers with its credentials
+#   (redis PING as rtmc, an AMQP handshake plus `rabbitmqctl await_startup`
+#   and `authenticate_user rtmc`, pg_isready + a login as rtmc to database
+#   rtmc), then writes DIR/env (mode 600) with export lines for RTMC_REDIS,
+#   RTMC_AMQP, RTMC_PG (credentials included) and the same values as
+#   RTMC_TEST_*, plus RTMC_TEST_AMQP_RESTART (the restart-rabbitmq command
+#   line for DIR, used by amqp_itest).
 # - `restart-rabbitmq` simulates a broker crash: SIGKILL to the folder's
 #   Erlang VM (its recorded PID / the wrapper's beam.smp children, nothing
 #   else), waits until the AMQP port is closed, then starts it again like
@@ -28,8 +42,12 @@
 #   if this folder started it and no Erlang node is still registered with it.
 set -euo pipefail
 
+log_tag=services
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 usage() {
-  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] $0 start|stop|status|env|wipe|restart-rabbitmq DIR" >&2
+  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] [REDIS_MAXMEMORY=1gb] $0 start|stop|status|env|wipe|restart-rabbitmq DIR" >&2
   exit 2
 }
 
@@ -48,10 +66,10 @@ if [[ -f $dir/ports ]] && { [[ $action != start ]] || compgen -G "$dir/pids/*" >
   # shellcheck source=/dev/null
   . "$dir/ports"
   if [[ $action == start && $requested != "$REDIS_PORT $AMQP_PORT $PG_PORT" ]]; then
-    printf '[services] note: %s already runs on ports %s %s %s; keeping those\n' \
-      "$dir" "$REDIS_PORT" "$AMQP_PORT" "$PG_PORT" >&2
+    log "note: $dir already runs on ports $REDIS_PORT $AMQP_PORT $PG_PORT; keeping those"
   fi
 fi
+REDIS_MAXMEMORY=${REDIS_MAXMEMORY:-1gb}
 DIST_PORT=$((AMQP_PORT + 20000))
 TIMEOUT_S=${SERVICES_TIMEOUT_S:-120}
 EPHEMERAL=${RTMC_SERVICES_EPHEMERAL:-0}
@@ -62,7 +80,11 @@ RABBIT_BIN=/usr/lib/rabbitmq/bin
 # so two live nodes never share a name.
 RABBIT_NODE="rtmc-${AMQP_PORT}@localhost"
 
+# The one application user of every service.
+APP_USER=rtmc
+
 pids_dir=$dir/pids
+secrets_dir=$dir/secrets
 logs_dir=$dir/logs
 redis_dir=$dir/redis
 rabbit_dir=$dir/rabbitmq
@@ -73,12 +95,6 @@ pg_dir=$dir/pg
 [[ -L $pg_dir ]] && pg_dir=$(readlink -f -- "$pg_dir")
 pg_data=$pg_dir/data
 pg_log=$pg_dir/postgres.log
-
-log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-now_s() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---------------------------------------------------------------- processes
 
@@ -96,17 +112,7 @@ expected_comm() {
 
 # Prints the recorded PID of $1 if that process is alive and still is what we
 # started (PID reuse guard); fails otherwise.
-tracked_pid() {
-  local name=$1 file=$pids_dir/$1 pid comm
-  [[ -f $file ]] || return 1
-  pid=$(<"$file")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-  [[ $comm == "$(expected_comm "$name")" ]] || return 1
-  # A zombie awaiting its reaper is dead for our purposes.
-  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
-  echo "$pid"
-}
+tracked_pid() { live_pid "$pids_dir/$1" "$(expected_comm "$1")"; }
 
 # Runs "$@" detached in its own session so a Ctrl-C or a closing terminal of
 # the caller does not reach the service; records its PID as $name.
@@ -117,31 +123,8 @@ spawn() {
   echo $! >"$pids_dir/$name"
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # Sends SIGTERM (then SIGKILL after a grace period) to a tracked process.
-terminate() {
-  local name=$1 grace=${2:-30} pid
-  pid=$(tracked_pid "$name") || { rm -f "$pids_dir/$name"; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  wait_gone "$name" "$pid" "$grace" || {
-    log "$name (pid $pid) ignored SIGTERM for ${grace}s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    wait_gone "$name" "$pid" 10 || true
-  }
-  rm -f "$pids_dir/$name"
-}
-
-wait_gone() {
-  local name=$1 pid=$2 limit=$3 start
-  start=$(date +%s)
-  while [[ -e /proc/$pid ]]; do
-    # A zombie child of ours counts as gone.
-    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && return 0
-    (($(date +%s) - start >= limit)) && return 1
-    sleep 0.2
-  done
-}
+terminate() { stop_pid_file "$pids_dir/$1" "$(expected_comm "$1")" "${2:-30}"; }
 
 as_postgres() {
   if [[ $(id -u) -eq 0 ]]; then
@@ -153,8 +136,39 @@ as_postgres() {
 
 # ------------------------------------------------------------------- redis
 
-redis_ping() {
-  [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+# redis-cli as the application user; the password travels in the
+# environment (REDISCLI_AUTH), never on a command line.
+redis_cli() {
+  REDISCLI_AUTH=$(secret redis) redis-cli --no-auth-warning --user "$APP_USER" \
+    -h 127.0.0.1 -p "$REDIS_PORT" "$@"
+}
+
+redis_ping() { [[ $(redis_cli ping 2>/dev/null) == PONG ]]; }
+
+# The whole configuration in one file (mode 600, as it holds the password);
+# rewritten on every start from DIR/secrets.
+write_redis_conf() {
+  local aof=yes
+  [[ $EPHEMERAL == 1 ]] && aof=no
+  (umask 077 && cat >"$redis_dir/redis.conf.tmp") <<EOF
+port $REDIS_PORT
+bind 127.0.0.1
+protected-mode yes
+daemonize no
+dir "$redis_dir"
+logfile ""
+save ""
+appendonly $aof
+appendfsync everysec
+# Memory pressure must be an error the sequencer retries: an evicted seq
+# counter or dedupe key would silently break ordering or deduplication.
+maxmemory $REDIS_MAXMEMORY
+maxmemory-policy noeviction
+# No anonymous access: the default user is off, the application has its own.
+user default off
+user $APP_USER on >$(secret redis) ~* &* +@all
+EOF
+  mv -f "$redis_dir/redis.conf.tmp" "$redis_dir/redis.conf"
 }
 
 start_redis() {
@@ -162,14 +176,10 @@ start_redis() {
     log "redis already running (pid $(<"$pids_dir/redis"))"
     return 0
   fi
-  port_open "$REDIS_PORT" && die "port $REDIS_PORT (redis) is taken by a process not started from $dir"
+  port_open 127.0.0.1 "$REDIS_PORT" && die "port $REDIS_PORT (redis) is taken by a process not started from $dir"
   mkdir -p "$redis_dir"
-  local aof=yes
-  [[ $EPHEMERAL == 1 ]] && aof=no
-  spawn redis "$logs_dir/redis.log" redis-server \
-    --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
-    --daemonize no --dir "$redis_dir" --logfile "" \
-    --save '' --appendonly "$aof" --appendfsync everysec
+  write_redis_conf
+  spawn redis "$logs_dir/redis.log" redis-server "$redis_dir/redis.conf"
 }
 
 wait_redis() {
@@ -178,18 +188,18 @@ wait_redis() {
   until redis_ping; do
     tracked_pid redis >/dev/null || die "redis exited during start-up; log: $logs_dir/redis.log"
     (($(date +%s) - ${start%.*} >= TIMEOUT_S)) &&
-      die "redis did not answer PING on 127.0.0.1:$REDIS_PORT within ${TIMEOUT_S}s; log: $logs_dir/redis.log"
+      die "redis did not answer PING (as user $APP_USER) on 127.0.0.1:$REDIS_PORT within ${TIMEOUT_S}s; log: $logs_dir/redis.log"
     sleep 0.1
   done
-  log "redis ready on 127.0.0.1:$REDIS_PORT ($(elapsed "$start")s)"
+  log "redis ready on 127.0.0.1:$REDIS_PORT, maxmemory $REDIS_MAXMEMORY noeviction ($(seconds_since "$start")s)"
 }
 
 stop_redis() {
   local pid
   if pid=$(tracked_pid redis); then
     # SHUTDOWN flushes the AOF; a dead connection afterwards is the success case.
-    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
-    wait_gone redis "$pid" 20 || true
+    redis_cli shutdown >/dev/null 2>&1 || true
+    wait_gone "$pid" 20 || true
   fi
   terminate redis 10
 }
@@ -253,18 +263,28 @@ start_rabbitmq() {
     log "rabbitmq already running (pid $(<"$pids_dir/rabbitmq"))"
     return 0
   fi
-  port_open "$AMQP_PORT" && die "port $AMQP_PORT (amqp) is taken by a process not started from $dir"
-  port_open "$DIST_PORT" && die "port $DIST_PORT (rabbitmq distribution = amqp+20000) is taken"
+  port_open 127.0.0.1 "$AMQP_PORT" && die "port $AMQP_PORT (amqp) is taken by a process not started from $dir"
+  port_open 127.0.0.1 "$DIST_PORT" && die "port $DIST_PORT (rabbitmq distribution = amqp+20000) is taken"
   mkdir -p "$rabbit_dir/home" "$rabbit_dir/mnesia" "$logs_dir/rabbitmq"
   # No plugins: the management plugin would open port 15672 on every node.
   echo '[].' >"$rabbit_dir/enabled_plugins"
-  cat >"$rabbit_dir/rabbitmq.conf" <<EOF
+  # default_user replaces `guest` when the node first initialises its
+  # database (an empty mnesia folder): guest never exists. Mode 600: it
+  # holds the password.
+  (umask 077 && cat >"$rabbit_dir/rabbitmq.conf.tmp") <<EOF
 listeners.tcp.default = 127.0.0.1:$AMQP_PORT
-loopback_users.guest = true
+default_vhost = /
+default_user = $APP_USER
+default_pass = $(secret amqp)
+default_user_tags.administrator = true
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
 log.console = false
 log.file.level = info
 disk_free_limit.absolute = 50MB
 EOF
+  mv -f "$rabbit_dir/rabbitmq.conf.tmp" "$rabbit_dir/rabbitmq.conf"
   : >"$rabbit_dir/rabbitmq-env.conf"
   ensure_epmd
   spawn rabbitmq "$logs_dir/rabbitmq.out" env "${rabbit_env[@]}" "$RABBIT_BIN/rabbitmq-server"
@@ -283,11 +303,14 @@ wait_rabbitmq() {
   # The listener opens late in boot; await_startup confirms the app is fully up.
   rabbitmqctl_ -q await_startup --timeout "$TIMEOUT_S" >>"$logs_dir/rabbitmqctl.log" 2>&1 ||
     die "rabbitmqctl await_startup failed for $RABBIT_NODE; logs: $logs_dir/rabbitmqctl.log, $logs_dir/rabbitmq/"
+  # The application's credentials work (the password on stdin, not in ps).
+  secret amqp | rabbitmqctl_ -q authenticate_user "$APP_USER" >>"$logs_dir/rabbitmqctl.log" 2>&1 ||
+    die "rabbitmq of $dir refuses user $APP_USER with the password in $secrets_dir/amqp.password; logs: $logs_dir/rabbitmqctl.log"
   # Track the VM too: should the wrapper die, stop can still reach it.
   if [[ -s $rabbit_dir/rabbitmq.pid ]]; then
     cp "$rabbit_dir/rabbitmq.pid" "$pids_dir/rabbitmq-beam"
   fi
-  log "rabbitmq ready on 127.0.0.1:$AMQP_PORT, node $RABBIT_NODE ($(elapsed "$start")s)"
+  log "rabbitmq ready on 127.0.0.1:$AMQP_PORT, node $RABBIT_NODE ($(seconds_since "$start")s)"
 }
 
 stop_rabbitmq() {
@@ -328,18 +351,18 @@ crash_rabbitmq() {
   done
   log "kill -9 rabbitmq VM of $dir: pid(s) ${vms//$'\n'/ }"
   for pid in $vms; do kill -KILL "$pid" 2>/dev/null || true; done
-  for pid in $vms; do wait_gone rabbitmq-beam "$pid" 20 || die "rabbitmq VM $pid survived SIGKILL"; done
+  for pid in $vms; do wait_gone "$pid" 20 || die "rabbitmq VM $pid survived SIGKILL"; done
   # The wrapper only waits for its VM; it exits with it.
-  if [[ -n $wrapper ]] && ! wait_gone rabbitmq "$wrapper" 10; then
+  if [[ -n $wrapper ]] && ! wait_gone "$wrapper" 10; then
     log "rabbitmq wrapper (pid $wrapper) outlived its VM; sending SIGKILL"
     kill -KILL "$wrapper" 2>/dev/null || true
-    wait_gone rabbitmq "$wrapper" 5 || true
+    wait_gone "$wrapper" 5 || true
   fi
-  for pid in "${helpers[@]}"; do wait_gone helper "$pid" 10 || true; done
+  for pid in "${helpers[@]}"; do wait_gone "$pid" 10 || true; done
   rm -f "$pids_dir/rabbitmq" "$pids_dir/rabbitmq-beam" "$rabbit_dir/rabbitmq.pid"
   start=$(date +%s)
   # Closed ports and no epmd registration left: a node of the same name may start.
-  while port_open "$AMQP_PORT" || port_open "$DIST_PORT" ||
+  while port_open 127.0.0.1 "$AMQP_PORT" || port_open 127.0.0.1 "$DIST_PORT" ||
     epmd -names 2>/dev/null | grep -q "^name ${RABBIT_NODE%@*} "; do
     (($(date +%s) - start >= TIMEOUT_S)) &&
       die "port $AMQP_PORT/$DIST_PORT or epmd name ${RABBIT_NODE%@*} still taken ${TIMEOUT_S}s after the kill"
@@ -363,7 +386,16 @@ stop_epmd_if_ours() {
 
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
 
-pg_psql() { "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U rtmc "$@"; }
+# psql as the cluster's superuser (set-up only) and as the application role;
+# passwords in the environment (PGPASSWORD), never on a command line.
+pg_admin() {
+  PGPASSWORD=$(secret pg-superuser) "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" \
+    -U postgres -d postgres "$@"
+}
+pg_app() {
+  PGPASSWORD=$(secret pg) "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" \
+    -U "$APP_USER" -d rtmc "$@"
+}
 
 # As root, PostgreSQL runs as user postgres, which must be able to enter DIR.
 # When it cannot (a parent such as /root is private), the cluster lives in
@@ -400,7 +432,7 @@ start_postgres() {
     log "postgres already running (pid $(<"$pids_dir/postgres"))"
     return 0
   fi
-  port_open "$PG_PORT" && die "port $PG_PORT (postgres) is taken by a process not started from $dir"
+  port_open 127.0.0.1 "$PG_PORT" && die "port $PG_PORT (postgres) is taken by a process not started from $dir"
   [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL 15 not installed ($PG_BIN/pg_ctl); run scripts/install-deps.sh"
   [[ $(id -u) -eq 0 ]] && place_pg_dir
   mkdir -p "$pg_data"
@@ -413,12 +445,23 @@ start_postgres() {
     as_postgres test -w "$pg_data" || die "user postgres cannot write $pg_data"
   fi
   if [[ ! -f $pg_data/PG_VERSION ]]; then
-    as_postgres "$PG_BIN/initdb" -D "$pg_data" -A trust -U rtmc -E UTF8 --locale=C --no-sync \
-      >>"$pg_log" 2>&1 || die "initdb failed; log: $pg_log"
+    # The superuser's password reaches initdb in a file of the postgres
+    # user's own (it cannot read DIR/secrets), deleted right after.
+    local pwfile=$pg_dir/initdb-password
+    write_private "$pwfile" "$(secret pg-superuser)"
+    [[ $(id -u) -eq 0 ]] && chown postgres: "$pwfile"
+    as_postgres "$PG_BIN/initdb" -D "$pg_data" -U postgres --pwfile="$pwfile" -A scram-sha-256 \
+      -E UTF8 --locale=C --no-sync >>"$pg_log" 2>&1 || { rm -f "$pwfile"; die "initdb failed; log: $pg_log"; }
+    rm -f "$pwfile"
+    # Password logins over TCP from 127.0.0.1 only; nothing else is accepted.
+    printf '%s\n' '# TYPE  DATABASE  USER  ADDRESS       METHOD' \
+      'host    all       all   127.0.0.1/32  scram-sha-256' |
+      as_postgres tee "$pg_data/pg_hba.conf" >/dev/null
     # No Unix socket: clients use TCP on 127.0.0.1 and nothing lands outside DIR.
     {
       echo "listen_addresses = '127.0.0.1'"
       echo "unix_socket_directories = ''"
+      echo "password_encryption = 'scram-sha-256'"
       if [[ $EPHEMERAL == 1 ]]; then
         echo "fsync = off"
         echo "synchronous_commit = off"
@@ -443,11 +486,20 @@ wait_postgres() {
       die "postgres did not answer on 127.0.0.1:$PG_PORT within ${TIMEOUT_S}s; log: $pg_log"
     sleep 0.2
   done
-  if [[ -z $(pg_psql -d postgres -tAc "select 1 from pg_database where datname = 'rtmc'") ]]; then
-    "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U rtmc rtmc ||
-      die "createdb rtmc failed on 127.0.0.1:$PG_PORT"
+  # The application role: no superuser, no role or database creation; it
+  # owns database rtmc, so the migrations it runs may create tables there.
+  if [[ -z $(pg_admin -tAc "select 1 from pg_roles where rolname = '$APP_USER'") ]]; then
+    # The statement, password included, goes over stdin, not the command line.
+    pg_admin <<<"CREATE ROLE $APP_USER LOGIN PASSWORD '$(secret pg)' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;" ||
+      die "creating role $APP_USER failed on 127.0.0.1:$PG_PORT; log: $pg_log"
   fi
-  log "postgres ready on 127.0.0.1:$PG_PORT, database rtmc ($(elapsed "$start")s)"
+  if [[ -z $(pg_admin -tAc "select 1 from pg_database where datname = 'rtmc'") ]]; then
+    pg_admin -c "CREATE DATABASE rtmc OWNER $APP_USER" ||
+      die "creating database rtmc failed on 127.0.0.1:$PG_PORT; log: $pg_log"
+  fi
+  [[ $(pg_app -tAc "select current_user") == "$APP_USER" ]] ||
+    die "postgres refuses $APP_USER with the password in $secrets_dir/pg.password; log: $pg_log"
+  log "postgres ready on 127.0.0.1:$PG_PORT, database rtmc, role $APP_USER ($(seconds_since "$start")s)"
 }
 
 stop_postgres() {
@@ -455,19 +507,49 @@ stop_postgres() {
   adopt_postmaster
   if pid=$(tracked_pid postgres); then
     as_postgres "$PG_BIN/pg_ctl" -D "$pg_data" -m fast -w -t 60 stop >>"$pg_log" 2>&1 || true
-    wait_gone postgres "$pid" 10 || true
+    wait_gone "$pid" 10 || true
   fi
   terminate postgres 20
 }
 
+# ---------------------------------------------------------------- secrets
+
+# The stored password $1 (redis, amqp, pg, pg-superuser); empty if none.
+secret() { cat "$secrets_dir/$1.password" 2>/dev/null || true; }
+
+# Creates the folder's passwords once; they then live as long as its data.
+ensure_secrets() {
+  if [[ ! -d $secrets_dir ]]; then
+    local old
+    for old in "$redis_dir" "$rabbit_dir/mnesia" "$dir/pg"; do
+      [[ -e $old || -L $old ]] &&
+        die "$dir holds service data from before the services required passwords ($old). Stop what uses it, then delete it: scripts/services.sh wipe $dir (its data is lost)"
+    done
+  fi
+  mkdir -p "$secrets_dir"
+  chmod 700 "$secrets_dir"
+  local name
+  for name in redis amqp pg pg-superuser; do
+    [[ -s $secrets_dir/$name.password ]] || write_private "$secrets_dir/$name.password" "$(random_password)"
+  done
+}
+
 # -------------------------------------------------------------------- env
 
-redis_url() { echo "127.0.0.1:$REDIS_PORT"; }
-amqp_url() { echo "amqp://guest:guest@127.0.0.1:$AMQP_PORT/"; }
-pg_conninfo() { echo "host=127.0.0.1 port=$PG_PORT dbname=rtmc user=rtmc"; }
+# Plain hex passwords need no escaping in a URL or a libpq string.
+redis_url() { echo "redis://$APP_USER:$(secret redis)@127.0.0.1:$REDIS_PORT"; }
+amqp_url() { echo "amqp://$APP_USER:$(secret amqp)@127.0.0.1:$AMQP_PORT/"; }
+pg_conninfo() { echo "host=127.0.0.1 port=$PG_PORT dbname=rtmc user=$APP_USER password=$(secret pg)"; }
 
+# DIR/env for shells and tests, and one file per value for the servers'
+# RTMC_*_FILE variables; all mode 600.
 write_env() {
+  [[ -s $secrets_dir/redis.password ]] || die "$dir has no passwords yet; run start first"
+  write_private "$secrets_dir/redis.url" "$(redis_url)"
+  write_private "$secrets_dir/amqp.url" "$(amqp_url)"
+  write_private "$secrets_dir/pg.conninfo" "$(pg_conninfo)"
   local tmp=$dir/env.tmp
+  (umask 077 && : >"$tmp")
   {
     echo "# written by scripts/services.sh for $dir"
     local prefix
@@ -487,6 +569,7 @@ cmd_start() {
   local start
   start=$(now_s)
   mkdir -p "$pids_dir" "$logs_dir"
+  ensure_secrets
   printf 'REDIS_PORT=%s\nAMQP_PORT=%s\nPG_PORT=%s\n' "$REDIS_PORT" "$AMQP_PORT" "$PG_PORT" >"$dir/ports"
   # The folder must be enterable by the postgres user when we run as root.
   [[ $(id -u) -eq 0 ]] && chmod o+x "$dir"
@@ -498,7 +581,7 @@ cmd_start() {
   wait_postgres
   wait_rabbitmq
   write_env
-  log "all services up in $(elapsed "$start")s; env: $dir/env; logs: $logs_dir"
+  log "all services up in $(seconds_since "$start")s; env: $dir/env; logs: $logs_dir"
 }
 
 cmd_stop() {
@@ -519,7 +602,7 @@ cmd_restart_rabbitmq() {
   crash_rabbitmq
   start_rabbitmq
   wait_rabbitmq
-  log "rabbitmq of $dir restarted in $(elapsed "$start")s"
+  log "rabbitmq of $dir restarted in $(seconds_since "$start")s"
 }
 
 cmd_status() {
