@@ -20,8 +20,8 @@ packages=(
   # servers and the clients the scripts use to check them
   redis-server redis-tools rabbitmq-server postgresql-15 postgresql-client-15
   # used by scripts/*.sh: curl (health checks), runuser/setsid (util-linux),
-  # timeout/realpath (coreutils)
-  curl util-linux coreutils procps
+  # timeout/realpath/od (coreutils), clang-format (test.sh's format check)
+  curl util-linux coreutils procps clang-format
 )
 
 missing=()

@@ -12,7 +12,7 @@
 # current build. Environment overrides: BUILD_DIR (default build/),
 # STACK_DIR (.stack/), REDIS_PORT (6380), AMQP_PORT (5673), PG_PORT (5433),
 # RTMC_API_LISTEN (127.0.0.1:8080), RTMC_GATEWAY_LISTEN (127.0.0.1:7000),
-# RTMC_SKIP_DEPS=1 (no package check), RTMC_SKIP_BUILD=1.
+# REDIS_MAXMEMORY (1gb), RTMC_SKIP_DEPS=1 (no package check), RTMC_SKIP_BUILD=1.
 set -euo pipefail
 
 log_tag=stack
@@ -40,17 +40,23 @@ shown() { local p=$1; [[ $p == "$repo_root"/* ]] && p=${p#"$repo_root"/}; echo "
 
 ensure_secret() {
   [[ -s $secret_file ]] && return 0
-  # 48 random bytes -> 64 base64 characters; never leaves the stack folder.
+  # 48 random bytes -> 64 base64 characters (at least 32 bytes are required);
+  # never leaves the stack folder.
   (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$secret_file.tmp")
   chmod 600 "$secret_file.tmp"
   mv "$secret_file.tmp" "$secret_file"
   log "generated JWT secret in $secret_file"
 }
 
-# Environment every server gets: service addresses and the secret file.
+# Environment every server gets: files holding the service URLs (with their
+# passwords) and the JWT secret, so no credential is on a command line or
+# in an environment. Values from the caller's shell (e.g. a sourced
+# .stack/env) are dropped: a value and a file together are refused.
 server_env() {
-  # shellcheck source=/dev/null
-  . "$stack_dir/env"
+  unset RTMC_REDIS RTMC_AMQP RTMC_PG RTMC_JWT_SECRET
+  export RTMC_REDIS_FILE=$stack_dir/secrets/redis.url
+  export RTMC_AMQP_FILE=$stack_dir/secrets/amqp.url
+  export RTMC_PG_FILE=$stack_dir/secrets/pg.conninfo
   export RTMC_JWT_SECRET_FILE=$secret_file
   export RTMC_API_LISTEN=$api_listen
   export RTMC_GATEWAY_LISTEN=$gateway_listen
@@ -103,7 +109,7 @@ cmd_up() {
   install_deps
   if [[ ${RTMC_SKIP_BUILD:-0} != 1 ]]; then
     log "building in $(shown "$build_dir")"
-    build_all
+    build_all "$build_dir"
   fi
   mkdir -p "$pids_dir" "$logs_dir"
   services start
@@ -132,13 +138,15 @@ rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
   api      http://$api_listen     (GET /healthz, POST /register, /login, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
   redis    127.0.0.1:$REDIS_PORT   rabbitmq amqp://127.0.0.1:$AMQP_PORT   postgres 127.0.0.1:$PG_PORT
+           (user rtmc everywhere; passwords in $(shown "$stack_dir")/secrets/)
 
 Chat (each in its own terminal; asks for a password, --register creates the
 user the first time, joins room "lobby"; /help inside):
   $chat --user alice --register
   $chat --user bob --register
 
-Service addresses for your own shell:  source $(shown "$stack_dir")/env
+Service URLs with credentials for your own shell:  source $(shown "$stack_dir")/env
+  then e.g. redis-cli -u "\$RTMC_REDIS", psql "\$RTMC_PG"
 Stop everything:                       scripts/stack.sh down
 EOF
 }
