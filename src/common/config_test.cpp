@@ -122,8 +122,8 @@ class CommonOptionsTest : public ::testing::Test {
   }
 
   const std::string secret_ = std::string(40, 'k');
-  std::filesystem::path dir_ = std::filesystem::temp_directory_path() /
-                               ("rtmc-config-test-" + std::to_string(::getpid()));
+  std::filesystem::path dir_ =
+      std::filesystem::temp_directory_path() / ("rtmc-config-test-" + std::to_string(::getpid()));
 };
 
 TEST_F(CommonOptionsTest, DefaultsPointAtTheLocalStackWithoutCredentials) {
