@@ -23,10 +23,10 @@ install_deps() {
   bash "$repo_root/scripts/install-deps.sh"
 }
 
-# Configures (once) and builds everything with Ninja: in $1 (default
-# $build_dir, Release) with extra cmake arguments $2... for the first
-# configure. ccache is used when installed, unless CMAKE_CXX_COMPILER_LAUNCHER
-# says otherwise (empty: none).
+# Configures (once) and builds with Ninja: in $1 (default $build_dir,
+# Release) the target $BUILD_TARGET (default all), with cmake arguments
+# $2... for the first configure. ccache is used when installed, unless
+# CMAKE_CXX_COMPILER_LAUNCHER says otherwise (empty: none).
 build_all() {
   local dir=${1:-$build_dir}
   (($# > 0)) && shift
@@ -41,7 +41,8 @@ build_all() {
     cmake -S "$repo_root" -B "$dir" -G Ninja "${configure[@]}" ||
       die "cmake configure failed (build dir $dir)"
   fi
-  cmake --build "$dir" -j"${BUILD_JOBS:-$(nproc)}" || die "build failed (build dir $dir)"
+  cmake --build "$dir" -j"${BUILD_JOBS:-$(nproc)}" --target "${BUILD_TARGET:-all}" ||
+    die "build failed (build dir $dir)"
 }
 
 # Liveness of a PID recorded in file $1 whose /proc comm must equal $2 (so a
