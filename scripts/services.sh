@@ -114,6 +114,21 @@ expected_comm() {
 # started (PID reuse guard); fails otherwise.
 tracked_pid() { live_pid "$pids_dir/$1" "$(expected_comm "$1")"; }
 
+# Like tracked_pid, but for a process spawn() has just started: until it has
+# exec'd its program, its /proc/PID/comm still names the subshell, setsid or
+# env in between (a window a loaded machine makes long).
+spawned_alive() {
+  local pid comm
+  pid=$(cat "$pids_dir/$1" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+  case $comm in
+    "$(expected_comm "$1")" | bash | setsid | env) ;;
+    *) return 1 ;;
+  esac
+  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
 # Runs "$@" detached in its own session so a Ctrl-C or a closing terminal of
 # the caller does not reach the service; records its PID as $name.
 spawn() {
@@ -186,7 +201,7 @@ wait_redis() {
   local start
   start=$(now_s)
   until redis_ping; do
-    tracked_pid redis >/dev/null || die "redis exited during start-up; log: $logs_dir/redis.log"
+    spawned_alive redis || die "redis exited during start-up; log: $logs_dir/redis.log"
     (($(date +%s) - ${start%.*} >= TIMEOUT_S)) &&
       die "redis did not answer PING (as user $APP_USER) on 127.0.0.1:$REDIS_PORT within ${TIMEOUT_S}s; log: $logs_dir/redis.log"
     sleep 0.1
@@ -294,7 +309,7 @@ wait_rabbitmq() {
   local start
   start=$(now_s)
   until amqp_answers "$AMQP_PORT"; do
-    tracked_pid rabbitmq >/dev/null ||
+    spawned_alive rabbitmq ||
       die "rabbitmq exited during start-up; logs: $logs_dir/rabbitmq.out, $logs_dir/rabbitmq/"
     (($(date +%s) - ${start%.*} >= TIMEOUT_S)) &&
       die "rabbitmq did not answer AMQP on 127.0.0.1:$AMQP_PORT within ${TIMEOUT_S}s; logs: $logs_dir/rabbitmq.out, $logs_dir/rabbitmq/"

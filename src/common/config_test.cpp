@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace rtmc {
 namespace {
@@ -94,13 +97,24 @@ TEST(RedisConfigParse, DescribeShowsUserButNotPassword) {
   EXPECT_EQ(RedisConfig::parse("127.0.0.1:6380").describe(), "127.0.0.1:6380");
 }
 
-// CommonOptions reads RTMC_* variables; each test sets and clears its own.
+// CommonOptions reads RTMC_* variables. The test runner's own (scripts/test.sh
+// exports RTMC_REDIS etc.) are put aside for each test and restored after.
 class CommonOptionsTest : public ::testing::Test {
  protected:
-  void TearDown() override {
-    for (const char* name : {"RTMC_REDIS", "RTMC_REDIS_FILE", "RTMC_AMQP", "RTMC_AMQP_FILE", "RTMC_PG",
-                             "RTMC_PG_FILE", "RTMC_JWT_SECRET", "RTMC_JWT_SECRET_FILE"})
+  static constexpr const char* kVariables[] = {
+      "RTMC_REDIS", "RTMC_REDIS_FILE", "RTMC_AMQP",       "RTMC_AMQP_FILE",
+      "RTMC_PG",    "RTMC_PG_FILE",    "RTMC_JWT_SECRET", "RTMC_JWT_SECRET_FILE"};
+
+  void SetUp() override {
+    for (const char* name : kVariables) {
+      if (const char* value = std::getenv(name)) saved_.emplace_back(name, value);
       ::unsetenv(name);
+    }
+  }
+
+  void TearDown() override {
+    for (const char* name : kVariables) ::unsetenv(name);
+    for (const auto& [name, value] : saved_) ::setenv(name.c_str(), value.c_str(), 1);
     std::filesystem::remove_all(dir_);
   }
 
@@ -121,6 +135,7 @@ class CommonOptionsTest : public ::testing::Test {
     return options;
   }
 
+  std::vector<std::pair<std::string, std::string>> saved_;
   const std::string secret_ = std::string(40, 'k');
   std::filesystem::path dir_ =
       std::filesystem::temp_directory_path() / ("rtmc-config-test-" + std::to_string(::getpid()));
