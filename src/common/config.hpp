@@ -43,6 +43,11 @@ struct LimitsConfig {
   std::chrono::seconds dedupe_window{24 * 3600};
   // Messages kept per room in Redis for gap repair and history.
   std::size_t room_log_length = 10000;
+  // Times the sequencing script may fail for one ingest message before the
+  // sequencer moves it to the dead-letter queue. Only the script's own
+  // errors count: connection failures, timeouts and a Redis that refuses
+  // writes (out of memory) are retried without limit.
+  std::uint32_t max_sequence_attempts = 5;
 };
 
 struct AuthConfig {
@@ -51,8 +56,8 @@ struct AuthConfig {
 };
 
 // Adds the options every server role shares (--redis, --amqp, --pg,
-// --jwt-secret[-file], --ingest-shards, --max-body, --log-level) with their
-// RTMC_* environment variables.
+// --jwt-secret[-file], --ingest-shards, --max-body, --max-sequence-attempts,
+// --log-level) with their RTMC_* environment variables.
 struct CommonOptions {
   RedisConfig redis;
   PgConfig pg;
