@@ -1,3 +1,4 @@
+#include "common/backoff.hpp"
 #include "common/keys.hpp"
 #include "gateway/pipeline.hpp"
 #include "gateway/room_cursor.hpp"
@@ -44,7 +45,7 @@ void Fanout::run() {
   const auto shards = common.amqp.ingest_shards;
   RoomCursors cursors;
   std::unique_ptr<redis::Connection> redis;
-  std::size_t failures = 0;
+  Backoff backoff;
 
   SequencedBatch batch;
   auto deliver_in_order = [&](const std::string& room, std::int64_t seq, SharedFrame frame) {
@@ -88,7 +89,7 @@ void Fanout::run() {
       hand_over();
       mq.consume(queue);
       spdlog::info("fanout: consuming {}", queue);
-      failures = 0;
+      backoff.reset();
       while (!stopping_) {
         auto delivery = mq.next(std::chrono::milliseconds(200));
         for (auto& [room, seq] : seeds_.take()) cursors.seed(room, seq);
@@ -113,7 +114,7 @@ void Fanout::run() {
       if (stopping_) break;
       spdlog::warn("fanout: {}; reconnecting and catching up from Redis", error.what());
       if (dynamic_cast<const redis::RedisError*>(&error)) redis.reset();
-      reconnect_backoff(failures++, stopping_);
+      backoff.sleep(stopping_);
     }
   }
 }

@@ -10,6 +10,7 @@
 
 #include "gateway/gateway.hpp"
 #include "gateway/room_cursor.hpp"
+#include "gateway/sequencer.hpp"
 #include "gateway/session.hpp"
 
 #include <atomic>
@@ -17,24 +18,6 @@
 #include <thread>
 
 namespace rtmc::gateway {
-
-// Exponential backoff with jitter (100 ms .. 5 s) that returns early when
-// `stopping` turns true.
-void reconnect_backoff(std::size_t attempt, const std::atomic<bool>& stopping);
-
-class Sequencer {
- public:
-  explicit Sequencer(const GatewayConfig& config);
-  ~Sequencer();
-  Sequencer(const Sequencer&) = delete;
-  Sequencer& operator=(const Sequencer&) = delete;
-
- private:
-  void run();
-  const GatewayConfig& config_;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
-};
 
 class Fanout {
  public:

@@ -1,6 +1,8 @@
+#include "common/backoff.hpp"
 #include "common/keys.hpp"
+#include "gateway/gateway.hpp"
+#include "gateway/sequencer.hpp"
 #include "common/names.hpp"
-#include "gateway/pipeline.hpp"
 #include "protocol/frames.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
@@ -38,15 +40,10 @@ constexpr std::uint16_t kPrefetch = 512;
 
 }  // namespace
 
-void reconnect_backoff(std::size_t attempt, const std::atomic<bool>& stopping) {
-  thread_local std::mt19937 rng{std::random_device{}()};
-  auto ceiling = std::min<std::int64_t>(5000, 100LL << std::min<std::size_t>(attempt, 6));
-  auto wait = std::uniform_int_distribution<std::int64_t>(ceiling / 2, ceiling)(rng);
-  for (std::int64_t waited = 0; waited < wait && !stopping; waited += 50)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-}
+Sequencer::Sequencer(const GatewayConfig& config) : Sequencer(config.common, Options{}) {}
 
-Sequencer::Sequencer(const GatewayConfig& config) : config_(config) {
+Sequencer::Sequencer(const CommonOptions& common, Options options)
+    : common_(common), options_(std::move(options)) {
   thread_ = std::thread([this] { run(); });
   pthread_setname_np(thread_.native_handle(), "sequencer");
 }
@@ -57,20 +54,25 @@ Sequencer::~Sequencer() {
 }
 
 void Sequencer::run() {
-  const auto& common = config_.common;
+  const auto& common = common_;
+  Backoff backoff;
   const protocol::ParseLimits limits{common.limits.max_body_bytes};
   std::unique_ptr<redis::Connection> redis;
-  std::size_t failures = 0;
   while (!stopping_) {
     try {
       if (!redis) redis = std::make_unique<redis::Connection>(common.redis);
       amqp::Connection mq(common.amqp);
-      mq.declare_ingest_queues(common.amqp.ingest_shards);
+      counters_.amqp_connections.fetch_add(1);
+      std::vector<std::string> queues = options_.queues;
+      if (queues.empty())
+        for (std::uint32_t shard = 0; shard < common.amqp.ingest_shards; ++shard)
+          queues.push_back(ingest_queue(shard));
+      for (const auto& queue : queues) mq.declare_ingest_queue(queue);
       mq.declare_fanout_exchange();
       mq.qos(kPrefetch);
-      for (std::uint32_t shard = 0; shard < common.amqp.ingest_shards; ++shard) mq.consume(ingest_queue(shard));
-      spdlog::info("sequencer: consuming {} ingest shards", common.amqp.ingest_shards);
-      failures = 0;
+      for (const auto& queue : queues) mq.consume(queue);
+      spdlog::info("sequencer: consuming {} ingest shards", queues.size());
+      backoff.reset();
 
       std::vector<amqp::Delivery> batch;
       std::vector<redis::Connection::EvalCall> calls;
@@ -118,11 +120,13 @@ void Sequencer::run() {
         // Acks after the fan-out publishes on the same channel: the broker
         // handles them in order, so an acked message was routed.
         mq.ack(batch.back().delivery_tag, true);
+        counters_.sequenced.fetch_add(replies.size());
       }
     } catch (const std::exception& error) {
       if (stopping_) break;
       spdlog::warn("sequencer: {}; reconnecting (unacked messages are redelivered)", error.what());
-      reconnect_backoff(failures++, stopping_);
+      if (dynamic_cast<const redis::RedisError*>(&error)) counters_.redis_failures.fetch_add(1);
+      backoff.sleep(stopping_);
     }
   }
 }
