@@ -34,9 +34,13 @@ std::chrono::milliseconds Backoff::delay_after(std::size_t failures) {
   return std::chrono::milliseconds(spread(random_));
 }
 
-std::chrono::milliseconds Backoff::next() { return delay_after(failures_++); }
+std::chrono::milliseconds Backoff::next() {
+  return delay_after(failures_++);
+}
 
-bool Backoff::sleep(const std::atomic<bool>& stop) { return sleep_unless_stopped(next(), stop); }
+bool Backoff::sleep(const std::atomic<bool>& stop) {
+  return sleep_unless_stopped(next(), stop);
+}
 
 bool sleep_unless_stopped(std::chrono::milliseconds duration, const std::atomic<bool>& stop) {
   const auto until = std::chrono::steady_clock::now() + duration;

@@ -13,7 +13,7 @@ using std::chrono::milliseconds;
 
 TEST(Backoff, DelaysDoubleFromTheInitialCeilingUpToTheCap) {
   Backoff backoff({milliseconds(100), milliseconds(1000)}, 1);
-  const milliseconds ceilings[] = {milliseconds(100), milliseconds(200), milliseconds(400),
+  const milliseconds ceilings[] = {milliseconds(100), milliseconds(200),  milliseconds(400),
                                    milliseconds(800), milliseconds(1000), milliseconds(1000)};
   for (auto ceiling : ceilings) {
     EXPECT_EQ(backoff.ceiling(backoff.failures()), ceiling);

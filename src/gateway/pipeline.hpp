@@ -1,21 +1,22 @@
 #pragma once
 // The two RabbitMQ loops of a gateway, each on its own thread because
 // rabbitmq-c and hiredis' sync API block:
-//  - Sequencer: consumes the ingest shards (single active consumer per
-//    shard across all gateways), dedupes and sequences with one Redis script
-//    per message, publishes the frame to the fan-out exchange, then acks.
+//  - Sequencer (gateway/sequencer.hpp): consumes the ingest shards (single
+//    active consumer per shard across all gateways), dedupes and sequences
+//    with the rooms store's script, publishes the frame to the fan-out
+//    exchange, then acks.
 //  - Fanout: consumes this gateway's private fan-out queue and hands each
 //    room's frames to the io threads exactly once and in seq order, repairing
-//    gaps from the room log in Redis.
+//    gaps from the room log in Redis (store/rooms.hpp).
+
+#include <atomic>
+#include <functional>
+#include <thread>
 
 #include "gateway/gateway.hpp"
 #include "gateway/room_cursor.hpp"
 #include "gateway/sequencer.hpp"
 #include "gateway/session.hpp"
-
-#include <atomic>
-#include <functional>
-#include <thread>
 
 namespace rtmc::gateway {
 

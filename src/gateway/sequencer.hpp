@@ -19,8 +19,6 @@
 //  - RabbitMQ lost: reconnect with backoff; un-acked messages are redelivered.
 //    The backoff is reset only once a batch has been sequenced again.
 
-#include "common/config.hpp"
-
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -28,6 +26,8 @@
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#include "common/config.hpp"
 
 namespace rtmc::gateway {
 
@@ -38,11 +38,11 @@ inline constexpr std::string_view kDeadLetterQueue = "rtmc.ingest.dead";
 
 // Monotonic counts for logs and metrics; read from any thread.
 struct SequencerCounters {
-  std::atomic<std::uint64_t> sequenced{0};      // messages acked after sequencing (repeats included)
-  std::atomic<std::uint64_t> dead_lettered{0};  // messages moved to the dead-letter queue
-  std::atomic<std::uint64_t> script_failures{0};  // failed attempts (script error replies)
-  std::atomic<std::uint64_t> redis_refusals{0};   // batches Redis refused (OOM, loading, busy, ...)
-  std::atomic<std::uint64_t> redis_failures{0};   // Redis I/O errors and timeouts
+  std::atomic<std::uint64_t> sequenced{0};         // messages acked after sequencing (repeats included)
+  std::atomic<std::uint64_t> dead_lettered{0};     // messages moved to the dead-letter queue
+  std::atomic<std::uint64_t> script_failures{0};   // failed attempts (script error replies)
+  std::atomic<std::uint64_t> redis_refusals{0};    // batches Redis refused (OOM, loading, busy, ...)
+  std::atomic<std::uint64_t> redis_failures{0};    // Redis I/O errors and timeouts
   std::atomic<std::uint64_t> amqp_connections{0};  // RabbitMQ connections opened for consuming
 };
 
@@ -66,7 +66,6 @@ class Sequencer {
   const SequencerCounters& counters() const { return counters_; }
 
  private:
-  void run();
   const CommonOptions common_;
   const Options options_;
   SequencerCounters counters_;
