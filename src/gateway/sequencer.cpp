@@ -172,8 +172,11 @@ class Loop {
       if (auto it = attempts_.find(pending.key);
           it != attempts_.end() && it->second.failed >= max_attempts_) {
         // Its last attempt failed but the dead-letter publish did not go
-        // through then.
-        if (!give_up(pending, "earlier attempts failed")) held.insert(room);
+        // through then (or the ack was lost and it came back).
+        if (!give_up(pending, "earlier attempts failed")) {
+          pending.not_before = now + message_backoff_.delay_after(it->second.failed);
+          held.insert(room);
+        }
         continue;
       }
       batch.push_back(i);
