@@ -140,6 +140,11 @@ void CommonOptions::add_to(CLI::App& app) {
       ->envname("RTMC_MAX_BODY")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
+  app.add_option("--max-sequence-attempts", limits.max_sequence_attempts,
+                 "Failed runs of the sequencing script before a message is dead-lettered")
+      ->envname("RTMC_MAX_SEQUENCE_ATTEMPTS")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   jwt_secret_option_ =
       app.add_option("--jwt-secret", auth.jwt_secret, "JWT signing secret")->envname("RTMC_JWT_SECRET");
   app.add_option("--jwt-secret-file", jwt_secret_file, "File holding the JWT signing secret")

@@ -57,6 +57,11 @@ struct LimitsConfig {
   std::chrono::seconds dedupe_window{24 * 3600};
   // Messages kept per room in Redis for gap repair and history.
   std::size_t room_log_length = 10000;
+  // Times the sequencing script may fail for one ingest message before the
+  // sequencer moves it to the dead-letter queue. Only the script's own
+  // errors count: connection failures, timeouts and a Redis that refuses
+  // writes (out of memory) are retried without limit.
+  std::uint32_t max_sequence_attempts = 5;
 };
 
 struct AuthConfig {
@@ -69,7 +74,7 @@ struct AuthConfig {
 std::string read_secret_file(const std::string& path);
 
 // Adds the options every server role shares (--redis, --amqp, --pg,
-// --jwt-secret, each also as --X-file, --ingest-shards, --max-body,
+// --jwt-secret, each also as --X-file, --ingest-shards, --max-body, --max-sequence-attempts,
 // --log-level) with their RTMC_* environment variables (RTMC_REDIS_FILE,
 // RTMC_AMQP_FILE, RTMC_PG_FILE, RTMC_JWT_SECRET_FILE for the files, so no
 // credential need appear on a command line or in the environment).

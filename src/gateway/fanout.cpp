@@ -1,13 +1,14 @@
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+#include "common/backoff.hpp"
 #include "common/keys.hpp"
 #include "gateway/pipeline.hpp"
 #include "gateway/room_cursor.hpp"
-#include "gateway/room_log.hpp"
 #include "protocol/frames.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
-
-#include <pthread.h>
-#include <spdlog/spdlog.h>
+#include "store/rooms.hpp"
 
 namespace rtmc::gateway {
 namespace {
@@ -15,11 +16,16 @@ namespace {
 constexpr std::size_t kMaxBatch = 128;
 
 // Frames [from, to] of a room from its log in Redis, in seq order. Frames
-// trimmed from the log are gone for this gateway's clients; that is logged.
-std::vector<std::pair<std::int64_t, SharedFrame>> fetch_range(redis::Connection& redis, std::uint32_t shard,
-                                                              const std::string& room, std::int64_t from,
-                                                              std::int64_t to) {
-  auto frames = room_log_frames(redis.command(room_log_range(shard, room, from, to)));
+// trimmed from the log, or in a log that is not a stream, are gone for this
+// gateway's clients; that is logged. Redis I/O failures throw RedisError.
+rooms::LogFrames fetch_range(redis::Connection& redis, std::uint32_t shards, const std::string& room,
+                             std::int64_t from, std::int64_t to) {
+  rooms::LogFrames frames;
+  try {
+    frames = rooms::read_log(redis, shards, room, from, to);
+  } catch (const rooms::BadRoomData& error) {
+    spdlog::error("fanout: room {}: {}", room, error.what());
+  }
   if (static_cast<std::int64_t>(frames.size()) != to - from + 1)
     spdlog::error("fanout: room {} seqs {}..{} only partly in the Redis log ({} of {})", room, from, to,
                   frames.size(), to - from + 1);
@@ -44,7 +50,7 @@ void Fanout::run() {
   const auto shards = common.amqp.ingest_shards;
   RoomCursors cursors;
   std::unique_ptr<redis::Connection> redis;
-  std::size_t failures = 0;
+  Backoff backoff;
 
   SequencedBatch batch;
   auto deliver_in_order = [&](const std::string& room, std::int64_t seq, SharedFrame frame) {
@@ -52,7 +58,7 @@ void Fanout::run() {
     if (decision.kind == RoomCursors::Decision::Kind::duplicate) return;
     if (decision.kind == RoomCursors::Decision::Kind::fill_gap) {
       for (auto& [missing_seq, missing] :
-           fetch_range(*redis, shard_of(room, shards), room, decision.gap_from, decision.gap_to)) {
+           fetch_range(*redis, shards, room, decision.gap_from, decision.gap_to)) {
         batch.push_back({room, missing_seq, std::move(missing)});
         cursors.delivered(room, missing_seq);
       }
@@ -78,17 +84,21 @@ void Fanout::run() {
       // logs: catch up on every room seen or joined before consuming anew.
       for (auto& [room, seq] : seeds_.take()) cursors.seed(room, seq);
       for (const auto& [room, last] : std::vector(cursors.all().begin(), cursors.all().end())) {
-        auto current = redis->command({"GET", keys::room_seq(shard_of(room, shards), room)});
-        if (current.type != redis::Reply::Type::string) continue;
-        auto head = std::stoll(current.str);
+        std::int64_t head = 0;
+        try {
+          head = rooms::current_seq(*redis, shards, room);
+        } catch (const rooms::BadRoomData& error) {
+          spdlog::error("fanout: room {}: {}", room, error.what());
+          continue;
+        }
         if (head <= last) continue;
-        for (auto& [seq, frame] : fetch_range(*redis, shard_of(room, shards), room, last + 1, head))
+        for (auto& [seq, frame] : fetch_range(*redis, shards, room, last + 1, head))
           deliver_in_order(room, seq, std::move(frame));
       }
       hand_over();
       mq.consume(queue);
       spdlog::info("fanout: consuming {}", queue);
-      failures = 0;
+      backoff.reset();
       while (!stopping_) {
         auto delivery = mq.next(std::chrono::milliseconds(200));
         for (auto& [room, seq] : seeds_.take()) cursors.seed(room, seq);
@@ -113,7 +123,7 @@ void Fanout::run() {
       if (stopping_) break;
       spdlog::warn("fanout: {}; reconnecting and catching up from Redis", error.what());
       if (dynamic_cast<const redis::RedisError*>(&error)) redis.reset();
-      reconnect_backoff(failures++, stopping_);
+      backoff.sleep(stopping_);
     }
   }
 }

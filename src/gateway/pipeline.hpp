@@ -1,40 +1,24 @@
 #pragma once
 // The two RabbitMQ loops of a gateway, each on its own thread because
 // rabbitmq-c and hiredis' sync API block:
-//  - Sequencer: consumes the ingest shards (single active consumer per
-//    shard across all gateways), dedupes and sequences with one Redis script
-//    per message, publishes the frame to the fan-out exchange, then acks.
+//  - Sequencer (gateway/sequencer.hpp): consumes the ingest shards (single
+//    active consumer per shard across all gateways), dedupes and sequences
+//    with the rooms store's script, publishes the frame to the fan-out
+//    exchange, then acks.
 //  - Fanout: consumes this gateway's private fan-out queue and hands each
 //    room's frames to the io threads exactly once and in seq order, repairing
-//    gaps from the room log in Redis.
-
-#include "gateway/gateway.hpp"
-#include "gateway/room_cursor.hpp"
-#include "gateway/session.hpp"
+//    gaps from the room log in Redis (store/rooms.hpp).
 
 #include <atomic>
 #include <functional>
 #include <thread>
 
+#include "gateway/gateway.hpp"
+#include "gateway/room_cursor.hpp"
+#include "gateway/sequencer.hpp"
+#include "gateway/session.hpp"
+
 namespace rtmc::gateway {
-
-// Exponential backoff with jitter (100 ms .. 5 s) that returns early when
-// `stopping` turns true.
-void reconnect_backoff(std::size_t attempt, const std::atomic<bool>& stopping);
-
-class Sequencer {
- public:
-  explicit Sequencer(const GatewayConfig& config);
-  ~Sequencer();
-  Sequencer(const Sequencer&) = delete;
-  Sequencer& operator=(const Sequencer&) = delete;
-
- private:
-  void run();
-  const GatewayConfig& config_;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
-};
 
 class Fanout {
  public:

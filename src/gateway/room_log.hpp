@@ -1,35 +1,24 @@
 #pragma once
-// Reading a room's recent log ({k}:log:<room>, stream ids <seq>-0) for gap
-// repair; shared by the fan-out thread and sessions.
-
-#include "common/keys.hpp"
-#include "gateway/session.hpp"
-#include "store/redis.hpp"
+// Forwards to the rooms store (store/rooms.hpp), the one home of a room's
+// Redis data, for code that still includes this header.
 
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
+
+#include "store/rooms.hpp"
 
 namespace rtmc::gateway {
 
-inline std::vector<std::string> room_log_range(std::uint32_t shard, const std::string& room, std::int64_t from,
-                                               std::int64_t to) {
-  return {"XRANGE", keys::room_log(shard, room), std::to_string(from) + "-0", std::to_string(to) + "-0"};
+inline std::vector<std::string> room_log_range(std::uint32_t shard, const std::string& room,
+                                               std::int64_t from, std::int64_t to) {
+  return rooms::read_log_command(shard, room, from, to);
 }
 
-// The frames of an XRANGE reply in seq order; throws RedisError for an error
-// reply.
-inline std::vector<std::pair<std::int64_t, SharedFrame>> room_log_frames(const redis::Reply& reply) {
-  if (reply.type != redis::Reply::Type::array) throw redis::RedisError("XRANGE failed: " + reply.str);
-  std::vector<std::pair<std::int64_t, SharedFrame>> frames;
-  frames.reserve(reply.elements.size());
-  for (const auto& entry : reply.elements) {
-    if (entry.elements.size() != 2 || entry.elements[1].elements.size() < 2) continue;
-    frames.emplace_back(std::stoll(entry.elements[0].str),
-                        std::make_shared<const std::string>(entry.elements[1].elements[1].str));
-  }
-  return frames;
+// The frames of an XRANGE reply in seq order; throws rooms::BadRoomData for
+// an error reply.
+inline rooms::LogFrames room_log_frames(const redis::Reply& reply) {
+  return rooms::parse_log(reply);
 }
 
 }  // namespace rtmc::gateway

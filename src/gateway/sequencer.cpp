@@ -1,130 +1,362 @@
-#include "common/keys.hpp"
-#include "common/names.hpp"
-#include "gateway/pipeline.hpp"
-#include "protocol/frames.hpp"
-#include "store/amqp.hpp"
-#include "store/redis.hpp"
+#include "gateway/sequencer.hpp"
 
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 
-#include <random>
+#include <algorithm>
+#include <deque>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/backoff.hpp"
+#include "common/keys.hpp"
+#include "common/names.hpp"
+#include "gateway/gateway.hpp"
+#include "protocol/frames.hpp"
+#include "store/amqp.hpp"
+#include "store/redis.hpp"
+#include "store/rooms.hpp"
 
 namespace rtmc::gateway {
 namespace {
 
-// Steps 2-4 of the message path in one atomic script: a crash between them
-// cannot leave a seq without its log entry or a dedupe key without a seq.
-// KEYS: dedupe, room seq, room log, shard sync stream.
-// ARGV: dedupe ttl (s), frame prefix, frame suffix, log length, room.
-// Returns {seq, frame, 1 if it was a repeat}.
-const redis::Script kSequenceScript{R"lua(
-local known = redis.call('GET', KEYS[1])
-if known then
-  local entries = redis.call('XRANGE', KEYS[3], known .. '-0', known .. '-0')
-  if #entries > 0 then return {tonumber(known), entries[1][2][2], 1} end
-  return {tonumber(known), ARGV[2] .. known .. ARGV[3], 1}
-end
-local seq = redis.call('INCR', KEYS[2])
-local frame = ARGV[2] .. seq .. ARGV[3]
-redis.call('SET', KEYS[1], seq, 'EX', ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'f', frame)
-redis.call('XADD', KEYS[4], '*', 'room', ARGV[5], 'seq', seq, 'f', frame)
-return {seq, frame, 0}
-)lua"};
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
 
 constexpr std::size_t kBatch = 256;
+// Per consumer (RabbitMQ applies a non-global basic.qos to each consumer), so
+// a shard whose messages wait does not hold back the other shards.
 constexpr std::uint16_t kPrefetch = 512;
+constexpr std::chrono::milliseconds kIdleWait{200};
+constexpr std::chrono::milliseconds kDeadLetterConfirmTimeout{5000};
+// Attempt counts of messages not seen for this long are forgotten: their shard
+// went to another gateway, or they were settled by an earlier connection.
+constexpr std::chrono::minutes kForgetAttemptsAfter{10};
+
+struct Pending {
+  enum class Outcome { open, sequenced, dead_lettered, dropped };
+  amqp::Delivery delivery;
+  std::optional<protocol::IngestMessage> message;  // nullopt: malformed
+  std::string key;                                 // room, sender and id: attempts are counted under it
+  Clock::time_point not_before{};                  // after a failed attempt
+  Outcome outcome = Outcome::open;
+};
+
+struct Attempts {
+  std::uint32_t failed = 0;
+  Clock::time_point last_seen{};
+};
+
+// The sequencer thread's state; see sequencer.hpp for the behaviour.
+class Loop {
+ public:
+  Loop(const CommonOptions& common, const Sequencer::Options& options, SequencerCounters& counters,
+       const std::atomic<bool>& stopping)
+      : common_(common),
+        options_(options),
+        counters_(counters),
+        stopping_(stopping),
+        limits_{common.limits.max_body_bytes},
+        settings_{common.amqp.ingest_shards, common.limits.dedupe_window, common.limits.room_log_length},
+        max_attempts_(std::max<std::uint32_t>(1, common.limits.max_sequence_attempts)),
+        redis_(common.redis) {}
+
+  void run() {
+    while (!stopping_) {
+      try {
+        amqp::Connection mq(common_.amqp);
+        counters_.amqp_connections.fetch_add(1, std::memory_order_relaxed);
+        std::vector<std::string> queues = options_.queues;
+        if (queues.empty())
+          for (std::uint32_t shard = 0; shard < common_.amqp.ingest_shards; ++shard)
+            queues.push_back(ingest_queue(shard));
+        for (const auto& queue : queues) mq.declare_ingest_queue(queue);
+        mq.declare_fanout_exchange();
+        mq.declare_dead_letter_queue(options_.dead_letter_queue);
+        mq.qos(kPrefetch);
+        for (const auto& queue : queues) mq.consume(queue);
+        spdlog::info("sequencer: consuming {} ingest queue(s)", queues.size());
+        forget_old_attempts();
+        serve(mq);
+      } catch (const std::exception& error) {
+        // What was not acked is redelivered to whichever gateway consumes
+        // the shard next; attempt counts stay, keyed by message.
+        pending_.clear();
+        if (stopping_) break;
+        const auto delay = amqp_backoff_.next();
+        spdlog::warn("sequencer: {}; reconnecting to RabbitMQ in {} ms (un-acked messages are redelivered)",
+                     error.what(), delay.count());
+        sleep_unless_stopped(delay, stopping_);
+      }
+    }
+  }
+
+ private:
+  void serve(amqp::Connection& mq) {
+    while (!stopping_) {
+      take(mq, wait_time(Clock::now()));
+      process(mq);
+    }
+  }
+
+  // Waits up to `wait` for deliveries, then takes what else has arrived;
+  // the prefetch bounds how many can be pending.
+  void take(amqp::Connection& mq, std::chrono::milliseconds wait) {
+    auto delivery = mq.next(wait);
+    while (delivery) {
+      add(std::move(*delivery));
+      delivery = mq.next(0ms);
+    }
+  }
+
+  void add(amqp::Delivery delivery) {
+    Pending pending;
+    pending.message = protocol::decode_ingest(delivery.body, limits_);
+    pending.delivery = std::move(delivery);
+    if (pending.message) {
+      // Room and user names cannot contain a newline.
+      pending.key = pending.message->room + '\n' + pending.message->from + '\n' + pending.message->id;
+      if (auto it = attempts_.find(pending.key); it != attempts_.end()) it->second.last_seen = Clock::now();
+    }
+    pending_.push_back(std::move(pending));
+  }
+
+  // How long take() may wait: until Redis may be tried again, or the first
+  // retry of a room's waiting head is due, at most kIdleWait (rabbitmq-c
+  // serves heartbeats only inside calls).
+  std::chrono::milliseconds wait_time(Clock::time_point now) const {
+    if (pending_.empty()) return kIdleWait;
+    auto until = now + kIdleWait;
+    if (redis_retry_at_ > now) {
+      until = std::min(until, redis_retry_at_);
+    } else {
+      std::unordered_set<std::string_view> seen;
+      for (const auto& pending : pending_) {
+        if (pending.outcome != Pending::Outcome::open) continue;
+        if (!pending.message) return 0ms;
+        if (!seen.insert(pending.message->room).second) continue;  // not its room's head
+        until = std::min(until, pending.not_before);
+      }
+    }
+    return std::chrono::ceil<std::chrono::milliseconds>(std::max(until - now, Clock::duration::zero()));
+  }
+
+  void process(amqp::Connection& mq) {
+    const auto now = Clock::now();
+    if (pending_.empty()) return;
+    if (now < redis_retry_at_) return;
+
+    // Each room's messages in delivery order: a room whose head waits (a
+    // retry not yet due, a dead-letter publish that failed) holds back its
+    // later messages, so their seqs keep the order sent.
+    std::vector<std::size_t> batch;
+    std::unordered_set<std::string_view> held;
+    for (std::size_t i = 0; i < pending_.size() && batch.size() < kBatch; ++i) {
+      auto& pending = pending_[i];
+      if (pending.outcome != Pending::Outcome::open) continue;
+      if (!pending.message) {
+        // Publishers validate before publishing, so this is a foreign or
+        // corrupt message; requeueing it would loop forever.
+        spdlog::error("sequencer: dropping a malformed ingest message ({} bytes)",
+                      pending.delivery.body.size());
+        pending.outcome = Pending::Outcome::dropped;
+        continue;
+      }
+      const std::string_view room = pending.message->room;
+      if (held.contains(room)) continue;
+      if (pending.not_before > now) {
+        held.insert(room);
+        continue;
+      }
+      if (auto it = attempts_.find(pending.key);
+          it != attempts_.end() && it->second.failed >= max_attempts_) {
+        // Its last attempt failed but the dead-letter publish did not go
+        // through then (or the ack was lost and it came back).
+        if (!give_up(pending, "earlier attempts failed")) {
+          pending.not_before = now + message_backoff_.delay_after(it->second.failed);
+          held.insert(room);
+        }
+        continue;
+      }
+      batch.push_back(i);
+    }
+    if (!batch.empty()) sequence(mq, batch, now);
+    ack_settled(mq);
+  }
+
+  void sequence(amqp::Connection& mq, const std::vector<std::size_t>& batch, Clock::time_point now) {
+    const auto ts = now_ms();
+    std::vector<rooms::SequenceRequest> requests;
+    requests.reserve(batch.size());
+    for (auto index : batch) {
+      const auto& message = *pending_[index].message;
+      auto parts = protocol::message_frame_template(message.room, message.id, message.from, message.body, ts);
+      requests.push_back(
+          {message.room, message.id, message.from, std::move(parts.prefix), std::move(parts.suffix)});
+    }
+
+    std::vector<rooms::SequenceResult> results;
+    try {
+      results = rooms::sequence(redis_, settings_, requests);
+    } catch (const redis::RedisError& error) {
+      // Nothing is known about which scripts ran; the dedupe keys make the
+      // retry safe. No message is charged for the outage.
+      counters_.redis_failures.fetch_add(1, std::memory_order_relaxed);
+      const auto delay = redis_backoff_.next();
+      redis_retry_at_ = Clock::now() + delay;
+      spdlog::warn("sequencer: {}; {} message(s) wait, retrying in {} ms", error.what(), pending_.size(),
+                   delay.count());
+      return;
+    }
+
+    const std::string* refusal = nullptr;
+    bool sequenced_any = false;
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      auto& pending = pending_[batch[k]];
+      const auto& result = results[k];
+      switch (result.status) {
+        case rooms::SequenceResult::Status::sequenced:
+          mq.publish({std::string(kFanoutExchange), pending.message->room, result.frame, false, false});
+          pending.outcome = Pending::Outcome::sequenced;
+          sequenced_any = true;
+          break;
+        case rooms::SequenceResult::Status::failed: on_failed_attempt(pending, result.error, now); break;
+        case rooms::SequenceResult::Status::refused: refusal = &result.error; break;
+        case rooms::SequenceResult::Status::not_run: break;
+      }
+    }
+    if (refusal != nullptr) {
+      counters_.redis_refusals.fetch_add(1, std::memory_order_relaxed);
+      const auto delay = redis_backoff_.next();
+      redis_retry_at_ = Clock::now() + delay;
+      spdlog::warn("sequencer: redis refused: {}; retrying in {} ms (never dead-lettered)", *refusal,
+                   delay.count());
+    } else {
+      redis_backoff_.reset();
+    }
+    // Only a batch that went through shows the whole path works again.
+    if (sequenced_any) amqp_backoff_.reset();
+  }
+
+  void on_failed_attempt(Pending& pending, const std::string& error, Clock::time_point now) {
+    counters_.script_failures.fetch_add(1, std::memory_order_relaxed);
+    auto& attempts = attempts_[pending.key];
+    attempts.failed += 1;
+    attempts.last_seen = now;
+    const auto& message = *pending.message;
+    if (attempts.failed < max_attempts_) {
+      const auto delay = message_backoff_.delay_after(attempts.failed - 1);
+      pending.not_before = now + delay;
+      spdlog::warn("sequencer: room {} message {} from {}: attempt {} of {} failed: {}; retrying in {} ms",
+                   message.room, message.id, message.from, attempts.failed, max_attempts_, error,
+                   delay.count());
+      return;
+    }
+    spdlog::error("sequencer: room {} message {} from {}: attempt {} of {} failed: {}", message.room,
+                  message.id, message.from, attempts.failed, max_attempts_, error);
+    if (!give_up(pending, error)) pending.not_before = now + message_backoff_.delay_after(attempts.failed);
+  }
+
+  // Publishes the message to the dead-letter queue and waits for the
+  // broker's confirm; only then may it be acked. On a connection of its own,
+  // so confirms never mix with the consumer's deliveries. False: not stored,
+  // keep the message and try again later.
+  bool give_up(Pending& pending, const std::string& why) {
+    const auto& message = *pending.message;
+    // A connection idle for long may have been closed by the broker: one
+    // retry on a fresh one.
+    for (int round = 0; round < 2; ++round) {
+      try {
+        if (!dead_letters_) {
+          // No heartbeats: it is idle between dead letters, and a dead link
+          // shows up as a missing confirm.
+          dead_letters_ = std::make_unique<amqp::Connection>(common_.amqp, std::chrono::seconds(0));
+          dead_letters_->declare_dead_letter_queue(options_.dead_letter_queue);
+          dead_letters_->confirm_select();
+        }
+        const amqp::Message letter{"", options_.dead_letter_queue, pending.delivery.body, true, true};
+        const auto status = dead_letters_->publish_confirmed(letter, kDeadLetterConfirmTimeout);
+        if (status != amqp::PublishStatus::confirmed) {
+          spdlog::error("sequencer: dead-lettering room {} message {} from {}: {}", message.room, message.id,
+                        message.from, amqp::to_string(status));
+          return false;
+        }
+        spdlog::error("sequencer: room {} message {} from {} moved to {} ({})", message.room, message.id,
+                      message.from, options_.dead_letter_queue, why);
+        pending.outcome = Pending::Outcome::dead_lettered;
+        return true;
+      } catch (const amqp::AmqpError& error) {
+        dead_letters_.reset();
+        spdlog::warn("sequencer: dead-letter publish: {}", error.what());
+      }
+    }
+    return false;
+  }
+
+  // Acks every settled delivery and forgets it. Deliveries are in tag order:
+  // the settled ones before the first open one go with one multiple ack (the
+  // usual case: the whole batch), later ones one by one.
+  void ack_settled(amqp::Connection& mq) {
+    std::size_t prefix = 0;
+    while (prefix < pending_.size() && pending_[prefix].outcome != Pending::Outcome::open) ++prefix;
+    if (prefix > 0) mq.ack(pending_[prefix - 1].delivery.delivery_tag, true);
+    for (std::size_t i = prefix; i < pending_.size(); ++i)
+      if (pending_[i].outcome != Pending::Outcome::open) mq.ack(pending_[i].delivery.delivery_tag);
+    std::uint64_t sequenced = 0;
+    std::uint64_t dead = 0;
+    for (const auto& pending : pending_) {
+      if (pending.outcome == Pending::Outcome::sequenced) ++sequenced;
+      if (pending.outcome == Pending::Outcome::dead_lettered) ++dead;
+      // Forgotten only once acked: a message dead-lettered but redelivered
+      // (the ack was lost) goes straight back to the dead-letter queue.
+      if (pending.outcome != Pending::Outcome::open && !pending.key.empty()) attempts_.erase(pending.key);
+    }
+    std::erase_if(pending_, [](const Pending& pending) { return pending.outcome != Pending::Outcome::open; });
+    counters_.sequenced.fetch_add(sequenced, std::memory_order_relaxed);
+    counters_.dead_lettered.fetch_add(dead, std::memory_order_relaxed);
+  }
+
+  void forget_old_attempts() {
+    const auto now = Clock::now();
+    std::erase_if(attempts_,
+                  [&](const auto& entry) { return now - entry.second.last_seen > kForgetAttemptsAfter; });
+  }
+
+  const CommonOptions& common_;
+  const Sequencer::Options& options_;
+  SequencerCounters& counters_;
+  const std::atomic<bool>& stopping_;
+  const protocol::ParseLimits limits_;
+  const rooms::SequenceSettings settings_;
+  const std::uint32_t max_attempts_;
+
+  redis::Connection redis_;
+  std::unique_ptr<amqp::Connection> dead_letters_;
+  std::deque<Pending> pending_;  // delivered, not yet acked, in delivery order
+  std::unordered_map<std::string, Attempts> attempts_;
+  Backoff amqp_backoff_;
+  Backoff redis_backoff_;
+  Backoff message_backoff_;
+  Clock::time_point redis_retry_at_{};
+};
 
 }  // namespace
 
-void reconnect_backoff(std::size_t attempt, const std::atomic<bool>& stopping) {
-  thread_local std::mt19937 rng{std::random_device{}()};
-  auto ceiling = std::min<std::int64_t>(5000, 100LL << std::min<std::size_t>(attempt, 6));
-  auto wait = std::uniform_int_distribution<std::int64_t>(ceiling / 2, ceiling)(rng);
-  for (std::int64_t waited = 0; waited < wait && !stopping; waited += 50)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-}
+Sequencer::Sequencer(const GatewayConfig& config) : Sequencer(config.common, Options{}) {}
 
-Sequencer::Sequencer(const GatewayConfig& config) : config_(config) {
-  thread_ = std::thread([this] { run(); });
+Sequencer::Sequencer(const CommonOptions& common, Options options)
+    : common_(common), options_(std::move(options)) {
+  thread_ = std::thread([this] {
+    Loop loop(common_, options_, counters_, stopping_);
+    loop.run();
+  });
   pthread_setname_np(thread_.native_handle(), "sequencer");
 }
 
 Sequencer::~Sequencer() {
   stopping_ = true;
   thread_.join();
-}
-
-void Sequencer::run() {
-  const auto& common = config_.common;
-  const protocol::ParseLimits limits{common.limits.max_body_bytes};
-  std::unique_ptr<redis::Connection> redis;
-  std::size_t failures = 0;
-  while (!stopping_) {
-    try {
-      if (!redis) redis = std::make_unique<redis::Connection>(common.redis);
-      amqp::Connection mq(common.amqp);
-      mq.declare_ingest_queues(common.amqp.ingest_shards);
-      mq.declare_fanout_exchange();
-      mq.qos(kPrefetch);
-      for (std::uint32_t shard = 0; shard < common.amqp.ingest_shards; ++shard) mq.consume(ingest_queue(shard));
-      spdlog::info("sequencer: consuming {} ingest shards", common.amqp.ingest_shards);
-      failures = 0;
-
-      std::vector<amqp::Delivery> batch;
-      std::vector<redis::Connection::EvalCall> calls;
-      std::vector<std::string> rooms;
-      while (!stopping_) {
-        batch.clear();
-        if (auto first = mq.next(std::chrono::milliseconds(200))) batch.push_back(std::move(*first));
-        else continue;
-        while (batch.size() < kBatch) {
-          auto more = mq.next(std::chrono::milliseconds(0));
-          if (!more) break;
-          batch.push_back(std::move(*more));
-        }
-
-        calls.clear();
-        rooms.clear();
-        const auto ts = now_ms();
-        for (const auto& delivery : batch) {
-          auto message = protocol::decode_ingest(delivery.body, limits);
-          if (!message) {
-            // Publishers validate before publishing, so this is a foreign or
-            // corrupt message; requeueing it would loop forever.
-            spdlog::error("sequencer: dropping malformed ingest message ({} bytes)", delivery.body.size());
-            continue;
-          }
-          const auto shard = shard_of(message->room, common.amqp.ingest_shards);
-          auto parts = protocol::message_frame_template(message->room, message->id, message->from,
-                                                        message->body, ts);
-          calls.push_back(
-              {{keys::dedupe(shard, message->room, message->from, message->id),
-                keys::room_seq(shard, message->room), keys::room_log(shard, message->room),
-                keys::sync_stream(shard)},
-               {std::to_string(common.limits.dedupe_window.count()), std::move(parts.prefix),
-                std::move(parts.suffix), std::to_string(common.limits.room_log_length), message->room}});
-          rooms.push_back(std::move(message->room));
-        }
-
-        auto replies = redis->eval_pipeline(kSequenceScript, calls);
-        for (std::size_t i = 0; i < replies.size(); ++i) {
-          const auto& reply = replies[i];
-          if (reply.type != redis::Reply::Type::array || reply.elements.size() != 3)
-            throw redis::RedisError("sequencing script failed: " + reply.str);
-          mq.publish({std::string(kFanoutExchange), rooms[i], reply.elements[1].str, false, false});
-        }
-        // Acks after the fan-out publishes on the same channel: the broker
-        // handles them in order, so an acked message was routed.
-        mq.ack(batch.back().delivery_tag, true);
-      }
-    } catch (const std::exception& error) {
-      if (stopping_) break;
-      spdlog::warn("sequencer: {}; reconnecting (unacked messages are redelivered)", error.what());
-      reconnect_backoff(failures++, stopping_);
-    }
-  }
 }
 
 }  // namespace rtmc::gateway

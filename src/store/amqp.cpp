@@ -22,11 +22,11 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <random>
 #include <system_error>
 #include <utility>
 #include <vector>
 
+#include "common/backoff.hpp"
 #include "common/keys.hpp"
 
 namespace rtmc::amqp {
@@ -314,6 +314,7 @@ amqp_basic_properties_t properties_for(const Message& message) {
 
 struct Connection::State {
   Session session;
+  std::uint64_t published_confirmed = 0;  // delivery tags of confirm mode
   State(const AmqpConfig& config, std::chrono::seconds heartbeat)
       : session(config.url, heartbeat, "rtmc", kConsumerTimeouts) {}
 
@@ -359,6 +360,17 @@ void Connection::declare_ingest_queue(const std::string& queue) {
 void Connection::delete_queue(const std::string& queue) {
   amqp_queue_delete(state_->session.get(), kChannel, bytes_of(queue), 0, 0);
   state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.delete");
+}
+
+void Connection::declare_dead_letter_queue(const std::string& queue) {
+  std::array<amqp_table_entry_t, 1> entries{};
+  entries[0].key = amqp_cstring_bytes("x-queue-type");
+  entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
+  entries[0].value.value.bytes = amqp_cstring_bytes("quorum");
+  amqp_table_t arguments{static_cast<int>(entries.size()), entries.data()};
+  amqp_queue_declare(state_->session.get(), kChannel, bytes_of(queue), /*passive=*/0, /*durable=*/1,
+                     /*exclusive=*/0, /*auto_delete=*/0, arguments);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.declare");
 }
 
 void Connection::declare_fanout_exchange() {
@@ -447,6 +459,61 @@ void Connection::publish(const Message& message) {
                                "basic.publish");
 }
 
+void Connection::confirm_select() {
+  amqp_confirm_select(state_->session.get(), kChannel);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "confirm.select");
+  state_->published_confirmed = 0;
+}
+
+PublishStatus Connection::publish_confirmed(const Message& message, std::chrono::milliseconds timeout) {
+  Session& session = state_->session;
+  publish(message);
+  const std::uint64_t tag = ++state_->published_confirmed;
+  const auto deadline = Clock::now() + timeout;
+  amqp_connection_state_t conn = session.get();
+  bool returned = false;
+  for (;;) {
+    amqp_maybe_release_buffers(conn);
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now());
+    if (left.count() <= 0)
+      session.fail("publish", "no confirm within " + std::to_string(timeout.count()) + " ms");
+    timeval tv = to_timeval(left);
+    amqp_frame_t frame;
+    const int status = amqp_simple_wait_frame_noblock(conn, &frame, &tv);
+    if (status == AMQP_STATUS_TIMEOUT) continue;
+    session.check_status(status, "receive");
+    if (frame.frame_type != AMQP_FRAME_METHOD) continue;
+    const amqp_method_t& method = frame.payload.method;
+    switch (method.id) {
+      case AMQP_BASIC_ACK_METHOD: {
+        const auto* ack = static_cast<const amqp_basic_ack_t*>(method.decoded);
+        if (ack->delivery_tag == tag || (ack->multiple != 0 && ack->delivery_tag >= tag))
+          return returned ? PublishStatus::unroutable : PublishStatus::confirmed;
+        continue;  // an earlier message's late answer
+      }
+      case AMQP_BASIC_NACK_METHOD: {
+        const auto* nack = static_cast<const amqp_basic_nack_t*>(method.decoded);
+        if (nack->delivery_tag == tag || (nack->multiple != 0 && nack->delivery_tag >= tag))
+          return PublishStatus::nacked;
+        continue;
+      }
+      case AMQP_BASIC_RETURN_METHOD: {
+        // Precedes the ack of the same message; its content follows.
+        amqp_message_t bounced;
+        session.check(amqp_read_message(conn, frame.channel, &bounced, 0), "basic.return");
+        amqp_destroy_message(&bounced);
+        returned = true;
+        continue;
+      }
+      case AMQP_CHANNEL_CLOSE_METHOD:
+      case AMQP_CONNECTION_CLOSE_METHOD:
+        session.answer_close(method);
+        session.fail("publish", describe_method(method));
+      default: continue;
+    }
+  }
+}
+
 // ----------------------------------------------------------------- Publisher
 
 namespace {
@@ -456,8 +523,8 @@ namespace {
 // kMaxWait.
 constexpr std::chrono::seconds kPublisherHeartbeat{10};
 constexpr std::chrono::milliseconds kMaxWait{200};
-constexpr std::chrono::milliseconds kMinBackoff{200};  // retries come after 100..200 ms at first
-constexpr std::chrono::milliseconds kMaxBackoff{5000};
+// Retries come after 100..200 ms at first, at most 5 s apart.
+constexpr Backoff::Options kReconnectBackoff{std::chrono::milliseconds(200), std::chrono::milliseconds(5000)};
 constexpr Timeouts kPublisherTimeouts{std::chrono::milliseconds(2000), std::chrono::milliseconds(5000),
                                       std::chrono::milliseconds(5000)};
 
@@ -589,9 +656,8 @@ struct Publisher::State {
                                           // broker confirms them, so they still count
                                           // against the window
   std::uint64_t next_tag = 1;
-  std::chrono::milliseconds backoff = kMinBackoff;
+  Backoff backoff{kReconnectBackoff};
   Clock::time_point next_attempt{};
-  std::minstd_rand random{std::random_device{}()};
 
   std::thread thread;  // last: starts after everything above exists
 
@@ -677,19 +743,15 @@ struct Publisher::State {
       return;
     }
     next_tag = 1;
-    backoff = kMinBackoff;
+    backoff.reset();
     is_connected = true;
     spdlog::info("amqp publisher: connected ({} message(s) to send)", waiting.size());
   }
 
   void schedule_retry(const std::string& why) {
-    // Full jitter over the upper half keeps many publishers from
-    // reconnecting in lockstep after a broker restart.
-    std::uniform_int_distribution<long> spread(backoff.count() / 2, backoff.count());
-    const std::chrono::milliseconds delay(spread(random));
+    const auto delay = backoff.next();
     next_attempt = Clock::now() + delay;
     spdlog::warn("amqp publisher: {}; retrying in {} ms", why, delay.count());
-    backoff = std::min(backoff * 2, kMaxBackoff);
   }
 
   // Everything sent but not confirmed goes back to the front of `waiting`, in

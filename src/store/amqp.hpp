@@ -65,6 +65,9 @@ class Connection {
   // unique names so they never compete with a running stack's consumers).
   void declare_ingest_queue(const std::string& queue);
   void delete_queue(const std::string& queue);
+  // A durable quorum queue without a consumer of ours: where the sequencer
+  // puts messages it gave up on. Idempotent.
+  void declare_dead_letter_queue(const std::string& queue);
   // The fanout exchange for sequenced frames (non-durable messages).
   void declare_fanout_exchange();
   // Server-named, exclusive, auto-delete classic queue; returns its name.
@@ -83,6 +86,15 @@ class Connection {
   // exchange that does not exist makes the broker close the channel: the next
   // call throws AmqpError.
   void publish(const Message& message);
+
+  // Puts channel 1 in confirm mode, for publish_confirmed(). Only for a
+  // connection that consumes nothing: waiting for a confirm reads past
+  // deliveries.
+  void confirm_select();
+  // Publishes one message and waits up to `timeout` for the broker's answer
+  // (confirmed, nacked or unroutable). Throws AmqpError when the connection
+  // fails or no answer comes in time; the connection is then to be dropped.
+  PublishStatus publish_confirmed(const Message& message, std::chrono::milliseconds timeout);
 
  private:
   struct State;

@@ -1,0 +1,76 @@
+#pragma once
+// The sequencer of a gateway: consumes the ingest shards (one active consumer
+// per shard across all gateways), dedupes and sequences each message with the
+// rooms store's script, publishes the frame to the fan-out exchange, then
+// acks. It runs on a thread of its own because rabbitmq-c and hiredis' sync
+// API block; nothing else touches its connections.
+//
+// Failures are handled per message:
+//  - Redis unreachable, timing out, or refusing writes (out of memory,
+//    loading, ...): the deliveries stay un-acked and are retried without
+//    limit, with backoff, on the same RabbitMQ connection.
+//  - The script fails for a message (an error reply for it): that is a failed
+//    attempt, retried with backoff; after `max_sequence_attempts` the message
+//    is published to the dead-letter queue with a publisher confirm and only
+//    then acked. Attempts are counted in memory by (room, sender, id).
+//  - Messages of other rooms keep flowing meanwhile. A room's later messages
+//    wait behind its failing one (they stay un-acked in memory), so the seqs
+//    of one sender's messages to a room still follow the order sent.
+//  - RabbitMQ lost: reconnect with backoff; un-acked messages are redelivered.
+//    The backoff is reset only once a batch has been sequenced again.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "common/config.hpp"
+
+namespace rtmc::gateway {
+
+struct GatewayConfig;
+
+// Where messages the script keeps failing for end up (durable quorum queue).
+inline constexpr std::string_view kDeadLetterQueue = "rtmc.ingest.dead";
+
+// Monotonic counts for logs and metrics; read from any thread.
+struct SequencerCounters {
+  std::atomic<std::uint64_t> sequenced{0};         // messages acked after sequencing (repeats included)
+  std::atomic<std::uint64_t> dead_lettered{0};     // messages moved to the dead-letter queue
+  std::atomic<std::uint64_t> script_failures{0};   // failed attempts (script error replies)
+  std::atomic<std::uint64_t> redis_refusals{0};    // batches Redis refused (OOM, loading, busy, ...)
+  std::atomic<std::uint64_t> redis_failures{0};    // Redis I/O errors and timeouts
+  std::atomic<std::uint64_t> amqp_connections{0};  // RabbitMQ connections opened for consuming
+};
+
+class Sequencer {
+ public:
+  struct Options {
+    // Ingest queues to consume. Empty: the deployment's ingest_queue(0..K-1).
+    // Tests name their own queues (declared like ingest queues) so they never
+    // compete with a running stack; every message's shard still comes from
+    // the room and `ingest_shards`.
+    std::vector<std::string> queues;
+    std::string dead_letter_queue{kDeadLetterQueue};
+  };
+
+  explicit Sequencer(const GatewayConfig& config);
+  Sequencer(const CommonOptions& common, Options options);
+  ~Sequencer();
+  Sequencer(const Sequencer&) = delete;
+  Sequencer& operator=(const Sequencer&) = delete;
+
+  const SequencerCounters& counters() const { return counters_; }
+
+ private:
+  const CommonOptions common_;
+  const Options options_;
+  SequencerCounters counters_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;  // last: starts after everything above exists
+};
+
+}  // namespace rtmc::gateway

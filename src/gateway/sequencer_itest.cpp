@@ -1,0 +1,287 @@
+// Integration tests of the Sequencer against the real Redis (RTMC_TEST_REDIS)
+// and RabbitMQ (RTMC_TEST_AMQP). Each test consumes its own uniquely named
+// ingest and dead-letter queues and uses rooms of its own, so it never
+// competes with a running stack. With one ingest shard every room is in
+// shard 0, so the rooms of a test share a shard, as the poison-message cases
+// need.
+//
+// The tests that make Redis refuse writes (maxmemory) or pause it (CLIENT
+// PAUSE) change the server for every client: they run alone (RUN_SERIAL) and
+// restore it on every exit path.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/keys.hpp"
+#include "gateway/sequencer.hpp"
+#include "protocol/frames.hpp"
+#include "store/amqp.hpp"
+#include "store/redis.hpp"
+
+namespace rtmc::gateway {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string random_digits() {
+  std::random_device device;
+  std::uniform_int_distribution<std::uint64_t> digits;
+  return std::to_string(digits(device) % 1000000000000ULL);
+}
+
+// Polls `done` until it holds or `timeout` passes; the caller asserts on the
+// result, so a slow machine only makes the test slower, never wrong.
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+class SequencerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* redis = std::getenv("RTMC_TEST_REDIS");
+    const char* amqp = std::getenv("RTMC_TEST_AMQP");
+    ASSERT_NE(redis, nullptr) << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port)";
+    ASSERT_NE(amqp, nullptr) << "RTMC_TEST_AMQP is not set: it must name a RabbitMQ (AMQP URL)";
+    common_.redis.address = HostPort::parse(redis);
+    common_.redis.timeout = 2000ms;
+    common_.amqp.url = amqp;
+    common_.amqp.ingest_shards = 1;
+    common_.limits.dedupe_window = 600s;
+    common_.limits.room_log_length = 100;
+    const auto suffix = random_digits();
+    options_.queues = {std::string("rtmc.itest.ingest.") + suffix};
+    options_.dead_letter_queue = std::string("rtmc.itest.dead.") + suffix;
+    admin_ = std::make_unique<redis::Connection>(common_.redis);
+    broker_ = std::make_unique<amqp::Connection>(common_.amqp);
+    broker_->declare_ingest_queue(options_.queues.front());
+  }
+
+  void TearDown() override {
+    sequencer_.reset();
+    if (broker_) {
+      amqp::Connection cleanup(common_.amqp);
+      cleanup.delete_queue(options_.queues.front());
+      cleanup.delete_queue(options_.dead_letter_queue);  // deleting a missing queue is no error
+    }
+    if (admin_) {
+      for (const auto& room : rooms_) {
+        auto keys = admin_->command({"KEYS", std::string("*:") + room + "*"});
+        for (const auto& key : keys.elements) admin_->command({"DEL", key.str});
+      }
+    }
+  }
+
+  std::string room(const std::string& name) {
+    rooms_.push_back(std::string("seq-itest-") + name + "-" + random_digits());
+    return rooms_.back();
+  }
+
+  std::string publish(const std::string& room, const std::string& id, const std::string& body = "hello") {
+    auto text = protocol::encode_ingest({room, id, "alice", body});
+    broker_->publish({"", options_.queues.front(), text, true, true});
+    return text;
+  }
+
+  void start() { sequencer_ = std::make_unique<Sequencer>(common_, options_); }
+  const SequencerCounters& counters() const { return sequencer_->counters(); }
+
+  std::string seq_of(const std::string& room) {
+    auto reply = admin_->command({"GET", keys::room_seq(0, room)});
+    return reply.is_nil() ? "" : reply.str;
+  }
+  std::vector<std::pair<std::string, std::string>> log_of(const std::string& room) {
+    std::vector<std::pair<std::string, std::string>> entries;
+    auto reply = admin_->command({"XRANGE", keys::room_log(0, room), "-", "+"});
+    for (const auto& entry : reply.elements)
+      entries.emplace_back(entry.elements[0].str, entry.elements[1].elements[1].str);
+    return entries;
+  }
+  std::size_t sync_entries_of(const std::string& room) {
+    std::size_t count = 0;
+    auto reply = admin_->command({"XRANGE", keys::sync_stream(0), "-", "+"});
+    for (const auto& entry : reply.elements)
+      if (entry.elements[1].elements.size() >= 2 && entry.elements[1].elements[1].str == room) ++count;
+    return count;
+  }
+  bool dedupe_exists(const std::string& room, const std::string& id) {
+    return admin_->command({"EXISTS", keys::dedupe(0, room, "alice", id)}).integer == 1;
+  }
+
+  CommonOptions common_;
+  Sequencer::Options options_;
+  std::unique_ptr<redis::Connection> admin_;
+  std::unique_ptr<amqp::Connection> broker_;
+  std::unique_ptr<Sequencer> sequencer_;
+  std::vector<std::string> rooms_;
+};
+
+// A message whose script always fails (its room's seq is not a number) goes
+// to the dead-letter queue after max_sequence_attempts failed attempts and is
+// acked; a message of another room in the same shard, published after it, is
+// sequenced all the same.
+TEST_F(SequencerTest, APoisonMessageIsDeadLetteredAfterMaxAttemptsAndOtherRoomsFlow) {
+  common_.limits.max_sequence_attempts = 3;
+  const auto poisoned = room("poisoned");
+  const auto healthy = room("healthy");
+  admin_->command({"SET", keys::room_seq(0, poisoned), "not-a-number"});
+  const auto poison = publish(poisoned, "p1");
+  publish(healthy, "h1");
+  start();
+
+  // Acked and fanned out, not only run in Redis.
+  EXPECT_TRUE(eventually([&] { return seq_of(healthy) == "1" && counters().sequenced == 1; }))
+      << "the healthy room was not sequenced";
+  ASSERT_TRUE(eventually([&] { return counters().dead_lettered == 1; })) << "nothing was dead-lettered";
+  EXPECT_EQ(counters().script_failures, 3u);
+  EXPECT_EQ(counters().sequenced, 1u);
+
+  amqp::Connection reader(common_.amqp);
+  reader.consume(options_.dead_letter_queue);
+  auto dead = reader.next(5000ms);
+  ASSERT_TRUE(dead.has_value()) << "the dead-letter queue is empty";
+  EXPECT_EQ(dead->body, poison);
+  reader.ack(dead->delivery_tag);
+
+  // Nothing of the poison message was written.
+  EXPECT_EQ(seq_of(poisoned), "not-a-number");
+  EXPECT_TRUE(log_of(poisoned).empty());
+  EXPECT_FALSE(dedupe_exists(poisoned, "p1"));
+  EXPECT_EQ(sync_entries_of(poisoned), 0u);
+
+  // Both were acked: with the sequencer gone, nothing comes back.
+  sequencer_.reset();
+  amqp::Connection leftovers(common_.amqp);
+  leftovers.consume(options_.queues.front());
+  EXPECT_FALSE(leftovers.next(500ms).has_value()) << "a message was left un-acked";
+}
+
+// While a room's message is being retried, other rooms flow, the room's later
+// messages wait behind it, and once the cause is repaired both are sequenced
+// in the order sent. Nothing is dead-lettered before the limit.
+TEST_F(SequencerTest, LaterMessagesOfAFailingRoomWaitBehindItAndKeepTheirOrder) {
+  common_.limits.max_sequence_attempts = 1000;
+  const auto stuck = room("stuck");
+  const auto other = room("other");
+  admin_->command({"SET", keys::room_seq(0, stuck), "broken"});
+  publish(stuck, "first");
+  publish(other, "o1");
+  publish(stuck, "second");
+  start();
+
+  EXPECT_TRUE(eventually([&] { return seq_of(other) == "1" && counters().sequenced == 1; }))
+      << "the other room was not sequenced";
+  ASSERT_TRUE(eventually([&] { return counters().script_failures >= 2; }));
+  EXPECT_EQ(counters().dead_lettered, 0u);
+  EXPECT_TRUE(log_of(stuck).empty());
+
+  admin_->command({"SET", keys::room_seq(0, stuck), "10"});
+  ASSERT_TRUE(eventually([&] { return seq_of(stuck) == "12"; }))
+      << "seq of the repaired room: " << seq_of(stuck);
+  const auto log = log_of(stuck);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].first, "11-0");
+  EXPECT_NE(log[0].second.find("\"id\":\"first\""), std::string::npos) << log[0].second;
+  EXPECT_EQ(log[1].first, "12-0");
+  EXPECT_NE(log[1].second.find("\"id\":\"second\""), std::string::npos) << log[1].second;
+  EXPECT_EQ(counters().dead_lettered, 0u);
+}
+
+// Restores a Redis setting on every exit path.
+class RedisSetting {
+ public:
+  RedisSetting(redis::Connection& redis, std::string name) : redis_(redis), name_(std::move(name)) {
+    auto reply = redis_.command({"CONFIG", "GET", name_});
+    if (reply.elements.size() == 2) previous_ = reply.elements[1].str;
+  }
+  ~RedisSetting() { redis_.command({"CONFIG", "SET", name_, previous_}); }
+  void set(const std::string& value) { redis_.command({"CONFIG", "SET", name_, value}); }
+  RedisSetting(const RedisSetting&) = delete;
+  RedisSetting& operator=(const RedisSetting&) = delete;
+
+ private:
+  redis::Connection& redis_;
+  std::string name_;
+  std::string previous_;
+};
+
+// Redis refusing writes (out of memory) is an outage, not a poison message:
+// nothing is dead-lettered however often it refuses, the RabbitMQ connection
+// is kept, and once Redis takes writes again every message is sequenced
+// exactly once.
+TEST_F(SequencerTest, RedisOutOfMemoryDeadLettersNothingAndLosesNothing) {
+  common_.limits.max_sequence_attempts = 2;
+  std::vector<std::string> names;
+  for (int i = 0; i < 4; ++i) names.push_back(room(std::string("oom") + std::to_string(i)));
+  {
+    RedisSetting policy(*admin_, "maxmemory-policy");
+    RedisSetting maxmemory(*admin_, "maxmemory");
+    policy.set("noeviction");
+    maxmemory.set("1");
+    for (int n = 0; n < 5; ++n)
+      for (const auto& name : names) publish(name, std::string("m") + std::to_string(n));
+    start();
+    ASSERT_TRUE(eventually([&] { return counters().redis_refusals + counters().redis_failures >= 4; }));
+    EXPECT_EQ(counters().dead_lettered, 0u);
+    EXPECT_EQ(counters().sequenced, 0u);
+    EXPECT_EQ(counters().amqp_connections, 1u) << "the sequencer reconnected to RabbitMQ during the outage";
+  }  // Redis takes writes again
+  for (const auto& name : names) {
+    ASSERT_TRUE(eventually([&] { return seq_of(name) == "5"; }))
+        << name << " is at seq '" << seq_of(name) << "'";
+    const auto log = log_of(name);
+    ASSERT_EQ(log.size(), 5u);
+    for (std::size_t i = 0; i < log.size(); ++i) EXPECT_EQ(log[i].first, std::to_string(i + 1) + "-0");
+    EXPECT_EQ(sync_entries_of(name), 5u);
+  }
+  EXPECT_EQ(counters().dead_lettered, 0u);
+  EXPECT_EQ(counters().sequenced, 20u);
+}
+
+// Pauses every client's writes on the test Redis for as long as it lives.
+class RedisWritePause {
+ public:
+  explicit RedisWritePause(redis::Connection& redis) : redis_(redis) {
+    redis_.command({"CLIENT", "PAUSE", "60000", "WRITE"});
+  }
+  ~RedisWritePause() { redis_.command({"CLIENT", "UNPAUSE"}); }
+  RedisWritePause(const RedisWritePause&) = delete;
+  RedisWritePause& operator=(const RedisWritePause&) = delete;
+
+ private:
+  redis::Connection& redis_;
+};
+
+// During a Redis outage (every script times out) the sequencer backs off and
+// keeps its RabbitMQ connection instead of reconnecting and redeclaring its
+// topology on every retry; afterwards each message is sequenced once.
+TEST_F(SequencerTest, ARedisOutageIsRetriedWithBackoffOnTheSameRabbitConnection) {
+  common_.redis.timeout = 300ms;
+  const auto name = room("outage");
+  {
+    RedisWritePause pause(*admin_);
+    for (int n = 0; n < 5; ++n) publish(name, std::string("m") + std::to_string(n));
+    start();
+    ASSERT_TRUE(eventually([&] { return counters().redis_failures >= 4; }));
+    EXPECT_LE(counters().amqp_connections, 2u) << "reconnected to RabbitMQ on Redis failures";
+    EXPECT_EQ(counters().dead_lettered, 0u);
+  }
+  ASSERT_TRUE(eventually([&] { return seq_of(name) == "5"; })) << "seq '" << seq_of(name) << "'";
+  EXPECT_EQ(log_of(name).size(), 5u);
+  EXPECT_EQ(sync_entries_of(name), 5u);
+  EXPECT_EQ(counters().dead_lettered, 0u);
+}
+
+}  // namespace
+}  // namespace rtmc::gateway

@@ -1,0 +1,279 @@
+#include "store/rooms.hpp"
+
+#include <array>
+#include <charconv>
+#include <unordered_map>
+
+#include "common/keys.hpp"
+
+namespace rtmc::rooms {
+namespace {
+
+// Sequences the messages of one room, in order (contract in rooms.hpp).
+// KEYS: room seq, room log, shard sync stream, then one dedupe key per message.
+// ARGV: dedupe ttl (s), log length, room, then frame prefix and suffix per
+// message.
+// Returns one entry per message run: {seq, frame, 1 if a repeat} or an error
+// reply. It stops at the first message that fails, so no later message of the
+// room can take a seq before it.
+//
+// Redis does not roll back a script that fails half-way, so every check that
+// can fail comes before the first write, and that first write (the log entry:
+// an id not above the log's top, or out of memory) is the only one that can
+// still fail: a failed message leaves nothing behind. Seq and log can
+// disagree only if someone edits them by hand; then the XADD refuses the id
+// instead of silently bumping the seq past a missing log entry.
+const redis::Script kSequenceScript{R"lua(
+local seq_key, log_key, sync_key = KEYS[1], KEYS[2], KEYS[3]
+local ttl, log_length, room = ARGV[1], ARGV[2], ARGV[3]
+
+local function fail(text) error({err = text}) end
+
+-- At most 15 digits: exact as a Lua number.
+local function is_count(text) return #text <= 15 and string.match(text, '^%d+$') ~= nil end
+
+local sync_checked = false
+local function check_sync()
+  if sync_checked then return end
+  local kind = redis.call('TYPE', sync_key)['ok']
+  if kind ~= 'none' and kind ~= 'stream' then fail('WRONGTYPE ' .. sync_key .. ' is a ' .. kind) end
+  sync_checked = true
+end
+
+local function sequence_one(i)
+  local dedupe, prefix, suffix = KEYS[3 + i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local known = redis.call('GET', dedupe)
+  if known then
+    if not is_count(known) then fail('ERR ' .. dedupe .. ' does not hold a seq') end
+    local entries = redis.call('XRANGE', log_key, known .. '-0', known .. '-0')
+    if #entries > 0 then return {tonumber(known), entries[1][2][2], 1} end
+    return {tonumber(known), prefix .. known .. suffix, 1}
+  end
+  local current = redis.call('GET', seq_key) or '0'
+  if not is_count(current) then fail('ERR ' .. seq_key .. ' does not hold a seq') end
+  check_sync()
+  local seq = tonumber(current) + 1
+  local text = string.format('%d', seq)
+  local frame = prefix .. text .. suffix
+  redis.call('XADD', log_key, 'MAXLEN', '~', log_length, text .. '-0', 'f', frame)
+  redis.call('SET', seq_key, text)
+  redis.call('SET', dedupe, text, 'EX', ttl)
+  redis.call('XADD', sync_key, '*', 'room', room, 'seq', text, 'f', frame)
+  return {seq, frame, 0}
+end
+
+local results = {}
+for i = 1, #KEYS - 3 do
+  local ok, result = pcall(sequence_one, i)
+  if not ok then
+    -- redis.call raises the error reply's text (code first, e.g. OOM);
+    -- fail() raises a table.
+    if type(result) == 'table' and result.err then
+      results[i] = {err = result.err}
+    else
+      results[i] = {err = tostring(result)}
+    end
+    return results
+  end
+  results[i] = result
+end
+return results
+)lua"};
+
+std::int64_t parse_count(std::string_view text) {
+  std::int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value < 0)
+    throw BadRoomData("not a seq: '" + std::string(text.substr(0, 32)) + "'");
+  return value;
+}
+
+// A stream id <seq>-0.
+std::int64_t seq_of_entry_id(std::string_view id) {
+  const auto dash = id.find('-');
+  return parse_count(id.substr(0, dash));
+}
+
+std::string entry_id(std::int64_t seq) {
+  return std::to_string(seq) + "-0";
+}
+
+// A script result entry {seq, frame, repeat}.
+bool fill_sequenced(const redis::Reply& reply, SequenceResult& result) {
+  if (reply.type != redis::Reply::Type::array || reply.elements.size() != 3) return false;
+  const auto& seq = reply.elements[0];
+  const auto& frame = reply.elements[1];
+  const auto& repeat = reply.elements[2];
+  if (seq.type != redis::Reply::Type::integer || frame.type != redis::Reply::Type::string ||
+      repeat.type != redis::Reply::Type::integer || seq.integer <= 0)
+    return false;
+  result.status = SequenceResult::Status::sequenced;
+  result.seq = seq.integer;
+  result.frame = frame.str;
+  result.repeat = repeat.integer != 0;
+  return true;
+}
+
+void mark_error(SequenceResult& result, const std::string& error) {
+  result.status = is_refusal(error) ? SequenceResult::Status::refused : SequenceResult::Status::failed;
+  result.error = error;
+}
+
+// The results of one room's script call; `members` are the request indexes.
+void apply(const redis::Reply& reply, const std::vector<std::size_t>& members,
+           std::vector<SequenceResult>& results) {
+  if (reply.type == redis::Reply::Type::error) {
+    // The script as a whole did not run to its per-message handling. A
+    // refusal holds for every message; anything else is charged to the
+    // first, whose turn it was, and the rest wait.
+    if (is_refusal(reply.str)) {
+      for (auto index : members) mark_error(results[index], reply.str);
+    } else {
+      mark_error(results[members.front()], reply.str);
+    }
+    return;
+  }
+  if (reply.type != redis::Reply::Type::array || reply.elements.size() > members.size()) {
+    mark_error(results[members.front()], "ERR unexpected reply of the sequencing script");
+    return;
+  }
+  for (std::size_t i = 0; i < reply.elements.size(); ++i) {
+    auto& result = results[members[i]];
+    const auto& entry = reply.elements[i];
+    if (entry.type == redis::Reply::Type::error) {
+      mark_error(result, entry.str);
+      return;
+    }
+    if (!fill_sequenced(entry, result)) {
+      mark_error(result, "ERR unexpected reply of the sequencing script");
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ seq
+
+std::vector<std::string> current_seq_command(std::uint32_t shard, std::string_view room) {
+  return {"GET", keys::room_seq(shard, room)};
+}
+
+std::int64_t parse_current_seq(const redis::Reply& reply) {
+  switch (reply.type) {
+    case redis::Reply::Type::nil: return 0;
+    case redis::Reply::Type::string: return parse_count(reply.str);
+    case redis::Reply::Type::error: throw BadRoomData("reading a room seq: " + reply.str);
+    default: throw BadRoomData("reading a room seq: unexpected reply");
+  }
+}
+
+std::int64_t current_seq(redis::Connection& redis, std::uint32_t shards, std::string_view room) {
+  return parse_current_seq(redis.command(current_seq_command(shard_of(room, shards), room)));
+}
+
+// The command is a named local rather than a temporary inside the co_await
+// expression: GCC 12 destroys such temporaries twice (STYLE.md).
+boost::asio::awaitable<std::int64_t> async_current_seq(redis::Client& redis, std::uint32_t shards,
+                                                       std::string room) {
+  auto command = current_seq_command(shard_of(room, shards), room);
+  const redis::Reply reply = co_await redis.command(std::move(command));
+  co_return parse_current_seq(reply);
+}
+
+// ------------------------------------------------------------------ log
+
+std::vector<std::string> read_log_command(std::uint32_t shard, std::string_view room, std::int64_t from,
+                                          std::int64_t to) {
+  return {"XRANGE", keys::room_log(shard, room), entry_id(from), entry_id(to)};
+}
+
+LogFrames parse_log(const redis::Reply& reply) {
+  if (reply.type != redis::Reply::Type::array)
+    throw BadRoomData("reading a room log: " +
+                      (reply.is_error() ? reply.str : std::string("unexpected reply")));
+  LogFrames frames;
+  frames.reserve(reply.elements.size());
+  for (const auto& entry : reply.elements) {
+    // Entry: [id, [field, value, ...]]; the frame is field f.
+    if (entry.elements.size() != 2 || entry.elements[1].elements.size() < 2) continue;
+    frames.emplace_back(seq_of_entry_id(entry.elements[0].str),
+                        std::make_shared<const std::string>(entry.elements[1].elements[1].str));
+  }
+  return frames;
+}
+
+LogFrames read_log(redis::Connection& redis, std::uint32_t shards, std::string_view room, std::int64_t from,
+                   std::int64_t to) {
+  return parse_log(redis.command(read_log_command(shard_of(room, shards), room, from, to)));
+}
+
+boost::asio::awaitable<LogFrames> async_read_log(redis::Client& redis, std::uint32_t shards, std::string room,
+                                                 std::int64_t from, std::int64_t to) {
+  auto command = read_log_command(shard_of(room, shards), room, from, to);
+  const redis::Reply reply = co_await redis.command(std::move(command));
+  co_return parse_log(reply);
+}
+
+// ------------------------------------------------------------ sequencing
+
+const char* to_string(SequenceResult::Status status) {
+  switch (status) {
+    case SequenceResult::Status::sequenced: return "sequenced";
+    case SequenceResult::Status::failed: return "failed";
+    case SequenceResult::Status::refused: return "refused";
+    case SequenceResult::Status::not_run: return "not_run";
+  }
+  return "unknown";
+}
+
+bool is_refusal(std::string_view error) {
+  // Error codes Redis answers while it cannot take the command now; the same
+  // command succeeds once the condition passes.
+  static constexpr std::array<std::string_view, 10> kCodes{
+      "OOM ",     "LOADING ",  "BUSY ",        "MASTERDOWN ", "READONLY ",
+      "MISCONF ", "TRYAGAIN ", "CLUSTERDOWN ", "NOREPLICAS ", "NOSCRIPT "};
+  for (auto code : kCodes)
+    if (error.substr(0, code.size()) == code) return true;
+  return false;
+}
+
+std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
+                                     const std::vector<SequenceRequest>& requests) {
+  if (settings.dedupe_window.count() <= 0 || settings.log_length == 0)
+    throw std::invalid_argument("sequencing needs a positive dedupe window and log length");
+  std::vector<SequenceResult> results(requests.size());
+  // One script call per room, its messages in request order; rooms in the
+  // order they first appear.
+  std::vector<std::vector<std::size_t>> groups;
+  std::unordered_map<std::string_view, std::size_t> group_of;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const auto [it, inserted] = group_of.try_emplace(requests[i].room, groups.size());
+    if (inserted) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  const auto ttl = std::to_string(settings.dedupe_window.count());
+  const auto log_length = std::to_string(settings.log_length);
+  std::vector<redis::Connection::EvalCall> calls;
+  calls.reserve(groups.size());
+  for (const auto& members : groups) {
+    const auto& room = requests[members.front()].room;
+    const auto shard = shard_of(room, settings.shards);
+    redis::Connection::EvalCall call;
+    call.keys = {keys::room_seq(shard, room), keys::room_log(shard, room), keys::sync_stream(shard)};
+    call.args = {ttl, log_length, room};
+    for (auto index : members) {
+      const auto& request = requests[index];
+      call.keys.push_back(keys::dedupe(shard, room, request.sender, request.id));
+      call.args.push_back(request.frame_prefix);
+      call.args.push_back(request.frame_suffix);
+    }
+    calls.push_back(std::move(call));
+  }
+  if (calls.empty()) return results;
+  const auto replies = redis.eval_pipeline(kSequenceScript, calls);
+  for (std::size_t g = 0; g < groups.size(); ++g) apply(replies[g], groups[g], results);
+  return results;
+}
+
+}  // namespace rtmc::rooms

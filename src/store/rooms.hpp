@@ -1,0 +1,131 @@
+#pragma once
+// A room's data in Redis: the one module that reads and writes it (gateway
+// sequencer, fan-out and client connections; later the syncer and the api's
+// history). Keys (common/keys.hpp; {k} is the room's ingest shard):
+//   {k}:seq:<room>                     last seq given in the room (absent = 0)
+//   {k}:log:<room>                     stream of the room's frames, entry id
+//                                      <seq>-0, field f; capped (approximately)
+//   {k}:dedupe:<room>:<sender>:<id>    seq given to a sender's message id
+//                                      (expires after the dedupe window)
+//   {k}:sync                           the shard's sequenced messages, for the
+//                                      syncer: fields room, seq, f
+//
+// Threading: free functions without state. The synchronous ones run on the
+// thread that owns the redis::Connection; the async ones may be awaited from
+// any executor (the work runs on one of the redis::Client's workers) and
+// resume there.
+
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "store/redis.hpp"
+
+namespace rtmc::rooms {
+
+// The room's keys do not hold what this module writes (a seq that is not a
+// number, a key of another type). Redis I/O failures are redis::RedisError.
+class BadRoomData : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ------------------------------------------------------------------ seq
+
+// The room's current seq: that of its last message, 0 for a room without one.
+std::int64_t current_seq(redis::Connection& redis, std::uint32_t shards, std::string_view room);
+boost::asio::awaitable<std::int64_t> async_current_seq(redis::Client& redis, std::uint32_t shards,
+                                                       std::string room);
+
+// The pieces of current_seq, for callers that send the command themselves.
+std::vector<std::string> current_seq_command(std::uint32_t shard, std::string_view room);
+std::int64_t parse_current_seq(const redis::Reply& reply);
+
+// ------------------------------------------------------------------ log
+
+// Frames are shared, immutable buffers: the gateway hands the same one to
+// every connection.
+using Frame = std::shared_ptr<const std::string>;
+// (seq, frame) in seq order.
+using LogFrames = std::vector<std::pair<std::int64_t, Frame>>;
+
+// The frames of seqs [from, to] still in the room's log, in seq order. Seqs
+// trimmed from the log are missing: the caller compares with to - from + 1.
+LogFrames read_log(redis::Connection& redis, std::uint32_t shards, std::string_view room, std::int64_t from,
+                   std::int64_t to);
+boost::asio::awaitable<LogFrames> async_read_log(redis::Client& redis, std::uint32_t shards, std::string room,
+                                                 std::int64_t from, std::int64_t to);
+
+// The pieces of read_log, for callers that send the command themselves.
+std::vector<std::string> read_log_command(std::uint32_t shard, std::string_view room, std::int64_t from,
+                                          std::int64_t to);
+LogFrames parse_log(const redis::Reply& reply);
+
+// ------------------------------------------------------------ sequencing
+
+// One ingest message to sequence. The frame is frame_prefix + seq +
+// frame_suffix (protocol::message_frame_template), so it is rendered once,
+// inside Redis, when its seq is known.
+struct SequenceRequest {
+  std::string room;
+  std::string id;
+  std::string sender;
+  std::string frame_prefix;
+  std::string frame_suffix;
+};
+
+struct SequenceSettings {
+  std::uint32_t shards = 16;                      // ingest shards of the deployment
+  std::chrono::seconds dedupe_window{24 * 3600};  // > 0
+  std::size_t log_length = 10000;                 // > 0; entries kept per room log
+};
+
+struct SequenceResult {
+  enum class Status {
+    // seq, frame and repeat are set. A repeat is a message id already
+    // sequenced within the dedupe window: its first seq and frame again,
+    // nothing written.
+    sequenced,
+    // The script failed for this message (an error reply for it, e.g. a seq
+    // that is not a number); `error` says why. Nothing of it was written.
+    failed,
+    // Redis refused to run it now (out of memory, loading, busy, read-only
+    // replica, ...): a passing condition, not the message's fault. Nothing of
+    // it was written.
+    refused,
+    // Not run: an earlier message of the same room in this call was not
+    // sequenced (failed or refused), and a room's messages are sequenced in
+    // the order given. Nothing of it was written.
+    not_run,
+  };
+  Status status = Status::not_run;
+  std::int64_t seq = 0;
+  std::string frame;
+  bool repeat = false;
+  std::string error;
+};
+const char* to_string(SequenceResult::Status status);
+
+// Sequences the messages in one round trip; one result per request, in the
+// request order. Each message is atomic: deduped, given the room's next seq,
+// appended to the room log (id <seq>-0) and to the shard's sync stream, or
+// nothing at all. A room's messages get their seqs in request order, and a
+// message is only run after every earlier one of its room in this call was
+// sequenced.
+// Throws redis::RedisError when the connection fails or times out: some
+// messages may then have been sequenced, and calling again with the same
+// requests is safe (the dedupe keys answer those as repeats).
+std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
+                                     const std::vector<SequenceRequest>& requests);
+
+// Whether an error reply means "not now" (out of memory, loading, busy,
+// read-only, ...) rather than a failure of the command itself.
+bool is_refusal(std::string_view error);
+
+}  // namespace rtmc::rooms

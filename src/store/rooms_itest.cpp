@@ -1,0 +1,297 @@
+// Integration tests of the rooms store against a real Redis at RTMC_TEST_REDIS
+// (host:port). Every test uses rooms of its own (random names) and deletes
+// their keys; the shard sync stream is shared, so sync entries are counted
+// per room. OutOfMemoryIsARefusal changes maxmemory for every client of that
+// Redis and runs alone (RUN_SERIAL).
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <cstdlib>
+#include <random>
+
+#include "common/keys.hpp"
+#include "store/rooms.hpp"
+
+namespace rtmc::rooms {
+namespace {
+
+using Status = SequenceResult::Status;
+constexpr std::uint32_t kShards = 4;
+
+std::string random_digits() {
+  std::random_device device;
+  std::uniform_int_distribution<std::uint64_t> digits;
+  return std::to_string(digits(device) % 1000000000000ULL);
+}
+
+class RoomsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* address = std::getenv("RTMC_TEST_REDIS");
+    ASSERT_NE(address, nullptr) << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port)";
+    config_.address = HostPort::parse(address);
+    config_.timeout = std::chrono::milliseconds(2000);
+    redis_ = std::make_unique<redis::Connection>(config_);
+    settings_.shards = kShards;
+    settings_.dedupe_window = std::chrono::seconds(600);
+    settings_.log_length = 1000;
+  }
+  void TearDown() override {
+    if (!redis_) return;
+    for (const auto& room : rooms_) {
+      auto found = redis_->command({"KEYS", std::string("*:") + room + "*"});
+      for (const auto& key : found.elements) redis_->command({"DEL", key.str});
+    }
+  }
+
+  std::string room(const std::string& name) {
+    rooms_.push_back(std::string("rooms-itest-") + name + "-" + random_digits());
+    return rooms_.back();
+  }
+  static SequenceRequest request(const std::string& room, const std::string& id,
+                                 const std::string& sender = "alice") {
+    return {room, id, sender, std::string("<") + id + "|", ">"};
+  }
+
+  std::string get(const std::string& key) {
+    auto reply = redis_->command({"GET", key});
+    return reply.is_nil() ? "(nil)" : reply.str;
+  }
+  std::string seq_key(const std::string& room) { return keys::room_seq(shard_of(room, kShards), room); }
+  std::string log_key(const std::string& room) { return keys::room_log(shard_of(room, kShards), room); }
+  std::string dedupe_key(const std::string& room, const std::string& id,
+                         const std::string& sender = "alice") {
+    return keys::dedupe(shard_of(room, kShards), room, sender, id);
+  }
+  // (id, frame) of the room's log.
+  std::vector<std::pair<std::string, std::string>> log(const std::string& room) {
+    std::vector<std::pair<std::string, std::string>> entries;
+    auto reply = redis_->command({"XRANGE", log_key(room), "-", "+"});
+    for (const auto& entry : reply.elements)
+      entries.emplace_back(entry.elements[0].str, entry.elements[1].elements[1].str);
+    return entries;
+  }
+  // (seq, frame) of the shard sync stream's entries for the room.
+  std::vector<std::pair<std::string, std::string>> sync_entries(const std::string& room) {
+    std::vector<std::pair<std::string, std::string>> entries;
+    auto reply = redis_->command({"XRANGE", keys::sync_stream(shard_of(room, kShards)), "-", "+"});
+    for (const auto& entry : reply.elements) {
+      const auto& fields = entry.elements[1].elements;
+      if (fields.size() == 6 && fields[0].str == "room" && fields[1].str == room)
+        entries.emplace_back(fields[3].str, fields[5].str);
+    }
+    return entries;
+  }
+
+  RedisConfig config_;
+  std::unique_ptr<redis::Connection> redis_;
+  SequenceSettings settings_;
+  std::vector<std::string> rooms_;
+};
+
+TEST_F(RoomsTest, SequencesARoomInOrderIntoItsLogAndTheSyncStream) {
+  const auto name = room("order");
+  std::vector<SequenceRequest> requests{request(name, "a"), request(name, "b"), request(name, "c")};
+  const auto results = sequence(*redis_, settings_, requests);
+  ASSERT_EQ(results.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(results[i].status, Status::sequenced) << results[i].error;
+    EXPECT_EQ(results[i].seq, static_cast<std::int64_t>(i + 1));
+    EXPECT_EQ(results[i].frame, requests[i].frame_prefix + std::to_string(i + 1) + ">");
+    EXPECT_FALSE(results[i].repeat);
+  }
+  EXPECT_EQ(get(seq_key(name)), "3");
+  const auto entries = log(name);
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_EQ(entries[0], std::make_pair(std::string("1-0"), std::string("<a|1>")));
+  EXPECT_EQ(entries[2], std::make_pair(std::string("3-0"), std::string("<c|3>")));
+  const auto synced = sync_entries(name);
+  ASSERT_EQ(synced.size(), 3u);
+  EXPECT_EQ(synced[1], std::make_pair(std::string("2"), std::string("<b|2>")));
+  EXPECT_EQ(get(dedupe_key(name, "b")), "2");
+  const auto ttl = redis_->command({"TTL", dedupe_key(name, "b")}).integer;
+  EXPECT_GT(ttl, 0);
+  EXPECT_LE(ttl, 600);
+
+  // A later call continues the count.
+  const auto more = sequence(*redis_, settings_, {request(name, "d")});
+  EXPECT_EQ(more[0].seq, 4);
+  EXPECT_EQ(get(seq_key(name)), "4");
+}
+
+TEST_F(RoomsTest, ARepeatedIdGetsItsFirstSeqAndFrameAndIsWrittenOnce) {
+  const auto name = room("dedupe");
+  const auto first = sequence(*redis_, settings_, {request(name, "x")});
+  ASSERT_EQ(first[0].status, Status::sequenced);
+  // The retry renders differently (a later ts): the logged frame wins.
+  auto retry = request(name, "x");
+  retry.frame_suffix = " later>";
+  const auto again = sequence(*redis_, settings_, {retry, retry, request(name, "y")});
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(again[i].status, Status::sequenced);
+    EXPECT_TRUE(again[i].repeat);
+    EXPECT_EQ(again[i].seq, first[0].seq);
+    EXPECT_EQ(again[i].frame, first[0].frame);
+  }
+  EXPECT_EQ(again[2].seq, 2);
+  EXPECT_FALSE(again[2].repeat);
+  EXPECT_EQ(log(name).size(), 2u);
+  EXPECT_EQ(sync_entries(name).size(), 2u);
+  EXPECT_EQ(get(seq_key(name)), "2");
+}
+
+TEST_F(RoomsTest, DedupeIsPerSenderAndRoomsAreIndependent) {
+  const auto one = room("one");
+  const auto two = room("two");
+  const auto results = sequence(*redis_, settings_,
+                                {request(one, "same", "alice"), request(two, "same", "alice"),
+                                 request(one, "same", "bob"), request(two, "other", "alice")});
+  EXPECT_EQ(results[0].seq, 1);
+  EXPECT_EQ(results[1].seq, 1);
+  EXPECT_EQ(results[2].seq, 2);
+  EXPECT_FALSE(results[2].repeat);
+  EXPECT_EQ(results[3].seq, 2);
+  EXPECT_EQ(get(seq_key(one)), "2");
+  EXPECT_EQ(get(seq_key(two)), "2");
+}
+
+TEST_F(RoomsTest, TheLogIsCappedAndKeepsItsNewestEntries) {
+  const auto name = room("cap");
+  settings_.log_length = 10;
+  std::vector<SequenceRequest> requests;
+  for (int i = 0; i < 400; ++i) requests.push_back(request(name, std::to_string(i)));
+  const auto results = sequence(*redis_, settings_, requests);
+  EXPECT_EQ(results.back().seq, 400);
+  // MAXLEN ~ trims whole stream nodes (100 entries by default), so the log
+  // keeps at least the cap and less than a node more.
+  const auto length = redis_->command({"XLEN", log_key(name)}).integer;
+  EXPECT_GE(length, 10);
+  EXPECT_LT(length, 10 + 100 + 1);
+  const auto entries = log(name);
+  EXPECT_EQ(entries.back().first, "400-0");
+  EXPECT_EQ(current_seq(*redis_, kShards, name), 400);
+}
+
+// A failing script writes nothing for its message: no dedupe key (a retry is
+// not taken for a repeat), no seq, no log or sync entry. The room's later
+// messages in the call are not run; other rooms are not affected.
+TEST_F(RoomsTest, AFailedMessageLeavesNothingBehindAndHoldsBackItsRoomOnly) {
+  const auto broken = room("broken");
+  const auto fine = room("fine");
+  redis_->command({"SET", seq_key(broken), "not-a-number"});
+  const auto results =
+      sequence(*redis_, settings_, {request(broken, "1"), request(fine, "1"), request(broken, "2")});
+  EXPECT_EQ(results[0].status, Status::failed);
+  EXPECT_NE(results[0].error.find("does not hold a seq"), std::string::npos) << results[0].error;
+  EXPECT_EQ(results[1].status, Status::sequenced);
+  EXPECT_EQ(results[2].status, Status::not_run);
+  EXPECT_EQ(get(seq_key(broken)), "not-a-number");
+  EXPECT_EQ(get(dedupe_key(broken, "1")), "(nil)");
+  EXPECT_EQ(get(dedupe_key(broken, "2")), "(nil)");
+  EXPECT_TRUE(log(broken).empty());
+  EXPECT_TRUE(sync_entries(broken).empty());
+  EXPECT_THROW(current_seq(*redis_, kShards, broken), BadRoomData);
+}
+
+// The seq was lost while the log kept its entries (a hand edit, a restore of
+// part of the data): the script must refuse, not bump the seq and leave a
+// dedupe key that would make every retry look like an already logged repeat.
+TEST_F(RoomsTest, ALogAheadOfTheSeqFailsWithoutWritingAnything) {
+  const auto name = room("ahead");
+  redis_->command({"XADD", log_key(name), "5-0", "f", "old"});
+  const auto results = sequence(*redis_, settings_, {request(name, "1")});
+  EXPECT_EQ(results[0].status, Status::failed);
+  EXPECT_EQ(get(seq_key(name)), "(nil)");
+  EXPECT_EQ(get(dedupe_key(name, "1")), "(nil)");
+  EXPECT_EQ(log(name).size(), 1u);
+  EXPECT_TRUE(sync_entries(name).empty());
+}
+
+TEST_F(RoomsTest, AKeyOfAnotherTypeIsAFailureOfThatRoom) {
+  const auto name = room("wrongtype");
+  redis_->command({"HSET", log_key(name), "f", "v"});
+  const auto results = sequence(*redis_, settings_, {request(name, "1")});
+  EXPECT_EQ(results[0].status, Status::failed);
+  EXPECT_EQ(results[0].error.rfind("WRONGTYPE", 0), 0u) << results[0].error;
+  EXPECT_EQ(get(seq_key(name)), "(nil)");
+  EXPECT_EQ(get(dedupe_key(name, "1")), "(nil)");
+  EXPECT_THROW(read_log(*redis_, kShards, name, 1, 1), BadRoomData);
+}
+
+// Out of memory (maxmemory with noeviction) is Redis saying "not now": a
+// refusal, never a failure of the message, and nothing is written.
+TEST_F(RoomsTest, OutOfMemoryIsARefusal) {
+  const auto name = room("oom");
+  const auto policy = redis_->command({"CONFIG", "GET", "maxmemory-policy"}).elements.at(1).str;
+  const auto maxmemory = redis_->command({"CONFIG", "GET", "maxmemory"}).elements.at(1).str;
+  redis_->command({"CONFIG", "SET", "maxmemory-policy", "noeviction"});
+  redis_->command({"CONFIG", "SET", "maxmemory", "1"});
+  std::vector<SequenceResult> results;
+  try {
+    results = sequence(*redis_, settings_, {request(name, "1"), request(name, "2")});
+  } catch (...) {
+    redis_->command({"CONFIG", "SET", "maxmemory", maxmemory});
+    redis_->command({"CONFIG", "SET", "maxmemory-policy", policy});
+    throw;
+  }
+  redis_->command({"CONFIG", "SET", "maxmemory", maxmemory});
+  redis_->command({"CONFIG", "SET", "maxmemory-policy", policy});
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].status, Status::refused);
+  EXPECT_EQ(results[0].error.rfind("OOM", 0), 0u) << results[0].error;
+  EXPECT_EQ(results[1].status, Status::not_run);
+  EXPECT_EQ(get(seq_key(name)), "(nil)");
+  EXPECT_EQ(get(dedupe_key(name, "1")), "(nil)");
+  EXPECT_TRUE(log(name).empty());
+  // Once Redis takes writes again, the same messages go through.
+  const auto later = sequence(*redis_, settings_, {request(name, "1"), request(name, "2")});
+  EXPECT_EQ(later[1].seq, 2);
+}
+
+TEST_F(RoomsTest, ReadsTheSeqAndTheLogSynchronouslyAndAsynchronously) {
+  const auto name = room("read");
+  EXPECT_EQ(current_seq(*redis_, kShards, name), 0);
+  EXPECT_TRUE(read_log(*redis_, kShards, name, 1, 10).empty());
+  sequence(*redis_, settings_, {request(name, "a"), request(name, "b"), request(name, "c")});
+  EXPECT_EQ(current_seq(*redis_, kShards, name), 3);
+  const auto frames = read_log(*redis_, kShards, name, 2, 3);
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].first, 2);
+  EXPECT_EQ(*frames[0].second, "<b|2>");
+  EXPECT_EQ(frames[1].first, 3);
+
+  redis::Client client(config_, 1);
+  boost::asio::io_context io;
+  auto seq = boost::asio::co_spawn(io, async_current_seq(client, kShards, name), boost::asio::use_future);
+  auto log_frames =
+      boost::asio::co_spawn(io, async_read_log(client, kShards, name, 1, 3), boost::asio::use_future);
+  io.run();
+  EXPECT_EQ(seq.get(), 3);
+  const auto all = log_frames.get();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(*all[0].second, "<a|1>");
+}
+
+TEST_F(RoomsTest, AnUnreachableRedisThrowsRedisError) {
+  RedisConfig nowhere;
+  nowhere.address = HostPort::parse("127.0.0.1:1");
+  nowhere.timeout = std::chrono::milliseconds(500);
+  redis::Connection down(nowhere);
+  EXPECT_THROW(sequence(down, settings_, {request(room("down"), "1")}), redis::RedisError);
+  EXPECT_THROW(current_seq(down, kShards, "x"), redis::RedisError);
+}
+
+TEST(RoomsRefusal, ErrorCodesThatMeanNotNow) {
+  EXPECT_TRUE(is_refusal("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_TRUE(is_refusal("LOADING Redis is loading the dataset in memory"));
+  EXPECT_TRUE(is_refusal("BUSY Redis is busy running a script."));
+  EXPECT_TRUE(is_refusal("READONLY You can't write against a read only replica."));
+  EXPECT_FALSE(is_refusal("ERR value is not an integer or out of range"));
+  EXPECT_FALSE(is_refusal("WRONGTYPE Operation against a key holding the wrong kind of value"));
+  EXPECT_FALSE(is_refusal("BUSYKEY Target key name already exists."));
+}
+
+}  // namespace
+}  // namespace rtmc::rooms
