@@ -1,15 +1,15 @@
 // rtmc-api: parses configuration, applies migrations, wires the server, and
 // turns SIGINT/SIGTERM into a graceful stop. Options: see api/server.hpp.
 
-#include "api/server.hpp"
-#include "common/config.hpp"
-#include "server/limits.hpp"
-#include "server/signals.hpp"
-
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <thread>
+
+#include "api/server.hpp"
+#include "common/config.hpp"
+#include "server/limits.hpp"
+#include "server/signals.hpp"
 
 int main(int argc, char** argv) {
   // Before any thread exists, so only the wait below receives the signals.
@@ -23,7 +23,9 @@ int main(int argc, char** argv) {
   std::int64_t first_request_timeout_s = 10;
   std::int64_t keepalive_timeout_s = 60;
   bool migrate_only = false;
-  app.add_option("--listen", listen, "HTTP listen address host:port")->envname("RTMC_API_LISTEN")->capture_default_str();
+  app.add_option("--listen", listen, "HTTP listen address host:port")
+      ->envname("RTMC_API_LISTEN")
+      ->capture_default_str();
   app.add_option("--threads", threads, "io threads")
       ->envname("RTMC_API_THREADS")
       ->check(CLI::Range(1u, 1024u))

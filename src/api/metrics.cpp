@@ -16,14 +16,10 @@ std::size_t publish_index(amqp::PublishStatus result) {
 // must not change when log wording does.
 const char* publish_label(amqp::PublishStatus result) {
   switch (result) {
-    case amqp::PublishStatus::confirmed:
-      return "confirmed";
-    case amqp::PublishStatus::nacked:
-      return "nacked";
-    case amqp::PublishStatus::unroutable:
-      return "unroutable";
-    case amqp::PublishStatus::unavailable:
-      return "unavailable";
+    case amqp::PublishStatus::confirmed: return "confirmed";
+    case amqp::PublishStatus::nacked: return "nacked";
+    case amqp::PublishStatus::unroutable: return "unroutable";
+    case amqp::PublishStatus::unavailable: return "unavailable";
   }
   return "unavailable";
 }
@@ -35,7 +31,8 @@ Metrics::Metrics() : Metrics(std::make_unique<metrics::Registry>()) {}
 Metrics::Metrics(metrics::Registry& registry)
     : registry_(registry),
       http_(registry, "rtmc_api"),
-      amqp_connected_(registry.gauge("rtmc_api_amqp_connected", "1 while the RabbitMQ publisher is connected.")) {
+      amqp_connected_(
+          registry.gauge("rtmc_api_amqp_connected", "1 while the RabbitMQ publisher is connected.")) {
   static_assert(kPublishStatuses.size() == kPublishResults);
   auto& family = registry.counter_family("rtmc_api_publish_total", "Publishes to RabbitMQ, by outcome.");
   // Every outcome is listed from the start, zeros included, so alerts on a
@@ -44,9 +41,13 @@ Metrics::Metrics(metrics::Registry& registry)
     publishes_[i] = &family.Add({{"result", publish_label(kPublishStatuses[i])}});
 }
 
-Metrics::Metrics(std::unique_ptr<metrics::Registry> own) : Metrics(*own) { own_registry_ = std::move(own); }
+Metrics::Metrics(std::unique_ptr<metrics::Registry> own) : Metrics(*own) {
+  own_registry_ = std::move(own);
+}
 
-void Metrics::count_publish(amqp::PublishStatus result) { publishes_[publish_index(result)]->Increment(); }
+void Metrics::count_publish(amqp::PublishStatus result) {
+  publishes_[publish_index(result)]->Increment();
+}
 
 std::uint64_t Metrics::publishes(amqp::PublishStatus result) const {
   return static_cast<std::uint64_t>(publishes_[publish_index(result)]->Value());

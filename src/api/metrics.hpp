@@ -9,14 +9,14 @@
 //
 // Threading: every member may be called from any thread at once.
 
-#include "common/metrics.hpp"
-#include "server/http_metrics.hpp"
-#include "store/amqp.hpp"
-
 #include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "common/metrics.hpp"
+#include "server/http_metrics.hpp"
+#include "store/amqp.hpp"
 
 namespace rtmc::api {
 

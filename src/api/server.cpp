@@ -1,5 +1,10 @@
 #include "api/server.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+
 #include "api/api_service.hpp"
 #include "api/metrics.hpp"
 #include "api/real_backends.hpp"
@@ -10,11 +15,6 @@
 #include "store/amqp.hpp"
 #include "store/postgres.hpp"
 #include "store/redis.hpp"
-
-#include <spdlog/spdlog.h>
-
-#include <algorithm>
-#include <atomic>
 
 namespace rtmc::api {
 
@@ -53,7 +53,8 @@ server::HttpServerConfig http_config(const ApiConfig& config) {
 }
 
 const ApiConfig& checked(const ApiConfig& config) {
-  if (config.common.auth.jwt_secret.empty()) throw std::invalid_argument("ApiConfig: auth.jwt_secret is empty");
+  if (config.common.auth.jwt_secret.empty())
+    throw std::invalid_argument("ApiConfig: auth.jwt_secret is empty");
   return config;
 }
 
@@ -105,14 +106,24 @@ ApiServer::~ApiServer() {
   wait();
 }
 
-std::uint16_t ApiServer::port() const { return impl_->http.port(); }
+std::uint16_t ApiServer::port() const {
+  return impl_->http.port();
+}
 
-std::size_t ApiServer::max_connections() const { return impl_->http.max_connections(); }
+std::size_t ApiServer::max_connections() const {
+  return impl_->http.max_connections();
+}
 
-void ApiServer::start() { impl_->http.start(); }
+void ApiServer::start() {
+  impl_->http.start();
+}
 
-void ApiServer::stop() { impl_->http.stop(); }
+void ApiServer::stop() {
+  impl_->http.stop();
+}
 
-void ApiServer::wait() { impl_->http.wait(); }
+void ApiServer::wait() {
+  impl_->http.wait();
+}
 
 }  // namespace rtmc::api

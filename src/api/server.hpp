@@ -6,24 +6,26 @@
 //
 // | flag                 | env                  | default          | meaning                          |
 // |----------------------|----------------------|------------------|----------------------------------|
-// | flag                       | env                              | default          | meaning                                   |
+// | flag                       | env                              | default          | meaning |
 // |----------------------------|----------------------------------|------------------|-------------------------------------------|
-// | --listen                   | RTMC_API_LISTEN                  | 127.0.0.1:8080   | address to serve HTTP on                  |
-// | --threads                  | RTMC_API_THREADS                 | hardware threads | io threads (one io_context each)          |
-// | --max-connections          | RTMC_API_MAX_CONNECTIONS         | 0 = open files-64| connections at once; over it 503 server_full |
-// | --first-request-timeout-s  | RTMC_API_FIRST_REQUEST_TIMEOUT_S | 10               | a new connection's first request header   |
-// | --keepalive-timeout-s      | RTMC_API_KEEPALIVE_TIMEOUT_S     | 60               | idle keep-alive connection, next request  |
-// | --token-ttl-s              | RTMC_TOKEN_TTL_S                 | 86400            | token and session lifetime                |
-// | --migrate-only             |                                  |                  | apply DB migrations and exit              |
-// | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --log-level: common/config.hpp |
-
-#include "common/config.hpp"
-#include "server/http_connection.hpp"
+// | --listen                   | RTMC_API_LISTEN                  | 127.0.0.1:8080   | address to serve HTTP
+// on                  | | --threads                  | RTMC_API_THREADS                 | hardware threads |
+// io threads (one io_context each)          | | --max-connections          | RTMC_API_MAX_CONNECTIONS | 0 =
+// open files-64| connections at once; over it 503 server_full | | --first-request-timeout-s  |
+// RTMC_API_FIRST_REQUEST_TIMEOUT_S | 10               | a new connection's first request header   | |
+// --keepalive-timeout-s      | RTMC_API_KEEPALIVE_TIMEOUT_S     | 60               | idle keep-alive
+// connection, next request  | | --token-ttl-s              | RTMC_TOKEN_TTL_S                 | 86400 | token
+// and session lifetime                | | --migrate-only             |                                  | |
+// apply DB migrations and exit              | | --redis --amqp --pg --ingest-shards --max-body
+// --jwt-secret[-file] --log-level: common/config.hpp |
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+
+#include "common/config.hpp"
+#include "server/http_connection.hpp"
 
 namespace rtmc::api {
 

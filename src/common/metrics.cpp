@@ -4,15 +4,18 @@
 
 namespace rtmc::metrics {
 
-prometheus::Family<prometheus::Counter>& Registry::counter_family(const std::string& name, const std::string& help) {
+prometheus::Family<prometheus::Counter>& Registry::counter_family(const std::string& name,
+                                                                  const std::string& help) {
   return prometheus::BuildCounter().Name(name).Help(help).Register(core_);
 }
 
-prometheus::Family<prometheus::Gauge>& Registry::gauge_family(const std::string& name, const std::string& help) {
+prometheus::Family<prometheus::Gauge>& Registry::gauge_family(const std::string& name,
+                                                              const std::string& help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(core_);
 }
 
-prometheus::Counter& Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
+prometheus::Counter& Registry::counter(const std::string& name, const std::string& help,
+                                       const Labels& labels) {
   return counter_family(name, help).Add(labels);
 }
 
@@ -31,7 +34,8 @@ std::string Registry::render() const {
     std::lock_guard lock(mutex_);
     for (const auto& collector : collectors_) {
       auto more = collector();
-      families.insert(families.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+      families.insert(families.end(), std::make_move_iterator(more.begin()),
+                      std::make_move_iterator(more.end()));
     }
   }
   return prometheus::TextSerializer().Serialize(families);
@@ -56,11 +60,13 @@ prometheus::MetricFamily family(std::string name, std::string help, prometheus::
 
 }  // namespace
 
-prometheus::MetricFamily counter_family(std::string name, std::string help, const std::vector<Sample>& samples) {
+prometheus::MetricFamily counter_family(std::string name, std::string help,
+                                        const std::vector<Sample>& samples) {
   return family(std::move(name), std::move(help), prometheus::MetricType::Counter, samples);
 }
 
-prometheus::MetricFamily gauge_family(std::string name, std::string help, const std::vector<Sample>& samples) {
+prometheus::MetricFamily gauge_family(std::string name, std::string help,
+                                      const std::vector<Sample>& samples) {
   return family(std::move(name), std::move(help), prometheus::MetricType::Gauge, samples);
 }
 

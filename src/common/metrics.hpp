@@ -66,7 +66,8 @@ struct Sample {
   Labels labels;
   double value = 0;
 };
-prometheus::MetricFamily counter_family(std::string name, std::string help, const std::vector<Sample>& samples);
+prometheus::MetricFamily counter_family(std::string name, std::string help,
+                                        const std::vector<Sample>& samples);
 prometheus::MetricFamily gauge_family(std::string name, std::string help, const std::vector<Sample>& samples);
 
 }  // namespace rtmc::metrics

@@ -1,5 +1,9 @@
 #include "server/http_connection.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -9,10 +13,6 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <spdlog/spdlog.h>
-
-#include <algorithm>
-#include <array>
 #include <cctype>
 
 namespace rtmc::server {
@@ -46,7 +46,9 @@ bool is_quiet_close(const beast::error_code& ec) {
 
 }  // namespace
 
-void ConnectionSet::add(HttpConnection* connection) { connections_.insert(connection); }
+void ConnectionSet::add(HttpConnection* connection) {
+  connections_.insert(connection);
+}
 
 void ConnectionSet::remove(HttpConnection* connection) {
   connections_.erase(connection);
@@ -85,8 +87,9 @@ net::awaitable<void> HttpConnection::run(std::shared_ptr<HttpConnection> connect
 
 net::awaitable<void> HttpConnection::refuse(std::shared_ptr<HttpConnection> connection) {
   try {
-    co_await connection->answer_and_close(HttpError(http::status::service_unavailable, "server_full",
-                                                    "this server is at its connection limit; try another or retry"));
+    co_await connection->answer_and_close(
+        HttpError(http::status::service_unavailable, "server_full",
+                  "this server is at its connection limit; try another or retry"));
   } catch (const std::exception& error) {
     spdlog::error("http refusal ended by an exception: {}", error.what());
   }
@@ -180,12 +183,13 @@ net::awaitable<void> HttpConnection::answer_read_error(const beast::error_code& 
     else
       spdlog::debug("http connection idle too long; closed");
   } else if (ec == http::error::header_limit) {
-    co_await answer_and_close(HttpError(http::status::request_header_fields_too_large, "header_too_large",
-                                        "request header exceeds " + std::to_string(limits_.header_bytes) +
-                                            " bytes"));
+    co_await answer_and_close(
+        HttpError(http::status::request_header_fields_too_large, "header_too_large",
+                  "request header exceeds " + std::to_string(limits_.header_bytes) + " bytes"));
   } else if (ec == http::error::body_limit) {
-    co_await answer_and_close(HttpError(http::status::payload_too_large, "request_too_large",
-                                        "request body exceeds " + std::to_string(limits_.body_bytes) + " bytes"));
+    co_await answer_and_close(
+        HttpError(http::status::payload_too_large, "request_too_large",
+                  "request body exceeds " + std::to_string(limits_.body_bytes) + " bytes"));
   } else if (is_quiet_close(ec)) {
     spdlog::debug("http connection closed: {}", ec.message());
   } else if (ec.category() == http::make_error_code(http::error::bad_target).category()) {

@@ -8,22 +8,21 @@
 // onto (one thread per io_context) for its whole life, so neither it nor its
 // ConnectionSet needs a lock. stop() must be called on that thread.
 
-#include "server/http_error.hpp"
-#include "server/http_metrics.hpp"
-#include "server/listener.hpp"
-#include "server/router.hpp"
-
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <unordered_set>
+
+#include "server/http_error.hpp"
+#include "server/http_metrics.hpp"
+#include "server/listener.hpp"
+#include "server/router.hpp"
 
 namespace rtmc::server {
 

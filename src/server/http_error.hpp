@@ -7,7 +7,6 @@
 
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/status.hpp>
-
 #include <stdexcept>
 #include <string>
 #include <utility>

@@ -3,7 +3,8 @@
 namespace rtmc::server {
 
 HttpMetrics::HttpMetrics(metrics::Registry& registry, const std::string& prefix)
-    : responses_(registry.counter_family(prefix + "_responses_total", "HTTP responses sent, by status code.")),
+    : responses_(
+          registry.counter_family(prefix + "_responses_total", "HTTP responses sent, by status code.")),
       accepted_(registry.counter(prefix + "_connections_total", "HTTP connections accepted.")),
       open_(registry.gauge(prefix + "_connections_open", "HTTP connections currently open.")),
       refused_(registry.counter(prefix + "_connections_refused_total",
@@ -27,9 +28,13 @@ void HttpMetrics::connection_opened() {
   open_.Increment();
 }
 
-void HttpMetrics::connection_closed() { open_.Decrement(); }
+void HttpMetrics::connection_closed() {
+  open_.Decrement();
+}
 
-void HttpMetrics::connection_refused() { refused_.Increment(); }
+void HttpMetrics::connection_refused() {
+  refused_.Increment();
+}
 
 std::uint64_t HttpMetrics::responses(unsigned status) const {
   if (status < kMinStatus || status > kMaxStatus) return 0;
@@ -37,8 +42,12 @@ std::uint64_t HttpMetrics::responses(unsigned status) const {
   return counter == nullptr ? 0 : static_cast<std::uint64_t>(counter->Value());
 }
 
-std::uint64_t HttpMetrics::connections_open() const { return static_cast<std::uint64_t>(open_.Value()); }
+std::uint64_t HttpMetrics::connections_open() const {
+  return static_cast<std::uint64_t>(open_.Value());
+}
 
-std::uint64_t HttpMetrics::connections_refused() const { return static_cast<std::uint64_t>(refused_.Value()); }
+std::uint64_t HttpMetrics::connections_refused() const {
+  return static_cast<std::uint64_t>(refused_.Value());
+}
 
 }  // namespace rtmc::server

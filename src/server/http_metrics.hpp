@@ -9,12 +9,12 @@
 //
 // Threading: every member may be called from any thread at once.
 
-#include "common/metrics.hpp"
-
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
+
+#include "common/metrics.hpp"
 
 namespace rtmc::server {
 

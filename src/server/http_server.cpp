@@ -1,17 +1,17 @@
 #include "server/http_server.hpp"
 
-#include "server/io_threads.hpp"
-#include "server/listener.hpp"
+#include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
-
-#include <atomic>
 #include <optional>
 #include <vector>
+
+#include "server/io_threads.hpp"
+#include "server/listener.hpp"
 
 namespace rtmc::server {
 
@@ -67,10 +67,11 @@ struct HttpServer::Impl {
     spdlog::debug("{}: over the connection cap ({}); answering server_full", config.name,
                   listener.max_connections());
     refusing->fetch_add(1, std::memory_order_relaxed);
-    auto connection =
-        std::make_shared<HttpConnection>(std::move(socket), router, metrics, config.limits, connections[target]);
-    net::co_spawn(threads.context(target), HttpConnection::refuse(std::move(connection)),
-                  [counter = refusing](std::exception_ptr) { counter->fetch_sub(1, std::memory_order_relaxed); });
+    auto connection = std::make_shared<HttpConnection>(std::move(socket), router, metrics, config.limits,
+                                                       connections[target]);
+    net::co_spawn(
+        threads.context(target), HttpConnection::refuse(std::move(connection)),
+        [counter = refusing](std::exception_ptr) { counter->fetch_sub(1, std::memory_order_relaxed); });
   }
 
   // On io thread `i`.
@@ -106,11 +107,17 @@ HttpServer::~HttpServer() {
   wait();
 }
 
-std::uint16_t HttpServer::port() const { return impl_->listener.local_endpoint().port(); }
+std::uint16_t HttpServer::port() const {
+  return impl_->listener.local_endpoint().port();
+}
 
-std::size_t HttpServer::max_connections() const { return impl_->listener.max_connections(); }
+std::size_t HttpServer::max_connections() const {
+  return impl_->listener.max_connections();
+}
 
-net::io_context& HttpServer::context(std::size_t i) { return impl_->threads.context(i); }
+net::io_context& HttpServer::context(std::size_t i) {
+  return impl_->threads.context(i);
+}
 
 void HttpServer::start() {
   if (impl_->stopped || impl_->started.exchange(true)) return;
@@ -139,6 +146,8 @@ void HttpServer::stop() {
   impl->threads.release();
 }
 
-void HttpServer::wait() { impl_->threads.join(); }
+void HttpServer::wait() {
+  impl_->threads.join();
+}
 
 }  // namespace rtmc::server

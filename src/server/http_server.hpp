@@ -15,16 +15,16 @@
 // `router` and `metrics` must outlive the server; handlers run on the io
 // threads, concurrently.
 
-#include "common/config.hpp"
-#include "server/http_connection.hpp"
-#include "server/http_metrics.hpp"
-#include "server/router.hpp"
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "common/config.hpp"
+#include "server/http_connection.hpp"
+#include "server/http_metrics.hpp"
+#include "server/router.hpp"
 
 namespace boost::asio {
 class io_context;

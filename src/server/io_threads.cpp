@@ -1,9 +1,9 @@
 #include "server/io_threads.hpp"
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 
 namespace rtmc::server {
 
@@ -54,7 +54,8 @@ void IoThreads::stop() {
 
 void IoThreads::join() {
   for (auto& thread : threads_)
-    if (thread->thread.joinable() && thread->thread.get_id() != std::this_thread::get_id()) thread->thread.join();
+    if (thread->thread.joinable() && thread->thread.get_id() != std::this_thread::get_id())
+      thread->thread.join();
 }
 
 }  // namespace rtmc::server

@@ -1,13 +1,13 @@
 #include "server/listener.hpp"
 
-#include "server/limits.hpp"
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
-
 #include <stdexcept>
+
+#include "server/limits.hpp"
 
 namespace rtmc::server {
 
@@ -18,7 +18,8 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 Listener::Listener(net::io_context& context, const tcp::endpoint& endpoint, ListenerOptions options)
     : acceptor_(context),
       options_(options),
-      max_connections_(options.max_connections != 0 ? options.max_connections : connection_cap_from_open_files()) {
+      max_connections_(options.max_connections != 0 ? options.max_connections
+                                                    : connection_cap_from_open_files()) {
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(net::socket_base::reuse_address(true));
   acceptor_.bind(endpoint);
@@ -66,8 +67,8 @@ void Listener::close() {
 tcp::endpoint resolve_listen_address(const HostPort& address) {
   net::io_context context;
   tcp::resolver resolver(context);
-  auto results =
-      resolver.resolve(address.host, std::to_string(address.port), tcp::resolver::numeric_service | tcp::resolver::passive);
+  auto results = resolver.resolve(address.host, std::to_string(address.port),
+                                  tcp::resolver::numeric_service | tcp::resolver::passive);
   if (results.empty()) throw std::runtime_error("cannot resolve listen address " + address.str());
   return results.begin()->endpoint();
 }

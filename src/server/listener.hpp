@@ -14,20 +14,19 @@
 // the accepting io_context's thread. The counters and ConnectionSlot may be
 // used from any thread.
 
-#include "common/config.hpp"
-
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-
-#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
+
+#include "common/config.hpp"
 
 namespace rtmc::server {
 

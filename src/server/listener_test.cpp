@@ -1,19 +1,19 @@
 #include "server/listener.hpp"
 
-#include "server/limits.hpp"
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <gtest/gtest.h>
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <deque>
 #include <functional>
 #include <thread>
+
+#include "server/limits.hpp"
 
 namespace rtmc::server {
 namespace {
@@ -39,15 +39,14 @@ class ListenerFixture {
   explicit ListenerFixture(ListenerOptions options)
       : listener(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0), options) {
     std::vector<net::any_io_executor> targets{context.get_executor()};
-    net::co_spawn(
-        context,
-        listener.run(
-            targets,
-            [this](std::size_t, tcp::socket socket, ConnectionSlot slot) {
-              kept_.push_back({std::move(socket), std::move(slot)});
-            },
-            [this](std::size_t, tcp::socket) { ++refused_seen_; }),
-        net::detached);
+    net::co_spawn(context,
+                  listener.run(
+                      targets,
+                      [this](std::size_t, tcp::socket socket, ConnectionSlot slot) {
+                        kept_.push_back({std::move(socket), std::move(slot)});
+                      },
+                      [this](std::size_t, tcp::socket) { ++refused_seen_; }),
+                  net::detached);
     thread_ = std::thread([this] { context.run(); });
   }
   ~ListenerFixture() {

@@ -1,9 +1,9 @@
 #include "server/router.hpp"
 
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 #include <spdlog/spdlog.h>
 
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <exception>
 #include <optional>
 

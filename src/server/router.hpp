@@ -8,17 +8,16 @@
 // Thread-safety: routes are added before serving; dispatch is const and may
 // run on every io thread at once.
 
-#include "server/http_error.hpp"
-
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/verb.hpp>
-
 #include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "server/http_error.hpp"
 
 namespace rtmc::server {
 

@@ -1,9 +1,10 @@
 #include "server/router.hpp"
 
-#include "server/test_support.hpp"
+#include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
-#include <gtest/gtest.h>
+
+#include "server/test_support.hpp"
 
 namespace rtmc::server {
 namespace {

@@ -2,14 +2,13 @@
 // Helpers for unit tests of HTTP handlers: run a coroutine to completion on a
 // private io_context, build requests.
 
-#include "server/router.hpp"
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-
 #include <exception>
 #include <optional>
 #include <string>
+
+#include "server/router.hpp"
 
 namespace rtmc::server::testing {
 
