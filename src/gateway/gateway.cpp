@@ -118,13 +118,13 @@ void Gateway::start() {
   impl.acceptor->set_option(asio::socket_base::reuse_address(true));
   impl.acceptor->bind(endpoint);
   impl.acceptor->listen(asio::socket_base::max_listen_connections);
+  impl.http = std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters));
+  impl.http->start();
 
   impl.fanout = std::make_unique<Fanout>(
       impl.config, impl.room_seeds,
       [&impl](std::shared_ptr<const SequencedBatch> batch) { impl.deliver(std::move(batch)); });
   impl.sequencer = std::make_unique<Sequencer>(impl.config);
-  impl.http = std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters));
-  impl.http->start();
 
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);
   asio::co_spawn(io0, impl.report_stats(), asio::detached);

@@ -2,11 +2,11 @@
 
 #include "gateway/gateway.hpp"
 #include "server/limits.hpp"
+#include "server/signals.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <csignal>
 
 int main(int argc, char** argv) {
   rtmc::gateway::GatewayConfig config;
@@ -48,18 +48,12 @@ int main(int argc, char** argv) {
     auto files = rtmc::server::raise_open_file_limit();
     spdlog::info("open-file limit {} (hard {})", files.soft, files.hard);
 
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    // Blocked before any thread starts, so only sigwait below sees them.
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-    std::signal(SIGPIPE, SIG_IGN);
+    // Before any thread starts, so only the wait below sees SIGINT/SIGTERM.
+    rtmc::server::StopSignals signals;
 
     rtmc::gateway::Gateway gateway(config);
     gateway.start();
-    int received = 0;
-    sigwait(&signals, &received);
+    int received = signals.wait();
     spdlog::info("gateway stopping (signal {})", received);
     gateway.stop();
   } catch (const std::exception& error) {
