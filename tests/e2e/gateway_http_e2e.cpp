@@ -29,20 +29,26 @@ TEST(GatewayHttp, HealthzAndMetricsCountConnectionsByCloseReason) {
     expect_error(frames[0], "unauthorized", boost::json::value("r1"));
   }
 
-  // The close is counted once the gateway has finished it; poll briefly.
+  // Closes are counted once the gateway has finished them; poll briefly.
   std::string text;
   for (int attempt = 0; attempt < 50; ++attempt) {
     auto metrics = http.request("GET", "/metrics");
     ASSERT_EQ(metrics.status, 200) << metrics.describe();
     text = metrics.body;
-    if (text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\"} 1\n") != std::string::npos)
+    if (text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\"} 1\n") !=
+            std::string::npos &&
+        text.find("rtmc_gateway_connections_open 0\n") != std::string::npos)
       break;
     std::this_thread::sleep_for(100ms);
   }
   EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\"} 1\n"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("rtmc_gateway_connections_accepted_total 1\n"), std::string::npos) << text;
+  // start_gateway's readiness probe (closed by the client) and the client above.
+  EXPECT_NE(text.find("rtmc_gateway_connections_accepted_total 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"client_closed\"} 1\n"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("rtmc_gateway_connections_open 0\n"), std::string::npos) << text;
   EXPECT_TRUE(gateway->running());
 }
