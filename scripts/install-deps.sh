@@ -17,6 +17,8 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev
   librabbitmq-dev libhiredis-dev libpq-dev libjwt-dev libsodium-dev
   libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
+  # metrics registry and text format (core part only; no civetweb exposer)
+  prometheus-cpp-dev
   # servers and the clients the scripts use to check them
   redis-server redis-tools rabbitmq-server postgresql-15 postgresql-client-15
   # used by scripts/*.sh: curl (health checks), runuser/setsid (util-linux),

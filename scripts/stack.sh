@@ -12,6 +12,7 @@
 # current build. Environment overrides: BUILD_DIR (default build/),
 # STACK_DIR (.stack/), REDIS_PORT (6380), AMQP_PORT (5673), PG_PORT (5433),
 # RTMC_API_LISTEN (127.0.0.1:8080), RTMC_GATEWAY_LISTEN (127.0.0.1:7000),
+# RTMC_GATEWAY_HTTP_LISTEN (127.0.0.1:7080, the gateway's /healthz and /metrics),
 # REDIS_MAXMEMORY (1gb), RTMC_SKIP_DEPS=1 (no package check), RTMC_SKIP_BUILD=1.
 set -euo pipefail
 
@@ -25,6 +26,7 @@ export AMQP_PORT=${AMQP_PORT:-5673}
 export PG_PORT=${PG_PORT:-5433}
 api_listen=${RTMC_API_LISTEN:-127.0.0.1:8080}
 gateway_listen=${RTMC_GATEWAY_LISTEN:-127.0.0.1:7000}
+gateway_http_listen=${RTMC_GATEWAY_HTTP_LISTEN:-127.0.0.1:7080}
 
 api_bin=$build_dir/src/api/rtmc-api
 gateway_bin=$build_dir/src/gateway/rtmc-gateway
@@ -60,6 +62,7 @@ server_env() {
   export RTMC_JWT_SECRET_FILE=$secret_file
   export RTMC_API_LISTEN=$api_listen
   export RTMC_GATEWAY_LISTEN=$gateway_listen
+  export RTMC_GATEWAY_HTTP_LISTEN=$gateway_http_listen
 }
 
 # Starts server $1 (binary $2) unless it already runs the current binary.
@@ -137,6 +140,7 @@ cmd_up() {
 rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
   api      http://$api_listen     (GET /healthz, POST /register, /login, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
+           http://$gateway_http_listen     (GET /healthz, /metrics)
   redis    127.0.0.1:$REDIS_PORT   rabbitmq amqp://127.0.0.1:$AMQP_PORT   postgres 127.0.0.1:$PG_PORT
            (user rtmc everywhere; passwords in $(shown "$stack_dir")/secrets/)
 
@@ -165,9 +169,9 @@ cmd_status() {
     echo "api       down  http://$api_listen"; rc=1
   fi
   if pid=$(live_pid "$pids_dir/gateway" rtmc-gateway) && gateway_accepts; then
-    echo "gateway   up    pid $pid  $gateway_listen"
+    echo "gateway   up    pid $pid  $gateway_listen  http://$gateway_http_listen"
   else
-    echo "gateway   down  $gateway_listen"; rc=1
+    echo "gateway   down  $gateway_listen  http://$gateway_http_listen"; rc=1
   fi
   services status || rc=1
   return $rc

@@ -7,6 +7,7 @@
 #include "common/keys.hpp"
 #include "common/names.hpp"
 #include "protocol/frames.hpp"
+#include "server/limits.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
 
@@ -72,12 +73,12 @@ std::optional<ApiConfig> config_from_env() {
   ApiConfig config;
   config.listen = HostPort{"127.0.0.1", 0};
   config.threads = 2;
-  config.redis = RedisConfig::parse(*redis);  // host:port or redis:// with credentials
-  config.amqp.url = *amqp_url;
-  config.amqp.ingest_shards = kShards;
-  config.pg.conninfo = *pg;
-  config.auth.jwt_secret = kSecret;
-  config.auth.token_ttl = std::chrono::seconds(3600);
+  config.common.redis = RedisConfig::parse(*redis);  // host:port or redis:// with credentials
+  config.common.amqp.url = *amqp_url;
+  config.common.amqp.ingest_shards = kShards;
+  config.common.pg.conninfo = *pg;
+  config.common.auth.jwt_secret = kSecret;
+  config.common.auth.token_ttl = std::chrono::seconds(3600);
   config.password_workers = 2;
   config.publish_give_up = 5s;
   config.shutdown_grace = 5s;
@@ -160,7 +161,7 @@ class ApiItest : public ::testing::Test {
     auto config = config_from_env();
     if (!config) return;
     config_ = new ApiConfig(*config);
-    apply_migrations(config_->pg);
+    apply_migrations(config_->common.pg);
     server_ = new ApiServer(*config_);
     server_->start();
   }
@@ -193,7 +194,7 @@ class ApiItest : public ::testing::Test {
   std::string token_of_new_user(Client& client) { return register_and_login(client, "it_"); }
 
   redis::Reply redis_command(const std::vector<std::string>& args) {
-    redis::Connection connection(config_->redis);
+    redis::Connection connection(config_->common.redis);
     return connection.command(args);
   }
 
@@ -249,7 +250,7 @@ TEST_F(ApiItest, RegisterLoginPublishLandsOnTheIngestQueue) {
   ASSERT_EQ(response.result(), http::status::accepted) << response.body();
   EXPECT_EQ(body_of(response), (json::object{{"id", id}, {"room", room}}));
 
-  auto message = consume_ingest(config_->amqp, ingest_queue(shard_of(room, kShards)), id);
+  auto message = consume_ingest(config_->common.amqp, ingest_queue(shard_of(room, kShards)), id);
   ASSERT_TRUE(message) << "message not found on " << ingest_queue(shard_of(room, kShards));
   EXPECT_EQ(message->room, room);
   EXPECT_EQ(message->from, user);
@@ -264,7 +265,7 @@ TEST_F(ApiItest, PublishWithoutIdGetsOneAndItIsTheQueuedOne) {
   ASSERT_EQ(response.result(), http::status::accepted) << response.body();
   std::string id(body_of(response).at("id").as_string());
   EXPECT_TRUE(valid_message_id(id));
-  auto message = consume_ingest(config_->amqp, ingest_queue(shard_of(room, kShards)), id);
+  auto message = consume_ingest(config_->common.amqp, ingest_queue(shard_of(room, kShards)), id);
   ASSERT_TRUE(message);
   EXPECT_EQ(message->body, "no id");
 }
@@ -480,8 +481,8 @@ TEST_F(ApiItest, ConcurrentPublishesOnManyConnections) {
 TEST(ApiUnavailableItest, PublishIs503WhenRabbitMqIsUnreachable) {
   auto config = config_from_env();
   ASSERT_TRUE(config) << kMissingServices;
-  apply_migrations(config->pg);
-  config->amqp.url = unreachable_amqp_url();
+  apply_migrations(config->common.pg);
+  config->common.amqp.url = unreachable_amqp_url();
   config->publish_give_up = 500ms;
   ApiServer server(*config);
   server.start();
@@ -527,7 +528,7 @@ namespace {
 TEST(ApiStopItest, StopLetsARequestInFlightAnswer) {
   auto config = config_from_env();
   ASSERT_TRUE(config) << kMissingServices;
-  config->amqp.url = unreachable_amqp_url();
+  config->common.amqp.url = unreachable_amqp_url();
   config->publish_give_up = 1500ms;
   ApiServer server(*config);
   server.start();
@@ -556,7 +557,7 @@ namespace {
 TEST(ApiTimeoutItest, IdleConnectionsAndStalledBodiesAreCut) {
   auto config = config_from_env();
   ASSERT_TRUE(config) << kMissingServices;
-  config->http.idle_timeout = 300ms;
+  config->http.keepalive_timeout = 300ms;
   config->http.read_timeout = 300ms;
   ApiServer server(*config);
   server.start();
@@ -575,6 +576,66 @@ TEST(ApiTimeoutItest, IdleConnectionsAndStalledBodiesAreCut) {
   auto response = stalled.receive();
   EXPECT_EQ(response.result(), http::status::request_timeout);
   EXPECT_TRUE(stalled.closed_by_server());
+}
+
+}  // namespace
+}  // namespace rtmc::api
+
+namespace rtmc::api {
+namespace {
+
+// A connection that never sends a request is closed after the first-request
+// timeout, long before the keep-alive timeout.
+TEST(ApiTimeoutItest, ASilentConnectionIsClosedAfterTheFirstRequestTimeout) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config) << kMissingServices;
+  config->http.first_request_timeout = 300ms;
+  config->http.keepalive_timeout = 60s;
+  ApiServer server(*config);
+  server.start();
+
+  Client silent(server.port());
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_TRUE(silent.closed_by_server());  // else only at the keep-alive timeout (60 s)
+  auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(waited, 200ms);
+  EXPECT_LT(waited, 5s);
+}
+
+// Over the connection cap a new connection is answered 503 server_full with
+// "Connection: close" at once, closed, and counted; the others keep working.
+TEST(ApiConnectionCapItest, OverTheCapAConnectionGets503ServerFullAndIsClosed) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config) << kMissingServices;
+  config->max_connections = 2;
+  ApiServer server(*config);
+  server.start();
+  EXPECT_EQ(server.max_connections(), 2u);
+
+  Client first(server.port());
+  Client second(server.port());
+  ASSERT_EQ(first.send(http::verb::get, "/healthz").result(), http::status::ok);
+  ASSERT_EQ(second.send(http::verb::get, "/healthz").result(), http::status::ok);
+  Client third(server.port());
+  auto refused = third.receive();
+  EXPECT_EQ(refused.result(), http::status::service_unavailable);
+  EXPECT_EQ(error_of(refused), "server_full");
+  EXPECT_FALSE(refused.keep_alive());
+  EXPECT_TRUE(third.closed_by_server());
+
+  auto metrics = first.send(http::verb::get, "/metrics");
+  EXPECT_NE(metrics.body().find("rtmc_api_connections_refused_total 1"), std::string::npos) << metrics.body();
+  EXPECT_NE(metrics.body().find("rtmc_api_connections_open 2"), std::string::npos) << metrics.body();
+}
+
+// Without a configured cap the api takes what the open-file limit allows,
+// less a reserve for its own files.
+TEST(ApiConnectionCapItest, DefaultCapFollowsTheOpenFileLimit) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config) << kMissingServices;
+  ApiServer server(*config);
+  EXPECT_EQ(server.max_connections(), server::connection_cap_from_open_files());
+  EXPECT_GT(server.max_connections(), 2u);
 }
 
 }  // namespace

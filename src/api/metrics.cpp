@@ -1,7 +1,5 @@
 #include "api/metrics.hpp"
 
-#include <sstream>
-
 namespace rtmc::api {
 namespace {
 
@@ -18,68 +16,46 @@ std::size_t publish_index(amqp::PublishStatus result) {
 // must not change when log wording does.
 const char* publish_label(amqp::PublishStatus result) {
   switch (result) {
-    case amqp::PublishStatus::confirmed:
-      return "confirmed";
-    case amqp::PublishStatus::nacked:
-      return "nacked";
-    case amqp::PublishStatus::unroutable:
-      return "unroutable";
-    case amqp::PublishStatus::unavailable:
-      return "unavailable";
+    case amqp::PublishStatus::confirmed: return "confirmed";
+    case amqp::PublishStatus::nacked: return "nacked";
+    case amqp::PublishStatus::unroutable: return "unroutable";
+    case amqp::PublishStatus::unavailable: return "unavailable";
   }
   return "unavailable";
 }
 
 }  // namespace
 
-void Metrics::count_response(unsigned status) {
-  if (status < kMinStatus || status > kMaxStatus) return;
-  responses_[status - kMinStatus].fetch_add(1, std::memory_order_relaxed);
+Metrics::Metrics() : Metrics(std::make_unique<metrics::Registry>()) {}
+
+Metrics::Metrics(metrics::Registry& registry)
+    : registry_(registry),
+      http_(registry, "rtmc_api"),
+      amqp_connected_(
+          registry.gauge("rtmc_api_amqp_connected", "1 while the RabbitMQ publisher is connected.")) {
+  static_assert(kPublishStatuses.size() == kPublishResults);
+  auto& family = registry.counter_family("rtmc_api_publish_total", "Publishes to RabbitMQ, by outcome.");
+  // Every outcome is listed from the start, zeros included, so alerts on a
+  // rate see the series before the first failure.
+  for (std::size_t i = 0; i < kPublishResults; ++i)
+    publishes_[i] = &family.Add({{"result", publish_label(kPublishStatuses[i])}});
+}
+
+Metrics::Metrics(std::unique_ptr<metrics::Registry> own) : Metrics(*own) {
+  own_registry_ = std::move(own);
 }
 
 void Metrics::count_publish(amqp::PublishStatus result) {
-  static_assert(kPublishStatuses.size() == kPublishResults);
-  publishes_[publish_index(result)].fetch_add(1, std::memory_order_relaxed);
-}
-
-void Metrics::connection_opened() {
-  connections_opened_.fetch_add(1, std::memory_order_relaxed);
-  connections_open_.fetch_add(1, std::memory_order_relaxed);
-}
-
-void Metrics::connection_closed() { connections_open_.fetch_sub(1, std::memory_order_relaxed); }
-
-std::uint64_t Metrics::responses(unsigned status) const {
-  if (status < kMinStatus || status > kMaxStatus) return 0;
-  return responses_[status - kMinStatus].load(std::memory_order_relaxed);
+  publishes_[publish_index(result)]->Increment();
 }
 
 std::uint64_t Metrics::publishes(amqp::PublishStatus result) const {
-  return publishes_[publish_index(result)].load(std::memory_order_relaxed);
+  return static_cast<std::uint64_t>(publishes_[publish_index(result)]->Value());
 }
 
 std::string Metrics::render(bool amqp_connected) const {
-  std::ostringstream out;
-  out << "# HELP rtmc_api_responses_total HTTP responses sent, by status code.\n"
-      << "# TYPE rtmc_api_responses_total counter\n";
-  for (unsigned status = kMinStatus; status <= kMaxStatus; ++status) {
-    auto count = responses(status);
-    if (count != 0) out << "rtmc_api_responses_total{status=\"" << status << "\"} " << count << '\n';
-  }
-  out << "# HELP rtmc_api_publish_total Publishes to RabbitMQ, by outcome.\n"
-      << "# TYPE rtmc_api_publish_total counter\n";
-  for (auto result : kPublishStatuses)
-    out << "rtmc_api_publish_total{result=\"" << publish_label(result) << "\"} " << publishes(result) << '\n';
-  out << "# HELP rtmc_api_connections_total HTTP connections accepted.\n"
-      << "# TYPE rtmc_api_connections_total counter\n"
-      << "rtmc_api_connections_total " << connections_opened_.load(std::memory_order_relaxed) << '\n'
-      << "# HELP rtmc_api_connections_open HTTP connections currently open.\n"
-      << "# TYPE rtmc_api_connections_open gauge\n"
-      << "rtmc_api_connections_open " << connections_open_.load(std::memory_order_relaxed) << '\n'
-      << "# HELP rtmc_api_amqp_connected 1 while the RabbitMQ publisher is connected.\n"
-      << "# TYPE rtmc_api_amqp_connected gauge\n"
-      << "rtmc_api_amqp_connected " << (amqp_connected ? 1 : 0) << '\n';
-  return out.str();
+  amqp_connected_.Set(amqp_connected ? 1 : 0);
+  return registry_.render();
 }
 
 }  // namespace rtmc::api

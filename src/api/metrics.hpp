@@ -1,40 +1,58 @@
 #pragma once
-// Counters of the api, shared by every io thread (relaxed atomics: they are
-// monotonic totals read only for /metrics) and rendered as Prometheus text.
-
-#include "store/amqp.hpp"
+// The api's metrics, in the role's metrics registry (common/metrics.hpp):
+//   rtmc_api_responses_total{status}         responses sent, by status
+//   rtmc_api_connections_total               HTTP connections accepted
+//   rtmc_api_connections_open                HTTP connections open now
+//   rtmc_api_connections_refused_total       refused over the connection cap
+//   rtmc_api_publish_total{result}           publishes to RabbitMQ, by outcome
+//   rtmc_api_amqp_connected                  1 while the publisher is connected
+//
+// Threading: every member may be called from any thread at once.
 
 #include <array>
-#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "common/metrics.hpp"
+#include "server/http_metrics.hpp"
+#include "store/amqp.hpp"
 
 namespace rtmc::api {
 
 class Metrics {
  public:
+  // Registers the api's metrics in `registry`, which must outlive this.
+  explicit Metrics(metrics::Registry& registry);
+  // With a registry of its own (tests that need no other metrics).
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
   // Every response written, by status (including those the HTTP layer makes
   // itself: 413 over the body limit, 431, 400 for unparsable requests).
-  void count_response(unsigned status);
+  void count_response(unsigned status) { http_.count_response(status); }
   void count_publish(amqp::PublishStatus result);
-  void connection_opened();
-  void connection_closed();
 
-  std::uint64_t responses(unsigned status) const;
+  std::uint64_t responses(unsigned status) const { return http_.responses(status); }
   std::uint64_t publishes(amqp::PublishStatus result) const;
 
-  // `amqp_connected` is sampled by the caller at render time.
+  // The counters the HTTP server updates.
+  server::HttpMetrics& http() { return http_; }
+
+  // The whole registry as Prometheus text; `amqp_connected` is sampled by the
+  // caller at render time.
   std::string render(bool amqp_connected) const;
 
  private:
-  static constexpr unsigned kMinStatus = 100;
-  static constexpr unsigned kMaxStatus = 599;
   static constexpr std::size_t kPublishResults = 4;
+  explicit Metrics(std::unique_ptr<metrics::Registry> own);
 
-  std::array<std::atomic<std::uint64_t>, kMaxStatus - kMinStatus + 1> responses_{};
-  std::array<std::atomic<std::uint64_t>, kPublishResults> publishes_{};
-  std::atomic<std::uint64_t> connections_opened_{0};
-  std::atomic<std::int64_t> connections_open_{0};
+  std::unique_ptr<metrics::Registry> own_registry_;  // only with Metrics()
+  metrics::Registry& registry_;
+  server::HttpMetrics http_;
+  std::array<prometheus::Counter*, kPublishResults> publishes_{};
+  prometheus::Gauge& amqp_connected_;
 };
 
 }  // namespace rtmc::api

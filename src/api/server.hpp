@@ -6,33 +6,40 @@
 //
 // | flag                 | env                  | default          | meaning                          |
 // |----------------------|----------------------|------------------|----------------------------------|
-// | --listen             | RTMC_API_LISTEN      | 127.0.0.1:8080   | address to serve HTTP on         |
-// | --threads            | RTMC_API_THREADS     | hardware threads | io threads (one io_context each) |
-// | --token-ttl-s        | RTMC_TOKEN_TTL_S     | 86400            | token and session lifetime       |
-// | --migrate-only       |                      |                  | apply DB migrations and exit     |
-// | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --log-level: common/config.hpp |
-
-#include "api/http_session.hpp"
-#include "common/config.hpp"
+// | flag                       | env                              | default          | meaning |
+// |----------------------------|----------------------------------|------------------|-------------------------------------------|
+// | --listen                   | RTMC_API_LISTEN                  | 127.0.0.1:8080   | address to serve HTTP
+// on                  | | --threads                  | RTMC_API_THREADS                 | hardware threads |
+// io threads (one io_context each)          | | --max-connections          | RTMC_API_MAX_CONNECTIONS | 0 =
+// open files-64| connections at once; over it 503 server_full | | --first-request-timeout-s  |
+// RTMC_API_FIRST_REQUEST_TIMEOUT_S | 10               | a new connection's first request header   | |
+// --keepalive-timeout-s      | RTMC_API_KEEPALIVE_TIMEOUT_S     | 60               | idle keep-alive
+// connection, next request  | | --token-ttl-s              | RTMC_TOKEN_TTL_S                 | 86400 | token
+// and session lifetime                | | --migrate-only             |                                  | |
+// apply DB migrations and exit              | | --redis --amqp --pg --ingest-shards --max-body
+// --jwt-secret[-file] --log-level: common/config.hpp |
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 
+#include "common/config.hpp"
+#include "server/http_connection.hpp"
+
 namespace rtmc::api {
 
 struct ApiConfig {
+  // Redis, PostgreSQL, RabbitMQ, limits and auth (auth.jwt_secret must be set).
+  CommonOptions common;
   HostPort listen{"127.0.0.1", 8080};
   unsigned threads = 0;  // 0 = std::thread::hardware_concurrency()
-  RedisConfig redis;
-  PgConfig pg;
-  AmqpConfig amqp;
-  LimitsConfig limits;
-  AuthConfig auth;  // jwt_secret must be set
+  // Connections open at once; 0 = what the open-file limit allows, less
+  // server::kOwnFilesReserve. Over it: 503 {"error":"server_full"}, closed.
+  std::size_t max_connections = 0;
   // body_bytes is raised when needed so a publish of --max-body bytes, JSON
   // escaped, always fits.
-  HttpLimits http;
+  server::HttpLimits http;
   // A publish not confirmed within this time is answered 503.
   std::chrono::milliseconds publish_give_up{5000};
   std::size_t publish_window = 500;
@@ -60,6 +67,8 @@ class ApiServer {
 
   // The bound port (useful with port 0).
   std::uint16_t port() const;
+  // The connection cap in force.
+  std::size_t max_connections() const;
 
   // Starts the io threads and returns.
   void start();

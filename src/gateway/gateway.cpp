@@ -1,6 +1,7 @@
 #include "gateway/gateway.hpp"
 
 #include "auth/auth.hpp"
+#include "gateway/http_endpoints.hpp"
 #include "gateway/io_shard.hpp"
 #include "gateway/pipeline.hpp"
 #include "gateway/session.hpp"
@@ -100,6 +101,7 @@ struct Gateway::Impl {
   std::vector<std::thread> threads;
   std::unique_ptr<Fanout> fanout;
   std::unique_ptr<Sequencer> sequencer;
+  std::unique_ptr<HttpEndpoints> http;
   bool stopped = false;
 };
 
@@ -116,6 +118,8 @@ void Gateway::start() {
   impl.acceptor->set_option(asio::socket_base::reuse_address(true));
   impl.acceptor->bind(endpoint);
   impl.acceptor->listen(asio::socket_base::max_listen_connections);
+  impl.http = std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters));
+  impl.http->start();
 
   impl.fanout = std::make_unique<Fanout>(
       impl.config, impl.room_seeds,
@@ -146,6 +150,7 @@ void Gateway::stop() {
     });
     if (!impl.threads.empty()) closed.get_future().wait();
   }
+  impl.http.reset();
   impl.sequencer.reset();
   impl.fanout.reset();
   for (auto& shard : impl.shards) asio::post(shard->io, [&shard = *shard] { shard.close_all(); });

@@ -15,6 +15,8 @@ namespace rtmc::gateway {
 struct GatewayConfig {
   CommonOptions common;
   HostPort listen{"127.0.0.1", 7000};
+  // GET /healthz and /metrics (gateway/http_endpoints.hpp); one per process.
+  HostPort http_listen{"127.0.0.1", 7080};
   std::size_t io_threads = 0;  // 0 = one per core
   std::size_t max_line_bytes = 64 * 1024;
   std::size_t send_queue_bytes = 1024 * 1024;

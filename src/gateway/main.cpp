@@ -1,22 +1,25 @@
 // rtmc-gateway: parses configuration and runs a Gateway until SIGINT/SIGTERM.
 
 #include "gateway/gateway.hpp"
+#include "server/limits.hpp"
+#include "server/signals.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <csignal>
-#include <sys/resource.h>
 
 int main(int argc, char** argv) {
   rtmc::gateway::GatewayConfig config;
   CLI::App app{"rtmc-gateway: holds client TCP connections, sequences and fans out messages"};
   config.common.add_to(app);
   std::string listen = config.listen.str();
+  std::string http_listen = config.http_listen.str();
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
   app.add_option("--listen", listen, "Client TCP address host:port")->envname("RTMC_GATEWAY_LISTEN")->capture_default_str();
+  app.add_option("--http-listen", http_listen, "HTTP address for /healthz and /metrics host:port")
+      ->envname("RTMC_GATEWAY_HTTP_LISTEN")->capture_default_str();
   app.add_option("--threads", config.io_threads, "io threads (0 = one per core)")->envname("RTMC_GATEWAY_THREADS")->capture_default_str();
   app.add_option("--max-line", config.max_line_bytes, "Longest accepted line in bytes")
       ->envname("RTMC_MAX_LINE")->check(CLI::Range(64, 16 << 20))->capture_default_str();
@@ -35,30 +38,22 @@ int main(int argc, char** argv) {
   try {
     config.common.finish();
     config.listen = rtmc::HostPort::parse(listen);
+    config.http_listen = rtmc::HostPort::parse(http_listen);
     config.auth_timeout = std::chrono::seconds(auth_timeout_s);
     config.heartbeat = std::chrono::seconds(heartbeat_s);
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
     rtmc::setup_logging(config.common.log_level, "gateway");
 
     // Each connection costs a descriptor: take all the hard limit allows.
-    rlimit limit{};
-    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-      limit.rlim_cur = limit.rlim_max;
-      setrlimit(RLIMIT_NOFILE, &limit);
-    }
+    auto files = rtmc::server::raise_open_file_limit();
+    spdlog::info("open-file limit {} (hard {})", files.soft, files.hard);
 
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    // Blocked before any thread starts, so only sigwait below sees them.
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-    std::signal(SIGPIPE, SIG_IGN);
+    // Before any thread starts, so only the wait below sees SIGINT/SIGTERM.
+    rtmc::server::StopSignals signals;
 
     rtmc::gateway::Gateway gateway(config);
     gateway.start();
-    int received = 0;
-    sigwait(&signals, &received);
+    int received = signals.wait();
     spdlog::info("gateway stopping (signal {})", received);
     gateway.stop();
   } catch (const std::exception& error) {

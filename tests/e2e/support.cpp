@@ -377,7 +377,12 @@ std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::st
                                        std::uint16_t port, std::vector<std::string> extra_args,
                                        bool wait_for_pipeline) {
   require_free(port);
-  std::vector<std::string> args{"--listen", "127.0.0.1:" + std::to_string(port), "--threads", "2"};
+  // Each gateway its own HTTP port, or several in one test collide on 7080.
+  const auto http_port = gateway_http_port(port);
+  require_free(http_port);
+  std::vector<std::string> args{"--listen",      "127.0.0.1:" + std::to_string(port),
+                                "--http-listen", "127.0.0.1:" + std::to_string(http_port),
+                                "--threads",     "2"};
   for (auto& arg : extra_args) args.push_back(std::move(arg));
   auto process = std::make_unique<Process>("gateway-" + std::to_string(port), RTMC_GATEWAY_BIN,
                                            std::move(args), server_env(services, jwt_secret));

@@ -113,7 +113,10 @@ std::map<std::string, std::string> server_env(const ServiceEnv& services, const 
 std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string& jwt_secret,
                                    std::uint16_t port, std::vector<std::string> extra_args = {});
 
-// Starts rtmc-gateway on `port` and waits until it accepts, its fan-out queue
+// The HTTP port (/healthz, /metrics) start_gateway gives the gateway on `port`.
+inline std::uint16_t gateway_http_port(std::uint16_t port) { return static_cast<std::uint16_t>(port + 1000); }
+
+// Starts rtmc-gateway on `port` (HTTP on gateway_http_port(port)) and waits until it accepts, its fan-out queue
 // is consumed ("fanout: consuming") and its sequencer is attached to the
 // ingest shards ("sequencer: consuming"); only then is every message sent to
 // a room it serves sure to reach it.

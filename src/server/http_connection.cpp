@@ -1,5 +1,9 @@
-#include "api/http_session.hpp"
+#include "server/http_connection.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -9,13 +13,9 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <spdlog/spdlog.h>
-
-#include <algorithm>
-#include <array>
 #include <cctype>
 
-namespace rtmc::api {
+namespace rtmc::server {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -46,41 +46,64 @@ bool is_quiet_close(const beast::error_code& ec) {
 
 }  // namespace
 
-void ConnectionSet::add(HttpSession* session) { sessions_.insert(session); }
+void ConnectionSet::add(HttpConnection* connection) {
+  connections_.insert(connection);
+}
 
-void ConnectionSet::remove(HttpSession* session) {
-  sessions_.erase(session);
-  if (stopping_ && sessions_.empty() && on_empty_) std::exchange(on_empty_, nullptr)();
+void ConnectionSet::remove(HttpConnection* connection) {
+  connections_.erase(connection);
+  if (stopping_ && connections_.empty() && on_empty_) std::exchange(on_empty_, nullptr)();
 }
 
 void ConnectionSet::stop_all(std::function<void()> on_empty) {
   stopping_ = true;
   on_empty_ = std::move(on_empty);
-  // stop() only cancels I/O; sessions leave the set later, from their own
+  // stop() only cancels I/O; connections leave the set later, from their own
   // coroutines, so iterating the set directly is safe.
-  for (auto* session : sessions_) session->stop();
-  if (sessions_.empty() && on_empty_) std::exchange(on_empty_, nullptr)();
+  for (auto* connection : connections_) connection->stop();
+  if (connections_.empty() && on_empty_) std::exchange(on_empty_, nullptr)();
 }
 
-HttpSession::HttpSession(net::ip::tcp::socket socket, const Router& router, Metrics& metrics,
-                         const HttpLimits& limits, ConnectionSet& connections)
+HttpConnection::HttpConnection(net::ip::tcp::socket socket, const Router& router, HttpMetrics& metrics,
+                               const HttpLimits& limits, ConnectionSet& connections, ConnectionSlot slot)
     : socket_(std::move(socket)),
       deadline_(socket_.get_executor()),
       router_(router),
       metrics_(metrics),
       limits_(limits),
-      connections_(connections) {}
+      connections_(connections),
+      slot_(std::move(slot)) {}
 
-HttpSession::~HttpSession() {
+HttpConnection::~HttpConnection() {
   if (registered_) {
     metrics_.connection_closed();
     connections_.remove(this);
   }
 }
 
-net::awaitable<void> HttpSession::run(std::shared_ptr<HttpSession> session) { co_await session->start(); }
+net::awaitable<void> HttpConnection::run(std::shared_ptr<HttpConnection> connection) {
+  co_await connection->start();
+}
 
-net::awaitable<void> HttpSession::start() {
+net::awaitable<void> HttpConnection::refuse(std::shared_ptr<HttpConnection> connection) {
+  try {
+    co_await connection->answer_and_close(
+        HttpError(http::status::service_unavailable, "server_full",
+                  "this server is at its connection limit; try another or retry"));
+  } catch (const std::exception& error) {
+    spdlog::error("http refusal ended by an exception: {}", error.what());
+  }
+  connection->close_socket();
+}
+
+void HttpConnection::close_socket() {
+  disarm_deadline();
+  beast::error_code ignored;
+  socket_.shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+net::awaitable<void> HttpConnection::start() {
   connections_.add(this);
   registered_ = true;
   metrics_.connection_opened();
@@ -90,15 +113,12 @@ net::awaitable<void> HttpSession::start() {
   } catch (const std::exception& error) {
     // The Router answers handler errors; what reaches here is a bug or
     // bad_alloc. Ending this connection keeps the others alive.
-    spdlog::error("http session ended by an exception: {}", error.what());
+    spdlog::error("http connection ended by an exception: {}", error.what());
   }
-  disarm_deadline();
-  beast::error_code ignored;
-  socket_.shutdown(net::ip::tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  close_socket();
 }
 
-void HttpSession::stop() {
+void HttpConnection::stop() {
   stopping_ = true;
   // Only an idle connection is cut now; a busy one finishes its answer first
   // (serve() checks stopping_ after every write).
@@ -108,7 +128,7 @@ void HttpSession::stop() {
   }
 }
 
-void HttpSession::arm_deadline(std::chrono::milliseconds after) {
+void HttpConnection::arm_deadline(std::chrono::milliseconds after) {
   timed_out_ = false;
   const auto generation = ++deadline_generation_;
   deadline_.expires_after(after);
@@ -122,12 +142,12 @@ void HttpSession::arm_deadline(std::chrono::milliseconds after) {
   });
 }
 
-void HttpSession::disarm_deadline() {
+void HttpConnection::disarm_deadline() {
   ++deadline_generation_;
   deadline_.cancel();
 }
 
-net::awaitable<bool> HttpSession::write(Response response) {
+net::awaitable<bool> HttpConnection::write(Response response) {
   metrics_.count_response(response.result_int());
   arm_deadline(limits_.write_timeout);
   auto [ec, written] = co_await http::async_write(socket_, response, use_tuple);
@@ -136,7 +156,7 @@ net::awaitable<bool> HttpSession::write(Response response) {
   co_return !ec;
 }
 
-net::awaitable<void> HttpSession::answer_and_close(HttpError error) {
+net::awaitable<void> HttpConnection::answer_and_close(HttpError error) {
   auto response = error_response(error);
   response.keep_alive(false);
   if (!co_await write(std::move(response))) co_return;
@@ -154,7 +174,7 @@ net::awaitable<void> HttpSession::answer_and_close(HttpError error) {
   disarm_deadline();
 }
 
-net::awaitable<void> HttpSession::answer_read_error(const beast::error_code& ec, bool got_some) {
+net::awaitable<void> HttpConnection::answer_read_error(const beast::error_code& ec, bool got_some) {
   if (timed_out_) {
     // Silence on an idle connection is normal; a request cut short is not.
     if (got_some)
@@ -163,12 +183,13 @@ net::awaitable<void> HttpSession::answer_read_error(const beast::error_code& ec,
     else
       spdlog::debug("http connection idle too long; closed");
   } else if (ec == http::error::header_limit) {
-    co_await answer_and_close(HttpError(http::status::request_header_fields_too_large, "header_too_large",
-                                        "request header exceeds " + std::to_string(limits_.header_bytes) +
-                                            " bytes"));
+    co_await answer_and_close(
+        HttpError(http::status::request_header_fields_too_large, "header_too_large",
+                  "request header exceeds " + std::to_string(limits_.header_bytes) + " bytes"));
   } else if (ec == http::error::body_limit) {
-    co_await answer_and_close(HttpError(http::status::payload_too_large, "request_too_large",
-                                        "request body exceeds " + std::to_string(limits_.body_bytes) + " bytes"));
+    co_await answer_and_close(
+        HttpError(http::status::payload_too_large, "request_too_large",
+                  "request body exceeds " + std::to_string(limits_.body_bytes) + " bytes"));
   } else if (is_quiet_close(ec)) {
     spdlog::debug("http connection closed: {}", ec.message());
   } else if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
@@ -179,9 +200,10 @@ net::awaitable<void> HttpSession::answer_read_error(const beast::error_code& ec,
   }
 }
 
-net::awaitable<void> HttpSession::serve() {
+net::awaitable<void> HttpConnection::serve() {
   // Outlives each request: bytes of a pipelined next request stay in it.
   beast::flat_buffer buffer;
+  bool first_request = true;
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
@@ -189,7 +211,8 @@ net::awaitable<void> HttpSession::serve() {
 
     idle_ = true;
     if (stopping_) co_return;
-    arm_deadline(limits_.idle_timeout);
+    arm_deadline(first_request ? limits_.first_request_timeout : limits_.keepalive_timeout);
+    first_request = false;
     auto [header_ec, header_bytes] = co_await http::async_read_header(socket_, buffer, parser, use_tuple);
     idle_ = false;
     if (header_ec) {
@@ -221,4 +244,4 @@ net::awaitable<void> HttpSession::serve() {
   }
 }
 
-}  // namespace rtmc::api
+}  // namespace rtmc::server

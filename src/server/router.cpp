@@ -1,13 +1,13 @@
-#include "api/router.hpp"
+#include "server/router.hpp"
+
+#include <spdlog/spdlog.h>
 
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-#include <spdlog/spdlog.h>
-
 #include <exception>
 #include <optional>
 
-namespace rtmc::api {
+namespace rtmc::server {
 
 namespace http = boost::beast::http;
 
@@ -85,4 +85,4 @@ boost::asio::awaitable<Response> Router::dispatch(const Request& request) const 
   co_return error_response(*failure, request.version());
 }
 
-}  // namespace rtmc::api
+}  // namespace rtmc::server

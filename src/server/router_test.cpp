@@ -1,11 +1,12 @@
-#include "api/router.hpp"
+#include "server/router.hpp"
 
-#include "api/test_support.hpp"
-
-#include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
 
-namespace rtmc::api {
+#include <boost/json/parse.hpp>
+
+#include "server/test_support.hpp"
+
+namespace rtmc::server {
 namespace {
 
 namespace http = boost::beast::http;
@@ -128,4 +129,4 @@ TEST(TargetPath, StripsQuery) {
 }
 
 }  // namespace
-}  // namespace rtmc::api
+}  // namespace rtmc::server

@@ -1,0 +1,73 @@
+#pragma once
+// The metrics registry of one role (api, gateway, syncer): the role owns one
+// and passes it to the components that count, so there is no global registry.
+// Two kinds of metrics live in it:
+//   - counters and gauges the components update themselves (prometheus-cpp's
+//     core registry: counter(), gauge(), counter_family());
+//   - collectors: functions that read state kept elsewhere (the gateway's
+//     close-reason atomics) when /metrics is scraped.
+// render() produces the Prometheus text format; the role serves it with its
+// own HTTP code (no civetweb exposer).
+//
+// Threading: every member is safe to call from any thread at once. Metric
+// references stay valid as long as the Registry.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rtmc::metrics {
+
+// Content-Type of render()'s text.
+inline constexpr std::string_view kContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+using Labels = std::map<std::string, std::string>;
+
+// Builds the families of a scrape; called on the scraping thread.
+using Collector = std::function<std::vector<prometheus::MetricFamily>()>;
+
+class Registry {
+ public:
+  Registry() = default;
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Adding a name again returns the same family (same help and type), so two
+  // components may share one.
+  prometheus::Family<prometheus::Counter>& counter_family(const std::string& name, const std::string& help);
+  prometheus::Family<prometheus::Gauge>& gauge_family(const std::string& name, const std::string& help);
+  prometheus::Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
+  prometheus::Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
+
+  void add_collector(Collector collector);
+
+  // Every family, in the Prometheus text exposition format 0.0.4.
+  std::string render() const;
+
+  prometheus::Registry& core() { return core_; }
+
+ private:
+  prometheus::Registry core_;
+  mutable std::mutex mutex_;  // guards collectors_ (scrapes are rare; adds rarer)
+  std::vector<Collector> collectors_;
+};
+
+// One sample of a family built by a collector.
+struct Sample {
+  Labels labels;
+  double value = 0;
+};
+prometheus::MetricFamily counter_family(std::string name, std::string help,
+                                        const std::vector<Sample>& samples);
+prometheus::MetricFamily gauge_family(std::string name, std::string help, const std::vector<Sample>& samples);
+
+}  // namespace rtmc::metrics

@@ -1,0 +1,54 @@
+#include "common/metrics.hpp"
+
+#include <gtest/gtest.h>
+
+namespace rtmc::metrics {
+namespace {
+
+TEST(MetricsRegistry, RendersCountersAndGaugesAsPrometheusText) {
+  Registry registry;
+  auto& requests = registry.counter_family("rtmc_test_requests_total", "Requests.");
+  requests.Add({{"status", "200"}}).Increment(2);
+  registry.gauge("rtmc_test_open", "Open things.").Set(3);
+  const auto text = registry.render();
+  EXPECT_NE(text.find("# HELP rtmc_test_requests_total Requests.\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE rtmc_test_requests_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_requests_total{status=\"200\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE rtmc_test_open gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_open 3\n"), std::string::npos) << text;
+}
+
+TEST(MetricsRegistry, SameNameIsTheSameSeries) {
+  Registry registry;
+  registry.counter("rtmc_test_total", "Help.").Increment();
+  registry.counter("rtmc_test_total", "Help.").Increment();
+  EXPECT_NE(registry.render().find("rtmc_test_total 2\n"), std::string::npos) << registry.render();
+}
+
+TEST(MetricsRegistry, CollectorsAreReadAtEveryScrape) {
+  Registry registry;
+  double closed = 1;
+  registry.add_collector([&closed] {
+    return std::vector{counter_family("rtmc_test_closed_total", "Closed, by reason.",
+                                      {{{{"reason", "slow_consumer"}}, closed}, {{{"reason", "idle"}}, 0}}),
+                       gauge_family("rtmc_test_level", "A level.", {{{}, 7}})};
+  });
+  auto text = registry.render();
+  EXPECT_NE(text.find("# TYPE rtmc_test_closed_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_closed_total{reason=\"slow_consumer\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_closed_total{reason=\"idle\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_level 7\n"), std::string::npos) << text;
+  closed = 5;
+  text = registry.render();
+  EXPECT_NE(text.find("rtmc_test_closed_total{reason=\"slow_consumer\"} 5\n"), std::string::npos) << text;
+}
+
+TEST(MetricsRegistry, TwoRegistriesAreIndependent) {
+  Registry a;
+  Registry b;
+  a.counter("rtmc_test_total", "Help.").Increment();
+  EXPECT_EQ(b.render().find("rtmc_test_total"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rtmc::metrics

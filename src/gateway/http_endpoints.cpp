@@ -1,0 +1,91 @@
+#include "gateway/http_endpoints.hpp"
+
+#include <boost/beast/http/verb.hpp>
+
+#include "gateway/session.hpp"
+#include "server/http_server.hpp"
+
+namespace rtmc::gateway {
+
+namespace http = boost::beast::http;
+
+namespace {
+
+// The HTTP port serves operators and probes, not clients (until the
+// WebSocket transport moves onto it): a small cap keeps its descriptors
+// within the process's reserve.
+constexpr std::size_t kHttpMaxConnections = 32;
+
+}  // namespace
+
+ConnectionCountsSource counts_of(const GatewayCounters& counters) {
+  return [&counters] {
+    ConnectionCounts counts;
+    counts.accepted = counters.accepted.load(std::memory_order_relaxed);
+    for (int i = 0; i < static_cast<int>(CloseReason::count_); ++i)
+      counts.closed_by_reason.emplace_back(to_string(static_cast<CloseReason>(i)),
+                                           counters.closed[i].load(std::memory_order_relaxed));
+    return counts;
+  };
+}
+
+void add_connection_metrics(metrics::Registry& registry, ConnectionCountsSource counts) {
+  registry.add_collector([counts = std::move(counts)] {
+    const auto now = counts();
+    std::uint64_t closed = 0;
+    std::vector<metrics::Sample> by_reason;
+    for (const auto& [reason, count] : now.closed_by_reason) {
+      closed += count;
+      by_reason.push_back({{{"reason", reason}}, static_cast<double>(count)});
+    }
+    // Counters are read one by one, so a close may be seen before its accept.
+    const auto open = now.accepted > closed ? now.accepted - closed : 0;
+    return std::vector{
+        metrics::counter_family("rtmc_gateway_connections_accepted_total", "Client connections accepted.",
+                                {{{}, static_cast<double>(now.accepted)}}),
+        metrics::gauge_family("rtmc_gateway_connections_open", "Client connections open now.",
+                              {{{}, static_cast<double>(open)}}),
+        metrics::counter_family("rtmc_gateway_connections_closed_total",
+                                "Client connections closed, by reason.", by_reason)};
+  });
+}
+
+void add_http_endpoints(server::Router& router, const metrics::Registry& registry) {
+  router.add(http::verb::get, "/healthz",
+             [](const server::Request&) -> boost::asio::awaitable<server::Response> {
+               co_return server::json_response(http::status::ok, R"({"status":"ok"})");
+             });
+  router.add(http::verb::get, "/metrics",
+             [&registry](const server::Request&) -> boost::asio::awaitable<server::Response> {
+               server::Response response{http::status::ok, 11};
+               response.set(http::field::content_type, metrics::kContentType);
+               response.body() = registry.render();
+               response.prepare_payload();
+               co_return response;
+             });
+}
+
+HttpEndpoints::HttpEndpoints(const HostPort& listen, ConnectionCountsSource counts)
+    : http_metrics_(registry_, "rtmc_gateway_http") {
+  add_connection_metrics(registry_, std::move(counts));
+  add_http_endpoints(router_, registry_);
+  server::HttpServerConfig config;
+  config.listen = listen;
+  config.threads = 1;
+  config.max_connections = kHttpMaxConnections;
+  config.shutdown_grace = std::chrono::seconds(1);
+  config.name = "rtmc-gateway http";
+  server_ = std::make_unique<server::HttpServer>(config, router_, http_metrics_);
+}
+
+HttpEndpoints::~HttpEndpoints() = default;
+
+void HttpEndpoints::start() {
+  server_->start();
+}
+
+std::uint16_t HttpEndpoints::port() const {
+  return server_->port();
+}
+
+}  // namespace rtmc::gateway

@@ -1,0 +1,73 @@
+#pragma once
+// The gateway's own HTTP port (--http-listen, default 127.0.0.1:7080, one per
+// process): GET /healthz and GET /metrics, served by server::HttpServer on one
+// io thread of its own, apart from the client connections. It will also
+// carry the WebSocket transport.
+//
+// /metrics renders the gateway's metrics registry; the connection counts are
+// read at scrape time from a function (the sessions keep them as atomics):
+//   rtmc_gateway_connections_accepted_total          client connections accepted
+//   rtmc_gateway_connections_open                    accepted less closed
+//   rtmc_gateway_connections_closed_total{reason}    closed, by close reason
+// plus the HTTP port's own rtmc_gateway_http_* counters (server/http_metrics.hpp).
+//
+// Threading: construct, start() and destroy from the gateway's owning thread;
+// `counts` is called on the HTTP io thread and must be thread-safe.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/config.hpp"
+#include "common/metrics.hpp"
+#include "server/http_metrics.hpp"
+#include "server/router.hpp"
+
+namespace rtmc::server {
+class HttpServer;
+}
+
+namespace rtmc::gateway {
+
+struct GatewayCounters;
+
+// Client connection counts at one moment.
+struct ConnectionCounts {
+  std::uint64_t accepted = 0;
+  // Every close reason, zeros included, so each series exists from the start.
+  std::vector<std::pair<std::string, std::uint64_t>> closed_by_reason;
+};
+using ConnectionCountsSource = std::function<ConnectionCounts()>;
+
+// Reads the sessions' counters (which must outlive the returned function).
+ConnectionCountsSource counts_of(const GatewayCounters& counters);
+
+// Adds the connection families above to `registry`, read from `counts`.
+void add_connection_metrics(metrics::Registry& registry, ConnectionCountsSource counts);
+// GET /healthz -> 200 {"status":"ok"}; GET /metrics -> `registry` as text.
+void add_http_endpoints(server::Router& router, const metrics::Registry& registry);
+
+class HttpEndpoints {
+ public:
+  // Binds `listen` at once (throws when it cannot); serves after start().
+  HttpEndpoints(const HostPort& listen, ConnectionCountsSource counts);
+  ~HttpEndpoints();  // stops and joins its thread
+  HttpEndpoints(const HttpEndpoints&) = delete;
+  HttpEndpoints& operator=(const HttpEndpoints&) = delete;
+
+  void start();
+  std::uint16_t port() const;
+  // The gateway's registry: later components add their metrics here.
+  metrics::Registry& registry() { return registry_; }
+
+ private:
+  metrics::Registry registry_;
+  server::HttpMetrics http_metrics_;
+  server::Router router_;
+  std::unique_ptr<server::HttpServer> server_;
+};
+
+}  // namespace rtmc::gateway
