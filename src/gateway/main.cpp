@@ -30,6 +30,20 @@ int main(int argc, char** argv) {
       ->envname("RTMC_DEDUPE_WINDOW_S")->check(CLI::Range(1, 30 * 86400))->capture_default_str();
   app.add_option("--room-log-length", config.common.limits.room_log_length, "Messages kept per room in Redis")
       ->envname("RTMC_ROOM_LOG_LENGTH")->check(CLI::Range(100, 10000000))->capture_default_str();
+  app.add_option("--max-rooms-per-connection", config.max_rooms_per_connection,
+                 "Rooms one connection may be in (too_many_rooms beyond)")
+      ->envname("RTMC_MAX_ROOMS_PER_CONNECTION")->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--max-ref", config.max_ref_bytes, "Longest accepted serialized \"ref\" in bytes (bad_frame beyond)")
+      ->envname("RTMC_MAX_REF_BYTES")->check(CLI::Range(2, 1 << 20))->capture_default_str();
+  app.add_option("--max-unconfirmed-sends", config.max_unconfirmed_sends,
+                 "Sends a connection may have awaiting RabbitMQ's confirm before it is no longer read")
+      ->envname("RTMC_MAX_UNCONFIRMED_SENDS")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("--max-unconfirmed-bytes", config.max_unconfirmed_bytes,
+                 "Bytes those sends may hold before the connection is no longer read")
+      ->envname("RTMC_MAX_UNCONFIRMED_BYTES")->check(CLI::Range(1024, 1 << 30))->capture_default_str();
+  app.add_option("--max-connections", config.max_connections,
+                 "Client connections per gateway (server_full beyond); 0 = the open-file limit less 64")
+      ->envname("RTMC_MAX_CONNECTIONS")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {

@@ -25,6 +25,11 @@ enum class ErrorCode {
   slow_consumer,
   unavailable,  // RabbitMQ could not take a send; the client may retry it
   internal,
+  too_many_rooms,   // the connection is in as many rooms as it may be
+  forbidden,        // RoomAccess refused the room to this user
+  rate_limited,     // the user sends faster than allowed; retry later
+  server_full,      // the gateway holds as many connections as it may (fatal)
+  server_shutdown,  // the gateway is stopping; reconnect elsewhere (fatal)
 };
 const char* to_string(ErrorCode code);
 // Fatal errors close the connection after the error frame.
@@ -62,6 +67,8 @@ struct FrameError {
 
 struct ParseLimits {
   std::size_t max_body_bytes = 4096;
+  // A `ref` is echoed in every reply, so its serialized size is bounded too.
+  std::size_t max_ref_bytes = 1024;
 };
 
 // `line` excludes the '\n'; a trailing '\r' is ignored. Blank lines must be

@@ -118,3 +118,43 @@ TEST(Ingest, RoundTripsAndRejectsMalformed) {
 
 }  // namespace
 }  // namespace rtmc::protocol
+
+namespace rtmc::protocol {
+namespace {
+
+TEST(ParseClientFrame, RefusesARefOverTheLimit) {
+  ParseLimits small{.max_body_bytes = 16, .max_ref_bytes = 10};
+  // "\"12345678\"" is exactly 10 bytes serialized.
+  auto ok = parse_client_frame(R"({"type":"ping","ref":"12345678"})", small);
+  ASSERT_TRUE(std::holds_alternative<Frame>(ok));
+  EXPECT_EQ(std::get<Frame>(ok).ref, "\"12345678\"");
+  auto too_long = parse_client_frame(R"({"type":"ping","ref":"123456789"})", small);
+  ASSERT_TRUE(std::holds_alternative<FrameError>(too_long));
+  EXPECT_EQ(std::get<FrameError>(too_long).code, ErrorCode::bad_frame);
+  // Not echoed: echoing it is what the limit prevents.
+  EXPECT_FALSE(std::get<FrameError>(too_long).ref);
+}
+
+TEST(ParseClientFrame, DefaultRefLimitIsOneKibibyte) {
+  ParseLimits defaults;
+  std::string ref_1k(1022, 'x');  // plus two quotes = 1024
+  auto ok = parse_client_frame(R"({"type":"ping","ref":")" + ref_1k + "\"}", defaults);
+  EXPECT_TRUE(std::holds_alternative<Frame>(ok));
+  auto too_long = parse_client_frame(R"({"type":"ping","ref":")" + ref_1k + "x\"}", defaults);
+  EXPECT_TRUE(std::holds_alternative<FrameError>(too_long));
+}
+
+TEST(ErrorCodes, NewCodesAndTheirFatality) {
+  EXPECT_STREQ(to_string(ErrorCode::too_many_rooms), "too_many_rooms");
+  EXPECT_STREQ(to_string(ErrorCode::rate_limited), "rate_limited");
+  EXPECT_STREQ(to_string(ErrorCode::server_full), "server_full");
+  EXPECT_STREQ(to_string(ErrorCode::server_shutdown), "server_shutdown");
+  EXPECT_FALSE(is_fatal(ErrorCode::too_many_rooms));
+  EXPECT_FALSE(is_fatal(ErrorCode::rate_limited));
+  EXPECT_FALSE(is_fatal(ErrorCode::forbidden));
+  EXPECT_TRUE(is_fatal(ErrorCode::server_full));
+  EXPECT_TRUE(is_fatal(ErrorCode::server_shutdown));
+}
+
+}  // namespace
+}  // namespace rtmc::protocol
