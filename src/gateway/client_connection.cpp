@@ -196,18 +196,16 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
     co_return;
   }
   if (state_ != State::open) co_return;
-  // BUG (ported from Session::on_join): the stream is looked up before the
-  // reply, which may close the connection and clear every stream.
-  auto* stream = streams_.find_for_join(request.room);
   reply(protocol::joined_frame(request.room, seq, ref));
-  if (added && stream) {
-    // The fan-out thread learns where this gateway's clients start, so it
-    // repairs gaps and catches up after reconnects for this room too.
-    services_.room_seeds.add(request.room, seq);
-    out_.clear();
-    streams_.joined_stream(request.room, *stream, join.membership, seq, out_);
-    emit(out_);
-  }
+  // The reply may have closed the connection (its queue over the bound) and
+  // so cleared every stream: look the room up again, by name and membership.
+  if (!added || state_ != State::open) co_return;
+  // The fan-out thread learns where this gateway's clients start, so it
+  // repairs gaps and catches up after reconnects for this room too.
+  services_.room_seeds.add(request.room, seq);
+  out_.clear();
+  streams_.joined(request.room, join.membership, seq, out_);
+  emit(out_);
 }
 
 void ClientConnection::on_leave(const protocol::LeaveRequest& request, const Ref& ref) {
@@ -279,6 +277,7 @@ void ClientConnection::deliver(const std::string& room, std::int64_t seq, const 
   out_.clear();
   streams_.deliver(room, seq, frame, out_);
   emit(out_);
+  if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
 }
 
 void ClientConnection::emit(RoomStreams::Output& out) {
@@ -314,7 +313,9 @@ void ClientConnection::reply(std::string frame) {
 }
 
 bool ClientConnection::over_byte_bound(std::size_t extra) const {
-  return transport_->queued_bytes() + extra > services_.config.send_queue_bytes;
+  // Frames held for a join or a repair are owed to the client as much as
+  // queued ones: they count too.
+  return transport_->queued_bytes() + streams_.held_bytes() + extra > services_.config.send_queue_bytes;
 }
 
 bool ClientConnection::enqueue(SharedFrame frame, Transport::Flush when) {
@@ -340,7 +341,7 @@ void ClientConnection::cut_slow_consumer() {
 void ClientConnection::fail(ErrorCode code, std::string_view message, const Ref& ref,
                             std::optional<CloseReason> reason) {
   if (state_ != State::open) return;
-  if (!protocol::is_fatal(code)) {
+  if (!protocol::is_fatal(code) && !reason) {
     reply(protocol::error_frame(code, message, ref));
     return;
   }

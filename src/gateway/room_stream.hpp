@@ -80,7 +80,7 @@ class RoomStreams {
   // Forgets every room (the connection closes); returns their names.
   std::vector<std::string> clear();
 
- public:  // pre-fix port of Session::on_join, removed by the fix
+ private:
   struct Stream {
     // The seq `joined` reported, then the last seq handed on.
     std::int64_t last_seq = 0;
@@ -89,18 +89,7 @@ class RoomStreams {
     std::vector<LogFrame> held;
     std::uint64_t membership = 0;
   };
-  Stream* find_for_join(const std::string& room) {
-    auto it = rooms_.find(room);
-    return it == rooms_.end() ? nullptr : &it->second;
-  }
-  void joined_stream(const std::string& room, Stream& stream, std::uint64_t membership, std::int64_t seq,
-                     Output& out) {
-    if (stream.membership != membership) return;
-    stream.last_seq = seq;
-    release_held(room, stream, out);
-  }
 
- private:
   void hold(Stream& stream, std::int64_t seq, const SharedFrame& frame);
   void accept(const std::string& room, Stream& stream, std::int64_t seq, const SharedFrame& frame, Output& out);
   void release_held(const std::string& room, Stream& stream, Output& out);
