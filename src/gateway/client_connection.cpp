@@ -1,13 +1,14 @@
 #include "gateway/client_connection.hpp"
 
-#include "auth/auth.hpp"
-#include "common/names.hpp"
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
+
+#include "auth/auth.hpp"
+#include "common/names.hpp"
 
 namespace rtmc::gateway {
 
@@ -73,7 +74,8 @@ asio::awaitable<void> ClientConnection::auth_deadline() {
   auth_timer_.expires_after(services_.config.auth_timeout);
   auto [ec] = co_await auth_timer_.async_wait(nothrow_awaitable);
   if (ec || authenticated_ || state_ != State::open) co_return;
-  fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt, CloseReason::auth_timeout);
+  fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt,
+       CloseReason::auth_timeout);
 }
 
 asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
@@ -82,7 +84,8 @@ asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
   auto parsed = protocol::parse_client_frame(line, limits);
   if (auto* error = std::get_if<protocol::FrameError>(&parsed)) {
     if (!authenticated_)
-      fail(ErrorCode::unauthorized, "the first frame must be a valid auth frame (" + error->message + ")", error->ref);
+      fail(ErrorCode::unauthorized, "the first frame must be a valid auth frame (" + error->message + ")",
+           error->ref);
     else
       fail(error->code, error->message, error->ref);
     co_return;
@@ -176,7 +179,8 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
   auto join = streams_.join(request.room, services_.config.max_rooms_per_connection);
   if (join.result == RoomStreams::JoinResult::too_many_rooms) {
     fail(ErrorCode::too_many_rooms,
-         "a connection may be in at most " + std::to_string(services_.config.max_rooms_per_connection) + " rooms",
+         "a connection may be in at most " + std::to_string(services_.config.max_rooms_per_connection) +
+             " rooms",
          ref);
     co_return;
   }
@@ -227,7 +231,8 @@ asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, R
     co_return;
   }
   if (!services_.send_limiter.allow(user_, request.room)) {
-    fail(ErrorCode::rate_limited, "message " + request.id + " was not accepted: too many sends; retry later", ref);
+    fail(ErrorCode::rate_limited, "message " + request.id + " was not accepted: too many sends; retry later",
+         ref);
     co_return;
   }
   const std::size_t bytes = request.room.size() + request.id.size() + user_.size() + request.body.size();
@@ -251,7 +256,8 @@ asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, R
       protocol::IngestMessage{request.room, request.id, user_, std::move(request.body)},
       [self = weak_from_this(), executor = executor_, number, answer_ack = std::move(answer_ack),
        answer_error = std::move(answer_error)](amqp::PublishStatus status) mutable {
-        auto answer = status == amqp::PublishStatus::confirmed ? std::move(answer_ack) : std::move(answer_error);
+        auto answer =
+            status == amqp::PublishStatus::confirmed ? std::move(answer_ack) : std::move(answer_error);
         asio::post(executor, [self, number, answer = std::move(answer)]() mutable {
           if (auto connection = self.lock()) connection->on_confirmed(number, std::move(answer));
         });
@@ -331,11 +337,12 @@ bool ClientConnection::enqueue(SharedFrame frame, Transport::Flush when) {
 void ClientConnection::cut_slow_consumer() {
   const auto bound = services_.config.send_queue_bytes;
   // Whatever waits is dropped; the error frame jumps the byte bound.
-  close_with(CloseReason::slow_consumer,
-             std::make_shared<const std::string>(protocol::error_frame(
-                 ErrorCode::slow_consumer,
-                 "send queue exceeded " + std::to_string(bound) + " bytes; reconnect and catch up", std::nullopt)),
-             true);
+  close_with(
+      CloseReason::slow_consumer,
+      std::make_shared<const std::string>(protocol::error_frame(
+          ErrorCode::slow_consumer,
+          "send queue exceeded " + std::to_string(bound) + " bytes; reconnect and catch up", std::nullopt)),
+      true);
 }
 
 void ClientConnection::fail(ErrorCode code, std::string_view message, const Ref& ref,
@@ -350,11 +357,11 @@ void ClientConnection::fail(ErrorCode code, std::string_view message, const Ref&
     return;
   }
   auto frame = std::make_shared<const std::string>(protocol::error_frame(code, message, ref));
-  close_with(reason                                   ? *reason
-             : code == ErrorCode::frame_too_large     ? CloseReason::frame_too_large
-             : code == ErrorCode::server_shutdown     ? CloseReason::server_shutdown
-             : code == ErrorCode::server_full         ? CloseReason::server_full
-                                                      : CloseReason::unauthorized,
+  close_with(reason                               ? *reason
+             : code == ErrorCode::frame_too_large ? CloseReason::frame_too_large
+             : code == ErrorCode::server_shutdown ? CloseReason::server_shutdown
+             : code == ErrorCode::server_full     ? CloseReason::server_full
+                                                  : CloseReason::unauthorized,
              std::move(frame), false);
 }
 
@@ -366,7 +373,9 @@ void ClientConnection::shutdown() {
   fail(ErrorCode::server_shutdown, "the server is shutting down; reconnect", std::nullopt);
 }
 
-void ClientConnection::close(CloseReason reason) { close_with(reason, nullptr, false); }
+void ClientConnection::close(CloseReason reason) {
+  close_with(reason, nullptr, false);
+}
 
 void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool drop_queued) {
   if (state_ != State::open) return;
@@ -377,7 +386,8 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
   if (reason == CloseReason::client_closed || reason == CloseReason::server_shutdown)
     spdlog::debug("connection of '{}' closed: {}", user_, to_string(reason));
   else
-    spdlog::info("connection of '{}' closed: {}", user_.empty() ? "(unauthenticated)" : user_, to_string(reason));
+    spdlog::info("connection of '{}' closed: {}", user_.empty() ? "(unauthenticated)" : user_,
+                 to_string(reason));
   auth_timer_.cancel();
   watch_timer_.cancel();
   send_slot_.cancel();

@@ -15,6 +15,18 @@
 // the transport writes a last error frame if any and closes, the cleanup
 // hook runs) -> closed (the hook has finished). Each step happens once.
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
 #include "auth/room_access.hpp"
 #include "gateway/close_reason.hpp"
 #include "gateway/connection_index.hpp"
@@ -24,19 +36,6 @@
 #include "gateway/room_stream.hpp"
 #include "gateway/transport.hpp"
 #include "protocol/frames.hpp"
-
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
-
-#include <chrono>
-#include <cstdint>
-#include <deque>
-#include <functional>
-#include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
 
 namespace rtmc::auth {
 class TokenService;
@@ -68,8 +67,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
  public:
   enum class State { open, closing, closed };
 
-  ClientConnection(boost::asio::any_io_executor executor, ConnectionServices& services, ConnectionIndex& index,
-                   std::shared_ptr<Transport> transport);
+  ClientConnection(boost::asio::any_io_executor executor, ConnectionServices& services,
+                   ConnectionIndex& index, std::shared_ptr<Transport> transport);
   ClientConnection(const ClientConnection&) = delete;
   ClientConnection& operator=(const ClientConnection&) = delete;
 

@@ -3,8 +3,7 @@
 
 #include "gateway/client_connection.hpp"
 
-#include "auth/auth.hpp"
-#include "protocol/frames.hpp"
+#include <gtest/gtest.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -12,11 +11,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <gtest/gtest.h>
-
 #include <map>
 #include <set>
 #include <stdexcept>
+
+#include "auth/auth.hpp"
+#include "protocol/frames.hpp"
 
 namespace rtmc::gateway {
 namespace {
@@ -54,7 +54,9 @@ class FakeTransport final : public Transport {
 // An awaitable that waits until the test opens it.
 class Gate {
  public:
-  explicit Gate(asio::io_context& io) : timer_(io) { timer_.expires_at(std::chrono::steady_clock::time_point::max()); }
+  explicit Gate(asio::io_context& io) : timer_(io) {
+    timer_.expires_at(std::chrono::steady_clock::time_point::max());
+  }
   asio::awaitable<void> wait() { co_await timer_.async_wait(nothrow); }
   void open() { timer_.cancel(); }
 
@@ -67,7 +69,7 @@ class FakeLoginSessions final : public LoginSessions {
   asio::awaitable<bool> exists(std::string jti) override {
     ++calls;
     if (!answer) throw std::runtime_error("redis down");
-    co_return *answer && jti == live_jti;
+    co_return *answer&& jti == live_jti;
   }
   std::optional<bool> answer = true;
   std::string live_jti;
@@ -82,7 +84,8 @@ class FakeRoomReader final : public RoomReader {
     if (seq_fails) throw std::runtime_error("redis down");
     co_return seqs[room];
   }
-  asio::awaitable<std::vector<LogFrame>> range(std::string room, std::int64_t from, std::int64_t to) override {
+  asio::awaitable<std::vector<LogFrame>> range(std::string room, std::int64_t from,
+                                               std::int64_t to) override {
     ranges.push_back({from, to});
     if (range_gate) co_await range_gate->wait();
     if (range_fails) throw std::runtime_error("redis down");
@@ -140,9 +143,12 @@ class ConnectionTest : public ::testing::Test {
 
   // Feeds a line as the transport would (one at a time, waiting for each).
   void line(const std::shared_ptr<ClientConnection>& connection, std::string text) {
-    asio::co_spawn(io_, [connection, text = std::move(text)]() -> asio::awaitable<void> {
-      co_await connection->on_line(text);
-    }, asio::detached);
+    asio::co_spawn(
+        io_,
+        [connection, text = std::move(text)]() -> asio::awaitable<void> {
+          co_await connection->on_line(text);
+        },
+        asio::detached);
     settle();
   }
   void settle() {
@@ -172,9 +178,7 @@ class ConnectionTest : public ::testing::Test {
     }
     return out;
   }
-  std::uint64_t closed(CloseReason reason) const {
-    return counters_.closed[static_cast<int>(reason)].load();
-  }
+  std::uint64_t closed(CloseReason reason) const { return counters_.closed[static_cast<int>(reason)].load(); }
   static std::string code_of(const std::string& text) {
     auto frame = protocol::parse_server_frame(text);
     return frame && frame->contains("code") ? std::string(frame->at("code").as_string()) : "";
@@ -191,8 +195,16 @@ class ConnectionTest : public ::testing::Test {
   RoomSeeds seeds_;
   GatewayCounters counters_;
   int cleanups_ = 0;
-  ConnectionServices services_{config_,  tokens_, access_,   login_sessions_, rooms_, ingest_,
-                               limiter_, seeds_,  counters_, [this](const ClientConnection&) -> asio::awaitable<void> {
+  ConnectionServices services_{config_,
+                               tokens_,
+                               access_,
+                               login_sessions_,
+                               rooms_,
+                               ingest_,
+                               limiter_,
+                               seeds_,
+                               counters_,
+                               [this](const ClientConnection&) -> asio::awaitable<void> {
                                  ++cleanups_;
                                  co_return;
                                }};
@@ -310,7 +322,8 @@ TEST_F(ConnectionTest, UnconfirmedSendsStopReadingByBytes) {
 
 TEST_F(ConnectionTest, TooManyRoomsIsNotFatal) {
   auto connection = authenticated();
-  for (auto room : {"a", "b", "c"}) line(connection, std::string(R"({"type":"join","room":")") + room + "\"}");
+  for (auto room : {"a", "b", "c"})
+    line(connection, std::string(R"({"type":"join","room":")") + room + "\"}");
   line(connection, R"({"type":"join","room":"d","ref":"x"})");
   EXPECT_EQ(code_of(transport_->sent.back()), "too_many_rooms");
   EXPECT_EQ(last().at("ref"), "x");
@@ -351,7 +364,8 @@ TEST_F(ConnectionTest, FramesBeforeJoinedAreHeld) {
   EXPECT_TRUE(transport_->sent.empty());
   rooms_.seq_gate->open();
   settle();
-  EXPECT_EQ(transport_->sent, (std::vector<std::string>{protocol::joined_frame("r", 5, std::nullopt), "r#6\n"}));
+  EXPECT_EQ(transport_->sent,
+            (std::vector<std::string>{protocol::joined_frame("r", 5, std::nullopt), "r#6\n"}));
 }
 
 TEST_F(ConnectionTest, AHoleIsRepairedFromTheLog) {

@@ -1,5 +1,16 @@
 #include "gateway/gateway.hpp"
 
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <future>
+#include <thread>
+
 #include "auth/auth.hpp"
 #include "auth/room_access.hpp"
 #include "gateway/client_connection.hpp"
@@ -9,18 +20,6 @@
 #include "gateway/tcp_line_transport.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
-
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
-
-#include <sys/resource.h>
-
-#include <future>
-#include <thread>
 
 namespace rtmc::gateway {
 
@@ -38,9 +37,10 @@ struct Gateway::Impl {
         login_sessions(*redis),
         room_reader(*redis, config.common.amqp.ingest_shards),
         ingest(*publisher, config.common.amqp.ingest_shards),
-        services{config,       tokens,       access,     login_sessions, room_reader, ingest,
-                 send_limiter, room_seeds,   counters,   {}} {
-    std::size_t count = config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
+        services{config, tokens,       access,     login_sessions, room_reader,
+                 ingest, send_limiter, room_seeds, counters,       {}} {
+    std::size_t count =
+        config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
     for (std::size_t i = 0; i < count; ++i) io_threads.push_back(std::make_unique<IoThread>());
   }
 
@@ -49,9 +49,9 @@ struct Gateway::Impl {
   // refused client gets no more of this process than that.
   template <class Socket>
   void refuse(Socket& socket) {
-    static const std::string frame = protocol::error_frame(
-        protocol::ErrorCode::server_full, "this gateway holds as many connections as it may; try another",
-        std::nullopt);
+    static const std::string frame =
+        protocol::error_frame(protocol::ErrorCode::server_full,
+                              "this gateway holds as many connections as it may; try another", std::nullopt);
     boost::system::error_code ignored;
     socket.non_blocking(true, ignored);
     socket.write_some(asio::buffer(frame), ignored);
@@ -75,7 +75,8 @@ struct Gateway::Impl {
         continue;
       }
       counters.accepted.fetch_add(1, std::memory_order_relaxed);
-      if (counters.open.load(std::memory_order_relaxed) >= static_cast<std::int64_t>(config.max_connections)) {
+      if (counters.open.load(std::memory_order_relaxed) >=
+          static_cast<std::int64_t>(config.max_connections)) {
         refuse(accepted);
         continue;
       }
@@ -83,8 +84,8 @@ struct Gateway::Impl {
       // The connection's whole life is on its io thread.
       asio::post(thread.io, [this, &thread, socket = std::move(accepted)]() mutable {
         auto transport = std::make_shared<TcpLineTransport>(std::move(socket), thread, config.max_line_bytes);
-        auto connection =
-            std::make_shared<ClientConnection>(thread.io.get_executor(), services, thread.connections, transport);
+        auto connection = std::make_shared<ClientConnection>(thread.io.get_executor(), services,
+                                                             thread.connections, transport);
         connection->start();
         transport->start(connection);
       });
@@ -158,7 +159,9 @@ struct Gateway::Impl {
 
 Gateway::Gateway(GatewayConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 
-Gateway::~Gateway() { stop(); }
+Gateway::~Gateway() {
+  stop();
+}
 
 void Gateway::start() {
   auto& impl = *impl_;
@@ -189,8 +192,8 @@ void Gateway::start() {
     impl.guards.push_back(asio::make_work_guard(thread->io));
     impl.threads.emplace_back([&io = thread->io] { io.run(); });
   }
-  spdlog::info("gateway listening on {}:{} with {} io threads, at most {} connections", impl.config.listen.host,
-               port(), impl.io_threads.size(), impl.config.max_connections);
+  spdlog::info("gateway listening on {}:{} with {} io threads, at most {} connections",
+               impl.config.listen.host, port(), impl.io_threads.size(), impl.config.max_connections);
 }
 
 // The order matters: intake stops; clients are told `server_shutdown` (the
@@ -222,6 +225,8 @@ void Gateway::stop() {
   impl.redis.reset();
 }
 
-std::uint16_t Gateway::port() const { return impl_->acceptor->local_endpoint().port(); }
+std::uint16_t Gateway::port() const {
+  return impl_->acceptor->local_endpoint().port();
+}
 
 }  // namespace rtmc::gateway

@@ -4,11 +4,11 @@
 // is the single active consumer of, and fans sequenced frames out to its
 // local room members. Any number of gateways may run side by side.
 
-#include "common/config.hpp"
-
 #include <chrono>
 #include <cstddef>
 #include <memory>
+
+#include "common/config.hpp"
 
 namespace rtmc::gateway {
 

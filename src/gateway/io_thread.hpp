@@ -4,17 +4,16 @@
 // leaves and deliveries need no lock; other threads post to `io`.
 // (An io thread is not an ingest shard: those are RabbitMQ queues.)
 
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <memory>
+#include <vector>
+
 #include "gateway/client_connection.hpp"
 #include "gateway/connection_index.hpp"
 #include "gateway/sequenced.hpp"
 #include "gateway/transport.hpp"
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-
-#include <array>
-#include <memory>
-#include <vector>
 
 namespace rtmc::gateway {
 

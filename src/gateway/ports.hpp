@@ -8,18 +8,17 @@
 // from any of them. Awaitable calls resume on the caller's executor.
 // IngestPublisher's callback may run on any thread: the caller posts back.
 
-#include "gateway/sequenced.hpp"
-#include "protocol/frames.hpp"
-#include "store/amqp.hpp"
-
 #include <boost/asio/awaitable.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "gateway/sequenced.hpp"
+#include "protocol/frames.hpp"
+#include "store/amqp.hpp"
 
 namespace rtmc::gateway {
 

@@ -86,8 +86,8 @@ void RoomStreams::release_held(const std::string& room, Stream& stream, Output& 
   }
 }
 
-RoomStreams::RepairResult RoomStreams::repaired(const Repair& repair, std::optional<std::vector<LogFrame>> frames,
-                                                Output& out) {
+RoomStreams::RepairResult RoomStreams::repaired(const Repair& repair,
+                                                std::optional<std::vector<LogFrame>> frames, Output& out) {
   const std::string& room = repair.room;
   auto it = rooms_.find(room);
   if (it == rooms_.end() || it->second.membership != repair.membership) return RepairResult::stale;

@@ -14,8 +14,6 @@
 // while this object is being changed. Owned by one ClientConnection, used on
 // its executor only.
 
-#include "gateway/sequenced.hpp"
-
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -23,6 +21,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "gateway/sequenced.hpp"
 
 namespace rtmc::gateway {
 
@@ -91,7 +91,8 @@ class RoomStreams {
   };
 
   void hold(Stream& stream, std::int64_t seq, const SharedFrame& frame);
-  void accept(const std::string& room, Stream& stream, std::int64_t seq, const SharedFrame& frame, Output& out);
+  void accept(const std::string& room, Stream& stream, std::int64_t seq, const SharedFrame& frame,
+              Output& out);
   void release_held(const std::string& room, Stream& stream, Output& out);
   void drop_held(Stream& stream);
 

@@ -30,14 +30,16 @@ boost::asio::awaitable<std::int64_t> RedisRoomReader::current_seq(std::string ro
   co_return reply.type == redis::Reply::Type::string ? std::stoll(reply.str) : 0;
 }
 
-boost::asio::awaitable<std::vector<RoomReader::LogFrame>> RedisRoomReader::range(std::string room, std::int64_t from,
+boost::asio::awaitable<std::vector<RoomReader::LogFrame>> RedisRoomReader::range(std::string room,
+                                                                                 std::int64_t from,
                                                                                  std::int64_t to) {
   auto command = room_log_range(shard_of(room, shards_), room, from, to);
   auto reply = co_await redis_.command(std::move(command));
   co_return room_log_frames(reply);
 }
 
-void AmqpIngestPublisher::publish(protocol::IngestMessage message, std::function<void(amqp::PublishStatus)> done) {
+void AmqpIngestPublisher::publish(protocol::IngestMessage message,
+                                  std::function<void(amqp::PublishStatus)> done) {
   const auto shard = shard_of(message.room, shards_);
   amqp::Message out{"", ingest_queue(shard), protocol::encode_ingest(message), true, true};
   publisher_.publish(std::move(out), std::move(done));

@@ -6,10 +6,10 @@
 // Threading: as the ports say; redis::Client and amqp::Publisher are
 // thread-safe, these add no state.
 
+#include <cstdint>
+
 #include "common/config.hpp"
 #include "gateway/ports.hpp"
-
-#include <cstdint>
 
 namespace rtmc::redis {
 class Client;
@@ -28,9 +28,11 @@ class RedisLoginSessions final : public LoginSessions {
 
 class RedisRoomReader final : public RoomReader {
  public:
-  RedisRoomReader(redis::Client& redis, std::uint32_t ingest_shards) : redis_(redis), shards_(ingest_shards) {}
+  RedisRoomReader(redis::Client& redis, std::uint32_t ingest_shards)
+      : redis_(redis), shards_(ingest_shards) {}
   boost::asio::awaitable<std::int64_t> current_seq(std::string room) override;
-  boost::asio::awaitable<std::vector<LogFrame>> range(std::string room, std::int64_t from, std::int64_t to) override;
+  boost::asio::awaitable<std::vector<LogFrame>> range(std::string room, std::int64_t from,
+                                                      std::int64_t to) override;
 
  private:
   redis::Client& redis_;

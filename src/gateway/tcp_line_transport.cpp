@@ -1,17 +1,17 @@
 #include "gateway/tcp_line_transport.hpp"
 
-#include "gateway/client_connection.hpp"
-#include "gateway/io_thread.hpp"
+#include <spdlog/spdlog.h>
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <spdlog/spdlog.h>
-
-#include <array>
 #include <span>
+
+#include "gateway/client_connection.hpp"
+#include "gateway/io_thread.hpp"
 
 namespace rtmc::gateway {
 
@@ -24,10 +24,13 @@ constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
 constexpr auto kCloseGrace = std::chrono::seconds(2);
 constexpr std::size_t kMaxFramesPerWrite = 256;
 
-bool blank(std::string_view line) { return line.find_first_not_of(" \t\r") == std::string_view::npos; }
+bool blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r") == std::string_view::npos;
+}
 }  // namespace
 
-TcpLineTransport::TcpLineTransport(asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_line_bytes)
+TcpLineTransport::TcpLineTransport(asio::ip::tcp::socket socket, IoThread& io_thread,
+                                   std::size_t max_line_bytes)
     : socket_(std::move(socket)),
       io_thread_(io_thread),
       max_line_bytes_(max_line_bytes),
@@ -154,16 +157,17 @@ void TcpLineTransport::flush() {
       rest.push_back(asio::buffer(frame.data() + skip, frame.size() - skip));
       skip = 0;
     }
-    asio::async_write(socket_, rest, [self = shared_from_this()](boost::system::error_code write_ec, std::size_t) {
-      for (auto& frame : self->in_flight_) self->queued_bytes_ -= frame->size();
-      self->in_flight_.clear();
-      self->writing_ = false;
-      if (write_ec) {
-        self->write_failed();
-        return;
-      }
-      self->flush();
-    });
+    asio::async_write(socket_, rest,
+                      [self = shared_from_this()](boost::system::error_code write_ec, std::size_t) {
+                        for (auto& frame : self->in_flight_) self->queued_bytes_ -= frame->size();
+                        self->in_flight_.clear();
+                        self->writing_ = false;
+                        if (write_ec) {
+                          self->write_failed();
+                          return;
+                        }
+                        self->flush();
+                      });
     return;
   }
   if (!writing_ && queue_.empty() && closing_) finish_close();

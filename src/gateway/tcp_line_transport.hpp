@@ -12,16 +12,15 @@
 // read loop holds the connection while reading), so neither keeps the other
 // alive in a cycle.
 
-#include "gateway/line_framer.hpp"
-#include "gateway/transport.hpp"
-
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-
 #include <deque>
 #include <memory>
 #include <vector>
+
+#include "gateway/line_framer.hpp"
+#include "gateway/transport.hpp"
 
 namespace rtmc::gateway {
 

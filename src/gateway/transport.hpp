@@ -17,9 +17,9 @@
 // Threading: a transport lives on its connection's executor (one io thread)
 // and every call is made there.
 
-#include "gateway/sequenced.hpp"
-
 #include <cstddef>
+
+#include "gateway/sequenced.hpp"
 
 namespace rtmc::gateway {
 

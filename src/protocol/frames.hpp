@@ -3,7 +3,6 @@
 // Parsing and serialization only, no I/O, so every rule is unit-testable.
 
 #include <boost/json/object.hpp>
-
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -82,8 +81,8 @@ std::string left_frame(std::string_view room, const Ref& ref);
 std::string ack_frame(std::string_view room, std::string_view id, const Ref& ref);
 std::string pong_frame(const Ref& ref);
 std::string error_frame(ErrorCode code, std::string_view message, const Ref& ref);
-std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id,
-                          std::string_view from, std::string_view body, std::int64_t ts_ms);
+std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id, std::string_view from,
+                          std::string_view body, std::int64_t ts_ms);
 
 // A message frame split around its seq: prefix + to_string(seq) + suffix ==
 // message_frame(...). The sequencing script, which alone knows the seq,

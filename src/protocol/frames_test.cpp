@@ -43,7 +43,8 @@ TEST(ParseClientFrame, AcceptsCrlfAndIgnoresUnknownFields) {
 }
 
 TEST(ParseClientFrame, EchoesAnyRefVerbatim) {
-  EXPECT_EQ(frame_of(R"({"type":"ping","ref":{"a":[1,"x"]}})").ref, std::optional<std::string>(R"({"a":[1,"x"]})"));
+  EXPECT_EQ(frame_of(R"({"type":"ping","ref":{"a":[1,"x"]}})").ref,
+            std::optional<std::string>(R"({"a":[1,"x"]})"));
   EXPECT_EQ(error_of(R"({"type":"nope","ref":7})").ref, std::optional<std::string>("7"));
   EXPECT_EQ(pong_frame(std::string("\"r1\"")), "{\"type\":\"pong\",\"ref\":\"r1\"}\n");
 }
@@ -90,7 +91,8 @@ TEST(ServerFrames, AreOneJsonObjectPerLine) {
 
 TEST(ServerFrames, TemplateJoinsToTheSameFrame) {
   auto parts = message_frame_template("room-1", "id", "bob", "x\"seq\":-1,", 5);
-  EXPECT_EQ(parts.prefix + "1234" + parts.suffix, message_frame("room-1", 1234, "id", "bob", "x\"seq\":-1,", 5));
+  EXPECT_EQ(parts.prefix + "1234" + parts.suffix,
+            message_frame("room-1", 1234, "id", "bob", "x\"seq\":-1,", 5));
 }
 
 TEST(ServerFrames, ErrorCarriesCodeMessageAndRef) {

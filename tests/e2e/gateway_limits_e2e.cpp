@@ -32,8 +32,12 @@ std::uint16_t free_port() {
   return ntohs(address.sin_port);
 }
 
-std::string unreachable_amqp() { return "amqp://guest:guest@127.0.0.1:" + std::to_string(free_port()) + "/"; }
-std::string unreachable_redis() { return "127.0.0.1:" + std::to_string(free_port()); }
+std::string unreachable_amqp() {
+  return "amqp://guest:guest@127.0.0.1:" + std::to_string(free_port()) + "/";
+}
+std::string unreachable_redis() {
+  return "127.0.0.1:" + std::to_string(free_port());
+}
 
 // A token whose login session is planted in Redis directly (no api needed).
 TestUser plant_user(const ServiceEnv& services, const std::string& secret, std::string_view prefix) {
@@ -50,8 +54,8 @@ TestUser plant_user(const ServiceEnv& services, const std::string& secret, std::
 void expect_clean_stop(Process& gateway) {
   const int status = gateway.terminate(5s);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "status " << status << (WIFSIGNALED(status) ? " (signal " + std::to_string(WTERMSIG(status)) + ")" : "")
-      << "\n"
+      << "status " << status
+      << (WIFSIGNALED(status) ? " (signal " + std::to_string(WTERMSIG(status)) + ")" : "") << "\n"
       << gateway.log_tail();
 }
 
