@@ -1,5 +1,6 @@
 #include "api/api_service.hpp"
 
+#include "auth/room_access.hpp"
 #include "common/keys.hpp"
 #include "common/names.hpp"
 #include "protocol/frames.hpp"
@@ -184,6 +185,9 @@ boost::asio::awaitable<Response> ApiService::publish_message(const Request& requ
     throw HttpError(http::status::payload_too_large, "body_too_large",
                     "body exceeds " + std::to_string(config_.max_message_body) + " bytes");
   if (!id) id = make_message_id();
+  // The same decision the gateway makes for a TCP send (auth/room_access.hpp).
+  if (!auth::RoomAccess{}.allowed(claims.user, room, auth::RoomAccess::Action::send))
+    throw HttpError(http::status::forbidden, "forbidden", "you may not send to room " + room);
 
   amqp::Message message;
   message.routing_key = ingest_queue(shard_of(room, config_.ingest_shards));

@@ -1,22 +1,26 @@
 #include "gateway/gateway.hpp"
 
-#include "auth/auth.hpp"
-#include "gateway/http_endpoints.hpp"
-#include "gateway/io_shard.hpp"
-#include "gateway/pipeline.hpp"
-#include "gateway/session.hpp"
-#include "store/amqp.hpp"
-#include "store/redis.hpp"
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <future>
 #include <thread>
+
+#include "auth/auth.hpp"
+#include "auth/room_access.hpp"
+#include "gateway/client_connection.hpp"
+#include "gateway/http_endpoints.hpp"
+#include "gateway/io_thread.hpp"
+#include "gateway/pipeline.hpp"
+#include "gateway/store_ports.hpp"
+#include "gateway/tcp_line_transport.hpp"
+#include "store/amqp.hpp"
+#include "store/redis.hpp"
+#include "server/limits.hpp"
 
 namespace rtmc::gateway {
 
@@ -26,21 +30,43 @@ struct Gateway::Impl {
   explicit Impl(GatewayConfig c)
       : config(std::move(c)),
         tokens(config.common.auth.jwt_secret, config.common.auth.token_ttl),
-        redis(config.common.redis, 2),
-        publisher(config.common.amqp, {.window = 500,
-                                       .give_up_after = std::chrono::milliseconds(5000),
-                                       .ingest_shards = config.common.amqp.ingest_shards}),
-        context{config, tokens, redis, publisher, counters, room_seeds} {
-    std::size_t threads = config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
-    for (std::size_t i = 0; i < threads; ++i) shards.push_back(std::make_unique<IoShard>());
+        redis(std::make_unique<redis::Client>(config.common.redis, 2)),
+        publisher(std::make_unique<amqp::Publisher>(
+            config.common.amqp, amqp::Publisher::Options{.window = 500,
+                                                         .give_up_after = std::chrono::milliseconds(5000),
+                                                         .ingest_shards = config.common.amqp.ingest_shards})),
+        login_sessions(*redis),
+        room_reader(*redis, config.common.amqp.ingest_shards),
+        ingest(*publisher, config.common.amqp.ingest_shards),
+        services{config, tokens,       access,     login_sessions, room_reader,
+                 ingest, send_limiter, room_seeds, counters,       {}} {
+    std::size_t count =
+        config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
+    for (std::size_t i = 0; i < count; ++i) io_threads.push_back(std::make_unique<IoThread>());
+  }
+
+  // Over the connection cap the client is told why (so it tries another
+  // gateway at once) and closed; the frame is written without waiting, as a
+  // refused client gets no more of this process than that.
+  template <class Socket>
+  void refuse(Socket& socket) {
+    static const std::string frame =
+        protocol::error_frame(protocol::ErrorCode::server_full,
+                              "this gateway holds as many connections as it may; try another", std::nullopt);
+    boost::system::error_code ignored;
+    socket.non_blocking(true, ignored);
+    socket.write_some(asio::buffer(frame), ignored);
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+    counters.closed[static_cast<int>(CloseReason::server_full)].fetch_add(1, std::memory_order_relaxed);
   }
 
   asio::awaitable<void> accept_loop() {
     constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
     std::size_t next = 0;
     for (;;) {
-      IoShard& shard = *shards[next++ % shards.size()];
-      auto [ec, accepted] = co_await acceptor->async_accept(shard.io.get_executor(), nothrow);
+      IoThread& thread = *io_threads[next++ % io_threads.size()];
+      auto [ec, accepted] = co_await acceptor->async_accept(thread.io.get_executor(), nothrow);
       if (ec == asio::error::operation_aborted) co_return;
       if (ec) {
         // EMFILE and friends: back off instead of spinning.
@@ -50,9 +76,19 @@ struct Gateway::Impl {
         continue;
       }
       counters.accepted.fetch_add(1, std::memory_order_relaxed);
-      // The session's whole life is on the shard's thread.
-      asio::post(shard.io, [this, &shard, socket = std::move(accepted)]() mutable {
-        std::make_shared<Session>(std::move(socket), context, shard)->start();
+      if (counters.open.load(std::memory_order_relaxed) >=
+          static_cast<std::int64_t>(config.max_connections)) {
+        refuse(accepted);
+        continue;
+      }
+      counters.open.fetch_add(1, std::memory_order_relaxed);
+      // The connection's whole life is on its io thread.
+      asio::post(thread.io, [this, &thread, socket = std::move(accepted)]() mutable {
+        auto transport = std::make_shared<TcpLineTransport>(std::move(socket), thread, config.max_line_bytes);
+        auto connection = std::make_shared<ClientConnection>(thread.io.get_executor(), services,
+                                                             thread.connections, transport);
+        connection->start();
+        transport->start(connection);
       });
     }
   }
@@ -61,7 +97,7 @@ struct Gateway::Impl {
   // consumers, auth failures...) without reading every connection's line.
   asio::awaitable<void> report_stats() {
     constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
-    asio::steady_timer timer(shards.front()->io);
+    asio::steady_timer timer(io_threads.front()->io);
     std::string last;
     for (;;) {
       timer.expires_after(std::chrono::seconds(60));
@@ -84,18 +120,36 @@ struct Gateway::Impl {
 
   // Fan-out thread -> every io thread: one shared batch, posted once each.
   void deliver(std::shared_ptr<const SequencedBatch> batch) {
-    for (auto& shard : shards)
-      asio::post(shard->io, [&shard = *shard, batch] { shard.deliver(*batch); });
+    for (auto& thread : io_threads)
+      asio::post(thread->io, [&thread = *thread, batch] { thread.deliver(*batch); });
+  }
+
+  // Runs `job` on every io thread and waits until each has run it.
+  void on_every_io_thread(const std::function<void(IoThread&)>& job) {
+    std::vector<std::promise<void>> done(io_threads.size());
+    for (std::size_t i = 0; i < io_threads.size(); ++i)
+      asio::post(io_threads[i]->io, [&, i] {
+        job(*io_threads[i]);
+        done[i].set_value();
+      });
+    for (auto& promise : done) promise.get_future().wait();
   }
 
   GatewayConfig config;
+  // Declared first so it is destroyed last: the io_contexts must outlive
+  // every thread and object that posts into them (see Gateway::stop).
+  std::vector<std::unique_ptr<IoThread>> io_threads;
   auth::TokenService tokens;
+  auth::RoomAccess access;
   GatewayCounters counters;
   RoomSeeds room_seeds;
-  redis::Client redis;
-  amqp::Publisher publisher;
-  SessionContext context;
-  std::vector<std::unique_ptr<IoShard>> shards;
+  std::unique_ptr<redis::Client> redis;
+  std::unique_ptr<amqp::Publisher> publisher;
+  RedisLoginSessions login_sessions;
+  RedisRoomReader room_reader;
+  AmqpIngestPublisher ingest;
+  UnlimitedSends send_limiter;
+  ConnectionServices services;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
@@ -107,17 +161,22 @@ struct Gateway::Impl {
 
 Gateway::Gateway(GatewayConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 
-Gateway::~Gateway() { stop(); }
+Gateway::~Gateway() {
+  stop();
+}
 
 void Gateway::start() {
   auto& impl = *impl_;
-  auto& io0 = impl.shards.front()->io;
+  if (impl.config.max_connections == 0) impl.config.max_connections = server::connection_cap_from_open_files();
+  auto& io0 = impl.io_threads.front()->io;
   asio::ip::tcp::endpoint endpoint(asio::ip::make_address(impl.config.listen.host), impl.config.listen.port);
   impl.acceptor = std::make_unique<asio::ip::tcp::acceptor>(io0);
   impl.acceptor->open(endpoint.protocol());
   impl.acceptor->set_option(asio::socket_base::reuse_address(true));
   impl.acceptor->bind(endpoint);
   impl.acceptor->listen(asio::socket_base::max_listen_connections);
+  // Bound right after the client port, so a taken port fails before the
+  // pipeline threads start.
   impl.http = std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters));
   impl.http->start();
 
@@ -128,40 +187,46 @@ void Gateway::start() {
 
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);
   asio::co_spawn(io0, impl.report_stats(), asio::detached);
-  for (auto& shard : impl.shards) {
-    impl.guards.push_back(asio::make_work_guard(shard->io));
-    impl.threads.emplace_back([&io = shard->io] { io.run(); });
+  for (auto& thread : impl.io_threads) {
+    impl.guards.push_back(asio::make_work_guard(thread->io));
+    impl.threads.emplace_back([&io = thread->io] { io.run(); });
   }
-  spdlog::info("gateway listening on {}:{} with {} io threads", impl.config.listen.host, port(),
-               impl.shards.size());
+  spdlog::info("gateway listening on {}:{} with {} io threads, at most {} connections",
+               impl.config.listen.host, port(), impl.io_threads.size(), impl.config.max_connections);
 }
 
+// The order matters: intake stops; clients are told `server_shutdown` (the
+// frame is written at once when the socket takes it); the pipeline threads
+// end; the io threads end; only then go the publisher and the Redis workers,
+// which may still post answers into the io_contexts (stopped, not destroyed:
+// their handlers are dropped when the IoThreads go, last of all).
 void Gateway::stop() {
   auto& impl = *impl_;
   if (impl.stopped) return;
   impl.stopped = true;
-  // Stop intake first, then the pipeline threads, then the connections.
-  if (impl.acceptor) {
-    std::promise<void> closed;
-    asio::post(impl.shards.front()->io, [&] {
-      boost::system::error_code ignored;
-      impl.acceptor->close(ignored);
-      closed.set_value();
+  const bool running = !impl.threads.empty();
+  if (running) {
+    impl.on_every_io_thread([&impl](IoThread& thread) {
+      if (&thread == impl.io_threads.front().get() && impl.acceptor) {
+        boost::system::error_code ignored;
+        impl.acceptor->close(ignored);
+      }
     });
-    if (!impl.threads.empty()) closed.get_future().wait();
+    impl.on_every_io_thread([](IoThread& thread) { thread.shutdown_all(); });
   }
   impl.http.reset();
   impl.sequencer.reset();
   impl.fanout.reset();
-  for (auto& shard : impl.shards) asio::post(shard->io, [&shard = *shard] { shard.close_all(); });
-  // A moment for the close to reach the clients before the loops end.
-  if (!impl.threads.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   impl.guards.clear();
-  for (auto& shard : impl.shards) shard->io.stop();
+  for (auto& thread : impl.io_threads) thread->io.stop();
   for (auto& thread : impl.threads) thread.join();
   impl.threads.clear();
+  impl.publisher.reset();
+  impl.redis.reset();
 }
 
-std::uint16_t Gateway::port() const { return impl_->acceptor->local_endpoint().port(); }
+std::uint16_t Gateway::port() const {
+  return impl_->acceptor->local_endpoint().port();
+}
 
 }  // namespace rtmc::gateway

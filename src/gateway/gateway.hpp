@@ -4,11 +4,11 @@
 // is the single active consumer of, and fans sequenced frames out to its
 // local room members. Any number of gateways may run side by side.
 
-#include "common/config.hpp"
-
 #include <chrono>
 #include <cstddef>
 #include <memory>
+
+#include "common/config.hpp"
 
 namespace rtmc::gateway {
 
@@ -28,6 +28,17 @@ struct GatewayConfig {
   // Sends a connection may have waiting for RabbitMQ's confirm before the
   // gateway stops reading from it.
   std::size_t max_unconfirmed_sends = 1024;
+  // ... and the bytes those sends may hold, so a stalled broker cannot grow
+  // a connection to megabytes (one send is always allowed).
+  std::size_t max_unconfirmed_bytes = 1024 * 1024;
+  // Rooms one connection may be in (too_many_rooms beyond).
+  std::size_t max_rooms_per_connection = 1000;
+  // Serialized size of a request's `ref` (bad_frame beyond).
+  std::size_t max_ref_bytes = 1024;
+  // Client connections per gateway; over it a new one gets `server_full` and
+  // is closed. 0 = the open-file limit less a reserve for the process's own
+  // files (64). Raise RLIMIT_NOFILE before start() to get more (main does).
+  std::size_t max_connections = 0;
 };
 
 class Gateway {

@@ -2,7 +2,7 @@
 
 #include <boost/beast/http/verb.hpp>
 
-#include "gateway/session.hpp"
+#include "gateway/close_reason.hpp"
 #include "server/http_server.hpp"
 
 namespace rtmc::gateway {

@@ -12,7 +12,7 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/json/parse.hpp>
 
-#include "gateway/session.hpp"
+#include "gateway/close_reason.hpp"
 
 namespace rtmc::gateway {
 namespace {

@@ -17,22 +17,65 @@ int main(int argc, char** argv) {
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
-  app.add_option("--listen", listen, "Client TCP address host:port")->envname("RTMC_GATEWAY_LISTEN")->capture_default_str();
+  app.add_option("--listen", listen, "Client TCP address host:port")
+      ->envname("RTMC_GATEWAY_LISTEN")
+      ->capture_default_str();
   app.add_option("--http-listen", http_listen, "HTTP address for /healthz and /metrics host:port")
-      ->envname("RTMC_GATEWAY_HTTP_LISTEN")->capture_default_str();
-  app.add_option("--threads", config.io_threads, "io threads (0 = one per core)")->envname("RTMC_GATEWAY_THREADS")->capture_default_str();
+      ->envname("RTMC_GATEWAY_HTTP_LISTEN")
+      ->capture_default_str();
+  app.add_option("--threads", config.io_threads, "io threads (0 = one per core)")
+      ->envname("RTMC_GATEWAY_THREADS")
+      ->capture_default_str();
   app.add_option("--max-line", config.max_line_bytes, "Longest accepted line in bytes")
-      ->envname("RTMC_MAX_LINE")->check(CLI::Range(64, 16 << 20))->capture_default_str();
+      ->envname("RTMC_MAX_LINE")
+      ->check(CLI::Range(64, 16 << 20))
+      ->capture_default_str();
   app.add_option("--send-queue-bytes", config.send_queue_bytes, "Per-connection send queue bound")
-      ->envname("RTMC_SEND_QUEUE_BYTES")->check(CLI::Range(1024, 1 << 30))->capture_default_str();
+      ->envname("RTMC_SEND_QUEUE_BYTES")
+      ->check(CLI::Range(1024, 1 << 30))
+      ->capture_default_str();
   app.add_option("--auth-timeout-s", auth_timeout_s, "Seconds a new connection has to authenticate")
-      ->envname("RTMC_AUTH_TIMEOUT_S")->check(CLI::Range(1, 3600))->capture_default_str();
-  app.add_option("--heartbeat-s", heartbeat_s, "Heartbeat period in seconds (session re-check; idle cut at 3x)")
-      ->envname("RTMC_HEARTBEAT_S")->check(CLI::Range(1, 3600))->capture_default_str();
-  app.add_option("--dedupe-window-s", dedupe_window_s, "How long a message id is remembered per sender and room")
-      ->envname("RTMC_DEDUPE_WINDOW_S")->check(CLI::Range(1, 30 * 86400))->capture_default_str();
+      ->envname("RTMC_AUTH_TIMEOUT_S")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--heartbeat-s", heartbeat_s,
+                 "Heartbeat period in seconds (session re-check; idle cut at 3x)")
+      ->envname("RTMC_HEARTBEAT_S")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--dedupe-window-s", dedupe_window_s,
+                 "How long a message id is remembered per sender and room")
+      ->envname("RTMC_DEDUPE_WINDOW_S")
+      ->check(CLI::Range(1, 30 * 86400))
+      ->capture_default_str();
   app.add_option("--room-log-length", config.common.limits.room_log_length, "Messages kept per room in Redis")
-      ->envname("RTMC_ROOM_LOG_LENGTH")->check(CLI::Range(100, 10000000))->capture_default_str();
+      ->envname("RTMC_ROOM_LOG_LENGTH")
+      ->check(CLI::Range(100, 10000000))
+      ->capture_default_str();
+  app.add_option("--max-rooms-per-connection", config.max_rooms_per_connection,
+                 "Rooms one connection may be in (too_many_rooms beyond)")
+      ->envname("RTMC_MAX_ROOMS_PER_CONNECTION")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--max-ref", config.max_ref_bytes,
+                 "Longest accepted serialized \"ref\" in bytes (bad_frame beyond)")
+      ->envname("RTMC_MAX_REF_BYTES")
+      ->check(CLI::Range(2, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--max-unconfirmed-sends", config.max_unconfirmed_sends,
+                 "Sends a connection may have awaiting RabbitMQ's confirm before it is no longer read")
+      ->envname("RTMC_MAX_UNCONFIRMED_SENDS")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--max-unconfirmed-bytes", config.max_unconfirmed_bytes,
+                 "Bytes those sends may hold before the connection is no longer read")
+      ->envname("RTMC_MAX_UNCONFIRMED_BYTES")
+      ->check(CLI::Range(1024, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--max-connections", config.max_connections,
+                 "Client connections per gateway (server_full beyond); 0 = the open-file limit less 64")
+      ->envname("RTMC_MAX_CONNECTIONS")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {

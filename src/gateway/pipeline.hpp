@@ -16,7 +16,7 @@
 #include "gateway/gateway.hpp"
 #include "gateway/room_cursor.hpp"
 #include "gateway/sequencer.hpp"
-#include "gateway/session.hpp"
+#include "gateway/sequenced.hpp"
 
 namespace rtmc::gateway {
 

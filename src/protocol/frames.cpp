@@ -1,10 +1,10 @@
 #include "protocol/frames.hpp"
 
-#include "common/names.hpp"
-
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+
+#include "common/names.hpp"
 
 namespace rtmc::protocol {
 namespace json = boost::json;
@@ -23,13 +23,19 @@ const char* to_string(ErrorCode code) {
     case ErrorCode::slow_consumer: return "slow_consumer";
     case ErrorCode::unavailable: return "unavailable";
     case ErrorCode::internal: return "internal";
+    case ErrorCode::too_many_rooms: return "too_many_rooms";
+    case ErrorCode::forbidden: return "forbidden";
+    case ErrorCode::rate_limited: return "rate_limited";
+    case ErrorCode::server_full: return "server_full";
+    case ErrorCode::server_shutdown: return "server_shutdown";
   }
   return "internal";
 }
 
 bool is_fatal(ErrorCode code) {
   return code == ErrorCode::unauthorized || code == ErrorCode::frame_too_large ||
-         code == ErrorCode::slow_consumer;
+         code == ErrorCode::slow_consumer || code == ErrorCode::server_full ||
+         code == ErrorCode::server_shutdown;
 }
 
 namespace {
@@ -73,7 +79,13 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
   const json::object& object = parsed.get_object();
 
   Ref ref;
-  if (const json::value* ref_value = object.if_contains("ref")) ref = json::serialize(*ref_value);
+  if (const json::value* ref_value = object.if_contains("ref")) {
+    ref = json::serialize(*ref_value);
+    if (ref->size() > limits.max_ref_bytes)
+      return fail(ErrorCode::bad_frame,
+                  "\"ref\" is longer than " + std::to_string(limits.max_ref_bytes) + " bytes serialized",
+                  std::nullopt);
+  }
 
   bool wrong_type = false;
   const json::string* type = string_field(object, "type", wrong_type);
@@ -141,14 +153,16 @@ std::string ack_frame(std::string_view room, std::string_view id, const Ref& ref
   return finish({{"type", "ack"}, {"id", id}, {"room", room}}, ref);
 }
 
-std::string pong_frame(const Ref& ref) { return finish({{"type", "pong"}}, ref); }
+std::string pong_frame(const Ref& ref) {
+  return finish({{"type", "pong"}}, ref);
+}
 
 std::string error_frame(ErrorCode code, std::string_view message, const Ref& ref) {
   return finish({{"type", "error"}, {"code", to_string(code)}, {"message", message}}, ref);
 }
 
-std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id,
-                          std::string_view from, std::string_view body, std::int64_t ts_ms) {
+std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id, std::string_view from,
+                          std::string_view body, std::int64_t ts_ms) {
   return finish({{"type", "message"},
                  {"room", room},
                  {"seq", seq},

@@ -3,7 +3,6 @@
 // Parsing and serialization only, no I/O, so every rule is unit-testable.
 
 #include <boost/json/object.hpp>
-
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -25,6 +24,11 @@ enum class ErrorCode {
   slow_consumer,
   unavailable,  // RabbitMQ could not take a send; the client may retry it
   internal,
+  too_many_rooms,   // the connection is in as many rooms as it may be
+  forbidden,        // RoomAccess refused the room to this user
+  rate_limited,     // the user sends faster than allowed; retry later
+  server_full,      // the gateway holds as many connections as it may (fatal)
+  server_shutdown,  // the gateway is stopping; reconnect elsewhere (fatal)
 };
 const char* to_string(ErrorCode code);
 // Fatal errors close the connection after the error frame.
@@ -62,6 +66,8 @@ struct FrameError {
 
 struct ParseLimits {
   std::size_t max_body_bytes = 4096;
+  // A `ref` is echoed in every reply, so its serialized size is bounded too.
+  std::size_t max_ref_bytes = 1024;
 };
 
 // `line` excludes the '\n'; a trailing '\r' is ignored. Blank lines must be
@@ -75,8 +81,8 @@ std::string left_frame(std::string_view room, const Ref& ref);
 std::string ack_frame(std::string_view room, std::string_view id, const Ref& ref);
 std::string pong_frame(const Ref& ref);
 std::string error_frame(ErrorCode code, std::string_view message, const Ref& ref);
-std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id,
-                          std::string_view from, std::string_view body, std::int64_t ts_ms);
+std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id, std::string_view from,
+                          std::string_view body, std::int64_t ts_ms);
 
 // A message frame split around its seq: prefix + to_string(seq) + suffix ==
 // message_frame(...). The sequencing script, which alone knows the seq,

@@ -43,7 +43,8 @@ TEST(ParseClientFrame, AcceptsCrlfAndIgnoresUnknownFields) {
 }
 
 TEST(ParseClientFrame, EchoesAnyRefVerbatim) {
-  EXPECT_EQ(frame_of(R"({"type":"ping","ref":{"a":[1,"x"]}})").ref, std::optional<std::string>(R"({"a":[1,"x"]})"));
+  EXPECT_EQ(frame_of(R"({"type":"ping","ref":{"a":[1,"x"]}})").ref,
+            std::optional<std::string>(R"({"a":[1,"x"]})"));
   EXPECT_EQ(error_of(R"({"type":"nope","ref":7})").ref, std::optional<std::string>("7"));
   EXPECT_EQ(pong_frame(std::string("\"r1\"")), "{\"type\":\"pong\",\"ref\":\"r1\"}\n");
 }
@@ -90,7 +91,8 @@ TEST(ServerFrames, AreOneJsonObjectPerLine) {
 
 TEST(ServerFrames, TemplateJoinsToTheSameFrame) {
   auto parts = message_frame_template("room-1", "id", "bob", "x\"seq\":-1,", 5);
-  EXPECT_EQ(parts.prefix + "1234" + parts.suffix, message_frame("room-1", 1234, "id", "bob", "x\"seq\":-1,", 5));
+  EXPECT_EQ(parts.prefix + "1234" + parts.suffix,
+            message_frame("room-1", 1234, "id", "bob", "x\"seq\":-1,", 5));
 }
 
 TEST(ServerFrames, ErrorCarriesCodeMessageAndRef) {
@@ -114,6 +116,46 @@ TEST(Ingest, RoundTripsAndRejectsMalformed) {
   EXPECT_FALSE(decode_ingest("garbage", limits));
   EXPECT_FALSE(decode_ingest(R"({"room":"bad room","id":"1","from":"a","body":"x"})", limits));
   EXPECT_FALSE(decode_ingest(R"({"room":"r","id":"1","from":"a","body":"0123456789abcdefX"})", limits));
+}
+
+}  // namespace
+}  // namespace rtmc::protocol
+
+namespace rtmc::protocol {
+namespace {
+
+TEST(ParseClientFrame, RefusesARefOverTheLimit) {
+  ParseLimits small{.max_body_bytes = 16, .max_ref_bytes = 10};
+  // "\"12345678\"" is exactly 10 bytes serialized.
+  auto ok = parse_client_frame(R"({"type":"ping","ref":"12345678"})", small);
+  ASSERT_TRUE(std::holds_alternative<Frame>(ok));
+  EXPECT_EQ(std::get<Frame>(ok).ref, "\"12345678\"");
+  auto too_long = parse_client_frame(R"({"type":"ping","ref":"123456789"})", small);
+  ASSERT_TRUE(std::holds_alternative<FrameError>(too_long));
+  EXPECT_EQ(std::get<FrameError>(too_long).code, ErrorCode::bad_frame);
+  // Not echoed: echoing it is what the limit prevents.
+  EXPECT_FALSE(std::get<FrameError>(too_long).ref);
+}
+
+TEST(ParseClientFrame, DefaultRefLimitIsOneKibibyte) {
+  ParseLimits defaults;
+  std::string ref_1k(1022, 'x');  // plus two quotes = 1024
+  auto ok = parse_client_frame(R"({"type":"ping","ref":")" + ref_1k + "\"}", defaults);
+  EXPECT_TRUE(std::holds_alternative<Frame>(ok));
+  auto too_long = parse_client_frame(R"({"type":"ping","ref":")" + ref_1k + "x\"}", defaults);
+  EXPECT_TRUE(std::holds_alternative<FrameError>(too_long));
+}
+
+TEST(ErrorCodes, NewCodesAndTheirFatality) {
+  EXPECT_STREQ(to_string(ErrorCode::too_many_rooms), "too_many_rooms");
+  EXPECT_STREQ(to_string(ErrorCode::rate_limited), "rate_limited");
+  EXPECT_STREQ(to_string(ErrorCode::server_full), "server_full");
+  EXPECT_STREQ(to_string(ErrorCode::server_shutdown), "server_shutdown");
+  EXPECT_FALSE(is_fatal(ErrorCode::too_many_rooms));
+  EXPECT_FALSE(is_fatal(ErrorCode::rate_limited));
+  EXPECT_FALSE(is_fatal(ErrorCode::forbidden));
+  EXPECT_TRUE(is_fatal(ErrorCode::server_full));
+  EXPECT_TRUE(is_fatal(ErrorCode::server_shutdown));
 }
 
 }  // namespace

@@ -101,6 +101,10 @@ TEST_F(BadInput, GatewayAnswersEachBadFrameWithItsErrorAndKeepsServing) {
   expect_line_error(*client, R"({"type":"send","room":")" + room + R"(","id":"x","body":5})", "bad_frame");
   expect_line_error(*client, R"({"type":"auth","token":5})", "bad_frame");
 
+  // A ref over 1 KiB serialized is refused, and not echoed; 1 KiB is fine.
+  expect_line_error(*client, R"({"type":"ping","ref":")" + std::string(1023, 'r') + "\"}", "bad_frame");
+  client->ping(value(std::string(1022, 'r')));
+
   // Unknown type; ref echoed verbatim whatever its JSON type.
   expect_line_error(*client, R"({"type":"teleport","ref":{"k":[1,"two",null,2.5]}})", "unknown_type",
                     boost::json::parse(R"({"k":[1,"two",null,2.5]})"));

@@ -1,0 +1,416 @@
+#include "gateway/client_connection.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "auth/auth.hpp"
+#include "common/names.hpp"
+
+namespace rtmc::gateway {
+
+namespace asio = boost::asio;
+using protocol::ErrorCode;
+using protocol::Ref;
+
+namespace {
+constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
+}  // namespace
+
+const char* to_string(CloseReason reason) {
+  switch (reason) {
+    case CloseReason::client_closed: return "client_closed";
+    case CloseReason::read_error: return "read_error";
+    case CloseReason::write_error: return "write_error";
+    case CloseReason::unauthorized: return "unauthorized";
+    case CloseReason::auth_timeout: return "auth_timeout";
+    case CloseReason::frame_too_large: return "frame_too_large";
+    case CloseReason::slow_consumer: return "slow_consumer";
+    case CloseReason::idle_timeout: return "idle_timeout";
+    case CloseReason::server_shutdown: return "server_shutdown";
+    case CloseReason::lost_sync: return "lost_sync";
+    case CloseReason::server_full: return "server_full";
+    case CloseReason::internal: return "internal";
+    case CloseReason::count_: break;
+  }
+  return "unknown";
+}
+
+ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionServices& services,
+                                   ConnectionIndex& index, std::shared_ptr<Transport> transport)
+    : executor_(std::move(executor)),
+      services_(services),
+      index_(index),
+      transport_(std::move(transport)),
+      auth_timer_(executor_),
+      watch_timer_(executor_),
+      send_slot_(executor_),
+      last_inbound_(std::chrono::steady_clock::now()) {}
+
+void ClientConnection::start() {
+  index_.add(shared_from_this());
+  asio::co_spawn(executor_, auth_deadline(), on_coroutine_end());
+}
+
+// A bug must cost one connection, not the process or a silently stuck
+// connection: any exception escaping a connection coroutine closes it.
+std::function<void(std::exception_ptr)> ClientConnection::on_coroutine_end() {
+  return [self = shared_from_this()](std::exception_ptr error) {
+    if (!error) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::error("connection of '{}' failed: {}", self->user_, e.what());
+    }
+    self->fail(ErrorCode::internal, "internal error", std::nullopt, CloseReason::internal);
+  };
+}
+
+asio::awaitable<void> ClientConnection::auth_deadline() {
+  auto self = shared_from_this();
+  auth_timer_.expires_after(services_.config.auth_timeout);
+  auto [ec] = co_await auth_timer_.async_wait(nothrow_awaitable);
+  if (ec || authenticated_ || state_ != State::open) co_return;
+  fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt,
+       CloseReason::auth_timeout);
+}
+
+asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
+  if (state_ != State::open) co_return;
+  protocol::ParseLimits limits{services_.config.common.limits.max_body_bytes, services_.config.max_ref_bytes};
+  auto parsed = protocol::parse_client_frame(line, limits);
+  if (auto* error = std::get_if<protocol::FrameError>(&parsed)) {
+    if (!authenticated_)
+      fail(ErrorCode::unauthorized, "the first frame must be a valid auth frame (" + error->message + ")",
+           error->ref);
+    else
+      fail(error->code, error->message, error->ref);
+    co_return;
+  }
+  auto& frame = std::get<protocol::Frame>(parsed);
+  if (auto* auth = std::get_if<protocol::AuthRequest>(&frame.request)) {
+    co_await on_auth(std::move(*auth), std::move(frame.ref));
+    co_return;
+  }
+  if (!authenticated_) {
+    fail(ErrorCode::unauthorized, "the first frame must be auth", frame.ref);
+    co_return;
+  }
+  if (auto* join = std::get_if<protocol::JoinRequest>(&frame.request)) {
+    co_await on_join(std::move(*join), std::move(frame.ref));
+  } else if (auto* leave = std::get_if<protocol::LeaveRequest>(&frame.request)) {
+    on_leave(*leave, frame.ref);
+  } else if (auto* send = std::get_if<protocol::SendRequest>(&frame.request)) {
+    co_await on_send(std::move(*send), std::move(frame.ref));
+  } else {
+    reply(protocol::pong_frame(frame.ref));
+  }
+}
+
+asio::awaitable<void> ClientConnection::on_auth(protocol::AuthRequest request, Ref ref) {
+  if (authenticated_) {
+    fail(ErrorCode::bad_frame, "already authenticated", ref);
+    co_return;
+  }
+  auto claims = services_.tokens.verify(request.token, now_ms());
+  if (!claims) {
+    fail(ErrorCode::unauthorized, "invalid or expired token", ref);
+    co_return;
+  }
+  bool exists = false;
+  try {
+    exists = co_await services_.login_sessions.exists(claims->jti);
+  } catch (const std::exception& error) {
+    spdlog::warn("auth: login sessions unavailable: {}", error.what());
+    fail(ErrorCode::unavailable, "cannot check the session now; retry", ref);
+    co_return;
+  }
+  if (state_ != State::open) co_return;
+  if (!exists) {
+    fail(ErrorCode::unauthorized, "session ended (logged out or expired)", ref);
+    co_return;
+  }
+  authenticated_ = true;
+  user_ = claims->user;
+  jti_ = claims->jti;
+  token_expires_at_ms_ = claims->expires_at_ms;
+  auth_timer_.cancel();
+  reply(protocol::auth_ok_frame(user_, static_cast<int>(services_.config.heartbeat.count()), ref));
+  asio::co_spawn(executor_, login_session_watch(), on_coroutine_end());
+}
+
+asio::awaitable<void> ClientConnection::login_session_watch() {
+  auto self = shared_from_this();
+  const auto period = services_.config.heartbeat;
+  while (state_ == State::open) {
+    watch_timer_.expires_after(period);
+    auto [ec] = co_await watch_timer_.async_wait(nothrow_awaitable);
+    if (ec || state_ != State::open) co_return;
+    if (std::chrono::steady_clock::now() - last_inbound_ > 3 * period) {
+      close(CloseReason::idle_timeout);
+      co_return;
+    }
+    if (now_ms() >= token_expires_at_ms_) {
+      fail(ErrorCode::unauthorized, "token expired", std::nullopt);
+      co_return;
+    }
+    try {
+      const bool exists = co_await services_.login_sessions.exists(jti_);
+      if (state_ != State::open) co_return;
+      if (!exists) {
+        fail(ErrorCode::unauthorized, "session ended (logged out)", std::nullopt);
+        co_return;
+      }
+    } catch (const std::exception& error) {
+      // The store being away is no reason to drop everyone; check next period.
+      spdlog::debug("login session check skipped: {}", error.what());
+    }
+  }
+}
+
+asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, Ref ref) {
+  if (!services_.access.allowed(user_, request.room, auth::RoomAccess::Action::join)) {
+    fail(ErrorCode::forbidden, "room " + request.room + " is not open to you", ref);
+    co_return;
+  }
+  auto join = streams_.join(request.room, services_.config.max_rooms_per_connection);
+  if (join.result == RoomStreams::JoinResult::too_many_rooms) {
+    fail(ErrorCode::too_many_rooms,
+         "a connection may be in at most " + std::to_string(services_.config.max_rooms_per_connection) +
+             " rooms",
+         ref);
+    co_return;
+  }
+  const bool added = join.result == RoomStreams::JoinResult::added;
+  if (added) index_.join(request.room, shared_from_this());
+  std::int64_t seq = 0;
+  try {
+    seq = co_await services_.rooms.current_seq(request.room);
+  } catch (const std::exception& error) {
+    spdlog::warn("join: room store unavailable: {}", error.what());
+    if (state_ != State::open) co_return;
+    if (added) {
+      streams_.abandon(request.room, join.membership);
+      if (!streams_.contains(request.room)) index_.leave(request.room, this);
+    }
+    fail(ErrorCode::unavailable, "cannot join now; retry", ref);
+    co_return;
+  }
+  if (state_ != State::open) co_return;
+  reply(protocol::joined_frame(request.room, seq, ref));
+  // The reply may have closed the connection (its queue over the bound) and
+  // so cleared every stream: look the room up again, by name and membership.
+  if (!added || state_ != State::open) co_return;
+  // The fan-out thread learns where this gateway's clients start, so it
+  // repairs gaps and catches up after reconnects for this room too.
+  services_.room_seeds.add(request.room, seq);
+  out_.clear();
+  streams_.joined(request.room, join.membership, seq, out_);
+  emit(out_);
+}
+
+void ClientConnection::on_leave(const protocol::LeaveRequest& request, const Ref& ref) {
+  if (!streams_.leave(request.room)) {
+    fail(ErrorCode::not_joined, "not in room " + request.room, ref);
+    return;
+  }
+  index_.leave(request.room, this);
+  reply(protocol::left_frame(request.room, ref));
+}
+
+asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, Ref ref) {
+  if (!streams_.contains(request.room)) {
+    fail(ErrorCode::not_joined, "join room " + request.room + " before sending to it", ref);
+    co_return;
+  }
+  if (!services_.access.allowed(user_, request.room, auth::RoomAccess::Action::send)) {
+    fail(ErrorCode::forbidden, "you may not send to room " + request.room, ref);
+    co_return;
+  }
+  if (!services_.send_limiter.allow(user_, request.room)) {
+    fail(ErrorCode::rate_limited, "message " + request.id + " was not accepted: too many sends; retry later",
+         ref);
+    co_return;
+  }
+  const std::size_t bytes = request.room.size() + request.id.size() + user_.size() + request.body.size();
+  // Back-pressure: stop reading this client until RabbitMQ catches up, by
+  // count and by bytes (one send always fits, however large).
+  const auto& config = services_.config;
+  while (state_ == State::open &&
+         (unconfirmed_.size() >= config.max_unconfirmed_sends ||
+          (unconfirmed_bytes_ > 0 && unconfirmed_bytes_ + bytes > config.max_unconfirmed_bytes))) {
+    send_slot_.expires_at(std::chrono::steady_clock::time_point::max());
+    co_await send_slot_.async_wait(nothrow_awaitable);
+  }
+  if (state_ != State::open) co_return;
+  const auto number = first_unconfirmed_ + unconfirmed_.size();
+  unconfirmed_.push_back({{}, bytes});
+  unconfirmed_bytes_ += bytes;
+  auto answer_ack = protocol::ack_frame(request.room, request.id, ref);
+  auto answer_error = protocol::error_frame(ErrorCode::unavailable,
+                                            "message " + request.id + " was not accepted; retry it", ref);
+  services_.ingest.publish(
+      protocol::IngestMessage{request.room, request.id, user_, std::move(request.body)},
+      [self = weak_from_this(), executor = executor_, number, answer_ack = std::move(answer_ack),
+       answer_error = std::move(answer_error)](amqp::PublishStatus status) mutable {
+        auto answer =
+            status == amqp::PublishStatus::confirmed ? std::move(answer_ack) : std::move(answer_error);
+        asio::post(executor, [self, number, answer = std::move(answer)]() mutable {
+          if (auto connection = self.lock()) connection->on_confirmed(number, std::move(answer));
+        });
+      });
+}
+
+void ClientConnection::on_confirmed(std::uint64_t number, std::string answer) {
+  if (number < first_unconfirmed_ || number - first_unconfirmed_ >= unconfirmed_.size()) return;
+  auto& pending = unconfirmed_[number - first_unconfirmed_];
+  if (!pending.reply.empty()) return;
+  pending.reply = std::move(answer);
+  unconfirmed_bytes_ -= pending.bytes;
+  while (!unconfirmed_.empty() && !unconfirmed_.front().reply.empty()) {
+    reply(std::move(unconfirmed_.front().reply));
+    unconfirmed_.pop_front();
+    ++first_unconfirmed_;
+  }
+  send_slot_.cancel();
+}
+
+void ClientConnection::deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame) {
+  if (state_ != State::open) return;
+  out_.clear();
+  streams_.deliver(room, seq, frame, out_);
+  emit(out_);
+  if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
+}
+
+void ClientConnection::emit(RoomStreams::Output& out) {
+  for (auto& frame : out.frames)
+    if (!enqueue(std::move(frame), Transport::Flush::after_batch)) return;
+  if (out.repair) asio::co_spawn(executor_, repair(std::move(*out.repair)), on_coroutine_end());
+}
+
+asio::awaitable<void> ClientConnection::repair(RoomStreams::Repair request) {
+  auto self = shared_from_this();
+  std::optional<std::vector<RoomReader::LogFrame>> frames;
+  try {
+    frames = co_await services_.rooms.range(request.room, request.from, request.to);
+  } catch (const std::exception& error) {
+    spdlog::warn("repair of room {}: {}", request.room, error.what());
+  }
+  if (state_ != State::open) co_return;
+  RoomStreams::Output out;
+  auto result = streams_.repaired(request, std::move(frames), out);
+  if (result == RoomStreams::RepairResult::failed) {
+    // Better a clear cut than a silent hole: the client rejoins and knows
+    // from `joined` where it stands.
+    fail(ErrorCode::unavailable, "messages of room " + request.room + " could not be recovered; reconnect",
+         std::nullopt, CloseReason::lost_sync);
+    co_return;
+  }
+  emit(out);
+}
+
+void ClientConnection::reply(std::string frame) {
+  if (state_ != State::open) return;
+  enqueue(std::make_shared<const std::string>(std::move(frame)), Transport::Flush::now);
+}
+
+bool ClientConnection::over_byte_bound(std::size_t extra) const {
+  // Frames held for a join or a repair are owed to the client as much as
+  // queued ones: they count too.
+  return transport_->queued_bytes() + streams_.held_bytes() + extra > services_.config.send_queue_bytes;
+}
+
+bool ClientConnection::enqueue(SharedFrame frame, Transport::Flush when) {
+  if (state_ != State::open) return false;
+  if (over_byte_bound(frame->size())) {
+    cut_slow_consumer();
+    return false;
+  }
+  transport_->send(std::move(frame), when);
+  return true;
+}
+
+void ClientConnection::cut_slow_consumer() {
+  const auto bound = services_.config.send_queue_bytes;
+  // Whatever waits is dropped; the error frame jumps the byte bound.
+  close_with(
+      CloseReason::slow_consumer,
+      std::make_shared<const std::string>(protocol::error_frame(
+          ErrorCode::slow_consumer,
+          "send queue exceeded " + std::to_string(bound) + " bytes; reconnect and catch up", std::nullopt)),
+      true);
+}
+
+void ClientConnection::fail(ErrorCode code, std::string_view message, const Ref& ref,
+                            std::optional<CloseReason> reason) {
+  if (state_ != State::open) return;
+  if (!protocol::is_fatal(code) && !reason) {
+    reply(protocol::error_frame(code, message, ref));
+    return;
+  }
+  if (code == ErrorCode::slow_consumer) {
+    cut_slow_consumer();
+    return;
+  }
+  auto frame = std::make_shared<const std::string>(protocol::error_frame(code, message, ref));
+  close_with(reason                               ? *reason
+             : code == ErrorCode::frame_too_large ? CloseReason::frame_too_large
+             : code == ErrorCode::server_shutdown ? CloseReason::server_shutdown
+             : code == ErrorCode::server_full     ? CloseReason::server_full
+                                                  : CloseReason::unauthorized,
+             std::move(frame), false);
+}
+
+void ClientConnection::fail_framing(ErrorCode code, std::string_view message) {
+  fail(code, message, std::nullopt);
+}
+
+void ClientConnection::shutdown() {
+  fail(ErrorCode::server_shutdown, "the server is shutting down; reconnect", std::nullopt);
+}
+
+void ClientConnection::close(CloseReason reason) {
+  close_with(reason, nullptr, false);
+}
+
+void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool drop_queued) {
+  if (state_ != State::open) return;
+  state_ = State::closing;
+  auto& counters = services_.counters;
+  counters.closed[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
+  counters.open.fetch_sub(1, std::memory_order_relaxed);
+  if (reason == CloseReason::client_closed || reason == CloseReason::server_shutdown)
+    spdlog::debug("connection of '{}' closed: {}", user_, to_string(reason));
+  else
+    spdlog::info("connection of '{}' closed: {}", user_.empty() ? "(unauthenticated)" : user_,
+                 to_string(reason));
+  auth_timer_.cancel();
+  watch_timer_.cancel();
+  send_slot_.cancel();
+  // Removal is posted: IoThread::deliver may be iterating a room right now.
+  asio::post(executor_, [self = shared_from_this(), rooms = streams_.clear()] {
+    self->index_.remove(self.get(), rooms);
+  });
+  transport_->close(std::move(last), drop_queued);
+  asio::co_spawn(executor_, run_cleanup(), on_coroutine_end());
+}
+
+asio::awaitable<void> ClientConnection::run_cleanup() {
+  auto self = shared_from_this();
+  if (services_.cleanup) {
+    try {
+      // A named local: GCC 12 mishandles temporaries inside co_await (STYLE.md).
+      auto step = services_.cleanup(*this);
+      co_await std::move(step);
+    } catch (const std::exception& error) {
+      spdlog::error("clean-up of the connection of '{}' failed: {}", user_, error.what());
+    }
+  }
+  state_ = State::closed;
+}
+
+}  // namespace rtmc::gateway

@@ -1,0 +1,156 @@
+#pragma once
+// One client connection's protocol core, whatever carries its bytes (see
+// transport.hpp): auth state, request dispatch (auth, join, leave, send,
+// ping), acks in send order, per-room ordering (RoomStreams), the login
+// session re-check, the per-connection bounds, and every close decision.
+// It reaches the stores only through ports.hpp, so its unit tests run with
+// fakes and no sockets.
+//
+// Threading: a ClientConnection lives on one executor (the io thread it was
+// accepted on) for its whole life; every member is touched only there.
+// Other threads reach it by posting there (IoThread::deliver, publisher
+// confirms).
+//
+// Closing is one state: open -> closing (the reason is counted and logged,
+// the transport writes a last error frame if any and closes, the cleanup
+// hook runs) -> closed (the hook has finished). Each step happens once.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "auth/room_access.hpp"
+#include "gateway/close_reason.hpp"
+#include "gateway/connection_index.hpp"
+#include "gateway/gateway.hpp"
+#include "gateway/ports.hpp"
+#include "gateway/room_cursor.hpp"
+#include "gateway/room_stream.hpp"
+#include "gateway/transport.hpp"
+#include "protocol/frames.hpp"
+
+namespace rtmc::auth {
+class TokenService;
+}
+
+namespace rtmc::gateway {
+
+class ClientConnection;
+
+// What every connection of a gateway shares; all of it is safe to use from
+// any io thread.
+struct ConnectionServices {
+  const GatewayConfig& config;
+  const auth::TokenService& tokens;
+  const auth::RoomAccess& access;
+  LoginSessions& login_sessions;
+  RoomReader& rooms;
+  IngestPublisher& ingest;
+  SendLimiter& send_limiter;
+  RoomSeeds& room_seeds;
+  GatewayCounters& counters;
+  // Runs once per connection when it starts closing, on its executor, after
+  // it left its rooms; the connection is `closed` when it returns. Presence
+  // deletes the online record here. May be empty.
+  std::function<boost::asio::awaitable<void>(const ClientConnection&)> cleanup;
+};
+
+class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
+ public:
+  enum class State { open, closing, closed };
+
+  ClientConnection(boost::asio::any_io_executor executor, ConnectionServices& services,
+                   ConnectionIndex& index, std::shared_ptr<Transport> transport);
+  ClientConnection(const ClientConnection&) = delete;
+  ClientConnection& operator=(const ClientConnection&) = delete;
+
+  // Registers with the io thread's index and starts the auth deadline.
+  void start();
+
+  // ---- from the transport
+  // One protocol line (without '\n', not blank). The transport reads no
+  // further line until this returns (it may wait: Redis, back-pressure).
+  boost::asio::awaitable<void> on_line(std::string_view line);
+  // Bytes arrived (any, even a partial line): the client is alive.
+  void touch() { last_inbound_ = std::chrono::steady_clock::now(); }
+  // False once closing: the transport stops reading.
+  bool reading() const { return state_ == State::open; }
+  // A framing error the transport found (frame_too_large): fatal.
+  void fail_framing(protocol::ErrorCode code, std::string_view message);
+
+  // ---- from the io thread
+  // A sequenced frame of a room this connection may be in; queued but not
+  // written: the transport writes after the io thread's batch.
+  void deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame);
+
+  // Ends the connection (no error frame unless the reason has one).
+  void close(CloseReason reason);
+  // The gateway stops: a fatal `server_shutdown` error frame, then close.
+  void shutdown();
+
+  State state() const { return state_; }
+  const std::string& user() const { return user_; }
+  bool authenticated() const { return authenticated_; }
+
+ private:
+  boost::asio::awaitable<void> on_auth(protocol::AuthRequest request, protocol::Ref ref);
+  boost::asio::awaitable<void> on_join(protocol::JoinRequest request, protocol::Ref ref);
+  void on_leave(const protocol::LeaveRequest& request, const protocol::Ref& ref);
+  boost::asio::awaitable<void> on_send(protocol::SendRequest request, protocol::Ref ref);
+  boost::asio::awaitable<void> auth_deadline();
+  boost::asio::awaitable<void> login_session_watch();
+  boost::asio::awaitable<void> repair(RoomStreams::Repair repair);
+  boost::asio::awaitable<void> run_cleanup();
+  void on_confirmed(std::uint64_t number, std::string reply);
+
+  void reply(std::string frame);
+  // An error for the client. Fatal codes close the connection after the
+  // frame; so does any code given a `reason` (a non-fatal code such as
+  // `unavailable` that still ends the connection, e.g. lost_sync).
+  void fail(protocol::ErrorCode code, std::string_view message, const protocol::Ref& ref,
+            std::optional<CloseReason> reason = std::nullopt);
+  void close_with(CloseReason reason, SharedFrame last, bool drop_queued);
+  // Hands what RoomStreams produced to the transport; starts its repair.
+  void emit(RoomStreams::Output& out);
+  // Queues a frame if the byte bound allows, else cuts a slow consumer.
+  bool enqueue(SharedFrame frame, Transport::Flush when);
+  bool over_byte_bound(std::size_t extra) const;
+  void cut_slow_consumer();
+  std::function<void(std::exception_ptr)> on_coroutine_end();
+
+  boost::asio::any_io_executor executor_;
+  ConnectionServices& services_;
+  ConnectionIndex& index_;
+  std::shared_ptr<Transport> transport_;
+  boost::asio::steady_timer auth_timer_;
+  boost::asio::steady_timer watch_timer_;
+  boost::asio::steady_timer send_slot_;
+
+  State state_ = State::open;
+  bool authenticated_ = false;
+  std::string user_;
+  std::string jti_;
+  std::int64_t token_expires_at_ms_ = 0;
+  std::chrono::steady_clock::time_point last_inbound_;
+  RoomStreams streams_;
+  RoomStreams::Output out_;  // reused: the delivery path allocates nothing
+
+  // Acks go out in the order of the sends even when confirms do not.
+  struct PendingSend {
+    std::string reply;  // empty until RabbitMQ answered
+    std::size_t bytes = 0;
+  };
+  std::deque<PendingSend> unconfirmed_;
+  std::uint64_t first_unconfirmed_ = 0;
+  std::size_t unconfirmed_bytes_ = 0;
+};
+
+}  // namespace rtmc::gateway

@@ -1,0 +1,481 @@
+// The connection core with fake ports and a fake transport: no sockets, no
+// services. Each test drives an io_context by hand.
+
+#include "gateway/client_connection.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "auth/auth.hpp"
+#include "protocol/frames.hpp"
+
+namespace rtmc::gateway {
+namespace {
+
+namespace asio = boost::asio;
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+// Writes "instantly" unless stalled; then frames stay queued (a client that
+// does not read).
+class FakeTransport final : public Transport {
+ public:
+  void send(SharedFrame frame, Flush) override {
+    if (closed) return;
+    sent.push_back(*frame);
+    if (stalled) queued += frame->size();
+  }
+  std::size_t queued_bytes() const override { return queued; }
+  void close(SharedFrame last, bool drop_queued) override {
+    ++close_calls;
+    if (closed) return;
+    closed = true;
+    dropped_queue = drop_queued;
+    if (last) sent.push_back(*last);
+  }
+  void flush_deferred() override {}
+
+  std::vector<std::string> sent;
+  std::size_t queued = 0;
+  bool stalled = false;
+  bool closed = false;
+  bool dropped_queue = false;
+  int close_calls = 0;
+};
+
+// An awaitable that waits until the test opens it.
+class Gate {
+ public:
+  explicit Gate(asio::io_context& io) : timer_(io) {
+    timer_.expires_at(std::chrono::steady_clock::time_point::max());
+  }
+  asio::awaitable<void> wait() { co_await timer_.async_wait(nothrow); }
+  void open() { timer_.cancel(); }
+
+ private:
+  asio::steady_timer timer_;
+};
+
+class FakeLoginSessions final : public LoginSessions {
+ public:
+  asio::awaitable<bool> exists(std::string jti) override {
+    ++calls;
+    if (!answer) throw std::runtime_error("redis down");
+    co_return *answer&& jti == live_jti;
+  }
+  std::optional<bool> answer = true;
+  std::string live_jti;
+  int calls = 0;
+};
+
+class FakeRoomReader final : public RoomReader {
+ public:
+  explicit FakeRoomReader(asio::io_context& io) : io_(io) {}
+  asio::awaitable<std::int64_t> current_seq(std::string room) override {
+    if (seq_gate) co_await seq_gate->wait();
+    if (seq_fails) throw std::runtime_error("redis down");
+    co_return seqs[room];
+  }
+  asio::awaitable<std::vector<LogFrame>> range(std::string room, std::int64_t from,
+                                               std::int64_t to) override {
+    ranges.push_back({from, to});
+    if (range_gate) co_await range_gate->wait();
+    if (range_fails) throw std::runtime_error("redis down");
+    std::vector<LogFrame> frames;
+    for (auto seq = from; seq <= to; ++seq)
+      if (!trimmed.contains(seq)) frames.emplace_back(seq, frame_of(room, seq));
+    co_return frames;
+  }
+  static SharedFrame frame_of(const std::string& room, std::int64_t seq) {
+    return std::make_shared<const std::string>(room + "#" + std::to_string(seq) + "\n");
+  }
+
+  asio::io_context& io_;
+  std::map<std::string, std::int64_t> seqs;
+  bool seq_fails = false;
+  bool range_fails = false;
+  std::set<std::int64_t> trimmed;
+  std::unique_ptr<Gate> seq_gate;
+  std::unique_ptr<Gate> range_gate;
+  std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
+};
+
+class FakeIngest final : public IngestPublisher {
+ public:
+  void publish(protocol::IngestMessage message, std::function<void(amqp::PublishStatus)> done) override {
+    messages.push_back(std::move(message));
+    callbacks.push_back(std::move(done));
+  }
+  std::vector<protocol::IngestMessage> messages;
+  std::vector<std::function<void(amqp::PublishStatus)>> callbacks;
+};
+
+class CountingLimiter final : public SendLimiter {
+ public:
+  bool allow(std::string_view, std::string_view) override { return allowed-- > 0; }
+  int allowed = 1000;
+};
+
+class ConnectionTest : public ::testing::Test {
+ protected:
+  ConnectionTest() : rooms_(io_) {
+    config_.auth_timeout = std::chrono::seconds(5);
+    config_.heartbeat = std::chrono::seconds(30);
+    config_.send_queue_bytes = 4096;
+    config_.max_rooms_per_connection = 3;
+    config_.max_unconfirmed_sends = 3;
+    config_.max_unconfirmed_bytes = 1 << 20;
+  }
+
+  std::shared_ptr<ClientConnection> connect() {
+    auto connection = std::make_shared<ClientConnection>(io_.get_executor(), services_, index_, transport_);
+    connection->start();
+    return connection;
+  }
+
+  // Feeds a line as the transport would (one at a time, waiting for each).
+  void line(const std::shared_ptr<ClientConnection>& connection, std::string text) {
+    asio::co_spawn(
+        io_,
+        [connection, text = std::move(text)]() -> asio::awaitable<void> {
+          co_await connection->on_line(text);
+        },
+        asio::detached);
+    settle();
+  }
+  void settle() {
+    io_.restart();
+    io_.poll();
+  }
+
+  std::shared_ptr<ClientConnection> authenticated() {
+    auto issued = tokens_.issue("alice");
+    login_sessions_.live_jti = issued.claims.jti;
+    auto connection = connect();
+    line(connection, R"({"type":"auth","token":")" + issued.token + "\"}");
+    EXPECT_TRUE(connection->authenticated()) << last();
+    transport_->sent.clear();
+    return connection;
+  }
+
+  boost::json::object last() const {
+    if (transport_->sent.empty()) return {};
+    return *protocol::parse_server_frame(transport_->sent.back());
+  }
+  std::vector<std::string> types() const {
+    std::vector<std::string> out;
+    for (const auto& text : transport_->sent) {
+      auto frame = protocol::parse_server_frame(text);
+      out.push_back(frame ? std::string(frame->at("type").as_string()) : text);
+    }
+    return out;
+  }
+  std::uint64_t closed(CloseReason reason) const { return counters_.closed[static_cast<int>(reason)].load(); }
+  static std::string code_of(const std::string& text) {
+    auto frame = protocol::parse_server_frame(text);
+    return frame && frame->contains("code") ? std::string(frame->at("code").as_string()) : "";
+  }
+
+  asio::io_context io_;
+  GatewayConfig config_;
+  auth::TokenService tokens_{std::string(32, 's'), std::chrono::seconds(3600)};
+  auth::RoomAccess access_;
+  FakeLoginSessions login_sessions_;
+  FakeRoomReader rooms_;
+  FakeIngest ingest_;
+  CountingLimiter limiter_;
+  RoomSeeds seeds_;
+  GatewayCounters counters_;
+  int cleanups_ = 0;
+  ConnectionServices services_{config_,
+                               tokens_,
+                               access_,
+                               login_sessions_,
+                               rooms_,
+                               ingest_,
+                               limiter_,
+                               seeds_,
+                               counters_,
+                               [this](const ClientConnection&) -> asio::awaitable<void> {
+                                 ++cleanups_;
+                                 co_return;
+                               }};
+  ConnectionIndex index_;
+  std::shared_ptr<FakeTransport> transport_ = std::make_shared<FakeTransport>();
+};
+
+TEST_F(ConnectionTest, AuthOk) {
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  auto connection = connect();
+  line(connection, R"({"type":"auth","token":")" + issued.token + R"(","ref":7})");
+  ASSERT_EQ(transport_->sent.size(), 1u);
+  EXPECT_EQ(transport_->sent[0], protocol::auth_ok_frame("alice", 30, "7"));
+  EXPECT_TRUE(connection->authenticated());
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+TEST_F(ConnectionTest, AuthWithABadTokenIsFatal) {
+  auto connection = connect();
+  line(connection, R"({"type":"auth","token":"nope"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+  EXPECT_TRUE(transport_->closed);
+  EXPECT_EQ(closed(CloseReason::unauthorized), 1u);
+}
+
+TEST_F(ConnectionTest, AuthWithALoggedOutSessionIsFatal) {
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = "another";
+  auto connection = connect();
+  line(connection, R"({"type":"auth","token":")" + issued.token + "\"}");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+  EXPECT_TRUE(transport_->closed);
+}
+
+TEST_F(ConnectionTest, AuthWhileTheStoreIsDownIsRetryable) {
+  auto issued = tokens_.issue("alice");
+  login_sessions_.answer.reset();
+  auto connection = connect();
+  line(connection, R"({"type":"auth","token":")" + issued.token + "\"}");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_FALSE(transport_->closed);
+  EXPECT_FALSE(connection->authenticated());
+}
+
+TEST_F(ConnectionTest, AnythingButAuthFirstIsFatal) {
+  auto connection = connect();
+  line(connection, R"({"type":"ping"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+}
+
+TEST_F(ConnectionTest, JoinSendAckLeave) {
+  auto connection = authenticated();
+  rooms_.seqs["r"] = 41;
+  line(connection, R"({"type":"join","room":"r","ref":1})");
+  EXPECT_EQ(transport_->sent.back(), protocol::joined_frame("r", 41, "1"));
+  line(connection, R"({"type":"send","room":"r","id":"m1","body":"hi"})");
+  ASSERT_EQ(ingest_.messages.size(), 1u);
+  EXPECT_EQ(ingest_.messages[0].from, "alice");
+  EXPECT_EQ(ingest_.messages[0].body, "hi");
+  ingest_.callbacks[0](amqp::PublishStatus::confirmed);
+  settle();
+  EXPECT_EQ(transport_->sent.back(), protocol::ack_frame("r", "m1", std::nullopt));
+  line(connection, R"({"type":"leave","room":"r"})");
+  EXPECT_EQ(transport_->sent.back(), protocol::left_frame("r", std::nullopt));
+  line(connection, R"({"type":"send","room":"r","body":"x"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_joined");
+  line(connection, R"({"type":"leave","room":"r"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_joined");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+TEST_F(ConnectionTest, AcksGoOutInSendOrderWhateverTheConfirmOrder) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  for (int i = 1; i <= 3; ++i)
+    line(connection, R"({"type":"send","room":"r","id":"m)" + std::to_string(i) + R"(","body":"x"})");
+  ASSERT_EQ(ingest_.callbacks.size(), 3u);
+  transport_->sent.clear();
+  ingest_.callbacks[2](amqp::PublishStatus::confirmed);
+  ingest_.callbacks[1](amqp::PublishStatus::unavailable);
+  settle();
+  EXPECT_TRUE(transport_->sent.empty()) << "acks must wait for the first send";
+  ingest_.callbacks[0](amqp::PublishStatus::confirmed);
+  settle();
+  ASSERT_EQ(transport_->sent.size(), 3u);
+  EXPECT_EQ(transport_->sent[0], protocol::ack_frame("r", "m1", std::nullopt));
+  EXPECT_EQ(code_of(transport_->sent[1]), "unavailable");
+  EXPECT_EQ(transport_->sent[2], protocol::ack_frame("r", "m3", std::nullopt));
+}
+
+TEST_F(ConnectionTest, UnconfirmedSendsStopReadingByCount) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  for (int i = 0; i < 4; ++i) line(connection, R"({"type":"send","room":"r","body":"x"})");
+  EXPECT_EQ(ingest_.messages.size(), 3u) << "the fourth send waits for a confirm";
+  ingest_.callbacks[0](amqp::PublishStatus::confirmed);
+  settle();
+  EXPECT_EQ(ingest_.messages.size(), 4u);
+}
+
+TEST_F(ConnectionTest, UnconfirmedSendsStopReadingByBytes) {
+  config_.max_unconfirmed_sends = 100;
+  config_.max_unconfirmed_bytes = 2000;
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  const std::string body(900, 'b');
+  for (int i = 0; i < 3; ++i) line(connection, R"({"type":"send","room":"r","body":")" + body + "\"}");
+  EXPECT_EQ(ingest_.messages.size(), 2u) << "a third 900-byte send would hold more than 2000 bytes";
+  ingest_.callbacks[1](amqp::PublishStatus::confirmed);
+  settle();
+  EXPECT_EQ(ingest_.messages.size(), 3u);
+}
+
+TEST_F(ConnectionTest, TooManyRoomsIsNotFatal) {
+  auto connection = authenticated();
+  for (auto room : {"a", "b", "c"})
+    line(connection, std::string(R"({"type":"join","room":")") + room + "\"}");
+  line(connection, R"({"type":"join","room":"d","ref":"x"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "too_many_rooms");
+  EXPECT_EQ(last().at("ref"), "x");
+  line(connection, R"({"type":"join","room":"a"})");
+  EXPECT_EQ(last().at("type"), "joined") << "a room already in is not a new one";
+  line(connection, R"({"type":"leave","room":"a"})");
+  line(connection, R"({"type":"join","room":"d"})");
+  EXPECT_EQ(last().at("type"), "joined");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+TEST_F(ConnectionTest, SendLimiterSaysRateLimited) {
+  limiter_.allowed = 1;
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  line(connection, R"({"type":"send","room":"r","id":"a","body":"x"})");
+  line(connection, R"({"type":"send","room":"r","id":"b","body":"x"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "rate_limited");
+  EXPECT_EQ(ingest_.messages.size(), 1u) << "a limited send is not published";
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+TEST_F(ConnectionTest, DeliversInOrderAfterTheJoinedSeq) {
+  auto connection = authenticated();
+  rooms_.seqs["r"] = 5;
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  for (std::int64_t seq : {4, 5, 6, 6, 7}) connection->deliver("r", seq, FakeRoomReader::frame_of("r", seq));
+  EXPECT_EQ(transport_->sent, (std::vector<std::string>{"r#6\n", "r#7\n"}));
+}
+
+TEST_F(ConnectionTest, FramesBeforeJoinedAreHeld) {
+  auto connection = authenticated();
+  rooms_.seqs["r"] = 5;
+  rooms_.seq_gate = std::make_unique<Gate>(io_);
+  line(connection, R"({"type":"join","room":"r"})");
+  for (std::int64_t seq : {5, 6}) connection->deliver("r", seq, FakeRoomReader::frame_of("r", seq));
+  EXPECT_TRUE(transport_->sent.empty());
+  rooms_.seq_gate->open();
+  settle();
+  EXPECT_EQ(transport_->sent,
+            (std::vector<std::string>{protocol::joined_frame("r", 5, std::nullopt), "r#6\n"}));
+}
+
+TEST_F(ConnectionTest, AHoleIsRepairedFromTheLog) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  connection->deliver("r", 3, FakeRoomReader::frame_of("r", 3));
+  settle();
+  EXPECT_EQ(rooms_.ranges, (std::vector<std::pair<std::int64_t, std::int64_t>>{{1, 2}}));
+  EXPECT_EQ(transport_->sent, (std::vector<std::string>{"r#1\n", "r#2\n", "r#3\n"}));
+}
+
+// Defect: fail() dropped its close reason for non-fatal codes, so a failed
+// repair never cut the client and later frames piled up in `held`.
+TEST_F(ConnectionTest, AFailedRepairCutsTheClientWithLostSync) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  rooms_.range_fails = true;
+  connection->deliver("r", 3, FakeRoomReader::frame_of("r", 3));
+  settle();
+  ASSERT_FALSE(transport_->sent.empty());
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_TRUE(transport_->closed);
+  EXPECT_EQ(closed(CloseReason::lost_sync), 1u);
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+}
+
+// Defect: held frames were outside the byte bound.
+TEST_F(ConnectionTest, HeldFramesCountAgainstTheByteBound) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  rooms_.range_gate = std::make_unique<Gate>(io_);
+  const auto big = std::make_shared<const std::string>(std::string(1000, 'x') + "\n");
+  // seq 2 opens a hole: it and everything after is held during the repair.
+  for (std::int64_t seq = 2; seq < 10; ++seq) connection->deliver("r", seq, big);
+  settle();
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 1u) << "8000 held bytes over a 4096-byte bound";
+  EXPECT_EQ(code_of(transport_->sent.back()), "slow_consumer");
+  EXPECT_TRUE(transport_->dropped_queue);
+  rooms_.range_gate->open();
+  settle();
+}
+
+// Defect: Session::on_join used its iterator into the rooms after reply(),
+// which can close the connection (send queue over the bound) and clear them.
+TEST_F(ConnectionTest, AJoinedReplyThatOverflowsTheQueueClosesCleanly) {
+  auto connection = authenticated();
+  transport_->stalled = true;
+  transport_->queued = config_.send_queue_bytes - 10;  // `joined` will not fit
+  rooms_.seq_gate = std::make_unique<Gate>(io_);
+  line(connection, R"({"type":"join","room":"r"})");
+  connection->deliver("r", 1, FakeRoomReader::frame_of("r", 1));  // held while joining
+  rooms_.seq_gate->open();
+  settle();
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+  // Nothing of the room reached the client after the cut.
+  EXPECT_EQ(code_of(transport_->sent.back()), "slow_consumer");
+}
+
+TEST_F(ConnectionTest, LeaveAndRejoinDuringARepairKeepsTheNewMembership) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  rooms_.range_gate = std::make_unique<Gate>(io_);
+  connection->deliver("r", 3, FakeRoomReader::frame_of("r", 3));
+  settle();
+  line(connection, R"({"type":"leave","room":"r"})");
+  rooms_.seqs["r"] = 10;
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  rooms_.range_gate->open();
+  settle();
+  EXPECT_TRUE(transport_->sent.empty()) << "the stale repair must deliver nothing";
+  connection->deliver("r", 11, FakeRoomReader::frame_of("r", 11));
+  EXPECT_EQ(transport_->sent, (std::vector<std::string>{"r#11\n"}));
+}
+
+TEST_F(ConnectionTest, CloseIsCountedOnceAndCleanupRunsOnce) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  connection->close(CloseReason::client_closed);
+  connection->close(CloseReason::read_error);
+  connection->shutdown();
+  settle();
+  EXPECT_EQ(closed(CloseReason::client_closed), 1u);
+  EXPECT_EQ(closed(CloseReason::read_error), 0u);
+  EXPECT_EQ(closed(CloseReason::server_shutdown), 0u);
+  EXPECT_EQ(cleanups_, 1);
+  EXPECT_EQ(transport_->close_calls, 1);
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+  EXPECT_EQ(index_.members("r"), nullptr) << "the connection left its rooms";
+  EXPECT_TRUE(index_.connections().empty());
+}
+
+TEST_F(ConnectionTest, ShutdownSendsServerShutdown) {
+  auto connection = authenticated();
+  connection->shutdown();
+  settle();
+  EXPECT_EQ(code_of(transport_->sent.back()), "server_shutdown");
+  EXPECT_TRUE(transport_->closed);
+  EXPECT_EQ(closed(CloseReason::server_shutdown), 1u);
+}
+
+TEST_F(ConnectionTest, NoAuthWithinTheTimeoutIsFatal) {
+  config_.auth_timeout = std::chrono::seconds(0);
+  auto connection = connect();
+  io_.run_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+  EXPECT_EQ(closed(CloseReason::auth_timeout), 1u);
+}
+
+}  // namespace
+}  // namespace rtmc::gateway

@@ -1,0 +1,37 @@
+#pragma once
+// Why client connections end, and the gateway's connection counters.
+// Counters are atomics: any io thread updates them, the stats reader reads.
+
+#include <atomic>
+#include <cstdint>
+
+namespace rtmc::gateway {
+
+// Logged once and counted once per connection (ClientConnection's close
+// state makes the second close a no-op).
+enum class CloseReason {
+  client_closed,
+  read_error,
+  write_error,
+  unauthorized,
+  auth_timeout,
+  frame_too_large,
+  slow_consumer,
+  idle_timeout,
+  server_shutdown,
+  lost_sync,    // frames owed to the client could not be fetched from Redis
+  server_full,  // refused at accept: the gateway holds --max-connections
+  internal,     // a bug ended the connection (an escaped exception)
+  count_
+};
+const char* to_string(CloseReason reason);
+
+struct GatewayCounters {
+  std::atomic<std::uint64_t> accepted{0};
+  // Incremented by whoever admits a connection (the accept loop), decremented
+  // by the connection's close; compared with --max-connections.
+  std::atomic<std::int64_t> open{0};
+  std::atomic<std::uint64_t> closed[static_cast<int>(CloseReason::count_)]{};
+};
+
+}  // namespace rtmc::gateway

@@ -1,0 +1,67 @@
+#pragma once
+// The connections of one io thread and the rooms each is in, so a batch of
+// sequenced frames reaches a room's local members without a lock. Only that
+// io thread touches it.
+//
+// Removal goes through the connection's own rooms (it knows them), so a close
+// costs O(its rooms), not O(rooms of the thread).
+//
+// A template only so its tests need no real connections; the gateway uses
+// ConnectionIndex = BasicConnectionIndex<ClientConnection>.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace rtmc::gateway {
+
+template <class Connection>
+class BasicConnectionIndex {
+ public:
+  using Member = std::shared_ptr<Connection>;
+  using Members = std::unordered_map<Connection*, Member>;
+
+  void add(const Member& connection) { connections_.emplace(connection.get(), connection); }
+
+  // Forgets the connection and its memberships of `rooms`.
+  void remove(Connection* connection, const std::vector<std::string>& rooms) {
+    for (const auto& room : rooms) leave(room, connection);
+    connections_.erase(connection);
+  }
+
+  void join(const std::string& room, const Member& connection) {
+    ++room_lookups_;
+    rooms_[room].emplace(connection.get(), connection);
+  }
+
+  void leave(const std::string& room, Connection* connection) {
+    ++room_lookups_;
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) return;
+    it->second.erase(connection);
+    if (it->second.empty()) rooms_.erase(it);
+  }
+
+  // nullptr when no local connection is in the room.
+  const Members* members(const std::string& room) const {
+    auto it = rooms_.find(room);
+    return it == rooms_.end() ? nullptr : &it->second;
+  }
+
+  const Members& connections() const { return connections_; }
+  std::size_t room_count() const { return rooms_.size(); }
+  // Room-map lookups by join/leave/remove, for tests of removal cost.
+  std::size_t room_lookups() const { return room_lookups_; }
+
+ private:
+  Members connections_;
+  std::unordered_map<std::string, Members> rooms_;
+  std::size_t room_lookups_ = 0;
+};
+
+class ClientConnection;
+using ConnectionIndex = BasicConnectionIndex<ClientConnection>;
+
+}  // namespace rtmc::gateway

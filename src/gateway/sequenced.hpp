@@ -1,0 +1,23 @@
+#pragma once
+// What travels from the fan-out thread to the io threads: a room's sequenced
+// frame, serialized once and shared by every connection that gets it.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rtmc::gateway {
+
+using SharedFrame = std::shared_ptr<const std::string>;
+
+struct Sequenced {
+  std::string room;
+  std::int64_t seq = 0;
+  SharedFrame frame;
+};
+// Frames that arrived together travel together: one post per io thread and
+// one gathered write per connection for the whole batch.
+using SequencedBatch = std::vector<Sequenced>;
+
+}  // namespace rtmc::gateway

@@ -1,0 +1,45 @@
+#include "gateway/store_ports.hpp"
+
+#include "common/keys.hpp"
+#include "store/rooms.hpp"
+#include "store/amqp.hpp"
+#include "store/redis.hpp"
+
+namespace rtmc::gateway {
+
+namespace {
+// GCC 12 miscompiles braced string lists inside a co_await expression
+// ("array used as initializer"), so commands are built by a plain function.
+std::vector<std::string> redis_args(std::string command, std::string key) {
+  std::vector<std::string> args;
+  args.push_back(std::move(command));
+  args.push_back(std::move(key));
+  return args;
+}
+}  // namespace
+
+boost::asio::awaitable<bool> RedisLoginSessions::exists(std::string jti) {
+  auto reply = co_await redis_.command(redis_args("EXISTS", keys::session(jti)));
+  if (reply.type != redis::Reply::Type::integer) throw redis::RedisError("EXISTS failed: " + reply.str);
+  co_return reply.integer == 1;
+}
+
+// The room's seq and log are read where every role reads them: store/rooms.
+boost::asio::awaitable<std::int64_t> RedisRoomReader::current_seq(std::string room) {
+  co_return co_await rooms::async_current_seq(redis_, shards_, std::move(room));
+}
+
+boost::asio::awaitable<std::vector<RoomReader::LogFrame>> RedisRoomReader::range(std::string room,
+                                                                                 std::int64_t from,
+                                                                                 std::int64_t to) {
+  co_return co_await rooms::async_read_log(redis_, shards_, std::move(room), from, to);
+}
+
+void AmqpIngestPublisher::publish(protocol::IngestMessage message,
+                                  std::function<void(amqp::PublishStatus)> done) {
+  const auto shard = shard_of(message.room, shards_);
+  amqp::Message out{"", ingest_queue(shard), protocol::encode_ingest(message), true, true};
+  publisher_.publish(std::move(out), std::move(done));
+}
+
+}  // namespace rtmc::gateway

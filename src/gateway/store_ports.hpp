@@ -1,0 +1,53 @@
+#pragma once
+// The real adapters of ports.hpp over the store clients. Thin on purpose:
+// the domain access they wrap is moving into src/store/ (login sessions,
+// room seq and log), and then these forward to it.
+//
+// Threading: as the ports say; redis::Client and amqp::Publisher are
+// thread-safe, these add no state.
+
+#include <cstdint>
+
+#include "common/config.hpp"
+#include "gateway/ports.hpp"
+
+namespace rtmc::redis {
+class Client;
+}
+
+namespace rtmc::gateway {
+
+class RedisLoginSessions final : public LoginSessions {
+ public:
+  explicit RedisLoginSessions(redis::Client& redis) : redis_(redis) {}
+  boost::asio::awaitable<bool> exists(std::string jti) override;
+
+ private:
+  redis::Client& redis_;
+};
+
+class RedisRoomReader final : public RoomReader {
+ public:
+  RedisRoomReader(redis::Client& redis, std::uint32_t ingest_shards)
+      : redis_(redis), shards_(ingest_shards) {}
+  boost::asio::awaitable<std::int64_t> current_seq(std::string room) override;
+  boost::asio::awaitable<std::vector<LogFrame>> range(std::string room, std::int64_t from,
+                                                      std::int64_t to) override;
+
+ private:
+  redis::Client& redis_;
+  std::uint32_t shards_;
+};
+
+class AmqpIngestPublisher final : public IngestPublisher {
+ public:
+  AmqpIngestPublisher(amqp::Publisher& publisher, std::uint32_t ingest_shards)
+      : publisher_(publisher), shards_(ingest_shards) {}
+  void publish(protocol::IngestMessage message, std::function<void(amqp::PublishStatus)> done) override;
+
+ private:
+  amqp::Publisher& publisher_;
+  std::uint32_t shards_;
+};
+
+}  // namespace rtmc::gateway

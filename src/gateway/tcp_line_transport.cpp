@@ -1,0 +1,208 @@
+#include "gateway/tcp_line_transport.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <span>
+
+#include "gateway/client_connection.hpp"
+#include "gateway/io_thread.hpp"
+
+namespace rtmc::gateway {
+
+namespace asio = boost::asio;
+
+namespace {
+constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
+// How long a fatal error frame may take to reach a client before the socket
+// is closed anyway (a slow consumer may never read it).
+constexpr auto kCloseGrace = std::chrono::seconds(2);
+constexpr std::size_t kMaxFramesPerWrite = 256;
+
+bool blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r") == std::string_view::npos;
+}
+}  // namespace
+
+TcpLineTransport::TcpLineTransport(asio::ip::tcp::socket socket, IoThread& io_thread,
+                                   std::size_t max_line_bytes)
+    : socket_(std::move(socket)),
+      io_thread_(io_thread),
+      max_line_bytes_(max_line_bytes),
+      close_timer_(socket_.get_executor()) {}
+
+void TcpLineTransport::start(const std::shared_ptr<ClientConnection>& connection) {
+  connection_ = connection;
+  boost::system::error_code ignored;
+  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  // flush() writes directly and must never block the io thread.
+  socket_.non_blocking(true, ignored);
+  asio::co_spawn(socket_.get_executor(), read_loop(connection), [connection](std::exception_ptr error) {
+    if (!error) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::error("read loop of '{}' failed: {}", connection->user(), e.what());
+    }
+    connection->close(CloseReason::internal);
+  });
+}
+
+// Reads into the io thread's scratch buffer and keeps only unprocessed bytes
+// here, so an idle connection holds no read buffer at all (10k idle clients
+// would otherwise pin 10k buffers). Waiting for readability before reading
+// also spares idle sockets a speculative read.
+asio::awaitable<void> TcpLineTransport::read_loop(std::shared_ptr<ClientConnection> connection) {
+  auto self = shared_from_this();
+  auto too_large = [&] {
+    connection->fail_framing(protocol::ErrorCode::frame_too_large,
+                             "line longer than " + std::to_string(max_line_bytes_) + " bytes");
+  };
+  while (connection->reading()) {
+    auto [wait_ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, nothrow_awaitable);
+    if (!connection->reading()) co_return;
+    boost::system::error_code ec;
+    std::size_t n = 0;
+    if (!wait_ec) n = socket_.read_some(asio::buffer(io_thread_.scratch()), ec);
+    if (wait_ec || (ec && ec != asio::error::would_block)) {
+      auto error = wait_ec ? wait_ec : ec;
+      connection->close(error == asio::error::eof ? CloseReason::client_closed : CloseReason::read_error);
+      co_return;
+    }
+    if (n == 0) continue;
+    connection->touch();
+    // Handlers may suspend (Redis, back-pressure) and the scratch buffer is
+    // shared by every connection of this thread, so the bytes move out first.
+    framer_.append(io_thread_.scratch().data(), n);
+    while (auto line = framer_.next_line()) {
+      if (line->size() > max_line_bytes_) {
+        too_large();
+        co_return;
+      }
+      if (!blank(*line)) co_await connection->on_line(*line);
+      if (!connection->reading()) co_return;
+    }
+    framer_.compact();
+    if (framer_.buffered() > max_line_bytes_) {
+      too_large();
+      co_return;
+    }
+  }
+}
+
+void TcpLineTransport::send(SharedFrame frame, Flush when) {
+  if (closing_ || closed_) return;
+  queued_bytes_ += frame->size();
+  queue_.push_back(std::move(frame));
+  if (when == Flush::now) {
+    flush();
+  } else if (!flush_deferred_) {
+    flush_deferred_ = true;
+    io_thread_.defer_flush(shared_from_this());
+  }
+}
+
+void TcpLineTransport::flush_deferred() {
+  flush_deferred_ = false;
+  flush();
+}
+
+// The socket is closed first, so the connection's close (which closes its
+// transport) finds nothing left to write.
+void TcpLineTransport::write_failed() {
+  finish_close();
+  if (auto connection = connection_.lock()) connection->close(CloseReason::write_error);
+}
+
+// Writes what is queued. The socket is non-blocking, so the common case (the
+// kernel takes everything) finishes here without an asynchronous operation;
+// only the rest of a partial write waits for the socket to become writable.
+void TcpLineTransport::flush() {
+  while (!writing_ && !closed_ && !queue_.empty()) {
+    const std::size_t count = std::min(queue_.size(), kMaxFramesPerWrite);
+    std::array<asio::const_buffer, kMaxFramesPerWrite> buffers;
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      buffers[i] = asio::buffer(*queue_[i]);
+      total += queue_[i]->size();
+    }
+    boost::system::error_code ec;
+    const std::size_t written = socket_.write_some(std::span(buffers.data(), count), ec);
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      write_failed();
+      return;
+    }
+    if (written == total) {
+      for (std::size_t i = 0; i < count; ++i) queue_.pop_front();
+      queued_bytes_ -= total;
+      continue;
+    }
+    // Partial: the unwritten tail goes out asynchronously.
+    writing_ = true;
+    std::vector<asio::const_buffer> rest;
+    std::size_t skip = written;
+    for (std::size_t i = 0; i < count; ++i) {
+      in_flight_.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+      const auto& frame = *in_flight_.back();
+      if (skip >= frame.size()) {
+        skip -= frame.size();
+        continue;
+      }
+      rest.push_back(asio::buffer(frame.data() + skip, frame.size() - skip));
+      skip = 0;
+    }
+    asio::async_write(socket_, rest,
+                      [self = shared_from_this()](boost::system::error_code write_ec, std::size_t) {
+                        for (auto& frame : self->in_flight_) self->queued_bytes_ -= frame->size();
+                        self->in_flight_.clear();
+                        self->writing_ = false;
+                        if (write_ec) {
+                          self->write_failed();
+                          return;
+                        }
+                        self->flush();
+                      });
+    return;
+  }
+  if (!writing_ && queue_.empty() && closing_) finish_close();
+}
+
+void TcpLineTransport::close(SharedFrame last, bool drop_queued) {
+  if (closing_ || closed_) return;
+  closing_ = true;
+  if (drop_queued) {
+    for (auto& frame : queue_) queued_bytes_ -= frame->size();
+    queue_.clear();
+  }
+  if (last) {
+    queued_bytes_ += last->size();
+    queue_.push_back(std::move(last));
+  }
+  if (writing_ || !queue_.empty()) {
+    flush();
+    if (closed_) return;
+    close_timer_.expires_after(kCloseGrace);
+    close_timer_.async_wait([self = shared_from_this()](boost::system::error_code) { self->finish_close(); });
+    return;
+  }
+  finish_close();
+}
+
+void TcpLineTransport::finish_close() {
+  if (closed_) return;
+  closed_ = true;
+  close_timer_.cancel();
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  queue_.clear();
+  queued_bytes_ = 0;
+}
+
+}  // namespace rtmc::gateway

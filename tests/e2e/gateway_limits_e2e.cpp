@@ -1,0 +1,176 @@
+// The gateway's bounds and its stop: a connection cap answered with
+// `server_full`, a room cap answered with `too_many_rooms`, and SIGTERM,
+// which tells every client `server_shutdown` and ends the process with exit
+// status 0 within 5 s, even while Redis or RabbitMQ is unreachable.
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "auth/auth.hpp"
+#include "support.hpp"
+
+namespace rtmc::e2e {
+namespace {
+
+const std::uint16_t kGateway = e2e_port(17008);
+
+// A loopback port that was free a moment ago: nothing answers there.
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    throw std::runtime_error("cannot find a free port");
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+std::string unreachable_amqp() {
+  return "amqp://guest:guest@127.0.0.1:" + std::to_string(free_port()) + "/";
+}
+std::string unreachable_redis() {
+  return "127.0.0.1:" + std::to_string(free_port());
+}
+
+// A token whose login session is planted in Redis directly (no api needed).
+TestUser plant_user(const ServiceEnv& services, const std::string& secret, std::string_view prefix) {
+  auth::TokenService tokens(secret, std::chrono::seconds(3600));
+  auto name = unique_name(prefix);
+  auto issued = tokens.issue(name);
+  RedisClient redis(services.redis);
+  redis.command({"SET", "session:" + issued.claims.jti, name, "EX", "3600"});
+  return {name, "", issued.token};
+}
+
+// Exit status 0 within 5 s of SIGTERM (terminate() sends SIGKILL after 5 s,
+// which fails the expectation).
+void expect_clean_stop(Process& gateway) {
+  const int status = gateway.terminate(5s);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status
+      << (WIFSIGNALED(status) ? " (signal " + std::to_string(WTERMSIG(status)) + ")" : "") << "\n"
+      << gateway.log_tail();
+}
+
+// Reads until the error frame with `code`, then expects the close.
+void expect_fatal_error(LineClient& client, std::string_view code) {
+  auto frames = client.expect_closed(10s);
+  ASSERT_FALSE(frames.empty()) << "closed without an error frame";
+  expect_error(frames.back(), code);
+}
+
+TEST(GatewayStop, SigtermWithRedisAndRabbitMqUnreachableEndsCleanly) {
+  ServiceEnv services{unreachable_redis(), unreachable_amqp(), ""};
+  const auto secret = random_secret();
+  auto gateway = start_gateway(services, secret, kGateway, {}, false);
+  // An auth that has to ask the unreachable Redis: retryable, not fatal.
+  auth::TokenService tokens(secret, std::chrono::seconds(60));
+  LineClient client(kGateway, 0, "waiting");
+  client.send_json({{"type", "auth"}, {"token", tokens.issue("someone").token}});
+  expect_error(client.next(), "unavailable");
+  LineClient idle(kGateway, 0, "idle");
+  idle.send_raw("{\"type\":");  // half a frame
+  expect_clean_stop(*gateway);
+}
+
+// The publisher holds the send for 5 s (no broker) while SIGTERM arrives: the
+// stop must end the publisher before the io threads it answers on go away.
+TEST(GatewayStop, SigtermWithASendWaitingForAnUnreachableBrokerEndsCleanly) {
+  auto real = service_env();
+  ServiceEnv services{real.redis, unreachable_amqp(), real.pg};
+  const auto secret = random_secret();
+  auto user = plant_user(real, secret, "stop");
+  auto gateway = start_gateway(services, secret, kGateway, {}, false);
+  LineClient client(kGateway, 0, "sender");
+  client.auth(user.token, user.name);
+  client.send_json({{"type", "send"}, {"room", "x"}, {"body", "not joined"}});
+  expect_error(client.next(), "not_joined");
+  auto room = unique_name("stop-");
+  client.join(room);
+  client.send_json({{"type", "send"}, {"room", room}, {"id", "m1"}, {"body", "pending"}});
+  client.expect_silence(300ms);  // no ack: the broker is unreachable
+  expect_clean_stop(*gateway);
+  // The client was told before the close (the pending send's `unavailable`
+  // may come first or not at all).
+  bool saw_shutdown = false;
+  for (;;) {
+    auto result = client.read(5s);
+    if (result.kind != ReadResult::Kind::frame) break;
+    if (str(result.frame, "code") == "server_shutdown") saw_shutdown = true;
+  }
+  EXPECT_TRUE(saw_shutdown) << client.history();
+}
+
+TEST(GatewayStop, SigtermTellsConnectedClientsServerShutdown) {
+  auto services = service_env();
+  const auto secret = random_secret();
+  auto user = plant_user(services, secret, "bye");
+  auto gateway = start_gateway(services, secret, kGateway);
+  LineClient client(kGateway, 0, "member");
+  client.auth(user.token, user.name);
+  client.join(unique_name("bye-"));
+  LineClient unauthenticated(kGateway, 0, "anonymous");
+  unauthenticated.send_raw("{\"type\":");  // half a frame
+  ::kill(gateway->pid(), SIGTERM);
+  expect_fatal_error(client, "server_shutdown");
+  expect_fatal_error(unauthenticated, "server_shutdown");
+  expect_clean_stop(*gateway);
+}
+
+TEST(GatewayLimits, OverTheConnectionCapANewClientGetsServerFull) {
+  auto services = service_env();
+  const auto secret = random_secret();
+  auto gateway = start_gateway(services, secret, kGateway, {"--max-connections", "2"});
+  auto first = plant_user(services, secret, "cap");
+  LineClient a(kGateway, 0, "a");
+  a.auth(first.token, first.name);
+  LineClient b(kGateway, 0, "b");
+  b.auth(first.token, first.name);
+  LineClient refused(kGateway, 0, "refused");
+  expect_fatal_error(refused, "server_full");
+  // The admitted ones are untouched.
+  a.ping(2);
+  b.ping(3);
+  // A place freed is a place taken again.
+  b.close();
+  bool admitted = false;
+  for (int attempt = 0; attempt < 50 && !admitted; ++attempt) {
+    LineClient next(kGateway, 0, "next");
+    next.send_json({{"type", "auth"}, {"token", first.token}});
+    auto frame = next.next();
+    admitted = str(frame, "type") == "auth_ok";
+    if (!admitted) std::this_thread::sleep_for(100ms);  // the close is still on its way
+  }
+  EXPECT_TRUE(admitted);
+  EXPECT_TRUE(gateway->running());
+}
+
+TEST(GatewayLimits, OverTheRoomCapAJoinGetsTooManyRooms) {
+  auto services = service_env();
+  const auto secret = random_secret();
+  auto gateway = start_gateway(services, secret, kGateway, {"--max-rooms-per-connection", "2"});
+  auto user = plant_user(services, secret, "rooms");
+  LineClient client(kGateway, 0, "joiner");
+  client.auth(user.token, user.name);
+  const auto a = unique_name("ra-");
+  client.join(a);
+  client.join(unique_name("rb-"));
+  client.send_json({{"type", "join"}, {"room", unique_name("rc-")}, {"ref", "c"}});
+  expect_error(client.next(), "too_many_rooms", boost::json::value("c"));
+  // Not fatal, and a room already in is no new room.
+  EXPECT_EQ(client.join(a), 0);
+  client.send_json({{"type", "leave"}, {"room", a}});
+  EXPECT_EQ(str(client.next(), "type"), "left");
+  client.join(unique_name("rc-"));
+  client.ping(1);
+}
+
+}  // namespace
+}  // namespace rtmc::e2e
