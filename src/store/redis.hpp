@@ -80,7 +80,9 @@ class Connection {
 
 class Client {
  public:
-  explicit Client(RedisConfig config, std::size_t connections = 2);
+  // `limits` bound each connection's queue and every call's wait
+  // (BlockingWorker); a call over them throws WorkerUnavailable.
+  explicit Client(RedisConfig config, std::size_t connections = 2, WorkerLimits limits = {});
   ~Client();
   // Runs on a worker; throws RedisError in the awaiting coroutine.
   boost::asio::awaitable<Reply> command(std::vector<std::string> args);
