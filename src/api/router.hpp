@@ -26,6 +26,10 @@ using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 using Handler = std::function<boost::asio::awaitable<Response>(const Request&)>;
 
+// Set by the HTTP session on every request to the peer's IP address,
+// replacing any header of that name the client sent (empty if unknown).
+inline constexpr char kPeerAddressHeader[] = "X-Rtmc-Peer";
+
 // A JSON response (Content-Type: application/json) with the request's
 // version; keep-alive is decided by the HTTP session.
 Response json_response(boost::beast::http::status status, std::string body, unsigned version = 11);

@@ -93,15 +93,20 @@ struct ApiServer::Impl {
       : config(with_consistent_limits(std::move(cfg))),
         threads(make_io_threads(config.threads)),
         tokens(config.auth.jwt_secret, config.auth.token_ttl),
-        redis(config.redis, config.redis_connections),
-        pg(config.pg, config.pg_connections),
+        redis(config.redis, config.redis_connections, WorkerLimits{config.backend_queue_limit, config.redis.timeout}),
+        pg(config.pg, config.pg_connections, pg::Options{config.pg_timeout, config.backend_queue_limit}),
         publisher(config.amqp, publisher_options(config)),
-        hasher(config.password_workers, config.password_queue_limit),
+        login_hasher("argon2-login", config.login_password_workers, config.password_queue_limit),
+        register_hasher("argon2-reg", config.register_password_workers, config.password_queue_limit),
         users(pg),
         sessions(redis),
+        rate_limits(redis),
+        health(config.redis, config.pg, publisher, config.health_timeout),
         messages(publisher),
-        service(ServiceConfig{config.amqp.ingest_shards, config.limits.max_body_bytes}, users, sessions, hasher,
-                messages, tokens, metrics),
+        service(ServiceConfig{config.amqp.ingest_shards, config.limits.max_body_bytes, config.rate_limits,
+                              config.health_cache},
+                ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health}, tokens,
+                metrics),
         listener(threads.front()->context, resolve(config.listen)) {
     if (config.auth.jwt_secret.empty()) throw std::invalid_argument("ApiConfig: auth.jwt_secret is empty");
     service.install(router);
@@ -132,9 +137,12 @@ struct ApiServer::Impl {
   redis::Client redis;
   pg::Pool pg;
   amqp::Publisher publisher;
-  WorkerPasswordHasher hasher;
-  PgUserStore users;
-  RedisSessionStore sessions;
+  WorkerPasswordHasher login_hasher;
+  WorkerPasswordHasher register_hasher;
+  StoreUsers users;
+  StoreSessions sessions;
+  StoreRateLimits rate_limits;
+  BackendHealthProbe health;
   AmqpMessagePublisher messages;
   ApiService service;
   Router router;

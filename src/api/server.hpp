@@ -10,8 +10,10 @@
 // | --threads            | RTMC_API_THREADS     | hardware threads | io threads (one io_context each) |
 // | --token-ttl-s        | RTMC_TOKEN_TTL_S     | 86400            | token and session lifetime       |
 // | --migrate-only       |                      |                  | apply DB migrations and exit     |
+// | --pg-timeout-ms, --backend-queue-limit, rate limits, --trusted-proxy, hash workers: main.cpp --help  |
 // | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --log-level: common/config.hpp |
 
+#include "api/api_service.hpp"
 #include "api/http_session.hpp"
 #include "common/config.hpp"
 
@@ -36,11 +38,24 @@ struct ApiConfig {
   // A publish not confirmed within this time is answered 503.
   std::chrono::milliseconds publish_give_up{5000};
   std::size_t publish_window = 500;
-  std::size_t password_workers = 2;
-  // Password hashes waiting or running at once; more -> 503 unavailable.
+  // Argon2id threads for logins and, apart, for registrations, so a flood
+  // of one cannot starve the other.
+  std::size_t login_password_workers = 2;
+  std::size_t register_password_workers = 1;
+  // Password hashes waiting or running at once, per pool; more -> 503.
   std::size_t password_queue_limit = 64;
   std::size_t redis_connections = 4;
   std::size_t pg_connections = 4;
+  // Deadline of every PostgreSQL statement (connecting and queueing
+  // included) and its statement_timeout; Redis calls get redis.timeout.
+  // Past it: 503 unavailable.
+  std::chrono::milliseconds pg_timeout{3000};
+  // Calls waiting per Redis or PostgreSQL connection; more -> 503 at once.
+  std::size_t backend_queue_limit = 256;
+  // /healthz: deadline of each probe; answers are cached for health_cache.
+  std::chrono::milliseconds health_timeout{1000};
+  std::chrono::milliseconds health_cache{1000};
+  RateLimitConfig rate_limits;
   // How long stop() lets in-flight requests finish before cutting them.
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(10)};
 };

@@ -1,6 +1,7 @@
 #include "store/rate_limits.hpp"
 
 #include "common/keys.hpp"
+#include "common/names.hpp"
 #include "store/unavailable.hpp"
 
 #include <algorithm>
@@ -66,6 +67,10 @@ Verdict to_verdict(const redis::Reply& reply, const Rate& rate) {
 
 Rate Rate::per_second(double per_second, std::uint32_t burst) { return make_rate(per_second, burst); }
 Rate Rate::per_minute(double per_minute, std::uint32_t burst) { return make_rate(per_minute / 60.0, burst); }
+
+Bucket messages_bucket(std::string_view user, Rate rate) {
+  return Bucket{"messages:" + fold_user_name(user), rate};
+}
 
 std::int64_t retry_after_seconds(std::chrono::microseconds retry_after) {
   const auto seconds = std::chrono::ceil<std::chrono::seconds>(retry_after).count();

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rtmc::store {
@@ -46,6 +47,10 @@ struct Verdict {
   // Tokens spent and not yet refilled, after the call (0..burst).
   double used = 0;
 };
+
+// The bucket of messages `user` publishes, over REST and TCP alike (one
+// budget per user whatever the entry point).
+Bucket messages_bucket(std::string_view user, Rate rate);
 
 // Whole seconds for a Retry-After header: rounded up, at least 1.
 std::int64_t retry_after_seconds(std::chrono::microseconds retry_after);
