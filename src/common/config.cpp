@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -39,7 +40,11 @@ void CommonOptions::add_to(CLI::App& app) {
       ->envname("RTMC_MAX_BODY")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  app.add_option("--jwt-secret", auth.jwt_secret, "JWT signing secret")->envname("RTMC_JWT_SECRET");
+  jwt_secret_option_ =
+      app.add_option("--jwt-secret", auth.jwt_secret,
+                     "JWT signing secret, at least 32 bytes (visible to other local users in ps: prefer "
+                     "--jwt-secret-file or RTMC_JWT_SECRET)")
+          ->envname("RTMC_JWT_SECRET");
   app.add_option("--jwt-secret-file", jwt_secret_file, "File holding the JWT signing secret")
       ->envname("RTMC_JWT_SECRET_FILE");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
@@ -49,6 +54,15 @@ void CommonOptions::add_to(CLI::App& app) {
 
 void CommonOptions::finish(bool needs_secret) {
   redis.address = HostPort::parse(redis_text);
+  if (jwt_secret_option_ != nullptr && jwt_secret_option_->count() > 0) {
+    // CLI11 counts a value from the environment too; only a command-line
+    // value differs from it (or has none to differ from).
+    const char* from_env = std::getenv("RTMC_JWT_SECRET");
+    if (from_env == nullptr || auth.jwt_secret != from_env)
+      spdlog::warn(
+          "--jwt-secret on the command line is visible to every local user (ps, /proc); "
+          "use --jwt-secret-file or RTMC_JWT_SECRET instead");
+  }
   if (auth.jwt_secret.empty() && !jwt_secret_file.empty()) {
     std::ifstream in(jwt_secret_file);
     if (!in) throw std::runtime_error("cannot read JWT secret file " + jwt_secret_file);
@@ -58,9 +72,11 @@ void CommonOptions::finish(bool needs_secret) {
     while (!auth.jwt_secret.empty() && (auth.jwt_secret.back() == '\n' || auth.jwt_secret.back() == '\r'))
       auth.jwt_secret.pop_back();
   }
-  if (needs_secret && auth.jwt_secret.size() < 16)
+  // RFC 7518 section 3.2 (auth::TokenService enforces the same).
+  if (needs_secret && auth.jwt_secret.size() < 32)
     throw std::runtime_error(
-        "a JWT secret of at least 16 bytes is required (--jwt-secret-file or RTMC_JWT_SECRET)");
+        "a JWT secret of at least 32 bytes is required (--jwt-secret-file or RTMC_JWT_SECRET); got " +
+        std::to_string(auth.jwt_secret.size()));
 }
 
 void setup_logging(const std::string& level, const std::string& role) {

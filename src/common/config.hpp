@@ -10,6 +10,7 @@
 
 namespace CLI {
 class App;
+class Option;
 }
 
 namespace rtmc {
@@ -64,9 +65,13 @@ struct CommonOptions {
   std::string redis_text = "127.0.0.1:6380";
 
   void add_to(CLI::App& app);
-  // Call after parsing: resolves addresses and the secret; throws
-  // std::runtime_error with a readable message.
+  // Call after parsing: resolves addresses and the secret (at least 32
+  // bytes); throws std::runtime_error with a readable message. Warns when the
+  // secret was given on the command line.
   void finish(bool needs_secret = true);
+
+ private:
+  const CLI::Option* jwt_secret_option_ = nullptr;
 };
 
 void setup_logging(const std::string& level, const std::string& role);
