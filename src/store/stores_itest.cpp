@@ -162,16 +162,29 @@ TEST_F(RedisStoresTest, AStalledRedisAnswersUnavailableWithinTheDeadline) {
   RedisConfig via = config_;
   via.address.port = proxy.port();
   via.timeout = 5s;  // the socket timeout alone would take this long
-  redis::Client client(via, 1, WorkerLimits{4, 500ms});
-  LoginSessions sessions(client);
-  RateLimiter limiter(client);
-  const auto jti = unique("jti");
-  run(sessions.put(jti, "bob", 60s));  // through the proxy while it forwards
-  proxy.stall();
-  const auto started = std::chrono::steady_clock::now();
-  EXPECT_THROW(run(sessions.exists(jti)), Unavailable);
-  EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
-  EXPECT_THROW(run(limiter.take(Bucket{unique("test:stall:"), Rate::per_second(1, 1)})), Unavailable);
+  // The callers' io_context runs until the client is gone: a job that
+  // outlived its caller's deadline still posts its (dropped) result there.
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread runner([&io] { io.run(); });
+  {
+    redis::Client client(via, 1, WorkerLimits{4, 500ms});
+    LoginSessions sessions(client);
+    RateLimiter limiter(client);
+    const auto jti = unique("jti");
+    boost::asio::co_spawn(io, sessions.put(jti, "bob", 60s), boost::asio::use_future).get();  // still forwarding
+    proxy.stall();
+    const auto started = std::chrono::steady_clock::now();
+    auto exists = boost::asio::co_spawn(io, sessions.exists(jti), boost::asio::use_future);
+    EXPECT_THROW(exists.get(), Unavailable);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
+    auto take =
+        boost::asio::co_spawn(io, limiter.take(Bucket{unique("test:stall:"), Rate::per_second(1, 1)}),
+                              boost::asio::use_future);
+    EXPECT_THROW(take.get(), Unavailable);
+  }
+  work.reset();
+  runner.join();
 }
 
 class PgStoresTest : public ::testing::Test {
@@ -244,13 +257,15 @@ TEST_F(PgStoresTest, AFullPoolQueueIsRefusedAtOnce) {
       outcomes.push_back(e.unavailable() ? "unavailable" : "error");
     }
   };
-  // One runs, one waits, the third finds the queue full.
+  // The first runs (0.3 s); the second waits or, if the first is still
+  // queued, is refused; the third always finds the queue's one place taken.
   for (int i = 0; i < 3; ++i)
     boost::asio::co_spawn(io, pool.exec("SELECT pg_sleep(0.3)"), record);
   io.run();
   ASSERT_EQ(outcomes.size(), 3u);
   EXPECT_EQ(outcomes[0], "unavailable");  // answered first, at once
-  EXPECT_EQ(std::count(outcomes.begin(), outcomes.end(), "ok"), 2);
+  EXPECT_GE(std::count(outcomes.begin(), outcomes.end(), "ok"), 1);
+  EXPECT_EQ(std::count(outcomes.begin(), outcomes.end(), "error"), 0);
 }
 
 }  // namespace
