@@ -1,9 +1,9 @@
 #include "store/login_sessions.hpp"
 
+#include <algorithm>
+
 #include "common/keys.hpp"
 #include "store/unavailable.hpp"
-
-#include <algorithm>
 
 namespace rtmc::store {
 
@@ -20,7 +20,8 @@ boost::asio::awaitable<redis::Reply> LoginSessions::run(std::vector<std::string>
   co_return reply;
 }
 
-boost::asio::awaitable<void> LoginSessions::put(std::string jti, std::string user, std::chrono::milliseconds ttl) {
+boost::asio::awaitable<void> LoginSessions::put(std::string jti, std::string user,
+                                                std::chrono::milliseconds ttl) {
   auto px = std::max<std::chrono::milliseconds::rep>(ttl.count(), 1);
   std::vector<std::string> command{"SET", keys::session(jti), std::move(user), "PX", std::to_string(px)};
   co_await run(std::move(command));

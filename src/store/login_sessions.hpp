@@ -8,12 +8,11 @@
 // (redis::Client is thread-safe). Throws store::Unavailable when Redis cannot
 // answer; a Redis error reply (a bug, not an outage) throws std::runtime_error.
 
-#include "store/redis.hpp"
-
 #include <boost/asio/awaitable.hpp>
-
 #include <chrono>
 #include <string>
+
+#include "store/redis.hpp"
 
 namespace rtmc::store {
 

@@ -1,12 +1,12 @@
 #include "store/rate_limits.hpp"
 
-#include "common/keys.hpp"
-#include "common/names.hpp"
-#include "store/unavailable.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <memory>
+
+#include "common/keys.hpp"
+#include "common/names.hpp"
+#include "store/unavailable.hpp"
 
 namespace rtmc::store {
 
@@ -65,8 +65,12 @@ Verdict to_verdict(const redis::Reply& reply, const Rate& rate) {
 
 }  // namespace
 
-Rate Rate::per_second(double per_second, std::uint32_t burst) { return make_rate(per_second, burst); }
-Rate Rate::per_minute(double per_minute, std::uint32_t burst) { return make_rate(per_minute / 60.0, burst); }
+Rate Rate::per_second(double per_second, std::uint32_t burst) {
+  return make_rate(per_second, burst);
+}
+Rate Rate::per_minute(double per_minute, std::uint32_t burst) {
+  return make_rate(per_minute / 60.0, burst);
+}
 
 Bucket messages_bucket(std::string_view user, Rate rate) {
   return Bucket{"messages:" + fold_user_name(user), rate};
@@ -88,12 +92,13 @@ boost::asio::awaitable<std::vector<Verdict>> RateLimiter::peek(std::vector<Bucke
   co_return co_await apply(std::move(buckets), 1, "peek");
 }
 
-boost::asio::awaitable<std::vector<Verdict>> RateLimiter::charge(std::vector<Bucket> buckets, std::uint32_t cost) {
+boost::asio::awaitable<std::vector<Verdict>> RateLimiter::charge(std::vector<Bucket> buckets,
+                                                                 std::uint32_t cost) {
   co_return co_await apply(std::move(buckets), cost, "charge");
 }
 
-boost::asio::awaitable<std::vector<Verdict>> RateLimiter::apply(std::vector<Bucket> buckets, std::uint32_t cost,
-                                                               const char* mode) {
+boost::asio::awaitable<std::vector<Verdict>> RateLimiter::apply(std::vector<Bucket> buckets,
+                                                                std::uint32_t cost, const char* mode) {
   std::vector<Verdict> verdicts(buckets.size());
   std::vector<redis::Connection::EvalCall> calls;
   std::vector<std::size_t> limited;  // index into buckets of each call

@@ -12,21 +12,20 @@
 // Thread-safety: every method may be called concurrently from any io thread.
 // Throws store::Unavailable when Redis cannot answer.
 
-#include "store/redis.hpp"
-
 #include <boost/asio/awaitable.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "store/redis.hpp"
+
 namespace rtmc::store {
 
 struct Rate {
-  std::uint32_t burst = 0;                 // 0 = no limit
-  std::chrono::microseconds interval{0};   // one token back per interval
+  std::uint32_t burst = 0;                // 0 = no limit
+  std::chrono::microseconds interval{0};  // one token back per interval
 
   bool limited() const { return burst > 0 && interval.count() > 0; }
   // `per_second` tokens a second (fractions allowed), at most `burst` held;

@@ -33,7 +33,8 @@ class StallingProxy {
     listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (listener_ < 0) throw std::runtime_error("StallingProxy: socket");
     sockaddr_in address = loopback(0);
-    if (::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(listener_, 64) != 0)
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        ::listen(listener_, 64) != 0)
       throw std::runtime_error("StallingProxy: bind/listen");
     socklen_t length = sizeof address;
     ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
@@ -108,8 +109,10 @@ class StallingProxy {
         const int to = i == 0 ? upstream : client;
         for (ssize_t sent = 0; sent < n && open;) {
           const ssize_t w = ::send(to, buffer + sent, static_cast<std::size_t>(n - sent), MSG_NOSIGNAL);
-          if (w <= 0) open = false;
-          else sent += w;
+          if (w <= 0)
+            open = false;
+          else
+            sent += w;
         }
       }
     }

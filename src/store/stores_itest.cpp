@@ -1,6 +1,18 @@
 // Integration tests of the domain stores (login sessions, users, rate limits)
 // and of the deadlines under them, against the real Redis (RTMC_TEST_REDIS)
 // and PostgreSQL (RTMC_TEST_PG). A missing variable fails the tests.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <optional>
+#include <random>
+#include <thread>
+
 #include "common/keys.hpp"
 #include "store/login_sessions.hpp"
 #include "store/postgres.hpp"
@@ -8,18 +20,6 @@
 #include "store/stalling_proxy_for_tests.hpp"
 #include "store/unavailable.hpp"
 #include "store/users.hpp"
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/use_future.hpp>
-#include <gtest/gtest.h>
-
-#include <algorithm>
-#include <chrono>
-#include <cstdlib>
-#include <optional>
-#include <random>
-#include <thread>
 
 namespace rtmc::store {
 namespace {
@@ -172,15 +172,15 @@ TEST_F(RedisStoresTest, AStalledRedisAnswersUnavailableWithinTheDeadline) {
     LoginSessions sessions(client);
     RateLimiter limiter(client);
     const auto jti = unique("jti");
-    boost::asio::co_spawn(io, sessions.put(jti, "bob", 60s), boost::asio::use_future).get();  // still forwarding
+    boost::asio::co_spawn(io, sessions.put(jti, "bob", 60s), boost::asio::use_future)
+        .get();  // still forwarding
     proxy.stall();
     const auto started = std::chrono::steady_clock::now();
     auto exists = boost::asio::co_spawn(io, sessions.exists(jti), boost::asio::use_future);
     EXPECT_THROW(exists.get(), Unavailable);
     EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
-    auto take =
-        boost::asio::co_spawn(io, limiter.take(Bucket{unique("test:stall:"), Rate::per_second(1, 1)}),
-                              boost::asio::use_future);
+    auto take = boost::asio::co_spawn(io, limiter.take(Bucket{unique("test:stall:"), Rate::per_second(1, 1)}),
+                                      boost::asio::use_future);
     EXPECT_THROW(take.get(), Unavailable);
   }
   work.reset();
@@ -259,8 +259,7 @@ TEST_F(PgStoresTest, AFullPoolQueueIsRefusedAtOnce) {
   };
   // The first runs (0.3 s); the second waits or, if the first is still
   // queued, is refused; the third always finds the queue's one place taken.
-  for (int i = 0; i < 3; ++i)
-    boost::asio::co_spawn(io, pool.exec("SELECT pg_sleep(0.3)"), record);
+  for (int i = 0; i < 3; ++i) boost::asio::co_spawn(io, pool.exec("SELECT pg_sleep(0.3)"), record);
   io.run();
   ASSERT_EQ(outcomes.size(), 3u);
   EXPECT_EQ(outcomes[0], "unavailable");  // answered first, at once

@@ -1,8 +1,8 @@
 // The C++ side of the rate-limit arithmetic (the bucket itself is a Lua
 // script, tested against Redis in stores_itest.cpp).
-#include "store/rate_limits.hpp"
-
 #include <gtest/gtest.h>
+
+#include "store/rate_limits.hpp"
 
 namespace rtmc::store {
 namespace {

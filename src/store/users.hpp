@@ -8,12 +8,11 @@
 // answer now (pg::PgError::unavailable()); other database errors throw
 // pg::PgError.
 
-#include "store/postgres.hpp"
-
 #include <boost/asio/awaitable.hpp>
-
 #include <optional>
 #include <string>
+
+#include "store/postgres.hpp"
 
 namespace rtmc::store {
 
