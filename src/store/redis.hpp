@@ -90,6 +90,8 @@ class Client {
   boost::asio::awaitable<Reply> eval(Script script, std::vector<std::string> keys, std::vector<std::string> args);
   // Runs `job` with one worker's Connection, on that worker's thread, for
   // work the calls above do not cover. The job must not keep the reference.
+  // With a deadline (limits.max_wait) the job may still run after its caller
+  // gave up, so it must own what it touches (no captures by reference).
   boost::asio::awaitable<void> run(std::function<void(Connection&)> job);
 
  private:
