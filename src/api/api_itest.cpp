@@ -10,6 +10,7 @@
 #include "server/limits.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
+#include "store/stalling_proxy_for_tests.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -79,7 +80,7 @@ std::optional<ApiConfig> config_from_env() {
   config.common.pg.conninfo = *pg;
   config.common.auth.jwt_secret = kSecret;
   config.common.auth.token_ttl = std::chrono::seconds(3600);
-  config.password_workers = 2;
+  config.login_password_workers = 2;
   config.publish_give_up = 5s;
   config.shutdown_grace = 5s;
   return config;
@@ -101,6 +102,7 @@ class Client {
     request.set(http::field::host, "127.0.0.1");
     if (!content_type.empty() && !body.empty()) request.set(http::field::content_type, content_type);
     if (!bearer.empty()) request.set(http::field::authorization, "Bearer " + bearer);
+    if (!forwarded_for_.empty()) request.set("X-Forwarded-For", forwarded_for_);
     request.body() = body;
     request.prepare_payload();
     http::write(socket_, request);
@@ -112,6 +114,10 @@ class Client {
   }
 
   void write_raw(const std::string& bytes) { net::write(socket_, net::buffer(bytes)); }
+
+  // Every later request carries X-Forwarded-For: `address` (believed by a
+  // server that trusts 127.0.0.1 as its proxy).
+  void forward_for(std::string address) { forwarded_for_ = std::move(address); }
 
   HttpResponse receive() {
     HttpResponse response;
@@ -131,6 +137,7 @@ class Client {
   net::io_context context_;
   tcp::socket socket_;
   boost::beast::flat_buffer buffer_;
+  std::string forwarded_for_;
 };
 
 json::object body_of(const HttpResponse& response) { return json::parse(response.body()).as_object(); }
@@ -636,6 +643,133 @@ TEST(ApiConnectionCapItest, DefaultCapFollowsTheOpenFileLimit) {
   ApiServer server(*config);
   EXPECT_EQ(server.max_connections(), server::connection_cap_from_open_files());
   EXPECT_GT(server.max_connections(), 2u);
+}
+
+// A client address of its own for each test, so buckets keyed by address
+// never carry over from another test or another run on the same Redis.
+std::string unique_address() {
+  std::random_device device;
+  std::uniform_int_distribution<int> octet(1, 254);
+  return "10." + std::to_string(octet(device)) + "." + std::to_string(octet(device)) + "." +
+         std::to_string(octet(device));
+}
+
+std::optional<ApiConfig> behind_proxy_config() {
+  auto config = config_from_env();
+  if (config) config->rate_limits.trusted_proxies = {"127.0.0.1"};
+  return config;
+}
+
+TEST(ApiRateLimitItest, EleventhFailedLoginFromOneAddressIs429EvenWithTheRightPassword) {
+  auto config = behind_proxy_config();
+  ASSERT_TRUE(config) << kMissingServices;
+  apply_migrations(config->common.pg);
+  ApiServer server(*config);
+  server.start();
+  Client client(server.port());
+  client.forward_for(unique_address());
+  const auto user = unique("rl_");
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(client.post("/login", {{"user", user}, {"password", "wrong horse"}}).result(),
+              http::status::unauthorized)
+        << i;
+  auto refused = client.post("/login", {{"user", user}, {"password", "correct horse"}});
+  EXPECT_EQ(refused.result(), http::status::too_many_requests) << refused.body();
+  EXPECT_EQ(error_of(refused), "rate_limited");
+  const std::string retry_after(refused[http::field::retry_after]);
+  ASSERT_FALSE(retry_after.empty());
+  EXPECT_GE(std::stoi(retry_after), 1);
+  EXPECT_LE(std::stoi(retry_after), 6);
+  // The account is not locked: from another address the password works.
+  client.forward_for(unique_address());
+  EXPECT_EQ(client.post("/login", {{"user", user}, {"password", "correct horse"}}).result(), http::status::ok);
+}
+
+TEST(ApiRateLimitItest, RegistrationBurstFromOneAddressIs429) {
+  auto config = behind_proxy_config();
+  ASSERT_TRUE(config) << kMissingServices;
+  config->rate_limits.registrations_per_address = store::Rate::per_second(0.5, 3);
+  apply_migrations(config->common.pg);
+  ApiServer server(*config);
+  server.start();
+  Client client(server.port());
+  client.forward_for(unique_address());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(client.post("/register", {{"user", unique("rb_")}, {"password", "correct horse"}}).result(),
+              http::status::created)
+        << i;
+  auto refused = client.post("/register", {{"user", unique("rb_")}, {"password", "correct horse"}});
+  EXPECT_EQ(refused.result(), http::status::too_many_requests) << refused.body();
+  EXPECT_EQ(error_of(refused), "rate_limited");
+  EXPECT_EQ(refused[http::field::retry_after], "2");
+  // Another address has its own bucket.
+  client.forward_for(unique_address());
+  EXPECT_EQ(client.post("/register", {{"user", unique("rb_")}, {"password", "correct horse"}}).result(),
+            http::status::created);
+}
+
+// The defect: with PostgreSQL stopped, POST /login got no answer in 20 s and
+// /healthz said ok. Here the api reaches PostgreSQL through a proxy that
+// stalls (as a stopped server does), while the shared test server runs on.
+TEST(ApiStallItest, StalledPostgresIs503WithinFiveSecondsAndHealthzNamesIt) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config) << kMissingServices;
+  apply_migrations(config->common.pg);
+  testing::StallingProxy proxy(testing::pg_port_of(config->common.pg.conninfo));
+  config->common.pg.conninfo = testing::pg_conninfo_via(config->common.pg.conninfo, proxy.port());
+  config->pg_connections = 2;
+  ApiServer server(*config);
+  server.start();
+  Client client(server.port());
+  const auto user = unique("pgs_");
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
+  ASSERT_EQ(client.send(http::verb::get, "/healthz").result(), http::status::ok);
+
+  proxy.stall();
+  for (int i = 0; i < 3; ++i) {  // open connections, then new ones
+    const auto started = std::chrono::steady_clock::now();
+    auto response = client.post("/login", {{"user", user}, {"password", "correct horse"}});
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << i;
+    EXPECT_EQ(response.result(), http::status::service_unavailable) << i << " " << response.body();
+    EXPECT_EQ(error_of(response), "unavailable");
+  }
+  std::this_thread::sleep_for(1100ms);  // past the cached health answer
+  const auto started = std::chrono::steady_clock::now();
+  auto health = client.send(http::verb::get, "/healthz");
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  EXPECT_EQ(health.result(), http::status::service_unavailable) << health.body();
+  EXPECT_EQ(body_of(health).at("status"), "unavailable");
+  EXPECT_EQ(body_of(health).at("postgres"), "unavailable");
+  EXPECT_EQ(body_of(health).at("redis"), "ok");
+}
+
+TEST(ApiStallItest, StalledRedisIs503WithinFiveSecondsAndHealthzNamesIt) {
+  auto config = config_from_env();
+  ASSERT_TRUE(config) << kMissingServices;
+  apply_migrations(config->common.pg);
+  testing::StallingProxy proxy(config->common.redis.address.port);
+  config->common.redis.address.port = proxy.port();
+  config->redis_connections = 2;
+  ApiServer server(*config);
+  server.start();
+  Client client(server.port());
+  const auto user = unique("rds_");
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
+  ASSERT_EQ(client.post("/login", {{"user", user}, {"password", "correct horse"}}).result(), http::status::ok);
+
+  proxy.stall();
+  for (int i = 0; i < 3; ++i) {
+    const auto started = std::chrono::steady_clock::now();
+    auto response = client.post("/login", {{"user", user}, {"password", "correct horse"}});
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << i;
+    EXPECT_EQ(response.result(), http::status::service_unavailable) << i << " " << response.body();
+  }
+  std::this_thread::sleep_for(1100ms);
+  auto health = client.send(http::verb::get, "/healthz");
+  EXPECT_EQ(health.result(), http::status::service_unavailable) << health.body();
+  EXPECT_EQ(body_of(health).at("redis"), "unavailable");
+  EXPECT_EQ(body_of(health).at("postgres"), "ok");
 }
 
 }  // namespace

@@ -5,11 +5,15 @@
 #include "common/names.hpp"
 #include "protocol/frames.hpp"
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <optional>
 
 namespace rtmc::api {
@@ -65,7 +69,44 @@ Response json(http::status status, const boost::json::object& body) {
   return json_response(status, boost::json::serialize(body));
 }
 
+HttpError rate_limited(std::string what, std::chrono::microseconds retry_after) {
+  const auto seconds = std::to_string(store::retry_after_seconds(retry_after));
+  return HttpError(http::status::too_many_requests, "rate_limited",
+                   std::move(what) + "; retry after " + seconds + " s",
+                   HttpError::Headers{{http::field::retry_after, seconds}});
+}
+
+boost::asio::awaitable<void> sleep_on_timer(std::chrono::milliseconds duration) {
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, duration);
+  co_await timer.async_wait(boost::asio::use_awaitable);
+}
+
+// An IPv4 address as is (also when mapped into IPv6); IPv6 as its /64.
+std::string address_key(const boost::asio::ip::address& address) {
+  if (address.is_v4()) return address.to_string();
+  auto v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, v6).to_string();
+  auto bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return boost::asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
+std::optional<boost::asio::ip::address> parse_address(std::string_view text) {
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(std::string(trim(text)), ec);
+  if (ec) return std::nullopt;
+  return address;
+}
+
 }  // namespace
+
+std::chrono::milliseconds login_slowdown(double failures, std::chrono::milliseconds max) {
+  constexpr double kFree = 5;  // a few typos cost nothing
+  if (max.count() <= 0 || failures < kFree + 1) return std::chrono::milliseconds(0);
+  const double doublings = std::min(std::floor(failures - (kFree + 1)), 30.0);
+  const double delay_ms = 100.0 * std::pow(2.0, doublings);
+  return std::min(max, std::chrono::milliseconds(static_cast<std::int64_t>(delay_ms)));
+}
 
 boost::json::object parse_json_object(const Request& request) {
   auto content_type = request[http::field::content_type];
@@ -88,17 +129,35 @@ std::string bearer_token(const Request& request) {
   return std::string(trim(header.substr(scheme.size())));
 }
 
-ApiService::ApiService(ServiceConfig config, UserStore& users, SessionStore& sessions, PasswordHasher& hasher,
-                       MessagePublisher& publisher, const auth::TokenService& tokens, Metrics& metrics,
-                       Clock clock)
-    : config_(config),
-      users_(users),
-      sessions_(sessions),
-      hasher_(hasher),
-      publisher_(publisher),
+ApiService::ApiService(ServiceConfig config, ApiBackends backends, const auth::TokenService& tokens,
+                       Metrics& metrics, Clock clock, Sleep sleep)
+    : config_(std::move(config)),
+      backends_(backends),
       tokens_(tokens),
       metrics_(metrics),
-      clock_(clock ? std::move(clock) : Clock(&rtmc::now_ms)) {}
+      clock_(clock ? std::move(clock) : Clock(&rtmc::now_ms)),
+      sleep_(sleep ? std::move(sleep) : Sleep(&sleep_on_timer)) {
+  for (const auto& proxy : config_.rate_limits.trusted_proxies) {
+    auto address = parse_address(proxy);
+    if (!address) throw std::invalid_argument("trusted proxy '" + proxy + "' is not an IP address");
+    trusted_proxies_.push_back(*address);
+  }
+}
+
+std::string ApiService::client_address(const Request& request) const {
+  auto peer = parse_address(request[kPeerAddressHeader]);
+  if (!peer) return "unknown";
+  if (std::find(trusted_proxies_.begin(), trusted_proxies_.end(), *peer) != trusted_proxies_.end()) {
+    // The proxy appends the address it saw to the last header: the last
+    // entry is the only one not written by the client itself.
+    std::string_view last;
+    auto [first, end] = request.equal_range("X-Forwarded-For");
+    for (auto it = first; it != end; ++it) last = it->value();
+    if (auto comma = last.rfind(','); comma != std::string_view::npos) last = last.substr(comma + 1);
+    if (auto forwarded = parse_address(last)) return address_key(*forwarded);
+  }
+  return address_key(*peer);
+}
 
 void ApiService::install(Router& router) {
   router.add(http::verb::post, "/register", [this](const Request& r) { return register_user(r); });
@@ -119,8 +178,12 @@ boost::asio::awaitable<Response> ApiService::register_user(const Request& reques
   if (!valid_password(password))
     throw HttpError(http::status::bad_request, "bad_password", "password: 8-256 bytes");
 
-  auto hash = co_await hasher_.hash(std::move(password));
-  if (!co_await users_.create(user, std::move(hash)))
+  store::Bucket bucket{"register:" + client_address(request), config_.rate_limits.registrations_per_address};
+  auto verdict = co_await backends_.rate_limits.take(std::move(bucket));
+  if (!verdict.allowed) throw rate_limited("too many registrations from this address", verdict.retry_after);
+
+  auto hash = co_await backends_.register_hasher.hash(std::move(password));
+  if (!co_await backends_.users.create(user, std::move(hash)))
     throw HttpError(http::status::conflict, "user_taken", "that user name is taken");
   co_return json(http::status::created, {{"user", user}});
 }
@@ -131,18 +194,48 @@ boost::asio::awaitable<Response> ApiService::login(const Request& request) {
   auto password = required_string(body, "password");
   // One answer for every failure, so a caller cannot learn which names exist.
   const auto refused = [] { return unauthorized("wrong user name or password"); };
-  // The rules are public, so rejecting malformed input early leaks nothing.
-  if (!valid_user_name(user) || !valid_password(password)) throw refused();
 
-  auto stored = co_await users_.find(user);
-  if (!stored) {
-    co_await hasher_.burn(std::move(password));
+  // Buckets of failed logins: [0] per address, [1] per account and address,
+  // [2] per account from everywhere (slowdown only). A name that cannot
+  // exist has no account buckets.
+  const auto& limits = config_.rate_limits;
+  const std::string address = client_address(request);
+  const bool named = valid_user_name(user);
+  const std::string account = named ? fold_user_name(user) : std::string();
+  std::vector<store::Bucket> failures;
+  failures.push_back({"login-failed:" + address, limits.login_failures_per_address});
+  if (named) {
+    failures.push_back({"login-failed-account-address:" + account + "|" + address,
+                        limits.login_failures_per_account_address});
+    failures.push_back({"login-failed-account:" + account, limits.login_failures_per_account});
+  }
+  auto failures_copy = failures;
+  auto verdicts = co_await backends_.rate_limits.peek(std::move(failures_copy));
+  for (std::size_t i = 0; i < verdicts.size() && i < 2; ++i)
+    if (!verdicts[i].allowed)
+      throw rate_limited("too many failed logins from this address", verdicts[i].retry_after);
+  if (named) {
+    const auto delay = login_slowdown(verdicts[2].used, limits.login_slowdown_max);
+    if (delay.count() > 0) co_await sleep_(delay);
+  }
+
+  // The rules are public, so rejecting malformed input early leaks nothing.
+  std::optional<StoredUser> stored;
+  bool verified = false;
+  if (named && valid_password(password)) {
+    stored = co_await backends_.users.find(user);
+    if (!stored)
+      co_await backends_.login_hasher.burn(std::move(password));
+    else
+      verified = co_await backends_.login_hasher.verify(stored->password_hash, std::move(password));
+  }
+  if (!verified) {
+    co_await backends_.rate_limits.charge(std::move(failures));
     throw refused();
   }
-  if (!co_await hasher_.verify(stored->password_hash, std::move(password))) throw refused();
 
   auto issued = tokens_.issue(stored->name);
-  co_await sessions_.put(issued.claims.jti, stored->name,
+  co_await backends_.sessions.put(issued.claims.jti, stored->name,
                          std::chrono::duration_cast<std::chrono::milliseconds>(tokens_.lifetime()));
   co_return json(http::status::ok, {{"token", issued.token},
                                     {"expires_at", issued.claims.expires_at_ms},
@@ -159,14 +252,14 @@ auth::Claims ApiService::verify_bearer(const Request& request) const {
 
 boost::asio::awaitable<auth::Claims> ApiService::authenticate(const Request& request) {
   auto claims = verify_bearer(request);
-  if (!co_await sessions_.exists(claims.jti)) throw unauthorized();
+  if (!co_await backends_.sessions.exists(claims.jti)) throw unauthorized();
   co_return claims;
 }
 
 boost::asio::awaitable<Response> ApiService::logout(const Request& request) {
   auto claims = verify_bearer(request);
   // DEL is the check: of two concurrent logouts exactly one gets 204.
-  if (!co_await sessions_.remove(claims.jti)) throw unauthorized();
+  if (!co_await backends_.sessions.remove(claims.jti)) throw unauthorized();
   Response response{http::status::no_content, request.version()};
   co_return response;
 }
@@ -188,13 +281,18 @@ boost::asio::awaitable<Response> ApiService::publish_message(const Request& requ
   // The same decision the gateway makes for a TCP send (auth/room_access.hpp).
   if (!auth::RoomAccess{}.allowed(claims.user, room, auth::RoomAccess::Action::send))
     throw HttpError(http::status::forbidden, "forbidden", "you may not send to room " + room);
+  if (config_.rate_limits.publishes_per_user.limited()) {
+    auto bucket = store::messages_bucket(claims.user, config_.rate_limits.publishes_per_user);
+    auto verdict = co_await backends_.rate_limits.take(std::move(bucket));
+    if (!verdict.allowed) throw rate_limited("too many messages from this user", verdict.retry_after);
+  }
 
   amqp::Message message;
   message.routing_key = ingest_queue(shard_of(room, config_.ingest_shards));
   message.body = protocol::encode_ingest({room, *id, claims.user, std::move(text)});
   message.persistent = true;
   message.mandatory = true;
-  auto status = co_await publisher_.publish(std::move(message));
+  auto status = co_await backends_.publisher.publish(std::move(message));
   metrics_.count_publish(status);
   if (status != amqp::PublishStatus::confirmed)
     throw HttpError(http::status::service_unavailable, "unavailable",
@@ -203,14 +301,51 @@ boost::asio::awaitable<Response> ApiService::publish_message(const Request& requ
   co_return json(http::status::accepted, {{"id", *id}, {"room", room}});
 }
 
+boost::asio::awaitable<DependencyHealth> ApiService::cached_health() {
+  for (;;) {
+    std::optional<DependencyHealth> answer;
+    bool probe = false;
+    {
+      std::lock_guard lock(health_mutex_);
+      if (health_ && clock_() - health_at_ms_ < config_.health_cache.count())
+        answer = health_;
+      else if (!health_probing_)
+        probe = health_probing_ = true;
+      else
+        answer = health_;  // a probe is running: the previous answer, if any
+    }
+    if (answer) co_return *answer;
+    if (probe) break;
+    co_await sleep_(std::chrono::milliseconds(10));  // the first probe is still running
+  }
+  DependencyHealth health;
+  try {
+    health = co_await backends_.health.probe();
+  } catch (const std::exception&) {
+    health = DependencyHealth{};
+  }
+  std::lock_guard lock(health_mutex_);
+  health_ = health;
+  health_at_ms_ = clock_();
+  health_probing_ = false;
+  co_return health;
+}
+
 boost::asio::awaitable<Response> ApiService::healthz(const Request&) {
-  co_return json(http::status::ok, {{"status", "ok"}, {"amqp_connected", publisher_.connected()}});
+  const auto health = co_await cached_health();
+  const auto state = [](bool ok) { return ok ? "ok" : "unavailable"; };
+  co_return json(health.all_ok() ? http::status::ok : http::status::service_unavailable,
+                 {{"status", state(health.all_ok())},
+                  {"redis", state(health.redis)},
+                  {"postgres", state(health.postgres)},
+                  {"rabbitmq", state(health.rabbitmq)},
+                  {"amqp_connected", backends_.publisher.connected()}});
 }
 
 boost::asio::awaitable<Response> ApiService::metrics(const Request&) {
   Response response{http::status::ok, 11};
   response.set(http::field::content_type, "text/plain; version=0.0.4");
-  response.body() = metrics_.render(publisher_.connected());
+  response.body() = metrics_.render(backends_.publisher.connected());
   response.prepare_payload();
   co_return response;
 }

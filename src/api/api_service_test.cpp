@@ -9,7 +9,9 @@
 #include <boost/json/serialize.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <optional>
 
 namespace rtmc::api {
 namespace {
@@ -20,6 +22,10 @@ using testing::make_request;
 using testing::run_sync;
 
 constexpr auto kSecret = "unit-test-secret-0123456789abcdef";
+
+// prefix + i; appended rather than `"literal" + std::string`, on which GCC 12
+// reports a false -Wrestrict.
+std::string numbered(std::string prefix, int i) { return prefix.append(std::to_string(i)); }
 
 class FakeUsers final : public UserStore {
  public:
@@ -56,18 +62,63 @@ class FakeSessions final : public SessionStore {
 class FakeHasher final : public PasswordHasher {
  public:
   boost::asio::awaitable<std::string> hash(std::string password) override {
+    if (saturated) throw Unavailable("password hashing queue is full");
     ++hashes;
     co_return "hashed(" + password + ")";
   }
   boost::asio::awaitable<bool> verify(std::string stored_hash, std::string password) override {
+    if (saturated) throw Unavailable("password hashing queue is full");
     ++verifies;
     co_return stored_hash == "hashed(" + password + ")";
   }
   boost::asio::awaitable<void> burn(std::string) override {
+    if (saturated) throw Unavailable("password hashing queue is full");
     ++burns;
     co_return;
   }
   int hashes = 0, verifies = 0, burns = 0;
+  bool saturated = false;  // its workers are all busy and its queue is full
+};
+
+// Token buckets without refill: `burst` tokens per bucket name, spent by
+// take and charge; enough for the service's decisions.
+class FakeRateLimits final : public RateLimits {
+ public:
+  boost::asio::awaitable<store::Verdict> take(store::Bucket bucket) override {
+    auto verdict = state(bucket);
+    if (verdict.allowed) ++spent[bucket.name];
+    verdict.used = spent[bucket.name];
+    co_return verdict;
+  }
+  boost::asio::awaitable<std::vector<store::Verdict>> peek(std::vector<store::Bucket> buckets) override {
+    std::vector<store::Verdict> verdicts;
+    for (const auto& bucket : buckets) verdicts.push_back(state(bucket));
+    co_return verdicts;
+  }
+  boost::asio::awaitable<void> charge(std::vector<store::Bucket> buckets) override {
+    for (const auto& bucket : buckets)
+      if (bucket.rate.limited()) spent[bucket.name] = std::min<double>(spent[bucket.name] + 1, bucket.rate.burst);
+    co_return;
+  }
+  store::Verdict state(const store::Bucket& bucket) {
+    store::Verdict verdict;
+    if (!bucket.rate.limited()) return verdict;
+    verdict.used = spent[bucket.name];
+    verdict.allowed = verdict.used + 1 <= bucket.rate.burst;
+    if (!verdict.allowed) verdict.retry_after = bucket.rate.interval;
+    return verdict;
+  }
+  std::map<std::string, double> spent;
+};
+
+class FakeHealth final : public HealthProbe {
+ public:
+  boost::asio::awaitable<DependencyHealth> probe() override {
+    ++probes;
+    co_return health;
+  }
+  DependencyHealth health{true, true, true};
+  int probes = 0;
 };
 
 class FakePublisher final : public MessagePublisher {
@@ -84,7 +135,29 @@ class FakePublisher final : public MessagePublisher {
 
 class ApiServiceTest : public ::testing::Test {
  protected:
-  ApiServiceTest() { service.install(router); }
+  ApiServiceTest() { rebuild(config); }
+
+  // A fresh service (and router) with `with` as its configuration.
+  void rebuild(const ServiceConfig& with) {
+    service.reset();
+    service.emplace(with, ApiBackends{users, sessions, hasher, register_hasher, publisher, limits, health}, tokens,
+                    metrics, [this] { return now; },
+                    [this](std::chrono::milliseconds duration) -> boost::asio::awaitable<void> {
+                      sleeps.push_back(duration);
+                      co_return;
+                    });
+    router = Router{};
+    service->install(router);
+  }
+  // A request from `address` (as the HTTP session marks it).
+  Response post_from(const std::string& address, std::string target, const json::value& body,
+                     std::string bearer = {}, std::string forwarded_for = {}) {
+    auto request = make_request(http::verb::post, std::move(target), json::serialize(body), "application/json",
+                                std::move(bearer));
+    request.set(kPeerAddressHeader, address);
+    if (!forwarded_for.empty()) request.set("X-Forwarded-For", forwarded_for);
+    return run_sync(router.dispatch(request));
+  }
 
   Response call(http::verb method, std::string target, std::string body = {},
                 std::string content_type = "application/json", std::string bearer = {}) {
@@ -114,13 +187,22 @@ class ApiServiceTest : public ::testing::Test {
 
   FakeUsers users;
   FakeSessions sessions;
-  FakeHasher hasher;
+  FakeHasher hasher;           // the login pool
+  FakeHasher register_hasher;  // the registration pool
   FakePublisher publisher;
+  FakeRateLimits limits;
+  FakeHealth health;
   auth::TokenService tokens{kSecret, std::chrono::hours(1)};
   Metrics metrics;
   std::int64_t now = rtmc::now_ms();
-  ServiceConfig config{16, 4096};
-  ApiService service{config, users, sessions, hasher, publisher, tokens, metrics, [this] { return now; }};
+  std::vector<std::chrono::milliseconds> sleeps;  // login slowdowns asked for
+  ServiceConfig config = [] {
+    ServiceConfig defaults;
+    defaults.ingest_shards = 16;
+    defaults.max_message_body = 4096;
+    return defaults;
+  }();
+  std::optional<ApiService> service;
   Router router;
 };
 
@@ -133,6 +215,8 @@ TEST_F(ApiServiceTest, RegisterCreatesUserWithHashedPassword) {
   ASSERT_EQ(users.users.count("alice"), 1u);
   EXPECT_EQ(users.users["alice"].name, "Alice");
   EXPECT_EQ(users.users["alice"].password_hash, "hashed(correct horse)");
+  EXPECT_EQ(register_hasher.hashes, 1);
+  EXPECT_EQ(hasher.hashes, 0);
 }
 
 TEST_F(ApiServiceTest, RegisterTakenNameIsConflictRegardlessOfCase) {
@@ -161,6 +245,7 @@ TEST_F(ApiServiceTest, RegisterRejectsBadPasswords) {
     EXPECT_EQ(error_of(response), "bad_password");
   }
   EXPECT_EQ(hasher.hashes, 0);
+  EXPECT_EQ(register_hasher.hashes, 0);
   EXPECT_EQ(post("/register", {{"user", "bob"}, {"password", std::string(8, 'p')}}).result(),
             http::status::created);
   EXPECT_EQ(post("/register", {{"user", "bob2"}, {"password", std::string(256, 'p')}}).result(),
@@ -424,7 +509,11 @@ TEST_F(ApiServiceTest, PublishNotConfirmedIs503) {
 TEST_F(ApiServiceTest, HealthzReportsPublisherState) {
   auto response = call(http::verb::get, "/healthz");
   EXPECT_EQ(response.result(), http::status::ok);
-  EXPECT_EQ(body_of(response), (json::object{{"status", "ok"}, {"amqp_connected", true}}));
+  EXPECT_EQ(body_of(response), (json::object{{"status", "ok"},
+                                             {"redis", "ok"},
+                                             {"postgres", "ok"},
+                                             {"rabbitmq", "ok"},
+                                             {"amqp_connected", true}}));
   publisher.is_connected = false;
   EXPECT_EQ(body_of(call(http::verb::get, "/healthz")).at("amqp_connected"), false);
 }
@@ -453,6 +542,181 @@ TEST_F(ApiServiceTest, RoutesAndMethods) {
   EXPECT_EQ(response[http::field::allow], "POST");
   EXPECT_EQ(call(http::verb::post, "/healthz").result(), http::status::method_not_allowed);
   EXPECT_EQ(call(http::verb::get, "/publishMessage").result(), http::status::method_not_allowed);
+}
+
+// ---- rate limits ----
+
+TEST_F(ApiServiceTest, TenFailedLoginsForOneAccountFromOneAddressThenEven429ForTheRightPassword) {
+  register_user("alice", "correct horse");
+  for (int i = 0; i < 10; ++i) {
+    auto response = post_from("192.0.2.7", "/login", {{"user", "alice"}, {"password", "wrong password"}});
+    ASSERT_EQ(response.result(), http::status::unauthorized) << i;
+  }
+  auto response = post_from("192.0.2.7", "/login", {{"user", "ALICE"}, {"password", "correct horse"}});
+  EXPECT_EQ(response.result(), http::status::too_many_requests);
+  EXPECT_EQ(error_of(response), "rate_limited");
+  EXPECT_EQ(response[http::field::retry_after], "6");  // one failure back every 6 s
+  EXPECT_TRUE(sessions.sessions.empty());
+  // Another address is not affected, nor is another account from this one.
+  EXPECT_EQ(post_from("192.0.2.8", "/login", {{"user", "alice"}, {"password", "correct horse"}}).result(),
+            http::status::ok);
+  register_user("bob", "correct horse");
+  EXPECT_EQ(post_from("192.0.2.7", "/login", {{"user", "bob"}, {"password", "correct horse"}}).result(),
+            http::status::ok);
+}
+
+TEST_F(ApiServiceTest, FailedLoginsPerAddressAcrossAccountsAreLimited) {
+  for (int i = 0; i < 100; ++i) {
+    auto response =
+        post_from("198.51.100.1", "/login", {{"user", numbered("u", i)}, {"password", "wrong password"}});
+    ASSERT_EQ(response.result(), http::status::unauthorized) << i;
+  }
+  register_user("carol", "correct horse");
+  auto response = post_from("198.51.100.1", "/login", {{"user", "carol"}, {"password", "correct horse"}});
+  EXPECT_EQ(response.result(), http::status::too_many_requests);
+  EXPECT_EQ(error_of(response), "rate_limited");
+  EXPECT_FALSE(response[http::field::retry_after].empty());
+}
+
+TEST_F(ApiServiceTest, FailedLoginsPerAccountFromManyAddressesOnlySlowTheAnswers) {
+  register_user("dave", "correct horse");
+  for (int i = 0; i < 40; ++i) {
+    auto address = numbered("203.0.113.", i);
+    ASSERT_EQ(post_from(address, "/login", {{"user", "dave"}, {"password", "wrong password"}}).result(),
+              http::status::unauthorized)
+        << i;
+  }
+  ASSERT_FALSE(sleeps.empty());
+  EXPECT_TRUE(std::is_sorted(sleeps.begin(), sleeps.end()));
+  EXPECT_EQ(sleeps.back(), std::chrono::milliseconds(3000));
+  // The owner, from an address of their own, gets in (slowly), never locked out.
+  sleeps.clear();
+  EXPECT_EQ(post_from("192.0.2.200", "/login", {{"user", "dave"}, {"password", "correct horse"}}).result(),
+            http::status::ok);
+  EXPECT_EQ(sleeps, std::vector<std::chrono::milliseconds>{std::chrono::milliseconds(3000)});
+}
+
+TEST(LoginSlowdown, GrowsWithFailuresUpToItsCap) {
+  using std::chrono::milliseconds;
+  EXPECT_EQ(login_slowdown(0, milliseconds(3000)), milliseconds(0));
+  EXPECT_EQ(login_slowdown(5.9, milliseconds(3000)), milliseconds(0));
+  EXPECT_EQ(login_slowdown(6, milliseconds(3000)), milliseconds(100));
+  EXPECT_EQ(login_slowdown(7, milliseconds(3000)), milliseconds(200));
+  EXPECT_EQ(login_slowdown(10, milliseconds(3000)), milliseconds(1600));
+  EXPECT_EQ(login_slowdown(11, milliseconds(3000)), milliseconds(3000));
+  EXPECT_EQ(login_slowdown(1e9, milliseconds(3000)), milliseconds(3000));
+  EXPECT_EQ(login_slowdown(50, milliseconds(0)), milliseconds(0));
+}
+
+TEST_F(ApiServiceTest, RegistrationsPerAddressAreLimited) {
+  for (int i = 0; i < 50; ++i)
+    ASSERT_EQ(post_from("192.0.2.9", "/register", {{"user", numbered("r", i)}, {"password", "correct horse"}})
+                  .result(),
+              http::status::created)
+        << i;
+  auto response = post_from("192.0.2.9", "/register", {{"user", "r50"}, {"password", "correct horse"}});
+  EXPECT_EQ(response.result(), http::status::too_many_requests);
+  EXPECT_EQ(error_of(response), "rate_limited");
+  EXPECT_EQ(response[http::field::retry_after], "1");
+  EXPECT_EQ(users.users.count("r50"), 0u);
+  EXPECT_EQ(post_from("192.0.2.10", "/register", {{"user", "r50"}, {"password", "correct horse"}}).result(),
+            http::status::created);
+}
+
+TEST_F(ApiServiceTest, LoginWorksWhileRegistrationsSaturateTheirOwnHashers) {
+  register_user("erin", "correct horse");
+  register_hasher.saturated = true;  // a registration flood holds every registration worker
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(post_from(numbered("192.0.2.", i), "/register",
+                        {{"user", numbered("flood", i)}, {"password", "correct horse"}})
+                  .result(),
+              http::status::service_unavailable);
+  EXPECT_EQ(post("/login", {{"user", "erin"}, {"password", "correct horse"}}).result(), http::status::ok);
+  EXPECT_EQ(hasher.verifies, 1);
+  EXPECT_EQ(register_hasher.verifies, 0);
+}
+
+TEST_F(ApiServiceTest, PublishesAreNotLimitedByDefault) {
+  auto token = registered_token();
+  for (int i = 0; i < 200; ++i)
+    ASSERT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, token).result(), http::status::accepted) << i;
+  EXPECT_EQ(limits.spent.count(store::messages_bucket("alice", {}).name), 0u);
+}
+
+TEST_F(ApiServiceTest, PublishesPerUserWhenLimitedAre429AndNotPublished) {
+  auto limited = config;
+  limited.rate_limits.publishes_per_user = store::Rate::per_second(1, 2);
+  rebuild(limited);
+  auto token = registered_token("Frank");
+  EXPECT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "1"}}, token).result(), http::status::accepted);
+  EXPECT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "2"}}, token).result(), http::status::accepted);
+  auto response = post("/publishMessage", {{"room", "r"}, {"body", "3"}}, token);
+  EXPECT_EQ(response.result(), http::status::too_many_requests);
+  EXPECT_EQ(error_of(response), "rate_limited");
+  EXPECT_EQ(response[http::field::retry_after], "1");
+  EXPECT_EQ(publisher.published.size(), 2u);
+  EXPECT_EQ(limits.spent.count(store::messages_bucket("frank", {}).name), 1u);
+}
+
+TEST_F(ApiServiceTest, ForwardedForIsBelievedOnlyFromATrustedProxy) {
+  auto trusting = config;
+  trusting.rate_limits.trusted_proxies = {"10.0.0.1", "::1"};
+  rebuild(trusting);
+  const auto address_of = [this](const std::string& peer, const std::string& forwarded) {
+    auto request = make_request(http::verb::post, "/login");
+    request.set(kPeerAddressHeader, peer);
+    if (!forwarded.empty()) request.set("X-Forwarded-For", forwarded);
+    return service->client_address(request);
+  };
+  EXPECT_EQ(address_of("10.0.0.1", "192.0.2.1"), "192.0.2.1");
+  // Only the last entry: the earlier ones are whatever the client sent.
+  EXPECT_EQ(address_of("10.0.0.1", "6.6.6.6, 192.0.2.1"), "192.0.2.1");
+  EXPECT_EQ(address_of("::1", "192.0.2.3"), "192.0.2.3");
+  EXPECT_EQ(address_of("10.0.0.1", "garbage"), "10.0.0.1");
+  EXPECT_EQ(address_of("10.0.0.2", "192.0.2.1"), "10.0.0.2");
+  EXPECT_EQ(address_of("10.0.0.2", ""), "10.0.0.2");
+  EXPECT_EQ(address_of("::ffff:192.0.2.4", ""), "192.0.2.4");
+  EXPECT_EQ(address_of("2001:db8:1:2:3:4:5:6", ""), "2001:db8:1:2::/64");
+  // An untrusted peer cannot escape its bucket by naming another address.
+  register_user("gina", "correct horse");
+  for (int i = 0; i < 10; ++i)
+    post_from("10.0.0.2", "/login", {{"user", "gina"}, {"password", "wrong password"}}, {},
+              numbered("192.0.2.", i));
+  EXPECT_EQ(post_from("10.0.0.2", "/login", {{"user", "gina"}, {"password", "correct horse"}}, {}, "192.0.2.99")
+                .result(),
+            http::status::too_many_requests);
+  EXPECT_THROW(rebuild([&] {
+                 auto bad = config;
+                 bad.rate_limits.trusted_proxies = {"proxy.example"};
+                 return bad;
+               }()),
+               std::invalid_argument);
+}
+
+// ---- healthz ----
+
+TEST_F(ApiServiceTest, HealthzIs503NamingTheDependencyThatIsDown) {
+  health.health.postgres = false;
+  auto response = call(http::verb::get, "/healthz");
+  EXPECT_EQ(response.result(), http::status::service_unavailable);
+  auto body = body_of(response);
+  EXPECT_EQ(body.at("status"), "unavailable");
+  EXPECT_EQ(body.at("postgres"), "unavailable");
+  EXPECT_EQ(body.at("redis"), "ok");
+  EXPECT_EQ(body.at("rabbitmq"), "ok");
+}
+
+TEST_F(ApiServiceTest, HealthzProbesAtMostOncePerSecond) {
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(call(http::verb::get, "/healthz").result(), http::status::ok);
+  EXPECT_EQ(health.probes, 1);
+  health.health.redis = false;
+  now += 999;
+  EXPECT_EQ(call(http::verb::get, "/healthz").result(), http::status::ok);  // still the cached answer
+  now += 2;
+  auto response = call(http::verb::get, "/healthz");
+  EXPECT_EQ(response.result(), http::status::service_unavailable);
+  EXPECT_EQ(body_of(response).at("redis"), "unavailable");
+  EXPECT_EQ(health.probes, 2);
 }
 
 }  // namespace

@@ -1,24 +1,25 @@
 #pragma once
 // What the api handlers need from the outside world, as small interfaces so
 // the handlers can be unit-tested with fakes. The real implementations over
-// PostgreSQL, Redis, RabbitMQ and the password worker pool are in
-// real_backends.hpp. Every method may be called concurrently from any io
-// thread; a backend that cannot answer throws Unavailable.
+// the domain stores (store/users, store/login_sessions, store/rate_limits),
+// RabbitMQ and the password worker pools are in real_backends.hpp. Every
+// method may be called concurrently from any io thread; a backend that
+// cannot answer (in time) throws Unavailable.
 
 #include "store/amqp.hpp"
+#include "store/rate_limits.hpp"
+#include "store/users.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace rtmc::api {
 
-struct StoredUser {
-  std::string name;  // as registered (original case)
-  std::string password_hash;
-};
+using StoredUser = store::User;
 
 class UserStore {
  public:
@@ -54,6 +55,30 @@ class MessagePublisher {
   // Completes when the broker confirmed, refused, or the give-up time passed.
   virtual boost::asio::awaitable<amqp::PublishStatus> publish(amqp::Message message) = 0;
   virtual bool connected() const = 0;
+};
+
+// Token buckets shared by every api process (store::RateLimiter); which
+// buckets a request touches is the service's decision.
+class RateLimits {
+ public:
+  virtual ~RateLimits() = default;
+  virtual boost::asio::awaitable<store::Verdict> take(store::Bucket bucket) = 0;
+  virtual boost::asio::awaitable<std::vector<store::Verdict>> peek(std::vector<store::Bucket> buckets) = 0;
+  virtual boost::asio::awaitable<void> charge(std::vector<store::Bucket> buckets) = 0;
+};
+
+struct DependencyHealth {
+  bool redis = false;
+  bool postgres = false;
+  bool rabbitmq = false;
+  bool all_ok() const { return redis && postgres && rabbitmq; }
+};
+
+// One cheap probe of each dependency under a short deadline. Never throws.
+class HealthProbe {
+ public:
+  virtual ~HealthProbe() = default;
+  virtual boost::asio::awaitable<DependencyHealth> probe() = 0;
 };
 
 }  // namespace rtmc::api

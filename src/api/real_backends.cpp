@@ -2,80 +2,141 @@
 
 #include "api/http_error.hpp"
 #include "auth/auth.hpp"
-#include "common/keys.hpp"
+#include "store/unavailable.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 namespace rtmc::api {
 
+// co_await is not allowed in a catch block; rethrowing in one is.
+boost::asio::awaitable<bool> StoreUsers::create(std::string name, std::string password_hash) {
+  try {
+    co_return co_await users_.create(std::move(name), std::move(password_hash));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<std::optional<StoredUser>> StoreUsers::find(std::string name) {
+  try {
+    co_return co_await users_.find(std::move(name));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<void> StoreSessions::put(std::string jti, std::string user, std::chrono::milliseconds ttl) {
+  try {
+    co_await sessions_.put(std::move(jti), std::move(user), ttl);
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<bool> StoreSessions::exists(std::string jti) {
+  try {
+    co_return co_await sessions_.exists(std::move(jti));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<bool> StoreSessions::remove(std::string jti) {
+  try {
+    co_return co_await sessions_.remove(std::move(jti));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<store::Verdict> StoreRateLimits::take(store::Bucket bucket) {
+  try {
+    co_return co_await limiter_.take(std::move(bucket));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<std::vector<store::Verdict>> StoreRateLimits::peek(std::vector<store::Bucket> buckets) {
+  try {
+    co_return co_await limiter_.peek(std::move(buckets));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<void> StoreRateLimits::charge(std::vector<store::Bucket> buckets) {
+  try {
+    co_await limiter_.charge(std::move(buckets));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
 namespace {
-constexpr const char* kUniqueViolation = "23505";
+RedisConfig with_timeout(RedisConfig config, std::chrono::milliseconds timeout) {
+  config.timeout = timeout;
+  return config;
 }
+}  // namespace
 
-boost::asio::awaitable<bool> PgUserStore::create(std::string name, std::string password_hash) {
-  // co_await is not allowed in a catch block, hence the flag.
-  bool taken = false;
-  // Built outside the co_await: GCC 12 miscompiles braced lists in co_await
-  // expressions ("array used as initializer").
-  std::vector<pg::Param> params{std::move(name), std::move(password_hash)};
+BackendHealthProbe::BackendHealthProbe(RedisConfig redis, PgConfig pg, amqp::Publisher& publisher,
+                                       std::chrono::milliseconds timeout)
+    : timeout_(timeout),
+      publisher_(publisher),
+      redis_(with_timeout(std::move(redis), timeout)),
+      pg_(std::move(pg), pg::Options{timeout, 0}),
+      redis_worker_("health-redis", WorkerLimits{1, timeout}),
+      pg_worker_("health-pg", WorkerLimits{1, timeout}) {}
+
+// Each probe owns nothing of its caller: a job still running after its
+// deadline touches only members, which outlive it (see the member order).
+boost::asio::awaitable<bool> BackendHealthProbe::redis_ok() {
+  auto job = [this] {
+    auto reply = redis_.command({"PING"});
+    return reply.type == redis::Reply::Type::status && reply.str == "PONG";
+  };
   try {
-    co_await pool_.exec("INSERT INTO users (name, password_hash) VALUES ($1, $2)", std::move(params));
-  } catch (const pg::PgError& error) {
-    if (error.sqlstate() == kUniqueViolation)
-      taken = true;
-    else if (error.sqlstate().empty())
-      throw Unavailable(std::string("postgres: ") + error.what());
-    else
-      throw;
+    co_return co_await redis_worker_.run(std::move(job));
+  } catch (const std::exception& error) {
+    spdlog::warn("healthz: redis: {}", error.what());
+    co_return false;
   }
-  co_return !taken;
 }
 
-boost::asio::awaitable<std::optional<StoredUser>> PgUserStore::find(std::string name) {
-  pg::Result result;
-  std::vector<pg::Param> params{std::move(name)};
+boost::asio::awaitable<bool> BackendHealthProbe::postgres_ok() {
+  auto job = [this] { return pg_.exec("SELECT 1").rows.size() == 1; };
   try {
-    // lower(name) matches the unique index, so this is an index lookup.
-    result = co_await pool_.exec("SELECT name, password_hash FROM users WHERE lower(name) = lower($1)",
-                                 std::move(params));
-  } catch (const pg::PgError& error) {
-    if (error.sqlstate().empty()) throw Unavailable(std::string("postgres: ") + error.what());
-    throw;
+    co_return co_await pg_worker_.run(std::move(job));
+  } catch (const std::exception& error) {
+    spdlog::warn("healthz: postgres: {}", error.what());
+    co_return false;
   }
-  if (result.rows.empty() || result.rows.front().size() < 2 || !result.rows.front()[0] ||
-      !result.rows.front()[1])
-    co_return std::nullopt;
-  co_return StoredUser{*result.rows.front()[0], *result.rows.front()[1]};
 }
 
-boost::asio::awaitable<redis::Reply> RedisSessionStore::run(std::vector<std::string> command) {
-  redis::Reply reply;
-  try {
-    reply = co_await client_.command(std::move(command));
-  } catch (const redis::RedisError& error) {
-    throw Unavailable(std::string("redis: ") + error.what());
+boost::asio::awaitable<bool> BackendHealthProbe::rabbitmq_ok() {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+  while (!publisher_.connected()) {
+    if (std::chrono::steady_clock::now() >= deadline) co_return false;
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(boost::asio::use_awaitable);
   }
-  if (reply.is_error()) throw std::runtime_error("redis error reply: " + reply.str);
-  co_return reply;
+  co_return true;
 }
 
-boost::asio::awaitable<void> RedisSessionStore::put(std::string jti, std::string user,
-                                                    std::chrono::milliseconds ttl) {
-  auto px = std::max<std::chrono::milliseconds::rep>(ttl.count(), 1);
-  std::vector<std::string> command{"SET", keys::session(jti), std::move(user), "PX", std::to_string(px)};
-  co_await run(std::move(command));
-}
-
-boost::asio::awaitable<bool> RedisSessionStore::exists(std::string jti) {
-  std::vector<std::string> command{"EXISTS", keys::session(jti)};
-  auto reply = co_await run(std::move(command));
-  co_return reply.integer > 0;
-}
-
-boost::asio::awaitable<bool> RedisSessionStore::remove(std::string jti) {
-  std::vector<std::string> command{"DEL", keys::session(jti)};
-  auto reply = co_await run(std::move(command));
-  co_return reply.integer > 0;
+boost::asio::awaitable<DependencyHealth> BackendHealthProbe::probe() {
+  using namespace boost::asio::experimental::awaitable_operators;
+  // A named local, not a temporary inside co_await (GCC 12, see STYLE.md).
+  auto all = redis_ok() && postgres_ok() && rabbitmq_ok();
+  auto [redis, postgres, rabbitmq] = co_await std::move(all);
+  co_return DependencyHealth{redis, postgres, rabbitmq};
 }
 
 class WorkerPasswordHasher::Slot {
@@ -94,11 +155,11 @@ class WorkerPasswordHasher::Slot {
   WorkerPasswordHasher& owner_;
 };
 
-WorkerPasswordHasher::WorkerPasswordHasher(std::size_t workers, std::size_t max_pending)
+WorkerPasswordHasher::WorkerPasswordHasher(std::string name, std::size_t workers, std::size_t max_pending)
     : max_pending_(std::max<std::size_t>(max_pending, 1)) {
   workers = std::max<std::size_t>(workers, 1);
   for (std::size_t i = 0; i < workers; ++i)
-    workers_.push_back(std::make_unique<BlockingWorker>("argon2-" + std::to_string(i)));
+    workers_.push_back(std::make_unique<BlockingWorker>(name + "-" + std::to_string(i)));
 }
 
 BlockingWorker& WorkerPasswordHasher::next() {

@@ -1,52 +1,90 @@
 #pragma once
-// The backends of backends.hpp over the project's store and auth libraries.
-// Each owns (or borrows) a thread-safe async facade; none blocks an io thread.
+// The backends of backends.hpp over the domain stores (store/), RabbitMQ and
+// worker pools. Each borrows a thread-safe async facade; none blocks an io
+// thread. The store adapters turn store::Unavailable into Unavailable (503).
 
 #include "api/backends.hpp"
 #include "common/blocking_worker.hpp"
+#include "common/config.hpp"
 #include "store/amqp.hpp"
+#include "store/login_sessions.hpp"
 #include "store/postgres.hpp"
+#include "store/rate_limits.hpp"
 #include "store/redis.hpp"
+#include "store/users.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <vector>
 
 namespace rtmc::api {
 
-// users(name, password_hash) with a unique index on lower(name)
-// (migrations/). A unique violation (SQLSTATE 23505) means "taken".
-class PgUserStore final : public UserStore {
+class StoreUsers final : public UserStore {
  public:
-  explicit PgUserStore(pg::Pool& pool) : pool_(pool) {}
+  explicit StoreUsers(pg::Pool& pool) : users_(pool) {}
   boost::asio::awaitable<bool> create(std::string name, std::string password_hash) override;
   boost::asio::awaitable<std::optional<StoredUser>> find(std::string name) override;
 
  private:
-  pg::Pool& pool_;
+  store::Users users_;
 };
 
-// session:<jti> -> user, expiring with the token.
-class RedisSessionStore final : public SessionStore {
+class StoreSessions final : public SessionStore {
  public:
-  explicit RedisSessionStore(redis::Client& client) : client_(client) {}
+  explicit StoreSessions(redis::Client& client) : sessions_(client) {}
   boost::asio::awaitable<void> put(std::string jti, std::string user, std::chrono::milliseconds ttl) override;
   boost::asio::awaitable<bool> exists(std::string jti) override;
   boost::asio::awaitable<bool> remove(std::string jti) override;
 
  private:
-  boost::asio::awaitable<redis::Reply> run(std::vector<std::string> command);
-  redis::Client& client_;
+  store::LoginSessions sessions_;
+};
+
+class StoreRateLimits final : public RateLimits {
+ public:
+  explicit StoreRateLimits(redis::Client& client) : limiter_(client) {}
+  boost::asio::awaitable<store::Verdict> take(store::Bucket bucket) override;
+  boost::asio::awaitable<std::vector<store::Verdict>> peek(std::vector<store::Bucket> buckets) override;
+  boost::asio::awaitable<void> charge(std::vector<store::Bucket> buckets) override;
+
+ private:
+  store::RateLimiter limiter_;
+};
+
+// Probes on connections of their own, so a probe never queues behind
+// requests: Redis PING and PostgreSQL SELECT 1, each on its own worker with
+// `timeout` as deadline, and the publisher's connection state (waiting up to
+// `timeout` for a publisher that is still connecting), all at once.
+class BackendHealthProbe final : public HealthProbe {
+ public:
+  BackendHealthProbe(RedisConfig redis, PgConfig pg, amqp::Publisher& publisher, std::chrono::milliseconds timeout);
+  boost::asio::awaitable<DependencyHealth> probe() override;
+
+ private:
+  boost::asio::awaitable<bool> redis_ok();
+  boost::asio::awaitable<bool> postgres_ok();
+  boost::asio::awaitable<bool> rabbitmq_ok();
+
+  std::chrono::milliseconds timeout_;
+  amqp::Publisher& publisher_;
+  // The connections are declared before their workers, so the workers'
+  // threads are joined before the connections go.
+  redis::Connection redis_;
+  pg::Connection pg_;
+  BlockingWorker redis_worker_;
+  BlockingWorker pg_worker_;
 };
 
 // A few worker threads, used round-robin. Argon2id takes ~tens of ms and
 // 64 MiB per call, so the pool size bounds both CPU and memory spent on it.
 // At most `max_pending` jobs wait or run at once; beyond that a call throws
 // Unavailable (503) at once instead of queueing without bound, so a flood of
-// /register or /login cannot grow memory or latency forever.
+// /register or /login cannot grow memory or latency forever. The api keeps
+// one pool for logins and one for registrations.
 class WorkerPasswordHasher final : public PasswordHasher {
  public:
-  WorkerPasswordHasher(std::size_t workers, std::size_t max_pending);
+  WorkerPasswordHasher(std::string name, std::size_t workers, std::size_t max_pending);
   boost::asio::awaitable<std::string> hash(std::string password) override;
   boost::asio::awaitable<bool> verify(std::string stored_hash, std::string password) override;
   boost::asio::awaitable<void> burn(std::string password) override;

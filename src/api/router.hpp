@@ -8,6 +8,7 @@ namespace rtmc::api {
 using server::error_response;
 using server::Handler;
 using server::json_response;
+using server::kPeerAddressHeader;
 using server::Request;
 using server::Response;
 using server::Router;

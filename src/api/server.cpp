@@ -71,15 +71,21 @@ struct ApiServer::Impl {
         metrics(registry),
         http(http_config(checked(config)), router, metrics.http()),
         tokens(config.common.auth.jwt_secret, config.common.auth.token_ttl),
-        redis(config.common.redis, config.redis_connections),
-        pg(config.common.pg, config.pg_connections),
+        redis(config.common.redis, config.redis_connections,
+              WorkerLimits{config.backend_queue_limit, config.common.redis.timeout}),
+        pg(config.common.pg, config.pg_connections, pg::Options{config.pg_timeout, config.backend_queue_limit}),
         publisher(config.common.amqp, publisher_options(config)),
-        hasher(config.password_workers, config.password_queue_limit),
+        login_hasher("argon2-login", config.login_password_workers, config.password_queue_limit),
+        register_hasher("argon2-reg", config.register_password_workers, config.password_queue_limit),
         users(pg),
         sessions(redis),
+        rate_limits(redis),
+        health(config.common.redis, config.common.pg, publisher, config.health_timeout),
         messages(publisher),
-        service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes}, users,
-                sessions, hasher, messages, tokens, metrics) {
+        service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
+                              config.rate_limits, config.health_cache},
+                ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health}, tokens,
+                metrics) {
     service.install(router);
   }
 
@@ -92,9 +98,12 @@ struct ApiServer::Impl {
   redis::Client redis;
   pg::Pool pg;
   amqp::Publisher publisher;
-  WorkerPasswordHasher hasher;
-  PgUserStore users;
-  RedisSessionStore sessions;
+  WorkerPasswordHasher login_hasher;
+  WorkerPasswordHasher register_hasher;
+  StoreUsers users;
+  StoreSessions sessions;
+  StoreRateLimits rate_limits;
+  BackendHealthProbe health;
   AmqpMessagePublisher messages;
   ApiService service;
 };

@@ -4,27 +4,28 @@
 //
 // Options (rtmc-api --help; flags win over environment variables):
 //
-// | flag                 | env                  | default          | meaning                          |
-// |----------------------|----------------------|------------------|----------------------------------|
-// | flag                       | env                              | default          | meaning |
-// |----------------------------|----------------------------------|------------------|-------------------------------------------|
-// | --listen                   | RTMC_API_LISTEN                  | 127.0.0.1:8080   | address to serve HTTP
-// on                  | | --threads                  | RTMC_API_THREADS                 | hardware threads |
-// io threads (one io_context each)          | | --max-connections          | RTMC_API_MAX_CONNECTIONS | 0 =
-// open files-64| connections at once; over it 503 server_full | | --first-request-timeout-s  |
-// RTMC_API_FIRST_REQUEST_TIMEOUT_S | 10               | a new connection's first request header   | |
-// --keepalive-timeout-s      | RTMC_API_KEEPALIVE_TIMEOUT_S     | 60               | idle keep-alive
-// connection, next request  | | --token-ttl-s              | RTMC_TOKEN_TTL_S                 | 86400 | token
-// and session lifetime                | | --migrate-only             |                                  | |
-// apply DB migrations and exit              | | --redis --amqp --pg --ingest-shards --max-body
-// --jwt-secret[-file] --log-level: common/config.hpp |
+// clang-format off
+// | flag                      | env                              | default          | meaning                                    |
+// |---------------------------|----------------------------------|------------------|--------------------------------------------|
+// | --listen                  | RTMC_API_LISTEN                  | 127.0.0.1:8080   | address to serve HTTP on                   |
+// | --threads                 | RTMC_API_THREADS                 | hardware threads | io threads (one io_context each)           |
+// | --max-connections         | RTMC_API_MAX_CONNECTIONS         | 0 = open files-64| connections at once; over it 503 server_full|
+// | --first-request-timeout-s | RTMC_API_FIRST_REQUEST_TIMEOUT_S | 10               | a new connection's first request header    |
+// | --keepalive-timeout-s     | RTMC_API_KEEPALIVE_TIMEOUT_S     | 60               | idle keep-alive connection, next request   |
+// | --token-ttl-s             | RTMC_TOKEN_TTL_S                 | 86400            | token and session lifetime                 |
+// | --migrate-only            |                                  |                  | apply DB migrations and exit               |
+// | --pg-timeout-ms, --backend-queue-limit, rate limits, --trusted-proxy, hash workers: main.cpp --help, README |
+// | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --log-level: common/config.hpp          |
+// clang-format on
+
+#include "api/api_service.hpp"
+#include "common/config.hpp"
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 
-#include "common/config.hpp"
 #include "server/http_connection.hpp"
 
 namespace rtmc::api {
@@ -43,11 +44,24 @@ struct ApiConfig {
   // A publish not confirmed within this time is answered 503.
   std::chrono::milliseconds publish_give_up{5000};
   std::size_t publish_window = 500;
-  std::size_t password_workers = 2;
-  // Password hashes waiting or running at once; more -> 503 unavailable.
+  // Argon2id threads for logins and, apart, for registrations, so a flood
+  // of one cannot starve the other.
+  std::size_t login_password_workers = 2;
+  std::size_t register_password_workers = 1;
+  // Password hashes waiting or running at once, per pool; more -> 503.
   std::size_t password_queue_limit = 64;
   std::size_t redis_connections = 4;
   std::size_t pg_connections = 4;
+  // Deadline of every PostgreSQL statement (connecting and queueing
+  // included) and its statement_timeout; Redis calls get redis.timeout.
+  // Past it: 503 unavailable.
+  std::chrono::milliseconds pg_timeout{3000};
+  // Calls waiting per Redis or PostgreSQL connection; more -> 503 at once.
+  std::size_t backend_queue_limit = 256;
+  // /healthz: deadline of each probe; answers are cached for health_cache.
+  std::chrono::milliseconds health_timeout{1000};
+  std::chrono::milliseconds health_cache{1000};
+  RateLimitConfig rate_limits;
   // How long stop() lets in-flight requests finish before cutting them.
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(10)};
 };

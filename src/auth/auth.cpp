@@ -68,7 +68,11 @@ void burn_verify_time(std::string_view password) {
 
 TokenService::TokenService(std::string secret, std::chrono::seconds lifetime)
     : secret_(std::move(secret)), lifetime_(lifetime) {
-  if (secret_.empty()) throw std::invalid_argument("JWT secret must not be empty");
+  // RFC 7518 section 3.2: an HS256 key must be at least as long as the hash
+  // output, 256 bits; a shorter one can be brute-forced from a single token.
+  if (secret_.size() < kMinSecretBytes)
+    throw std::invalid_argument("JWT secret must be at least " + std::to_string(kMinSecretBytes) +
+                                " bytes (RFC 7518 section 3.2), got " + std::to_string(secret_.size()));
   if (secret_.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
     throw std::invalid_argument("JWT secret too long");
   if (lifetime_.count() <= 0) throw std::invalid_argument("token lifetime must be positive");

@@ -4,6 +4,7 @@
 // Redis as session:<jti> (see common/keys.hpp) with the token's lifetime.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -32,6 +33,8 @@ struct IssuedToken {
 
 class TokenService {
  public:
+  static constexpr std::size_t kMinSecretBytes = 32;
+  // Throws std::invalid_argument for a secret shorter than kMinSecretBytes.
   TokenService(std::string secret, std::chrono::seconds lifetime);
   IssuedToken issue(std::string_view user) const;
   // Checks the signature (HS256 only; "none" and other algorithms are

@@ -150,7 +150,7 @@ TEST(Token, TamperedPayloadIsRejected) {
 
 TEST(Token, TokenSignedWithAnotherSecretIsRejected) {
   TokenService tokens(kSecret, std::chrono::seconds(3600));
-  TokenService other("another-secret-0123456789abcdef", std::chrono::seconds(3600));
+  TokenService other("another-secret-0123456789abcdef!", std::chrono::seconds(3600));
   EXPECT_FALSE(tokens.verify(other.issue("alice").token, now_ms()).has_value());
   EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, "wrong-key-xxxxxxxxxxxx", full_claims(now_s() + 60)),
                              now_ms())
@@ -217,6 +217,13 @@ TEST(Token, GarbageIsRejectedNotThrown) {
 
 TEST(Token, EmptySecretIsRefused) {
   EXPECT_THROW(TokenService("", std::chrono::seconds(60)), std::invalid_argument);
+}
+
+// RFC 7518 section 3.2: an HS256 key has at least 256 bits.
+TEST(Token, SecretsShorterThan32BytesAreRefused) {
+  EXPECT_THROW(TokenService(std::string(31, 's'), std::chrono::seconds(60)), std::invalid_argument);
+  EXPECT_THROW(TokenService("sixteen-byte-key", std::chrono::seconds(60)), std::invalid_argument);
+  EXPECT_NO_THROW(TokenService(std::string(32, 's'), std::chrono::seconds(60)));
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 
 namespace rtmc {
 
-BlockingWorker::BlockingWorker(std::string name) : name_(std::move(name)) {
+BlockingWorker::BlockingWorker(std::string name, WorkerLimits limits) : name_(std::move(name)), limits_(limits) {
   thread_ = std::thread([this] { loop(); });
   pthread_setname_np(thread_.native_handle(), name_.substr(0, 15).c_str());
 }
@@ -18,13 +18,15 @@ BlockingWorker::~BlockingWorker() {
   thread_.join();
 }
 
-void BlockingWorker::post(std::function<void()> job) {
+bool BlockingWorker::post(std::function<void()> job) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) return;
+    if (stopping_) return true;
+    if (limits_.max_queue > 0 && jobs_.size() >= limits_.max_queue) return false;
     jobs_.push_back(std::move(job));
   }
   wake_.notify_one();
+  return true;
 }
 
 void BlockingWorker::loop() {

@@ -2,71 +2,83 @@
 // A thread that owns one blocking client (hiredis sync, libpq, argon2 hashing)
 // so io threads never block on it. Jobs run in FIFO order on the worker
 // thread; `run` resumes the awaiting coroutine on its own executor.
+//
+// Bounds (WorkerLimits): at most `max_queue` jobs wait; a run() over it throws
+// WorkerUnavailable at once instead of queueing. A run() with a deadline
+// throws WorkerUnavailable when the deadline passes first, whatever the job
+// is doing: a job still queued then is skipped, a running one finishes on the
+// worker and its result is dropped. So a stalled backend answers every caller
+// in bounded time and its queue drains at once when it comes back.
+//
+// Thread-safety: post/run may be called from any thread. The awaiting
+// coroutine's executor must outlive the worker's pending jobs.
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <type_traits>
 
 namespace rtmc {
 
+struct WorkerLimits {
+  std::size_t max_queue = 0;              // jobs waiting (not counting the running one); 0 = unbounded
+  std::chrono::milliseconds max_wait{0};  // run()'s deadline, queueing included; 0 = none
+};
+
+// The worker could not answer in time: its queue was full or the caller's
+// deadline passed. The backend behind it may be stalled or overloaded.
+class WorkerUnavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class BlockingWorker {
  public:
-  explicit BlockingWorker(std::string name);
+  using Clock = std::chrono::steady_clock;
+  static constexpr Clock::time_point kNoDeadline = Clock::time_point::max();
+
+  explicit BlockingWorker(std::string name, WorkerLimits limits = {});
   ~BlockingWorker();
   BlockingWorker(const BlockingWorker&) = delete;
   BlockingWorker& operator=(const BlockingWorker&) = delete;
 
-  // Thread-safe. Jobs posted after destruction began are dropped.
-  void post(std::function<void()> job);
+  // Thread-safe. Jobs posted after destruction began are dropped (true is
+  // returned: the job is gone either way). false when the queue is full.
+  bool post(std::function<void()> job);
 
   // Runs `fn` on the worker thread; an exception thrown there is rethrown in
-  // the awaiting coroutine.
+  // the awaiting coroutine. The deadline is limits().max_wait from now.
   template <class F>
   auto run(F fn) -> boost::asio::awaitable<std::invoke_result_t<F&>> {
-    using R = std::invoke_result_t<F&>;
-    using Slot = std::conditional_t<std::is_void_v<R>, bool, std::optional<R>>;
-    auto caller = co_await boost::asio::this_coro::executor;
-    auto init = [this, caller, fn = std::move(fn)](auto handler) mutable {
-      auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-      auto guard = boost::asio::make_work_guard(caller);
-      post([shared, guard, caller, fn = std::move(fn)]() mutable {
-        std::exception_ptr error;
-        Slot slot{};
-        try {
-          if constexpr (std::is_void_v<R>) {
-            fn();
-            slot = true;
-          } else {
-            slot.emplace(fn());
-          }
-        } catch (...) {
-          error = std::current_exception();
-        }
-        boost::asio::post(caller, [shared, error, slot = std::move(slot)]() mutable {
-          (*shared)(error, std::move(slot));
-        });
-      });
-    };
-    Slot result = co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable),
-                                                       void(std::exception_ptr, Slot)>(
-        std::move(init), boost::asio::use_awaitable);
-    if constexpr (!std::is_void_v<R>) co_return std::move(*result);
+    const auto deadline = limits_.max_wait.count() > 0 ? Clock::now() + limits_.max_wait : kNoDeadline;
+    return run_until(std::move(fn), deadline);
   }
+
+  // As run(), with an explicit deadline (kNoDeadline: none).
+  template <class F>
+  auto run_until(F fn, Clock::time_point deadline) -> boost::asio::awaitable<std::invoke_result_t<F&>>;
+
+  const WorkerLimits& limits() const { return limits_; }
+  const std::string& name() const { return name_; }
 
  private:
   void loop();
@@ -76,7 +88,67 @@ class BlockingWorker {
   std::deque<std::function<void()>> jobs_;
   bool stopping_ = false;
   std::string name_;
+  WorkerLimits limits_;
   std::thread thread_;
 };
+
+template <class F>
+auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
+    -> boost::asio::awaitable<std::invoke_result_t<F&>> {
+  using R = std::invoke_result_t<F&>;
+  using Slot = std::conditional_t<std::is_void_v<R>, bool, std::optional<R>>;
+  auto caller = co_await boost::asio::this_coro::executor;
+  auto init = [this, caller, deadline, fn = std::move(fn)](auto handler) mutable {
+    using Handler = decltype(handler);
+    // Whoever flips `answered` first (the job's completion, the deadline, or
+    // a full queue) resumes the caller; the others do nothing.
+    struct Call {
+      Call(Handler h, boost::asio::any_io_executor executor) : handler(std::move(h)), timer(std::move(executor)) {}
+      std::atomic<bool> answered{false};
+      Handler handler;
+      boost::asio::steady_timer timer;
+    };
+    auto call = std::make_shared<Call>(std::move(handler), caller);
+    const auto refuse = [call, name = name_](const char* why) {
+      if (call->answered.exchange(true)) return;
+      call->handler(std::make_exception_ptr(WorkerUnavailable(name + ": " + why)), Slot{});
+    };
+    auto guard = boost::asio::make_work_guard(caller);
+    const bool queued = post([call, guard, caller, refuse, fn = std::move(fn)]() mutable {
+      if (call->answered.load()) return;  // the caller gave up while it was queued
+      std::exception_ptr error;
+      Slot slot{};
+      try {
+        if constexpr (std::is_void_v<R>) {
+          fn();
+          slot = true;
+        } else {
+          slot.emplace(fn());
+        }
+      } catch (...) {
+        error = std::current_exception();
+      }
+      boost::asio::post(caller, [call, error, slot = std::move(slot)]() mutable {
+        if (call->answered.exchange(true)) return;
+        call->timer.cancel();
+        call->handler(error, std::move(slot));
+      });
+    });
+    if (!queued) {
+      boost::asio::post(caller, [refuse] { refuse("queue full"); });
+      return;
+    }
+    if (deadline != kNoDeadline) {
+      call->timer.expires_at(deadline);
+      call->timer.async_wait([refuse](const boost::system::error_code& ec) {
+        if (!ec) refuse("deadline passed");
+      });
+    }
+  };
+  Slot result = co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable),
+                                                     void(std::exception_ptr, Slot)>(std::move(init),
+                                                                                     boost::asio::use_awaitable);
+  if constexpr (!std::is_void_v<R>) co_return std::move(*result);
+}
 
 }  // namespace rtmc

@@ -5,6 +5,8 @@
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <future>
 #include <stdexcept>
 #include <thread>
 
@@ -53,6 +55,75 @@ TEST(BlockingWorker, PropagatesExceptionsAndVoid) {
   io.run();
   EXPECT_TRUE(void_done);
   EXPECT_EQ(caught, "boom");
+}
+
+
+// A worker stuck in a job (a stalled backend) still answers every caller in
+// bounded time: over max_queue at once, else at the deadline; and jobs whose
+// caller gave up while they waited are skipped, not run late.
+TEST(BlockingWorker, FullQueueAndDeadlineAnswerWhileTheWorkerIsStuck) {
+  asio::io_context io;
+  BlockingWorker worker("test", WorkerLimits{1, std::chrono::milliseconds(100)});
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::atomic<int> ran{0};
+  std::string stuck_error, queued_error, full_error;
+  const auto catch_into = [](std::string& into) {
+    return [&into](std::exception_ptr error) {
+      try {
+        if (error) std::rethrow_exception(error);
+      } catch (const WorkerUnavailable& e) {
+        into = e.what();
+      } catch (...) {
+        into = "other";
+      }
+    };
+  };
+  // Occupies the worker until released.
+  std::atomic<bool> started{false};
+  asio::co_spawn(io, worker.run([released, &ran, &started] {
+                   started = true;
+                   released.wait();
+                   ++ran;
+                 }),
+                 catch_into(stuck_error));
+  while (!started) io.poll();
+  // Waits in the queue (its one place) until its deadline passes.
+  asio::co_spawn(io, worker.run([&ran] { ++ran; }), catch_into(queued_error));
+  // The queue is full: refused at once.
+  asio::co_spawn(io, worker.run([&ran] { ++ran; }), catch_into(full_error));
+  // The stuck job's work guard keeps the context busy: run until all three answered.
+  while (stuck_error.empty() || queued_error.empty() || full_error.empty()) io.run_one();
+  EXPECT_NE(stuck_error.find("deadline passed"), std::string::npos) << stuck_error;
+  EXPECT_NE(queued_error.find("deadline passed"), std::string::npos) << queued_error;
+  EXPECT_NE(full_error.find("queue full"), std::string::npos) << full_error;
+  EXPECT_EQ(ran.load(), 0);
+
+  release.set_value();
+  // Only the stuck job ran; the one whose caller gave up is skipped. It may
+  // hold the queue's one place for a moment after the stuck job ended.
+  int result = 0;
+  for (int attempt = 0; attempt < 10000 && result == 0; ++attempt) {
+    io.restart();
+    asio::co_spawn(io, worker.run([] { return 7; }), [&](std::exception_ptr error, int value) {
+      if (!error) result = value;
+    });
+    io.run();
+  }
+  EXPECT_EQ(result, 7);
+  EXPECT_EQ(ran.load(), 1);
+}
+
+TEST(BlockingWorker, AJobFinishingBeforeItsDeadlineAnswersNormally) {
+  asio::io_context io;
+  BlockingWorker worker("test", WorkerLimits{4, std::chrono::seconds(30)});
+  int result = 0;
+  auto started = std::chrono::steady_clock::now();
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { result = co_await worker.run([] { return 5; }); },
+                 asio::detached);
+  io.run();  // must not wait for the 30 s timer
+  EXPECT_EQ(result, 5);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
 }
 
 }  // namespace

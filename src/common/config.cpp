@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -146,7 +147,10 @@ void CommonOptions::add_to(CLI::App& app) {
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   jwt_secret_option_ =
-      app.add_option("--jwt-secret", auth.jwt_secret, "JWT signing secret")->envname("RTMC_JWT_SECRET");
+      app.add_option("--jwt-secret", auth.jwt_secret,
+                     "JWT signing secret, at least 32 bytes (visible to other local users in ps: prefer "
+                     "--jwt-secret-file or RTMC_JWT_SECRET)")
+          ->envname("RTMC_JWT_SECRET");
   app.add_option("--jwt-secret-file", jwt_secret_file, "File holding the JWT signing secret")
       ->envname("RTMC_JWT_SECRET_FILE");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
@@ -169,6 +173,15 @@ void resolve_file(std::string& value, const std::string& file, const CLI::Option
 }  // namespace
 
 void CommonOptions::finish(bool needs_secret) {
+  if (jwt_secret_option_ != nullptr && jwt_secret_option_->count() > 0) {
+    // CLI11 counts a value from the environment too; only a command-line
+    // value differs from it (or has none to differ from).
+    const char* from_env = std::getenv("RTMC_JWT_SECRET");
+    if (from_env == nullptr || auth.jwt_secret != from_env)
+      spdlog::warn(
+          "--jwt-secret on the command line is visible to every local user (ps, /proc); "
+          "use --jwt-secret-file or RTMC_JWT_SECRET instead");
+  }
   resolve_file(redis_text, redis_file, redis_option_, "redis");
   resolve_file(amqp.url, amqp_file, amqp_option_, "amqp");
   resolve_file(pg.conninfo, pg_file, pg_option_, "pg");
@@ -180,9 +193,11 @@ void CommonOptions::finish(bool needs_secret) {
   } catch (const std::invalid_argument& error) {
     throw std::runtime_error(std::string("--redis: ") + error.what());
   }
-  if (needs_secret && auth.jwt_secret.size() < 16)
+  // RFC 7518 section 3.2 (auth::TokenService enforces the same).
+  if (needs_secret && auth.jwt_secret.size() < 32)
     throw std::runtime_error(
-        "a JWT secret of at least 16 bytes is required (--jwt-secret-file or RTMC_JWT_SECRET)");
+        "a JWT secret of at least 32 bytes is required (--jwt-secret-file or RTMC_JWT_SECRET); got " +
+        std::to_string(auth.jwt_secret.size()));
 }
 
 void setup_logging(const std::string& level, const std::string& role) {

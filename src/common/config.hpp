@@ -92,7 +92,8 @@ struct CommonOptions {
   std::string redis_text = "127.0.0.1:6380";
 
   void add_to(CLI::App& app);
-  // Call after parsing: resolves addresses and the secret; throws
+  // Call after parsing: resolves addresses and the secret (at least 32
+  // bytes; a secret given on the command line is warned about); throws
   // std::runtime_error with a readable message. A value given both directly
   // (flag or variable) and as a file is refused: neither would be obviously
   // the one in use.

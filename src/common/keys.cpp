@@ -44,6 +44,7 @@ std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view 
   return concat({tag(shard), ":dedupe:", room, ":", sender, ":", id});
 }
 std::string sync_stream(std::uint32_t shard) { return concat({tag(shard), ":sync"}); }
+std::string rate_limit(std::string_view bucket) { return concat({"ratelimit:", bucket}); }
 }  // namespace keys
 
 }  // namespace rtmc

@@ -237,6 +237,9 @@ net::awaitable<void> HttpConnection::serve() {
     disarm_deadline();
 
     Request request = parser.release();
+    boost::system::error_code peer_ec;
+    const auto peer = socket_.remote_endpoint(peer_ec);
+    request.set(kPeerAddressHeader, peer_ec ? std::string() : peer.address().to_string());
     Response response = co_await router_.dispatch(request);
     const bool keep_alive = request.keep_alive() && !stopping_;
     response.keep_alive(keep_alive);

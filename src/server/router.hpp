@@ -21,6 +21,10 @@
 
 namespace rtmc::server {
 
+// Set by HttpConnection on every request to the peer's IP address,
+// replacing any header of that name the client sent (empty if unknown).
+inline constexpr char kPeerAddressHeader[] = "X-Rtmc-Peer";
+
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 using Handler = std::function<boost::asio::awaitable<Response>(const Request&)>;

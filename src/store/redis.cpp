@@ -264,16 +264,17 @@ std::vector<Reply> Connection::eval_pipeline(const Script& script, const std::ve
 }
 
 struct Client::Lane {
-  Lane(RedisConfig config, std::string name) : connection(std::move(config)), worker(std::move(name)) {}
+  Lane(RedisConfig config, std::string name, WorkerLimits limits)
+      : connection(std::move(config)), worker(std::move(name), limits) {}
   // Declared before the worker so the worker thread is joined first.
   Connection connection;
   BlockingWorker worker;
 };
 
-Client::Client(RedisConfig config, std::size_t connections) {
+Client::Client(RedisConfig config, std::size_t connections, WorkerLimits limits) {
   connections = std::max<std::size_t>(connections, 1);
   for (std::size_t i = 0; i < connections; ++i)
-    lanes_.push_back(std::make_unique<Lane>(config, "redis-" + std::to_string(i)));
+    lanes_.push_back(std::make_unique<Lane>(config, "redis-" + std::to_string(i), limits));
 }
 
 Client::~Client() = default;

@@ -80,7 +80,9 @@ class Connection {
 
 class Client {
  public:
-  explicit Client(RedisConfig config, std::size_t connections = 2);
+  // `limits` bound each connection's queue and every call's wait
+  // (BlockingWorker); a call over them throws WorkerUnavailable.
+  explicit Client(RedisConfig config, std::size_t connections = 2, WorkerLimits limits = {});
   ~Client();
   // Runs on a worker; throws RedisError in the awaiting coroutine.
   boost::asio::awaitable<Reply> command(std::vector<std::string> args);
@@ -88,6 +90,8 @@ class Client {
   boost::asio::awaitable<Reply> eval(Script script, std::vector<std::string> keys, std::vector<std::string> args);
   // Runs `job` with one worker's Connection, on that worker's thread, for
   // work the calls above do not cover. The job must not keep the reference.
+  // With a deadline (limits.max_wait) the job may still run after its caller
+  // gave up, so it must own what it touches (no captures by reference).
   boost::asio::awaitable<void> run(std::function<void(Connection&)> job);
 
  private:
