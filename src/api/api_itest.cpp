@@ -2,15 +2,9 @@
 // port, against the real Redis (RTMC_TEST_REDIS), RabbitMQ (RTMC_TEST_AMQP)
 // and PostgreSQL (RTMC_TEST_PG). A missing variable fails the tests. Every
 // test uses fresh user and room names, so the suite can share services.
-#include "api/server.hpp"
-#include "auth/auth.hpp"
-#include "common/keys.hpp"
-#include "common/names.hpp"
-#include "protocol/frames.hpp"
-#include "server/limits.hpp"
-#include "store/amqp.hpp"
-#include "store/redis.hpp"
-#include "store/stalling_proxy_for_tests.hpp"
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -23,10 +17,6 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <future>
@@ -34,6 +24,16 @@
 #include <random>
 #include <string>
 #include <thread>
+
+#include "api/server.hpp"
+#include "auth/auth.hpp"
+#include "common/keys.hpp"
+#include "common/names.hpp"
+#include "protocol/frames.hpp"
+#include "server/limits.hpp"
+#include "store/amqp.hpp"
+#include "store/redis.hpp"
+#include "store/stalling_proxy_for_tests.hpp"
 
 namespace rtmc::api {
 namespace {
@@ -140,7 +140,9 @@ class Client {
   std::string forwarded_for_;
 };
 
-json::object body_of(const HttpResponse& response) { return json::parse(response.body()).as_object(); }
+json::object body_of(const HttpResponse& response) {
+  return json::parse(response.body()).as_object();
+}
 // Registers a fresh user named after `prefix` and returns its token.
 std::string register_and_login(Client& client, const std::string& prefix) {
   auto user = unique(prefix);
@@ -252,8 +254,8 @@ TEST_F(ApiItest, RegisterLoginPublishLandsOnTheIngestQueue) {
 
   auto room = unique("room-");
   auto id = unique("id-");
-  auto response = client.post("/publishMessage", {{"room", room}, {"body", "hello über"}, {"id", id}, {"from", "x"}},
-                               token);
+  auto response = client.post("/publishMessage",
+                              {{"room", room}, {"body", "hello über"}, {"id", id}, {"from", "x"}}, token);
   ASSERT_EQ(response.result(), http::status::accepted) << response.body();
   EXPECT_EQ(body_of(response), (json::object{{"id", id}, {"room", room}}));
 
@@ -306,7 +308,8 @@ TEST_F(ApiItest, RegisterRejectsInvalidInput) {
   auto not_json = client.send(http::verb::post, "/register", "user=a&password=b");
   EXPECT_EQ(not_json.result(), http::status::bad_request);
   EXPECT_EQ(error_of(not_json), "bad_json");
-  auto form = client.send(http::verb::post, "/register", "user=a&password=b", {}, "application/x-www-form-urlencoded");
+  auto form = client.send(http::verb::post, "/register", "user=a&password=b", {},
+                          "application/x-www-form-urlencoded");
   EXPECT_EQ(form.result(), http::status::unsupported_media_type);
   EXPECT_EQ(error_of(form), "unsupported_media_type");
 }
@@ -379,7 +382,8 @@ TEST_F(ApiItest, PublishRejectsBadInput) {
   auto too_large = client.post("/publishMessage", {{"room", "r"}, {"body", std::string(4097, 'x')}}, token);
   EXPECT_EQ(too_large.result(), http::status::payload_too_large);
   EXPECT_EQ(error_of(too_large), "body_too_large");
-  auto media = client.send(http::verb::post, "/publishMessage", R"({"room":"r","body":"hi"})", token, "text/plain");
+  auto media =
+      client.send(http::verb::post, "/publishMessage", R"({"room":"r","body":"hi"})", token, "text/plain");
   EXPECT_EQ(media.result(), http::status::unsupported_media_type);
   auto not_json = client.send(http::verb::post, "/publishMessage", "{\"room\":", token);
   EXPECT_EQ(not_json.result(), http::status::bad_request);
@@ -414,7 +418,8 @@ TEST_F(ApiItest, HealthzAndMetrics) {
   client.send(http::verb::get, "/nope");
   auto metrics = client.send(http::verb::get, "/metrics");
   ASSERT_EQ(metrics.result(), http::status::ok);
-  EXPECT_NE(metrics.body().find("rtmc_api_responses_total{status=\"404\"}"), std::string::npos) << metrics.body();
+  EXPECT_NE(metrics.body().find("rtmc_api_responses_total{status=\"404\"}"), std::string::npos)
+      << metrics.body();
   EXPECT_NE(metrics.body().find("rtmc_api_publish_total{result=\"confirmed\"}"), std::string::npos);
   EXPECT_NE(metrics.body().find("rtmc_api_amqp_connected 1"), std::string::npos);
 }
@@ -449,9 +454,10 @@ TEST_F(ApiItest, MalformedRequestIs400AndOthersAreStillServed) {
 TEST_F(ApiItest, ExpectContinueIsHonoured) {
   Client client(port());
   std::string body = json::serialize(json::object{{"user", unique("ec_")}, {"password", "correct horse"}});
-  client.write_raw("POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
-                   "Content-Length: " +
-                   std::to_string(body.size()) + "\r\n\r\n");
+  client.write_raw(
+      "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n");
   auto interim = client.receive();
   EXPECT_EQ(interim.result(), http::status::continue_);
   client.write_raw(body);
@@ -578,8 +584,9 @@ TEST(ApiTimeoutItest, IdleConnectionsAndStalledBodiesAreCut) {
   EXPECT_LT(waited, 3s);
 
   Client stalled(server.port());
-  stalled.write_raw("POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    "Content-Length: 100\r\n\r\n{\"user\":");
+  stalled.write_raw(
+      "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: 100\r\n\r\n{\"user\":");
   auto response = stalled.receive();
   EXPECT_EQ(response.result(), http::status::request_timeout);
   EXPECT_TRUE(stalled.closed_by_server());
@@ -669,7 +676,8 @@ TEST(ApiRateLimitItest, EleventhFailedLoginFromOneAddressIs429EvenWithTheRightPa
   Client client(server.port());
   client.forward_for(unique_address());
   const auto user = unique("rl_");
-  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(),
+            http::status::created);
   for (int i = 0; i < 10; ++i)
     ASSERT_EQ(client.post("/login", {{"user", user}, {"password", "wrong horse"}}).result(),
               http::status::unauthorized)
@@ -683,7 +691,8 @@ TEST(ApiRateLimitItest, EleventhFailedLoginFromOneAddressIs429EvenWithTheRightPa
   EXPECT_LE(std::stoi(retry_after), 6);
   // The account is not locked: from another address the password works.
   client.forward_for(unique_address());
-  EXPECT_EQ(client.post("/login", {{"user", user}, {"password", "correct horse"}}).result(), http::status::ok);
+  EXPECT_EQ(client.post("/login", {{"user", user}, {"password", "correct horse"}}).result(),
+            http::status::ok);
 }
 
 TEST(ApiRateLimitItest, RegistrationBurstFromOneAddressIs429) {
@@ -723,7 +732,8 @@ TEST(ApiStallItest, StalledPostgresIs503WithinFiveSecondsAndHealthzNamesIt) {
   server.start();
   Client client(server.port());
   const auto user = unique("pgs_");
-  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(),
+            http::status::created);
   ASSERT_EQ(client.send(http::verb::get, "/healthz").result(), http::status::ok);
 
   proxy.stall();
@@ -755,8 +765,10 @@ TEST(ApiStallItest, StalledRedisIs503WithinFiveSecondsAndHealthzNamesIt) {
   server.start();
   Client client(server.port());
   const auto user = unique("rds_");
-  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(), http::status::created);
-  ASSERT_EQ(client.post("/login", {{"user", user}, {"password", "correct horse"}}).result(), http::status::ok);
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(),
+            http::status::created);
+  ASSERT_EQ(client.post("/login", {{"user", user}, {"password", "correct horse"}}).result(),
+            http::status::ok);
 
   proxy.stall();
   for (int i = 0; i < 3; ++i) {

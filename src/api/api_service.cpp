@@ -1,20 +1,19 @@
 #include "api/api_service.hpp"
 
-#include "auth/room_access.hpp"
-#include "common/keys.hpp"
-#include "common/names.hpp"
-#include "protocol/frames.hpp"
-
+#include <algorithm>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-
-#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <optional>
+
+#include "auth/room_access.hpp"
+#include "common/keys.hpp"
+#include "common/names.hpp"
+#include "protocol/frames.hpp"
 
 namespace rtmc::api {
 
@@ -236,10 +235,10 @@ boost::asio::awaitable<Response> ApiService::login(const Request& request) {
 
   auto issued = tokens_.issue(stored->name);
   co_await backends_.sessions.put(issued.claims.jti, stored->name,
-                         std::chrono::duration_cast<std::chrono::milliseconds>(tokens_.lifetime()));
-  co_return json(http::status::ok, {{"token", issued.token},
-                                    {"expires_at", issued.claims.expires_at_ms},
-                                    {"user", stored->name}});
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(tokens_.lifetime()));
+  co_return json(
+      http::status::ok,
+      {{"token", issued.token}, {"expires_at", issued.claims.expires_at_ms}, {"user", stored->name}});
 }
 
 auth::Claims ApiService::verify_bearer(const Request& request) const {
@@ -270,7 +269,8 @@ boost::asio::awaitable<Response> ApiService::publish_message(const Request& requ
   auto room = required_string(body, "room");
   auto text = required_string(body, "body");
   auto id = optional_string(body, "id");
-  if (!valid_room_name(room)) throw HttpError(http::status::bad_request, "bad_room", "room: 1-64 of [A-Za-z0-9_.-]");
+  if (!valid_room_name(room))
+    throw HttpError(http::status::bad_request, "bad_room", "room: 1-64 of [A-Za-z0-9_.-]");
   if (id && !valid_message_id(*id))
     throw HttpError(http::status::bad_request, "bad_id", "id: 1-64 of [A-Za-z0-9_.:-]");
   if (text.empty()) throw bad_request("body must be a non-empty string");

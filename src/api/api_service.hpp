@@ -7,7 +7,8 @@
 //   POST /login          {"user","password"}        -> 200 {"token","expires_at","user"}
 //   POST /logout         Bearer                     -> 204
 //   POST /publishMessage Bearer {"room","body","id"?} -> 202 {"id","room"} after the confirm
-//   GET  /healthz        -> 200|503 {"status":"ok"|"unavailable","redis","postgres","rabbitmq":"ok"|"unavailable",
+//   GET  /healthz        -> 200|503
+//   {"status":"ok"|"unavailable","redis","postgres","rabbitmq":"ok"|"unavailable",
 //                                    "amqp_connected":b}
 //   GET  /metrics                                   -> Prometheus text
 //
@@ -26,14 +27,8 @@
 // Thread-safety: handlers run concurrently on every io thread (the backends
 // and Metrics are thread-safe; the health cache has its own lock).
 
-#include "api/backends.hpp"
-#include "api/metrics.hpp"
-#include "api/router.hpp"
-#include "auth/auth.hpp"
-
 #include <boost/asio/ip/address.hpp>
 #include <boost/json/object.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -41,6 +36,11 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "api/backends.hpp"
+#include "api/metrics.hpp"
+#include "api/router.hpp"
+#include "auth/auth.hpp"
 
 namespace rtmc::api {
 

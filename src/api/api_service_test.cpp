@@ -1,17 +1,17 @@
 #include "api/api_service.hpp"
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <map>
+#include <optional>
+
 #include "api/test_support.hpp"
 #include "common/keys.hpp"
 #include "common/names.hpp"
 #include "protocol/frames.hpp"
-
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <gtest/gtest.h>
-
-#include <algorithm>
-#include <map>
-#include <optional>
 
 namespace rtmc::api {
 namespace {
@@ -25,7 +25,9 @@ constexpr auto kSecret = "unit-test-secret-0123456789abcdef";
 
 // prefix + i; appended rather than `"literal" + std::string`, on which GCC 12
 // reports a false -Wrestrict.
-std::string numbered(std::string prefix, int i) { return prefix.append(std::to_string(i)); }
+std::string numbered(std::string prefix, int i) {
+  return prefix.append(std::to_string(i));
+}
 
 class FakeUsers final : public UserStore {
  public:
@@ -50,7 +52,8 @@ class FakeSessions final : public SessionStore {
     std::string user;
     std::chrono::milliseconds ttl;
   };
-  boost::asio::awaitable<void> put(std::string jti, std::string user, std::chrono::milliseconds ttl) override {
+  boost::asio::awaitable<void> put(std::string jti, std::string user,
+                                   std::chrono::milliseconds ttl) override {
     sessions[jti] = Entry{user, ttl};
     co_return;
   }
@@ -97,7 +100,8 @@ class FakeRateLimits final : public RateLimits {
   }
   boost::asio::awaitable<void> charge(std::vector<store::Bucket> buckets) override {
     for (const auto& bucket : buckets)
-      if (bucket.rate.limited()) spent[bucket.name] = std::min<double>(spent[bucket.name] + 1, bucket.rate.burst);
+      if (bucket.rate.limited())
+        spent[bucket.name] = std::min<double>(spent[bucket.name] + 1, bucket.rate.burst);
     co_return;
   }
   store::Verdict state(const store::Bucket& bucket) {
@@ -140,20 +144,21 @@ class ApiServiceTest : public ::testing::Test {
   // A fresh service (and router) with `with` as its configuration.
   void rebuild(const ServiceConfig& with) {
     service.reset();
-    service.emplace(with, ApiBackends{users, sessions, hasher, register_hasher, publisher, limits, health}, tokens,
-                    metrics, [this] { return now; },
-                    [this](std::chrono::milliseconds duration) -> boost::asio::awaitable<void> {
-                      sleeps.push_back(duration);
-                      co_return;
-                    });
+    service.emplace(
+        with, ApiBackends{users, sessions, hasher, register_hasher, publisher, limits, health}, tokens,
+        metrics, [this] { return now; },
+        [this](std::chrono::milliseconds duration) -> boost::asio::awaitable<void> {
+          sleeps.push_back(duration);
+          co_return;
+        });
     router = Router{};
     service->install(router);
   }
   // A request from `address` (as the HTTP session marks it).
   Response post_from(const std::string& address, std::string target, const json::value& body,
                      std::string bearer = {}, std::string forwarded_for = {}) {
-    auto request = make_request(http::verb::post, std::move(target), json::serialize(body), "application/json",
-                                std::move(bearer));
+    auto request = make_request(http::verb::post, std::move(target), json::serialize(body),
+                                "application/json", std::move(bearer));
     request.set(kPeerAddressHeader, address);
     if (!forwarded_for.empty()) request.set("X-Forwarded-For", forwarded_for);
     return run_sync(router.dispatch(request));
@@ -161,11 +166,12 @@ class ApiServiceTest : public ::testing::Test {
 
   Response call(http::verb method, std::string target, std::string body = {},
                 std::string content_type = "application/json", std::string bearer = {}) {
-    return run_sync(
-        router.dispatch(make_request(method, std::move(target), std::move(body), std::move(content_type), bearer)));
+    return run_sync(router.dispatch(
+        make_request(method, std::move(target), std::move(body), std::move(content_type), bearer)));
   }
   Response post(std::string target, const json::value& body, std::string bearer = {}) {
-    return call(http::verb::post, std::move(target), json::serialize(body), "application/json", std::move(bearer));
+    return call(http::verb::post, std::move(target), json::serialize(body), "application/json",
+                std::move(bearer));
   }
   static json::object body_of(const Response& response) { return json::parse(response.body()).as_object(); }
   static std::string error_of(const Response& response) {
@@ -228,7 +234,8 @@ TEST_F(ApiServiceTest, RegisterTakenNameIsConflictRegardlessOfCase) {
 }
 
 TEST_F(ApiServiceTest, RegisterRejectsBadNames) {
-  for (std::string name : std::vector<std::string>{"", "_alice", ".alice", "al ice", "al/ice", "élodie", std::string(33, 'a')}) {
+  for (std::string name :
+       std::vector<std::string>{"", "_alice", ".alice", "al ice", "al/ice", "élodie", std::string(33, 'a')}) {
     auto response = post("/register", {{"user", name}, {"password", "correct horse"}});
     EXPECT_EQ(response.result(), http::status::bad_request) << name;
     EXPECT_EQ(error_of(response), "bad_user") << name;
@@ -239,7 +246,8 @@ TEST_F(ApiServiceTest, RegisterRejectsBadNames) {
 }
 
 TEST_F(ApiServiceTest, RegisterRejectsBadPasswords) {
-  for (std::string password : std::vector<std::string>{std::string(7, 'p'), std::string(257, 'p'), std::string()}) {
+  for (std::string password :
+       std::vector<std::string>{std::string(7, 'p'), std::string(257, 'p'), std::string()}) {
     auto response = post("/register", {{"user", "bob"}, {"password", password}});
     EXPECT_EQ(response.result(), http::status::bad_request) << password.size();
     EXPECT_EQ(error_of(response), "bad_password");
@@ -253,7 +261,8 @@ TEST_F(ApiServiceTest, RegisterRejectsBadPasswords) {
 }
 
 TEST_F(ApiServiceTest, NonJsonBodyIsBadJson) {
-  for (std::string body : std::vector<std::string>{"", "{", "user=alice", "{\"user\":\"a\"} {}", "{\"user\":\"\xff\"}"}) {
+  for (std::string body :
+       std::vector<std::string>{"", "{", "user=alice", "{\"user\":\"a\"} {}", "{\"user\":\"\xff\"}"}) {
     auto response = call(http::verb::post, "/register", body);
     EXPECT_EQ(response.result(), http::status::bad_request) << body;
     EXPECT_EQ(error_of(response), "bad_json") << body;
@@ -262,7 +271,8 @@ TEST_F(ApiServiceTest, NonJsonBodyIsBadJson) {
 
 TEST_F(ApiServiceTest, NonJsonContentTypeIs415) {
   std::string body = R"({"user":"alice","password":"correct horse"})";
-  for (std::string type : std::vector<std::string>{"text/plain", "application/x-www-form-urlencoded", "application/jsonx"}) {
+  for (std::string type :
+       std::vector<std::string>{"text/plain", "application/x-www-form-urlencoded", "application/jsonx"}) {
     auto response = call(http::verb::post, "/register", body, type);
     EXPECT_EQ(response.result(), http::status::unsupported_media_type) << type;
     EXPECT_EQ(error_of(response), "unsupported_media_type");
@@ -376,7 +386,8 @@ TEST_F(ApiServiceTest, TokenAfterLogoutIsRefused) {
 TEST_F(ApiServiceTest, ExpiredTokenIsRefused) {
   auto token = registered_token();
   now += 3600 * 1000 + 1000;
-  EXPECT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, token).result(), http::status::unauthorized);
+  EXPECT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, token).result(),
+            http::status::unauthorized);
   EXPECT_EQ(call(http::verb::post, "/logout", "", "", token).result(), http::status::unauthorized);
   EXPECT_TRUE(publisher.published.empty());
 }
@@ -429,7 +440,8 @@ TEST_F(ApiServiceTest, PublishGoesToTheRoomsIngestShardAfterConfirm) {
 
 TEST_F(ApiServiceTest, PublishSenderComesFromTheTokenNeverTheBody) {
   auto token = registered_token("alice");
-  ASSERT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}, {"from", "mallory"}, {"user", "mallory"}}, token)
+  ASSERT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}, {"from", "mallory"}, {"user", "mallory"}},
+                 token)
                 .result(),
             http::status::accepted);
   ASSERT_EQ(publisher.published.size(), 1u);
@@ -482,8 +494,9 @@ TEST_F(ApiServiceTest, PublishRejectsBadInput) {
             http::status::accepted);
   EXPECT_EQ(call(http::verb::post, "/publishMessage", "{oops", "application/json", token).result(),
             http::status::bad_request);
-  EXPECT_EQ(call(http::verb::post, "/publishMessage", R"({"room":"r","body":"hi"})", "text/plain", token).result(),
-            http::status::unsupported_media_type);
+  EXPECT_EQ(
+      call(http::verb::post, "/publishMessage", R"({"room":"r","body":"hi"})", "text/plain", token).result(),
+      http::status::unsupported_media_type);
 }
 
 TEST_F(ApiServiceTest, PublishNeedsAuthenticationBeforeAnythingElse) {
@@ -494,7 +507,8 @@ TEST_F(ApiServiceTest, PublishNeedsAuthenticationBeforeAnythingElse) {
 
 TEST_F(ApiServiceTest, PublishNotConfirmedIs503) {
   auto token = registered_token();
-  for (auto status : {amqp::PublishStatus::unavailable, amqp::PublishStatus::nacked, amqp::PublishStatus::unroutable}) {
+  for (auto status :
+       {amqp::PublishStatus::unavailable, amqp::PublishStatus::nacked, amqp::PublishStatus::unroutable}) {
     publisher.status = status;
     auto response = post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, token);
     EXPECT_EQ(response.result(), http::status::service_unavailable) << amqp::to_string(status);
@@ -639,7 +653,9 @@ TEST_F(ApiServiceTest, LoginWorksWhileRegistrationsSaturateTheirOwnHashers) {
 TEST_F(ApiServiceTest, PublishesAreNotLimitedByDefault) {
   auto token = registered_token();
   for (int i = 0; i < 200; ++i)
-    ASSERT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, token).result(), http::status::accepted) << i;
+    ASSERT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, token).result(),
+              http::status::accepted)
+        << i;
   EXPECT_EQ(limits.spent.count(store::messages_bucket("alice", {}).name), 0u);
 }
 
@@ -682,9 +698,10 @@ TEST_F(ApiServiceTest, ForwardedForIsBelievedOnlyFromATrustedProxy) {
   for (int i = 0; i < 10; ++i)
     post_from("10.0.0.2", "/login", {{"user", "gina"}, {"password", "wrong password"}}, {},
               numbered("192.0.2.", i));
-  EXPECT_EQ(post_from("10.0.0.2", "/login", {{"user", "gina"}, {"password", "correct horse"}}, {}, "192.0.2.99")
-                .result(),
-            http::status::too_many_requests);
+  EXPECT_EQ(
+      post_from("10.0.0.2", "/login", {{"user", "gina"}, {"password", "correct horse"}}, {}, "192.0.2.99")
+          .result(),
+      http::status::too_many_requests);
   EXPECT_THROW(rebuild([&] {
                  auto bad = config;
                  bad.rate_limits.trusted_proxies = {"proxy.example"};

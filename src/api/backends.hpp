@@ -6,16 +6,15 @@
 // method may be called concurrently from any io thread; a backend that
 // cannot answer (in time) throws Unavailable.
 
-#include "store/amqp.hpp"
-#include "store/rate_limits.hpp"
-#include "store/users.hpp"
-
 #include <boost/asio/awaitable.hpp>
-
 #include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "store/amqp.hpp"
+#include "store/rate_limits.hpp"
+#include "store/users.hpp"
 
 namespace rtmc::api {
 
@@ -33,7 +32,8 @@ class UserStore {
 class SessionStore {
  public:
   virtual ~SessionStore() = default;
-  virtual boost::asio::awaitable<void> put(std::string jti, std::string user, std::chrono::milliseconds ttl) = 0;
+  virtual boost::asio::awaitable<void> put(std::string jti, std::string user,
+                                           std::chrono::milliseconds ttl) = 0;
   virtual boost::asio::awaitable<bool> exists(std::string jti) = 0;
   // true if a live session was removed.
   virtual boost::asio::awaitable<bool> remove(std::string jti) = 0;

@@ -63,9 +63,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{366} * 24 * 3600))
       ->capture_default_str();
   app.add_flag("--migrate-only", migrate_only, "apply the database migrations and exit");
-  app.add_option("--pg-timeout-ms", pg_timeout_ms,
-                 "deadline of every PostgreSQL statement (connect and queue included) and its statement_timeout; "
-                 "past it: 503")
+  app.add_option(
+         "--pg-timeout-ms", pg_timeout_ms,
+         "deadline of every PostgreSQL statement (connect and queue included) and its statement_timeout; "
+         "past it: 503")
       ->envname("RTMC_PG_TIMEOUT_MS")
       ->check(CLI::Range(std::int64_t{100}, std::int64_t{600'000}))
       ->capture_default_str();
@@ -93,8 +94,9 @@ int main(int argc, char** argv) {
       ->envname("RTMC_LOGIN_FAILURES_PER_ADDRESS")
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
-  app.add_option("--login-slowdown-max-ms", login_slowdown_max_ms,
-                 "longest delay of a login answer after failed logins of its account from any address (0 = none)")
+  app.add_option(
+         "--login-slowdown-max-ms", login_slowdown_max_ms,
+         "longest delay of a login answer after failed logins of its account from any address (0 = none)")
       ->envname("RTMC_LOGIN_SLOWDOWN_MAX_MS")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{30'000}))
       ->capture_default_str();
@@ -138,11 +140,12 @@ int main(int argc, char** argv) {
     limits.login_failures_per_account_address =
         Rate::per_minute(login_failures_per_account_address,
                          static_cast<std::uint32_t>(std::ceil(login_failures_per_account_address)));
-    limits.login_failures_per_address =
-        Rate::per_minute(login_failures_per_address, static_cast<std::uint32_t>(std::ceil(login_failures_per_address)));
+    limits.login_failures_per_address = Rate::per_minute(
+        login_failures_per_address, static_cast<std::uint32_t>(std::ceil(login_failures_per_address)));
     limits.login_slowdown_max = std::chrono::milliseconds(login_slowdown_max_ms);
     limits.registrations_per_address = Rate::per_second(register_rate, register_burst);
-    const auto burst = publish_burst > 0 ? publish_burst : static_cast<std::uint32_t>(std::ceil(publish_rate));
+    const auto burst =
+        publish_burst > 0 ? publish_burst : static_cast<std::uint32_t>(std::ceil(publish_rate));
     limits.publishes_per_user = Rate::per_second(publish_rate, burst);
     limits.trusted_proxies = trusted_proxies;
 

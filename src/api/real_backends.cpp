@@ -1,16 +1,16 @@
 #include "api/real_backends.hpp"
 
-#include "api/http_error.hpp"
-#include "auth/auth.hpp"
-#include "store/unavailable.hpp"
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
-#include <algorithm>
+#include "api/http_error.hpp"
+#include "auth/auth.hpp"
+#include "store/unavailable.hpp"
 
 namespace rtmc::api {
 
@@ -31,7 +31,8 @@ boost::asio::awaitable<std::optional<StoredUser>> StoreUsers::find(std::string n
   }
 }
 
-boost::asio::awaitable<void> StoreSessions::put(std::string jti, std::string user, std::chrono::milliseconds ttl) {
+boost::asio::awaitable<void> StoreSessions::put(std::string jti, std::string user,
+                                                std::chrono::milliseconds ttl) {
   try {
     co_await sessions_.put(std::move(jti), std::move(user), ttl);
   } catch (const store::Unavailable& error) {
@@ -63,7 +64,8 @@ boost::asio::awaitable<store::Verdict> StoreRateLimits::take(store::Bucket bucke
   }
 }
 
-boost::asio::awaitable<std::vector<store::Verdict>> StoreRateLimits::peek(std::vector<store::Bucket> buckets) {
+boost::asio::awaitable<std::vector<store::Verdict>> StoreRateLimits::peek(
+    std::vector<store::Bucket> buckets) {
   try {
     co_return co_await limiter_.peek(std::move(buckets));
   } catch (const store::Unavailable& error) {

@@ -3,6 +3,11 @@
 // worker pools. Each borrows a thread-safe async facade; none blocks an io
 // thread. The store adapters turn store::Unavailable into Unavailable (503).
 
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <vector>
+
 #include "api/backends.hpp"
 #include "common/blocking_worker.hpp"
 #include "common/config.hpp"
@@ -12,11 +17,6 @@
 #include "store/rate_limits.hpp"
 #include "store/redis.hpp"
 #include "store/users.hpp"
-
-#include <atomic>
-#include <chrono>
-#include <memory>
-#include <vector>
 
 namespace rtmc::api {
 
@@ -58,7 +58,8 @@ class StoreRateLimits final : public RateLimits {
 // `timeout` for a publisher that is still connecting), all at once.
 class BackendHealthProbe final : public HealthProbe {
  public:
-  BackendHealthProbe(RedisConfig redis, PgConfig pg, amqp::Publisher& publisher, std::chrono::milliseconds timeout);
+  BackendHealthProbe(RedisConfig redis, PgConfig pg, amqp::Publisher& publisher,
+                     std::chrono::milliseconds timeout);
   boost::asio::awaitable<DependencyHealth> probe() override;
 
  private:

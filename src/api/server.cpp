@@ -73,7 +73,8 @@ struct ApiServer::Impl {
         tokens(config.common.auth.jwt_secret, config.common.auth.token_ttl),
         redis(config.common.redis, config.redis_connections,
               WorkerLimits{config.backend_queue_limit, config.common.redis.timeout}),
-        pg(config.common.pg, config.pg_connections, pg::Options{config.pg_timeout, config.backend_queue_limit}),
+        pg(config.common.pg, config.pg_connections,
+           pg::Options{config.pg_timeout, config.backend_queue_limit}),
         publisher(config.common.amqp, publisher_options(config)),
         login_hasher("argon2-login", config.login_password_workers, config.password_queue_limit),
         register_hasher("argon2-reg", config.register_password_workers, config.password_queue_limit),
@@ -84,8 +85,8 @@ struct ApiServer::Impl {
         messages(publisher),
         service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
                               config.rate_limits, config.health_cache},
-                ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health}, tokens,
-                metrics) {
+                ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health},
+                tokens, metrics) {
     service.install(router);
   }
 

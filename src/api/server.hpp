@@ -18,14 +18,13 @@
 // | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --log-level: common/config.hpp          |
 // clang-format on
 
-#include "api/api_service.hpp"
-#include "common/config.hpp"
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 
+#include "api/api_service.hpp"
+#include "common/config.hpp"
 #include "server/http_connection.hpp"
 
 namespace rtmc::api {

@@ -2,14 +2,13 @@
 // Helpers for the api's unit tests: run a coroutine to completion on a
 // private io_context, build requests.
 
-#include "api/router.hpp"
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-
 #include <exception>
 #include <optional>
 #include <string>
+
+#include "api/router.hpp"
 
 namespace rtmc::api::testing {
 

@@ -18,10 +18,13 @@ using rtmc::auth::TokenService;
 const std::string kSecret = "unit-test-secret-0123456789abcdef";
 
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
-std::int64_t now_s() { return now_ms() / 1000; }
+std::int64_t now_s() {
+  return now_ms() / 1000;
+}
 
 std::string b64url(std::string_view data) {
   std::string out(sodium_base64_encoded_len(data.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
@@ -50,9 +53,10 @@ std::string make_token(jwt_alg_t alg, const std::string& key, const std::vector<
     else
       EXPECT_EQ(jwt_add_grant(jwt.get(), g.name.c_str(), g.text.c_str()), 0);
   }
-  EXPECT_EQ(jwt_set_alg(jwt.get(), alg, key.empty() ? nullptr : reinterpret_cast<const unsigned char*>(key.data()),
-                        static_cast<int>(key.size())),
-            0);
+  EXPECT_EQ(
+      jwt_set_alg(jwt.get(), alg, key.empty() ? nullptr : reinterpret_cast<const unsigned char*>(key.data()),
+                  static_cast<int>(key.size())),
+      0);
   char* encoded = jwt_encode_str(jwt.get());
   EXPECT_NE(encoded, nullptr);
   std::string token = encoded ? encoded : "";
@@ -139,8 +143,7 @@ TEST(Token, TamperedPayloadIsRejected) {
   ASSERT_NE(second, std::string::npos);
   const std::string forged_payload = b64url(R"({"sub":"mallory","jti":")" + issued.claims.jti +
                                             R"(","exp":)" + std::to_string(now_s() + 3600) + "}");
-  const std::string forged =
-      issued.token.substr(0, first + 1) + forged_payload + issued.token.substr(second);
+  const std::string forged = issued.token.substr(0, first + 1) + forged_payload + issued.token.substr(second);
   EXPECT_FALSE(tokens.verify(forged, now_ms()).has_value());
 
   std::string flipped = issued.token;
@@ -152,9 +155,9 @@ TEST(Token, TokenSignedWithAnotherSecretIsRejected) {
   TokenService tokens(kSecret, std::chrono::seconds(3600));
   TokenService other("another-secret-0123456789abcdef!", std::chrono::seconds(3600));
   EXPECT_FALSE(tokens.verify(other.issue("alice").token, now_ms()).has_value());
-  EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, "wrong-key-xxxxxxxxxxxx", full_claims(now_s() + 60)),
-                             now_ms())
-                   .has_value());
+  EXPECT_FALSE(
+      tokens.verify(make_token(JWT_ALG_HS256, "wrong-key-xxxxxxxxxxxx", full_claims(now_s() + 60)), now_ms())
+          .has_value());
 }
 
 TEST(Token, AlgNoneIsRejected) {
@@ -175,9 +178,12 @@ TEST(Token, SameSecretButOtherHmacAlgorithmIsRejected) {
   TokenService tokens(kSecret, std::chrono::seconds(3600));
   // Sanity: the helper's HS256 token with our secret is accepted, so the
   // rejections below are due to the algorithm alone.
-  ASSERT_TRUE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, full_claims(now_s() + 60)), now_ms()).has_value());
-  EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS512, kSecret, full_claims(now_s() + 60)), now_ms()).has_value());
-  EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS384, kSecret, full_claims(now_s() + 60)), now_ms()).has_value());
+  ASSERT_TRUE(
+      tokens.verify(make_token(JWT_ALG_HS256, kSecret, full_claims(now_s() + 60)), now_ms()).has_value());
+  EXPECT_FALSE(
+      tokens.verify(make_token(JWT_ALG_HS512, kSecret, full_claims(now_s() + 60)), now_ms()).has_value());
+  EXPECT_FALSE(
+      tokens.verify(make_token(JWT_ALG_HS384, kSecret, full_claims(now_s() + 60)), now_ms()).has_value());
 }
 
 TEST(Token, ExpiredTokenIsRejected) {
@@ -186,7 +192,8 @@ TEST(Token, ExpiredTokenIsRejected) {
   EXPECT_TRUE(tokens.verify(issued.token, issued.claims.expires_at_ms - 1).has_value());
   EXPECT_FALSE(tokens.verify(issued.token, issued.claims.expires_at_ms).has_value());
   EXPECT_FALSE(tokens.verify(issued.token, issued.claims.expires_at_ms + 3600 * 1000).has_value());
-  EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, full_claims(now_s() - 1)), now_ms()).has_value());
+  EXPECT_FALSE(
+      tokens.verify(make_token(JWT_ALG_HS256, kSecret, full_claims(now_s() - 1)), now_ms()).has_value());
 }
 
 TEST(Token, MissingOrMalformedClaimsAreRejected) {
@@ -196,21 +203,22 @@ TEST(Token, MissingOrMalformedClaimsAreRejected) {
   EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, {jti, exp_int}), now_ms()).has_value());
   EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, {sub, exp_int}), now_ms()).has_value());
   EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, {sub, jti}), now_ms()).has_value());
-  EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, {sub, jti, {"exp", std::to_string(exp)}}), now_ms())
-                   .has_value());
+  EXPECT_FALSE(
+      tokens.verify(make_token(JWT_ALG_HS256, kSecret, {sub, jti, {"exp", std::to_string(exp)}}), now_ms())
+          .has_value());
   EXPECT_FALSE(
       tokens.verify(make_token(JWT_ALG_HS256, kSecret, {{"sub", ""}, jti, exp_int}), now_ms()).has_value());
-  EXPECT_FALSE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, {sub, {"sub2", "x"}, {"exp", "", -5, true}}),
-                             now_ms())
-                   .has_value());
+  EXPECT_FALSE(
+      tokens.verify(make_token(JWT_ALG_HS256, kSecret, {sub, {"sub2", "x"}, {"exp", "", -5, true}}), now_ms())
+          .has_value());
   // The complete set is accepted, so each rejection above is due to the claim.
   EXPECT_TRUE(tokens.verify(make_token(JWT_ALG_HS256, kSecret, {sub, jti, exp_int}), now_ms()).has_value());
 }
 
 TEST(Token, GarbageIsRejectedNotThrown) {
   TokenService tokens(kSecret, std::chrono::seconds(60));
-  const std::vector<std::string> garbage{"",          ".", "..", "a.b.c", "not a token", std::string(10000, 'a'),
-                                         std::string("abc\0def", 7)};
+  const std::vector<std::string> garbage{
+      "", ".", "..", "a.b.c", "not a token", std::string(10000, 'a'), std::string("abc\0def", 7)};
   for (const auto& token : garbage)
     EXPECT_FALSE(tokens.verify(token, now_ms()).has_value()) << token.substr(0, 20);
 }

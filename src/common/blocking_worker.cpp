@@ -4,7 +4,8 @@
 
 namespace rtmc {
 
-BlockingWorker::BlockingWorker(std::string name, WorkerLimits limits) : name_(std::move(name)), limits_(limits) {
+BlockingWorker::BlockingWorker(std::string name, WorkerLimits limits)
+    : name_(std::move(name)), limits_(limits) {
   thread_ = std::thread([this] { loop(); });
   pthread_setname_np(thread_.native_handle(), name_.substr(0, 15).c_str());
 }

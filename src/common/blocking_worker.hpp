@@ -13,6 +13,7 @@
 // Thread-safety: post/run may be called from any thread. The awaiting
 // coroutine's executor must outlive the worker's pending jobs.
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -21,8 +22,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -103,7 +102,8 @@ auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
     // Whoever flips `answered` first (the job's completion, the deadline, or
     // a full queue) resumes the caller; the others do nothing.
     struct Call {
-      Call(Handler h, boost::asio::any_io_executor executor) : handler(std::move(h)), timer(std::move(executor)) {}
+      Call(Handler h, boost::asio::any_io_executor executor)
+          : handler(std::move(h)), timer(std::move(executor)) {}
       std::atomic<bool> answered{false};
       Handler handler;
       boost::asio::steady_timer timer;
@@ -146,8 +146,8 @@ auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
     }
   };
   Slot result = co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable),
-                                                     void(std::exception_ptr, Slot)>(std::move(init),
-                                                                                     boost::asio::use_awaitable);
+                                                     void(std::exception_ptr, Slot)>(
+      std::move(init), boost::asio::use_awaitable);
   if constexpr (!std::is_void_v<R>) co_return std::move(*result);
 }
 

@@ -1,11 +1,11 @@
 #include "common/blocking_worker.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <future>
 #include <stdexcept>
 #include <thread>
@@ -57,7 +57,6 @@ TEST(BlockingWorker, PropagatesExceptionsAndVoid) {
   EXPECT_EQ(caught, "boom");
 }
 
-
 // A worker stuck in a job (a stalled backend) still answers every caller in
 // bounded time: over max_queue at once, else at the deadline; and jobs whose
 // caller gave up while they waited are skipped, not run late.
@@ -82,10 +81,10 @@ TEST(BlockingWorker, FullQueueAndDeadlineAnswerWhileTheWorkerIsStuck) {
   // Occupies the worker until released.
   std::atomic<bool> started{false};
   asio::co_spawn(io, worker.run([released, &ran, &started] {
-                   started = true;
-                   released.wait();
-                   ++ran;
-                 }),
+    started = true;
+    released.wait();
+    ++ran;
+  }),
                  catch_into(stuck_error));
   while (!started) io.poll();
   // Waits in the queue (its one place) until its deadline passes.
@@ -119,8 +118,8 @@ TEST(BlockingWorker, AJobFinishingBeforeItsDeadlineAnswersNormally) {
   BlockingWorker worker("test", WorkerLimits{4, std::chrono::seconds(30)});
   int result = 0;
   auto started = std::chrono::steady_clock::now();
-  asio::co_spawn(io, [&]() -> asio::awaitable<void> { result = co_await worker.run([] { return 5; }); },
-                 asio::detached);
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { result = co_await worker.run([] { return 5; }); }, asio::detached);
   io.run();  // must not wait for the 30 s timer
   EXPECT_EQ(result, 5);
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));

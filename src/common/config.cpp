@@ -27,7 +27,9 @@ HostPort HostPort::parse(const std::string& text) {
   return hp;
 }
 
-std::string HostPort::str() const { return host + ":" + std::to_string(port); }
+std::string HostPort::str() const {
+  return host + ":" + std::to_string(port);
+}
 
 namespace {
 
@@ -50,7 +52,8 @@ std::string percent_decode(std::string_view text, const char* what) {
     }
     int high = i + 2 < text.size() ? hex_digit(text[i + 1]) : -1;
     int low = i + 2 < text.size() ? hex_digit(text[i + 2]) : -1;
-    if (high < 0 || low < 0) throw std::invalid_argument(std::string("bad percent-encoding in the redis URL's ") + what);
+    if (high < 0 || low < 0)
+      throw std::invalid_argument(std::string("bad percent-encoding in the redis URL's ") + what);
     out += static_cast<char>(high * 16 + low);
     i += 2;
   }
@@ -81,7 +84,8 @@ RedisConfig RedisConfig::parse(const std::string& text) {
     rest = rest.substr(0, slash);
   }
   if (!path.empty() && path != "/" && path != "/0")
-    throw std::invalid_argument("redis URL: only database 0 is supported, got path '" + std::string(path) + "'");
+    throw std::invalid_argument("redis URL: only database 0 is supported, got path '" + std::string(path) +
+                                "'");
   if (auto at = rest.rfind('@'); at != std::string_view::npos) {
     std::string_view userinfo = rest.substr(0, at);
     rest = rest.substr(at + 1);
@@ -121,9 +125,10 @@ std::string read_secret_file(const std::string& path) {
 }
 
 void CommonOptions::add_to(CLI::App& app) {
-  redis_option_ = app.add_option("--redis", redis_text, "Redis: host:port or redis://[user:password@]host:port")
-                      ->envname("RTMC_REDIS")
-                      ->capture_default_str();
+  redis_option_ =
+      app.add_option("--redis", redis_text, "Redis: host:port or redis://[user:password@]host:port")
+          ->envname("RTMC_REDIS")
+          ->capture_default_str();
   app.add_option("--redis-file", redis_file, "File holding the --redis value")->envname("RTMC_REDIS_FILE");
   amqp_option_ = app.add_option("--amqp", amqp.url, "RabbitMQ URL amqp://user:password@host:port/vhost")
                      ->envname("RTMC_AMQP")

@@ -23,14 +23,20 @@ std::string concat(std::initializer_list<std::string_view> parts) {
 }
 }  // namespace
 
-std::string ingest_queue(std::uint32_t shard) { return concat({"rtmc.ingest.", std::to_string(shard)}); }
+std::string ingest_queue(std::uint32_t shard) {
+  return concat({"rtmc.ingest.", std::to_string(shard)});
+}
 
 namespace keys {
 namespace {
-std::string tag(std::uint32_t shard) { return concat({"{", std::to_string(shard), "}"}); }
+std::string tag(std::uint32_t shard) {
+  return concat({"{", std::to_string(shard), "}"});
+}
 }  // namespace
 
-std::string session(std::string_view jti) { return concat({"session:", jti}); }
+std::string session(std::string_view jti) {
+  return concat({"session:", jti});
+}
 std::string room_seq(std::uint32_t shard, std::string_view room) {
   return concat({tag(shard), ":seq:", room});
 }
@@ -39,12 +45,15 @@ std::string room_log(std::uint32_t shard, std::string_view room) {
 }
 // Rooms and user names cannot contain ':' but ids can, so the id goes last to
 // keep the key unambiguous.
-std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view sender,
-                   std::string_view id) {
+std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view sender, std::string_view id) {
   return concat({tag(shard), ":dedupe:", room, ":", sender, ":", id});
 }
-std::string sync_stream(std::uint32_t shard) { return concat({tag(shard), ":sync"}); }
-std::string rate_limit(std::string_view bucket) { return concat({"ratelimit:", bucket}); }
+std::string sync_stream(std::uint32_t shard) {
+  return concat({tag(shard), ":sync"});
+}
+std::string rate_limit(std::string_view bucket) {
+  return concat({"ratelimit:", bucket});
+}
 }  // namespace keys
 
 }  // namespace rtmc

@@ -22,8 +22,7 @@ namespace keys {
 std::string session(std::string_view jti);
 std::string room_seq(std::uint32_t shard, std::string_view room);
 std::string room_log(std::uint32_t shard, std::string_view room);
-std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view sender,
-                   std::string_view id);
+std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view sender, std::string_view id);
 std::string sync_stream(std::uint32_t shard);
 // A rate-limit token bucket (store/rate_limits.hpp); `bucket` names the kind
 // and the subject, e.g. "register:203.0.113.7".

@@ -1,9 +1,10 @@
-#include "common/keys.hpp"
 #include "common/names.hpp"
 
 #include <gtest/gtest.h>
 
 #include <set>
+
+#include "common/keys.hpp"
 
 namespace rtmc {
 namespace {

@@ -18,9 +18,9 @@
 #include "gateway/pipeline.hpp"
 #include "gateway/store_ports.hpp"
 #include "gateway/tcp_line_transport.hpp"
+#include "server/limits.hpp"
 #include "store/amqp.hpp"
 #include "store/redis.hpp"
-#include "server/limits.hpp"
 
 namespace rtmc::gateway {
 
@@ -167,7 +167,8 @@ Gateway::~Gateway() {
 
 void Gateway::start() {
   auto& impl = *impl_;
-  if (impl.config.max_connections == 0) impl.config.max_connections = server::connection_cap_from_open_files();
+  if (impl.config.max_connections == 0)
+    impl.config.max_connections = server::connection_cap_from_open_files();
   auto& io0 = impl.io_threads.front()->io;
   asio::ip::tcp::endpoint endpoint(asio::ip::make_address(impl.config.listen.host), impl.config.listen.port);
   impl.acceptor = std::make_unique<asio::ip::tcp::acceptor>(io0);

@@ -1,12 +1,12 @@
 // rtmc-gateway: parses configuration and runs a Gateway until SIGINT/SIGTERM.
 
-#include "gateway/gateway.hpp"
-#include "server/limits.hpp"
-#include "server/signals.hpp"
-
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+
+#include "gateway/gateway.hpp"
+#include "server/limits.hpp"
+#include "server/signals.hpp"
 
 int main(int argc, char** argv) {
   rtmc::gateway::GatewayConfig config;

@@ -15,8 +15,8 @@
 
 #include "gateway/gateway.hpp"
 #include "gateway/room_cursor.hpp"
-#include "gateway/sequencer.hpp"
 #include "gateway/sequenced.hpp"
+#include "gateway/sequencer.hpp"
 
 namespace rtmc::gateway {
 

@@ -1,27 +1,15 @@
 #include "gateway/store_ports.hpp"
 
 #include "common/keys.hpp"
-#include "store/rooms.hpp"
 #include "store/amqp.hpp"
+#include "store/login_sessions.hpp"
 #include "store/redis.hpp"
+#include "store/rooms.hpp"
 
 namespace rtmc::gateway {
 
-namespace {
-// GCC 12 miscompiles braced string lists inside a co_await expression
-// ("array used as initializer"), so commands are built by a plain function.
-std::vector<std::string> redis_args(std::string command, std::string key) {
-  std::vector<std::string> args;
-  args.push_back(std::move(command));
-  args.push_back(std::move(key));
-  return args;
-}
-}  // namespace
-
 boost::asio::awaitable<bool> RedisLoginSessions::exists(std::string jti) {
-  auto reply = co_await redis_.command(redis_args("EXISTS", keys::session(jti)));
-  if (reply.type != redis::Reply::Type::integer) throw redis::RedisError("EXISTS failed: " + reply.str);
-  co_return reply.integer == 1;
+  co_return co_await sessions_.exists(std::move(jti));
 }
 
 // The room's seq and log are read where every role reads them: store/rooms.

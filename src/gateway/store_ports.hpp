@@ -1,7 +1,8 @@
 #pragma once
-// The real adapters of ports.hpp over the store clients. Thin on purpose:
-// the domain access they wrap is moving into src/store/ (login sessions,
-// room seq and log), and then these forward to it.
+// The real adapters of ports.hpp over the shared domain stores (login
+// sessions: store/login_sessions; room seq and log: store/rooms) and the
+// RabbitMQ publisher. Thin on purpose: the logic lives in the stores, which
+// the api and the sequencer use too.
 //
 // Threading: as the ports say; redis::Client and amqp::Publisher are
 // thread-safe, these add no state.
@@ -10,6 +11,7 @@
 
 #include "common/config.hpp"
 #include "gateway/ports.hpp"
+#include "store/login_sessions.hpp"
 
 namespace rtmc::redis {
 class Client;
@@ -17,13 +19,15 @@ class Client;
 
 namespace rtmc::gateway {
 
+// The same check the api makes (store::LoginSessions), so a logout ends the
+// token everywhere.
 class RedisLoginSessions final : public LoginSessions {
  public:
-  explicit RedisLoginSessions(redis::Client& redis) : redis_(redis) {}
+  explicit RedisLoginSessions(redis::Client& redis) : sessions_(redis) {}
   boost::asio::awaitable<bool> exists(std::string jti) override;
 
  private:
-  redis::Client& redis_;
+  store::LoginSessions sessions_;
 };
 
 class RedisRoomReader final : public RoomReader {

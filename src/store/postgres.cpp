@@ -45,8 +45,7 @@ void check(const PGresult* result, pg_conn* conn) {
   switch (PQresultStatus(result)) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
-    case PGRES_EMPTY_QUERY:
-      return;
+    case PGRES_EMPTY_QUERY: return;
     default: {
       const char* state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
       throw PgError("postgres: " + trimmed(PQresultErrorMessage(result)), state ? state : "");
@@ -66,7 +65,8 @@ Result to_result(const PGresult* result) {
       if (PQgetisnull(result, r, c))
         row.emplace_back(std::nullopt);
       else
-        row.emplace_back(std::string(PQgetvalue(result, r, c), static_cast<std::size_t>(PQgetlength(result, r, c))));
+        row.emplace_back(
+            std::string(PQgetvalue(result, r, c), static_cast<std::size_t>(PQgetlength(result, r, c))));
     }
   }
   const char* affected = PQcmdTuples(const_cast<PGresult*>(result));
@@ -104,7 +104,9 @@ bool PgError::unavailable() const {
 
 namespace {
 
-PgError timed_out(std::string_view what) { return PgError("postgres: " + std::string(what) + " timed out", ""); }
+PgError timed_out(std::string_view what) {
+  return PgError("postgres: " + std::string(what) + " timed out", "");
+}
 
 // Waits until the connection's socket is ready for `events`; false when the
 // deadline passed first.
@@ -144,7 +146,8 @@ void cancel_in_background(pg_conn* conn, const std::shared_ptr<std::atomic<int>>
   try {
     std::thread([cancel, in_flight] {
       char error[256];
-      if (PQcancel(cancel, error, sizeof error) == 0) spdlog::debug("postgres: cancel request failed: {}", error);
+      if (PQcancel(cancel, error, sizeof error) == 0)
+        spdlog::debug("postgres: cancel request failed: {}", error);
       PQfreeCancel(cancel);
       in_flight->fetch_sub(1);
     }).detach();
@@ -158,9 +161,13 @@ void cancel_in_background(pg_conn* conn, const std::shared_ptr<std::atomic<int>>
 }  // namespace
 
 Connection::Connection(PgConfig config, Options options)
-    : config_(std::move(config)), options_(options), cancels_in_flight_(std::make_shared<std::atomic<int>>(0)) {}
+    : config_(std::move(config)),
+      options_(options),
+      cancels_in_flight_(std::make_shared<std::atomic<int>>(0)) {}
 
-Connection::~Connection() { drop(); }
+Connection::~Connection() {
+  drop();
+}
 
 void Connection::drop() {
   if (conn_ != nullptr) PQfinish(conn_);
@@ -179,8 +186,10 @@ pg_conn* Connection::connection(Deadline deadline) {
   // listed before it, so a caller's connect_timeout or keepalive settings
   // win. connect_timeout backs up our own deadline (it has whole seconds
   // only); keepalives find a peer that vanished while a connection idles.
-  const char* keywords[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-                            "keepalives_count", "fallback_application_name", "dbname", nullptr};
+  const char* keywords[] = {"connect_timeout",  "keepalives",
+                            "keepalives_idle",  "keepalives_interval",
+                            "keepalives_count", "fallback_application_name",
+                            "dbname",           nullptr};
   const char* values[] = {"10", "1", "30", "10", "3", "rtmc", config_.conninfo.c_str(), nullptr};
   pg_conn* conn = PQconnectStartParams(keywords, values, 1);
   if (conn == nullptr) throw PgError("postgres: cannot allocate connection", "");
@@ -292,13 +301,15 @@ Result Connection::exec(const std::string& sql, const std::vector<Param>& params
 
 void Connection::exec_script(const std::string& sql, Deadline deadline) {
   deadline = effective(deadline);
-  ResultPtr result(send_with_retry([&](pg_conn* conn) { return PQsendQuery(conn, sql.c_str()) != 0; }, deadline));
+  ResultPtr result(
+      send_with_retry([&](pg_conn* conn) { return PQsendQuery(conn, sql.c_str()) != 0; }, deadline));
   check(result.get(), conn_);
 }
 
 struct Pool::Lane {
   Lane(PgConfig config, Options options, std::string name)
-      : connection(std::move(config), options), worker(std::move(name), WorkerLimits{options.max_queue, {}}) {}
+      : connection(std::move(config), options),
+        worker(std::move(name), WorkerLimits{options.max_queue, {}}) {}
   // Declared before the worker so the worker thread is joined first.
   Connection connection;
   BlockingWorker worker;
@@ -312,7 +323,9 @@ Pool::Pool(PgConfig config, std::size_t connections, Options options) : options_
 
 Pool::~Pool() = default;
 
-Pool::Lane& Pool::pick() { return *lanes_[next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()]; }
+Pool::Lane& Pool::pick() {
+  return *lanes_[next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
+}
 
 namespace {
 // The worker's own deadline is a backstop a little after the statement's, so
@@ -332,7 +345,8 @@ boost::asio::awaitable<Result> Pool::exec(std::string sql, std::vector<Param> pa
   };
   Result result;
   try {
-    result = co_await lane.worker.run_until(std::move(job), deadline == kNoDeadline ? kNoDeadline : deadline + kBackstop);
+    result = co_await lane.worker.run_until(std::move(job),
+                                            deadline == kNoDeadline ? kNoDeadline : deadline + kBackstop);
   } catch (const WorkerUnavailable& error) {
     throw PgError(std::string("postgres: ") + error.what(), "");
   }
@@ -374,7 +388,8 @@ int migrate(Connection& connection) {
       if (!connection.exec("SELECT 1 FROM schema_migrations WHERE name = $1", {migration_name}).rows.empty())
         return 0;
       connection.exec_script(std::string(sql));
-      connection.exec("INSERT INTO schema_migrations (name, applied_at) VALUES ($1, now())", {migration_name});
+      connection.exec("INSERT INTO schema_migrations (name, applied_at) VALUES ($1, now())",
+                      {migration_name});
       spdlog::info("postgres: applied migration {}", migration_name);
       return 1;
     });

@@ -11,12 +11,8 @@
 // dropped, and PgError with an empty SQLSTATE is thrown. The server enforces
 // the same limit with statement_timeout, set on every new connection.
 
-#include "common/blocking_worker.hpp"
-#include "common/config.hpp"
-
-#include <boost/asio/awaitable.hpp>
-
 #include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -24,6 +20,9 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "common/blocking_worker.hpp"
+#include "common/config.hpp"
 
 struct pg_conn;
 struct pg_result;

@@ -1,16 +1,15 @@
 // Integration tests against a real PostgreSQL at RTMC_TEST_PG (libpq
 // conninfo). Each test works in its own schema so tests can share a database.
-#include "store/postgres.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
-
 #include <cstdlib>
 #include <random>
 #include <thread>
+
+#include "store/postgres.hpp"
 
 namespace {
 
@@ -110,8 +109,9 @@ TEST_F(PostgresTest, MigrateIsIdempotent) {
   ASSERT_EQ(recorded.rows.size(), static_cast<std::size_t>(first));
   EXPECT_EQ(recorded.rows[0][0], "001_init.sql");
   // The tables landed in this test's schema.
-  auto tables = db.exec(
-      "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name", {schema_});
+  auto tables =
+      db.exec("SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name",
+              {schema_});
   std::vector<std::string> names;
   for (const auto& row : tables.rows) names.push_back(*row[0]);
   EXPECT_EQ(names, (std::vector<std::string>{"messages", "schema_migrations", "users"}));
@@ -133,7 +133,8 @@ TEST_F(PostgresTest, ConcurrentMigratorsApplyEachMigrationOnce) {
   for (auto& t : starters) t.join();
   EXPECT_EQ(failures.load(), 0);
   Connection db(config_);
-  EXPECT_EQ(static_cast<std::size_t>(applied.load()), db.exec("SELECT name FROM schema_migrations").rows.size());
+  EXPECT_EQ(static_cast<std::size_t>(applied.load()),
+            db.exec("SELECT name FROM schema_migrations").rows.size());
   EXPECT_GE(applied.load(), 1);
 }
 
@@ -147,17 +148,21 @@ TEST_F(PostgresTest, UserNamesAreUniqueRegardlessOfCase) {
   EXPECT_EQ(sqlstate_of([&] { db.exec(insert, {"alice", "hash"}); }), "23505");
   EXPECT_EQ(sqlstate_of([&] { db.exec(insert, {"ALICE", "hash"}); }), "23505");
   EXPECT_EQ(sqlstate_of([&] { db.exec(insert, {"alice2", "hash"}); }), "none");
-  EXPECT_EQ(db.exec("SELECT name FROM users WHERE lower(name) = lower($1)", {"aLiCe"}).rows.at(0).at(0), "Alice");
+  EXPECT_EQ(db.exec("SELECT name FROM users WHERE lower(name) = lower($1)", {"aLiCe"}).rows.at(0).at(0),
+            "Alice");
 
   EXPECT_EQ(sqlstate_of([&] { db.exec("UPDATE users SET status = 'away' WHERE name = 'Alice'"); }), "23514");
-  EXPECT_EQ(db.exec("UPDATE users SET status = 'online', last_seen = now() WHERE name = $1", {"Alice"}).affected, 1);
+  EXPECT_EQ(
+      db.exec("UPDATE users SET status = 'online', last_seen = now() WHERE name = $1", {"Alice"}).affected,
+      1);
 }
 
 TEST_F(PostgresTest, MessagesAreUniquePerRoomSeqAndPerRoomSenderId) {
   Connection db(config_);
   rtmc::pg::migrate(db);
-  const std::string insert = "INSERT INTO messages (room, seq, id, sender, body, created_at) "
-                             "VALUES ($1, $2, $3, $4, $5, to_timestamp($6::double precision / 1000))";
+  const std::string insert =
+      "INSERT INTO messages (room, seq, id, sender, body, created_at) "
+      "VALUES ($1, $2, $3, $4, $5, to_timestamp($6::double precision / 1000))";
   db.exec(insert, {"r", "1", "m1", "alice", "hi", "1700000000000"});
   EXPECT_EQ(sqlstate_of([&] { db.exec(insert, {"r", "1", "m2", "bob", "x", "1700000000000"}); }), "23505");
   EXPECT_EQ(sqlstate_of([&] { db.exec(insert, {"r", "2", "m1", "alice", "x", "1700000000000"}); }), "23505");

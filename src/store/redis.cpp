@@ -1,12 +1,12 @@
 #include "store/redis.hpp"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <sys/time.h>
 
 #include <algorithm>
 #include <csignal>
 #include <ctime>
-#include <pthread.h>
-#include <sys/time.h>
 
 namespace rtmc::redis {
 namespace {
@@ -88,7 +88,9 @@ class SigpipeGuard {
   bool was_pending_ = false;
 };
 
-bool is_noscript(const Reply& reply) { return reply.is_error() && reply.str.rfind("NOSCRIPT", 0) == 0; }
+bool is_noscript(const Reply& reply) {
+  return reply.is_error() && reply.str.rfind("NOSCRIPT", 0) == 0;
+}
 
 // Pointer/length views of the arguments; hiredis copies them while
 // formatting, so they need only outlive the call. Binary-safe.
@@ -122,7 +124,9 @@ std::vector<std::string> evalsha_args(const std::string& sha, const std::vector<
 
 Connection::Connection(RedisConfig config) : config_(std::move(config)) {}
 
-Connection::~Connection() { drop(); }
+Connection::~Connection() {
+  drop();
+}
 
 void Connection::drop() {
   if (context_ != nullptr) redisFree(context_);
@@ -177,7 +181,8 @@ Reply Connection::command(const std::vector<std::string>& args) {
   redisContext* ctx = context();
   ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv
   const SigpipeGuard no_sigpipe;
-  ReplyPtr raw(static_cast<redisReply*>(redisCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data())));
+  ReplyPtr raw(
+      static_cast<redisReply*>(redisCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data())));
   if (!raw) {
     std::string message = "redis " + config_.address.str() + ": " + args.front() + ": " + ctx->errstr;
     drop();
@@ -209,8 +214,8 @@ std::vector<Reply> Connection::pipeline(const std::vector<std::vector<std::strin
   for (std::size_t i = 0; i < commands.size(); ++i) {
     void* out = nullptr;
     if (redisGetReply(ctx, &out) != REDIS_OK || out == nullptr) {
-      std::string message = "redis " + config_.address.str() + ": pipeline reply " + std::to_string(i) + " of " +
-                            std::to_string(commands.size()) + ": " + ctx->errstr;
+      std::string message = "redis " + config_.address.str() + ": pipeline reply " + std::to_string(i) +
+                            " of " + std::to_string(commands.size()) + ": " + ctx->errstr;
       drop();
       throw RedisError(message);
     }
@@ -221,7 +226,8 @@ std::vector<Reply> Connection::pipeline(const std::vector<std::vector<std::strin
 }
 
 std::string Connection::load(const Script& script) {
-  auto cached = std::find_if(loaded_.begin(), loaded_.end(), [&](const auto& e) { return e.first == script.source; });
+  auto cached =
+      std::find_if(loaded_.begin(), loaded_.end(), [&](const auto& e) { return e.first == script.source; });
   if (cached != loaded_.end()) return cached->second;
   Reply reply = command({"SCRIPT", "LOAD", script.source});
   if (reply.type != Reply::Type::string)
@@ -282,7 +288,9 @@ Client::~Client() = default;
 // The jobs are named locals rather than temporaries inside the co_await
 // expression: GCC 12 destroys such temporaries' captures twice (the
 // coroutine frame then double-frees the moved-from arguments).
-Client::Lane& Client::pick() { return *lanes_[next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()]; }
+Client::Lane& Client::pick() {
+  return *lanes_[next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
+}
 
 boost::asio::awaitable<Reply> Client::command(std::vector<std::string> args) {
   Lane& lane = pick();

@@ -3,17 +3,16 @@
 // thread (a BlockingWorker or a dedicated loop thread); `Client` is the async
 // facade io threads use, a few workers each owning a Connection.
 
-#include "common/blocking_worker.hpp"
-#include "common/config.hpp"
-
-#include <boost/asio/awaitable.hpp>
-
 #include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "common/blocking_worker.hpp"
+#include "common/config.hpp"
 
 struct redisContext;
 
@@ -87,7 +86,8 @@ class Client {
   // Runs on a worker; throws RedisError in the awaiting coroutine.
   boost::asio::awaitable<Reply> command(std::vector<std::string> args);
   boost::asio::awaitable<std::vector<Reply>> pipeline(std::vector<std::vector<std::string>> commands);
-  boost::asio::awaitable<Reply> eval(Script script, std::vector<std::string> keys, std::vector<std::string> args);
+  boost::asio::awaitable<Reply> eval(Script script, std::vector<std::string> keys,
+                                     std::vector<std::string> args);
   // Runs `job` with one worker's Connection, on that worker's thread, for
   // work the calls above do not cover. The job must not keep the reference.
   // With a deadline (limits.max_wait) the job may still run after its caller

@@ -1,18 +1,17 @@
 // Integration tests against a real Redis at RTMC_TEST_REDIS (host:port or a
 // redis:// URL with credentials).
-#include "store/redis.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
-
 #include <csignal>
 #include <cstdlib>
 #include <random>
 #include <thread>
+
+#include "store/redis.hpp"
 
 namespace {
 
@@ -256,7 +255,8 @@ TEST_F(RedisTest, SlowCommandTimesOutThenReconnects) {
 // a command is refused, with a wrong one the connect fails, naming the
 // cause but not the password.
 TEST_F(RedisTest, CredentialsAreRequiredAndChecked) {
-  ASSERT_FALSE(config_.password.empty()) << "RTMC_TEST_REDIS carries no password: the test Redis must require one";
+  ASSERT_FALSE(config_.password.empty())
+      << "RTMC_TEST_REDIS carries no password: the test Redis must require one";
   auto anonymous = config_;
   anonymous.user.clear();
   anonymous.password.clear();
@@ -329,7 +329,8 @@ TEST_F(RedisTest, AsyncClientFromCoroutines) {
         std::vector<std::vector<std::string>> commands{{"SET", key("pp"), "1"}, {"INCR", key("pp")}};
         auto replies = co_await client.pipeline(std::move(commands));
         std::vector<std::string> keys{key("pp")};
-        Reply evaluated = co_await client.eval(Script{"return redis.call('GET', KEYS[1])"}, std::move(keys), {});
+        Reply evaluated =
+            co_await client.eval(Script{"return redis.call('GET', KEYS[1])"}, std::move(keys), {});
         std::string via_run;
         co_await client.run([&](Connection& c) { via_run = c.command({"GET", key("pp")}).str; });
         co_return std::to_string(replies.at(1).integer) + evaluated.str + via_run;

@@ -1,7 +1,5 @@
 #include "support.hpp"
 
-#include "common/config.hpp"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -26,6 +24,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include "common/config.hpp"
 
 extern char** environ;
 

@@ -114,13 +114,14 @@ std::unique_ptr<Process> start_api(const ServiceEnv& services, const std::string
                                    std::uint16_t port, std::vector<std::string> extra_args = {});
 
 // The HTTP port (/healthz, /metrics) start_gateway gives the gateway on `port`.
-inline std::uint16_t gateway_http_port(std::uint16_t port) { return static_cast<std::uint16_t>(port + 1000); }
+inline std::uint16_t gateway_http_port(std::uint16_t port) {
+  return static_cast<std::uint16_t>(port + 1000);
+}
 
-// Starts rtmc-gateway on `port` (HTTP on gateway_http_port(port)) and waits until it accepts, its fan-out queue
-// is consumed ("fanout: consuming") and its sequencer is attached to the
-// ingest shards ("sequencer: consuming"); only then is every message sent to
-// a room it serves sure to reach it.
-// With wait_for_pipeline false it waits for the port only.
+// Starts rtmc-gateway on `port` (HTTP on gateway_http_port(port)) and waits until it accepts, its fan-out
+// queue is consumed ("fanout: consuming") and its sequencer is attached to the ingest shards ("sequencer:
+// consuming"); only then is every message sent to a room it serves sure to reach it. With wait_for_pipeline
+// false it waits for the port only.
 std::unique_ptr<Process> start_gateway(const ServiceEnv& services, const std::string& jwt_secret,
                                        std::uint16_t port, std::vector<std::string> extra_args = {},
                                        bool wait_for_pipeline = true);
