@@ -230,7 +230,17 @@ asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, R
     fail(ErrorCode::forbidden, "you may not send to room " + request.room, ref);
     co_return;
   }
-  if (!services_.send_limiter.allow(user_, request.room)) {
+  bool allowed = false;
+  try {
+    allowed = co_await services_.send_limiter.allow(user_, request.room);
+  } catch (const std::exception& error) {
+    // Never dropped in silence: the client is told to retry.
+    spdlog::warn("send: rate limits unavailable: {}", error.what());
+    fail(ErrorCode::unavailable, "message " + request.id + " was not accepted; retry it", ref);
+    co_return;
+  }
+  if (state_ != State::open) co_return;
+  if (!allowed) {
     fail(ErrorCode::rate_limited, "message " + request.id + " was not accepted: too many sends; retry later",
          ref);
     co_return;

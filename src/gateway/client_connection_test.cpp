@@ -120,8 +120,12 @@ class FakeIngest final : public IngestPublisher {
 
 class CountingLimiter final : public SendLimiter {
  public:
-  bool allow(std::string_view, std::string_view) override { return allowed-- > 0; }
+  boost::asio::awaitable<bool> allow(std::string, std::string) override {
+    if (fails) throw std::runtime_error("redis down");
+    co_return allowed-- > 0;
+  }
   int allowed = 1000;
+  bool fails = false;
 };
 
 class ConnectionTest : public ::testing::Test {
@@ -343,6 +347,19 @@ TEST_F(ConnectionTest, SendLimiterSaysRateLimited) {
   line(connection, R"({"type":"send","room":"r","id":"b","body":"x"})");
   EXPECT_EQ(code_of(transport_->sent.back()), "rate_limited");
   EXPECT_EQ(ingest_.messages.size(), 1u) << "a limited send is not published";
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+// A limiter that cannot answer (Redis down) must not drop the send in
+// silence: the client gets `unavailable` and may retry.
+TEST_F(ConnectionTest, AFailingSendLimiterSaysUnavailable) {
+  limiter_.fails = true;
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  line(connection, R"({"type":"send","room":"r","id":"a","body":"x"})");
+  ASSERT_FALSE(transport_->sent.empty());
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_TRUE(ingest_.messages.empty()) << "a send the limiter could not judge is not published";
   EXPECT_EQ(connection->state(), ClientConnection::State::open);
 }
 

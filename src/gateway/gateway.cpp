@@ -38,8 +38,19 @@ struct Gateway::Impl {
         login_sessions(*redis),
         room_reader(*redis, config.common.amqp.ingest_shards),
         ingest(*publisher, config.common.amqp.ingest_shards),
-        services{config, tokens,       access,     login_sessions, room_reader,
-                 ingest, send_limiter, room_seeds, counters,       {}} {
+        limited_sends(config.sends_per_user.limited()
+                          ? std::make_unique<RedisSendLimiter>(*redis, config.sends_per_user)
+                          : nullptr),
+        services{config,
+                 tokens,
+                 access,
+                 login_sessions,
+                 room_reader,
+                 ingest,
+                 limited_sends ? static_cast<SendLimiter&>(*limited_sends) : unlimited_sends,
+                 room_seeds,
+                 counters,
+                 {}} {
     std::size_t count =
         config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
     for (std::size_t i = 0; i < count; ++i) io_threads.push_back(std::make_unique<IoThread>());
@@ -148,7 +159,9 @@ struct Gateway::Impl {
   RedisLoginSessions login_sessions;
   RedisRoomReader room_reader;
   AmqpIngestPublisher ingest;
-  UnlimitedSends send_limiter;
+  // Without a rate, sends cost no Redis round trip.
+  UnlimitedSends unlimited_sends;
+  std::unique_ptr<RedisSendLimiter> limited_sends;
   ConnectionServices services;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -185,6 +198,9 @@ void Gateway::start() {
       impl.config, impl.room_seeds,
       [&impl](std::shared_ptr<const SequencedBatch> batch) { impl.deliver(std::move(batch)); });
   impl.sequencer = std::make_unique<Sequencer>(impl.config);
+  // The registry is thread-safe; http is reset before the sequencer in
+  // stop() (and declared after it), so no scrape reads freed counters.
+  add_sequencer_metrics(impl.http->registry(), impl.sequencer->counters());
 
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);
   asio::co_spawn(io0, impl.report_stats(), asio::detached);

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "common/config.hpp"
+#include "store/rate_limits.hpp"
 
 namespace rtmc::gateway {
 
@@ -39,6 +40,9 @@ struct GatewayConfig {
   // is closed. 0 = the open-file limit less a reserve for the process's own
   // files (64). Raise RLIMIT_NOFILE before start() to get more (main does).
   std::size_t max_connections = 0;
+  // TCP sends per user, one budget with the api's REST publishes
+  // (store::messages_bucket; rate_limited beyond). No limit by default.
+  store::Rate sends_per_user;
 };
 
 class Gateway {

@@ -3,6 +3,7 @@
 #include <boost/beast/http/verb.hpp>
 
 #include "gateway/close_reason.hpp"
+#include "gateway/sequencer.hpp"
 #include "server/http_server.hpp"
 
 namespace rtmc::gateway {
@@ -47,6 +48,25 @@ void add_connection_metrics(metrics::Registry& registry, ConnectionCountsSource 
                               {{{}, static_cast<double>(open)}}),
         metrics::counter_family("rtmc_gateway_connections_closed_total",
                                 "Client connections closed, by reason.", by_reason)};
+  });
+}
+
+void add_sequencer_metrics(metrics::Registry& registry, const SequencerCounters& counters) {
+  registry.add_collector([&counters] {
+    auto read = [](const std::atomic<std::uint64_t>& value) {
+      return static_cast<double>(value.load(std::memory_order_relaxed));
+    };
+    std::vector<metrics::Sample> by_result{{{{"result", "sequenced"}}, read(counters.sequenced)},
+                                           {{{"result", "dead_lettered"}}, read(counters.dead_lettered)},
+                                           {{{"result", "script_failure"}}, read(counters.script_failures)},
+                                           {{{"result", "redis_refused"}}, read(counters.redis_refusals)},
+                                           {{{"result", "redis_failure"}}, read(counters.redis_failures)}};
+    return std::vector{
+        metrics::counter_family("rtmc_gateway_sequencer_messages_total",
+                                "Ingest messages and attempts of the sequencer, by result.", by_result),
+        metrics::counter_family("rtmc_gateway_sequencer_amqp_connections_total",
+                                "RabbitMQ connections the sequencer opened for consuming.",
+                                {{{}, read(counters.amqp_connections)}})};
   });
 }
 

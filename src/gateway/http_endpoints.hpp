@@ -9,6 +9,10 @@
 //   rtmc_gateway_connections_accepted_total          client connections accepted
 //   rtmc_gateway_connections_open                    accepted less closed
 //   rtmc_gateway_connections_closed_total{reason}    closed, by close reason
+// and, once the sequencer runs, its counters (gateway/sequencer.hpp):
+//   rtmc_gateway_sequencer_messages_total{result}   sequenced, dead_lettered,
+//       script_failure, redis_refused, redis_failure
+//   rtmc_gateway_sequencer_amqp_connections_total   consumer connections opened
 // plus the HTTP port's own rtmc_gateway_http_* counters (server/http_metrics.hpp).
 //
 // Threading: construct, start() and destroy from the gateway's owning thread;
@@ -33,6 +37,7 @@ class HttpServer;
 namespace rtmc::gateway {
 
 struct GatewayCounters;
+struct SequencerCounters;
 
 // Client connection counts at one moment.
 struct ConnectionCounts {
@@ -47,6 +52,9 @@ ConnectionCountsSource counts_of(const GatewayCounters& counters);
 
 // Adds the connection families above to `registry`, read from `counts`.
 void add_connection_metrics(metrics::Registry& registry, ConnectionCountsSource counts);
+// Adds the sequencer families above, read from `counters` (which must
+// outlive `registry`'s scrapes).
+void add_sequencer_metrics(metrics::Registry& registry, const SequencerCounters& counters);
 // GET /healthz -> 200 {"status":"ok"}; GET /metrics -> `registry` as text.
 void add_http_endpoints(server::Router& router, const metrics::Registry& registry);
 

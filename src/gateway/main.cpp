@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdint>
 
 #include "gateway/gateway.hpp"
 #include "server/limits.hpp"
@@ -17,6 +19,8 @@ int main(int argc, char** argv) {
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
+  double publish_rate = 0;  // a second; 0 = off
+  std::uint32_t publish_burst = 0;
   app.add_option("--listen", listen, "Client TCP address host:port")
       ->envname("RTMC_GATEWAY_LISTEN")
       ->capture_default_str();
@@ -76,6 +80,15 @@ int main(int argc, char** argv) {
                  "Client connections per gateway (server_full beyond); 0 = the open-file limit less 64")
       ->envname("RTMC_MAX_CONNECTIONS")
       ->capture_default_str();
+  // The api's flags: one budget per user over REST and TCP.
+  app.add_option("--publish-rate", publish_rate, "TCP sends a second per user (0 = no limit)")
+      ->envname("RTMC_PUBLISH_RATE")
+      ->check(CLI::Range(0.0, 1e9))
+      ->capture_default_str();
+  app.add_option("--publish-burst", publish_burst, "TCP sends per user at once (0 = one second's worth)")
+      ->envname("RTMC_PUBLISH_BURST")
+      ->check(CLI::Range(0u, 1'000'000'000u))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -85,6 +98,9 @@ int main(int argc, char** argv) {
     config.auth_timeout = std::chrono::seconds(auth_timeout_s);
     config.heartbeat = std::chrono::seconds(heartbeat_s);
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
+    const auto burst =
+        publish_burst > 0 ? publish_burst : static_cast<std::uint32_t>(std::ceil(publish_rate));
+    config.sends_per_user = rtmc::store::Rate::per_second(publish_rate, burst);
     rtmc::setup_logging(config.common.log_level, "gateway");
 
     // Each connection costs a descriptor: take all the hard limit allows.

@@ -56,12 +56,14 @@ class IngestPublisher {
 class SendLimiter {
  public:
   virtual ~SendLimiter() = default;
-  virtual bool allow(std::string_view user, std::string_view room) = 0;
+  // Whether `user` may send one more message now (spends it if so). Throws
+  // when the store cannot answer now.
+  virtual boost::asio::awaitable<bool> allow(std::string user, std::string room) = 0;
 };
 
 class UnlimitedSends final : public SendLimiter {
  public:
-  bool allow(std::string_view, std::string_view) override { return true; }
+  boost::asio::awaitable<bool> allow(std::string, std::string) override { co_return true; }
 };
 
 }  // namespace rtmc::gateway

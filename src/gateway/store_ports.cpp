@@ -3,6 +3,7 @@
 #include "common/keys.hpp"
 #include "store/amqp.hpp"
 #include "store/login_sessions.hpp"
+#include "store/rate_limits.hpp"
 #include "store/redis.hpp"
 #include "store/rooms.hpp"
 
@@ -21,6 +22,12 @@ boost::asio::awaitable<std::vector<RoomReader::LogFrame>> RedisRoomReader::range
                                                                                  std::int64_t from,
                                                                                  std::int64_t to) {
   co_return co_await rooms::async_read_log(redis_, shards_, std::move(room), from, to);
+}
+
+boost::asio::awaitable<bool> RedisSendLimiter::allow(std::string user, std::string) {
+  auto bucket = store::messages_bucket(user, rate_);
+  const auto verdict = co_await limiter_.take(std::move(bucket));
+  co_return verdict.allowed;
 }
 
 void AmqpIngestPublisher::publish(protocol::IngestMessage message,

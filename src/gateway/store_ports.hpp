@@ -1,7 +1,7 @@
 #pragma once
 // The real adapters of ports.hpp over the shared domain stores (login
-// sessions: store/login_sessions; room seq and log: store/rooms) and the
-// RabbitMQ publisher. Thin on purpose: the logic lives in the stores, which
+// sessions: store/login_sessions; room seq and log: store/rooms; send rate:
+// store/rate_limits) and the RabbitMQ publisher. Thin on purpose: the logic lives in the stores, which
 // the api and the sequencer use too.
 //
 // Threading: as the ports say; redis::Client and amqp::Publisher are
@@ -12,6 +12,7 @@
 #include "common/config.hpp"
 #include "gateway/ports.hpp"
 #include "store/login_sessions.hpp"
+#include "store/rate_limits.hpp"
 
 namespace rtmc::redis {
 class Client;
@@ -41,6 +42,19 @@ class RedisRoomReader final : public RoomReader {
  private:
   redis::Client& redis_;
   std::uint32_t shards_;
+};
+
+// The api's publish budget (store::messages_bucket), so a user's REST and
+// TCP sends share one count. Only wired when a rate is set: each call is a
+// Redis round trip.
+class RedisSendLimiter final : public SendLimiter {
+ public:
+  RedisSendLimiter(redis::Client& redis, store::Rate rate) : limiter_(redis), rate_(rate) {}
+  boost::asio::awaitable<bool> allow(std::string user, std::string room) override;
+
+ private:
+  store::RateLimiter limiter_;
+  store::Rate rate_;
 };
 
 class AmqpIngestPublisher final : public IngestPublisher {

@@ -1,13 +1,19 @@
 // The gateway's bounds and its stop: a connection cap answered with
 // `server_full`, a room cap answered with `too_many_rooms`, and SIGTERM,
 // which tells every client `server_shutdown` and ends the process with exit
-// status 0 within 5 s, even while Redis or RabbitMQ is unreachable.
+// status 0 within 5 s, even while Redis or RabbitMQ is unreachable. And the
+// per-user send rate (--publish-rate/--publish-burst, shared with the api):
+// over it a send gets `rate_limited` and no ack; without it none is refused.
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <map>
+#include <set>
+#include <string>
 
 #include "auth/auth.hpp"
 #include "support.hpp"
@@ -170,6 +176,73 @@ TEST(GatewayLimits, OverTheRoomCapAJoinGetsTooManyRooms) {
   EXPECT_EQ(str(client.next(), "type"), "left");
   client.join(unique_name("rc-"));
   client.ping(1);
+}
+
+// Sends `count` messages to `room` at once (refs 0..count-1), then reads
+// until each has its answer: "ack" or the error code. The ids of messages
+// delivered meanwhile go to `delivered`.
+std::map<std::string, std::string> send_burst(LineClient& client, const std::string& room, int count,
+                                              std::set<std::string>& delivered) {
+  for (int i = 0; i < count; ++i) {
+    // Appended, not `"m" + std::to_string(i)`: GCC 12's -Wrestrict false positive.
+    std::string id = "m";
+    id += std::to_string(i);
+    client.send(room, id, id, boost::json::value(i));
+  }
+  std::map<std::string, std::string> answers;
+  while (answers.size() < static_cast<std::size_t>(count)) {
+    auto frame = client.next();
+    const auto type = str(frame, "type");
+    if (type == "message") {
+      delivered.insert(str(frame, "id"));
+      continue;
+    }
+    EXPECT_TRUE(frame.contains("ref")) << client.history();
+    if (!frame.contains("ref")) break;
+    const auto ref = std::to_string(frame.at("ref").as_int64());
+    EXPECT_EQ(answers.count(ref), 0u) << "two answers to send " << ref << "\n" << client.history();
+    answers[ref] = type == "ack" ? "ack" : str(frame, "code");
+  }
+  return answers;
+}
+
+TEST(GatewayLimits, OverThePublishRateASendGetsRateLimitedAndNoAck) {
+  auto services = service_env();
+  const auto secret = random_secret();
+  auto gateway = start_gateway(services, secret, kGateway, {"--publish-rate", "1", "--publish-burst", "2"});
+  auto user = plant_user(services, secret, "rate");
+  LineClient client(kGateway, 0, "sender");
+  client.auth(user.token, user.name);
+  const auto room = unique_name("rate-");
+  client.join(room);
+  std::set<std::string> delivered;
+  auto answers = send_burst(client, room, 3, delivered);
+  EXPECT_EQ(answers, (std::map<std::string, std::string>{{"0", "ack"}, {"1", "ack"}, {"2", "rate_limited"}}))
+      << client.history();
+  // The two accepted ones are delivered, and the connection stays open.
+  while (delivered.size() < 2) {
+    auto frame = client.next();
+    ASSERT_EQ(str(frame, "type"), "message") << client.history();
+    delivered.insert(str(frame, "id"));
+  }
+  EXPECT_EQ(delivered, (std::set<std::string>{"m0", "m1"}));
+  client.ping("after");
+}
+
+TEST(GatewayLimits, WithoutAPublishRateEverySendIsAcked) {
+  auto services = service_env();
+  const auto secret = random_secret();
+  auto gateway = start_gateway(services, secret, kGateway);
+  auto user = plant_user(services, secret, "free");
+  LineClient client(kGateway, 0, "sender");
+  client.auth(user.token, user.name);
+  const auto room = unique_name("free-");
+  client.join(room);
+  constexpr int kSends = 20;
+  std::set<std::string> delivered;
+  auto answers = send_burst(client, room, kSends, delivered);
+  ASSERT_EQ(answers.size(), static_cast<std::size_t>(kSends)) << client.history();
+  for (const auto& [ref, answer] : answers) EXPECT_EQ(answer, "ack") << "send " << ref;
 }
 
 }  // namespace
