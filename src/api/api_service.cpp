@@ -208,13 +208,18 @@ boost::asio::awaitable<Response> ApiService::login(const Request& request) {
                         limits.login_failures_per_account_address});
     failures.push_back({"login-failed-account:" + account, limits.login_failures_per_account});
   }
-  auto failures_copy = failures;
-  auto verdicts = co_await backends_.rate_limits.peek(std::move(failures_copy));
-  for (std::size_t i = 0; i < verdicts.size() && i < 2; ++i)
-    if (!verdicts[i].allowed)
-      throw rate_limited("too many failed logins from this address", verdicts[i].retry_after);
+  // The limiting buckets ([0], [1]) are charged before the password is
+  // checked and refunded after a success: charging is atomic, so parallel
+  // guesses cannot all pass a check made before any of them failed.
+  std::vector<store::Bucket> limiting(failures.begin(), failures.begin() + (named ? 2 : 1));
+  auto limiting_copy = limiting;
+  auto charged = co_await backends_.rate_limits.charge(std::move(limiting_copy));
+  for (const auto& verdict : charged)
+    if (!verdict.allowed) throw rate_limited("too many failed logins from this address", verdict.retry_after);
   if (named) {
-    const auto delay = login_slowdown(verdicts[2].used, limits.login_slowdown_max);
+    std::vector<store::Bucket> account{failures[2]};
+    auto slowdown = co_await backends_.rate_limits.peek(std::move(account));
+    const auto delay = login_slowdown(slowdown.front().used, limits.login_slowdown_max);
     if (delay.count() > 0) co_await sleep_(delay);
   }
 
@@ -229,9 +234,14 @@ boost::asio::awaitable<Response> ApiService::login(const Request& request) {
       verified = co_await backends_.login_hasher.verify(stored->password_hash, std::move(password));
   }
   if (!verified) {
-    co_await backends_.rate_limits.charge(std::move(failures));
+    // The limiting buckets were charged above; the account-wide one now.
+    if (named) {
+      std::vector<store::Bucket> account{failures[2]};
+      co_await backends_.rate_limits.charge(std::move(account));
+    }
     throw refused();
   }
+  co_await backends_.rate_limits.refund(std::move(limiting));
 
   auto issued = tokens_.issue(stored->name);
   co_await backends_.sessions.put(issued.claims.jti, stored->name,

@@ -3,8 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <deque>
 #include <map>
 #include <optional>
 
@@ -72,6 +78,10 @@ class FakeHasher final : public PasswordHasher {
   boost::asio::awaitable<bool> verify(std::string stored_hash, std::string password) override {
     if (saturated) throw Unavailable("password hashing queue is full");
     ++verifies;
+    // A real verification runs on a worker for tens of milliseconds, and
+    // other requests go on meanwhile.
+    if (suspends)
+      co_await boost::asio::post(co_await boost::asio::this_coro::executor, boost::asio::use_awaitable);
     co_return stored_hash == "hashed(" + password + ")";
   }
   boost::asio::awaitable<void> burn(std::string) override {
@@ -81,6 +91,7 @@ class FakeHasher final : public PasswordHasher {
   }
   int hashes = 0, verifies = 0, burns = 0;
   bool saturated = false;  // its workers are all busy and its queue is full
+  bool suspends = false;   // verify() lets other coroutines run before answering
 };
 
 // Token buckets without refill: `burst` tokens per bucket name, spent by
@@ -98,10 +109,18 @@ class FakeRateLimits final : public RateLimits {
     for (const auto& bucket : buckets) verdicts.push_back(state(bucket));
     co_return verdicts;
   }
-  boost::asio::awaitable<void> charge(std::vector<store::Bucket> buckets) override {
-    for (const auto& bucket : buckets)
+  boost::asio::awaitable<std::vector<store::Verdict>> charge(std::vector<store::Bucket> buckets) override {
+    std::vector<store::Verdict> verdicts;
+    for (const auto& bucket : buckets) {
+      verdicts.push_back(state(bucket));
       if (bucket.rate.limited())
         spent[bucket.name] = std::min<double>(spent[bucket.name] + 1, bucket.rate.burst);
+    }
+    co_return verdicts;
+  }
+  boost::asio::awaitable<void> refund(std::vector<store::Bucket> buckets) override {
+    for (const auto& bucket : buckets)
+      if (bucket.rate.limited()) spent[bucket.name] = std::max<double>(spent[bucket.name] - 1, 0);
     co_return;
   }
   store::Verdict state(const store::Bucket& bucket) {
@@ -577,6 +596,47 @@ TEST_F(ApiServiceTest, TenFailedLoginsForOneAccountFromOneAddressThenEven429ForT
   register_user("bob", "correct horse");
   EXPECT_EQ(post_from("192.0.2.7", "/login", {{"user", "bob"}, {"password", "correct horse"}}).result(),
             http::status::ok);
+}
+
+// Wrong guesses sent all at once (each waiting on its password check while
+// the others arrive) are limited like guesses sent one after another.
+TEST_F(ApiServiceTest, ParallelFailedLoginsCannotOutrunTheLimit) {
+  register_user("erin", "correct horse");
+  hasher.suspends = true;
+  boost::asio::io_context context;
+  std::vector<Response> responses;
+  // dispatch() takes the request by reference: they must outlive the run.
+  std::deque<Request> requests;
+  for (int i = 0; i < 30; ++i) {
+    requests.push_back(
+        make_request(http::verb::post, "/login",
+                     json::serialize(json::value{{"user", "erin"}, {"password", "wrong password"}}),
+                     "application/json", {}));
+    requests.back().set(kPeerAddressHeader, "192.0.2.30");
+    boost::asio::co_spawn(context, router.dispatch(requests.back()),
+                          [&](std::exception_ptr error, Response response) {
+                            ASSERT_FALSE(error);
+                            responses.push_back(std::move(response));
+                          });
+  }
+  context.run();
+  ASSERT_EQ(responses.size(), 30u);
+  const auto count = [&](http::status status) {
+    return std::count_if(responses.begin(), responses.end(),
+                         [&](const auto& r) { return r.result() == status; });
+  };
+  EXPECT_EQ(count(http::status::unauthorized), 10);
+  EXPECT_EQ(count(http::status::too_many_requests), 20);
+  EXPECT_EQ(hasher.verifies, 10);
+}
+
+// A successful login gives back what its attempt was charged.
+TEST_F(ApiServiceTest, SuccessfulLoginsDoNotCountAsFailures) {
+  register_user("finn", "correct horse");
+  for (int i = 0; i < 30; ++i)
+    ASSERT_EQ(post_from("192.0.2.31", "/login", {{"user", "finn"}, {"password", "correct horse"}}).result(),
+              http::status::ok)
+        << i;
 }
 
 TEST_F(ApiServiceTest, FailedLoginsPerAddressAcrossAccountsAreLimited) {

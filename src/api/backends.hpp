@@ -64,7 +64,11 @@ class RateLimits {
   virtual ~RateLimits() = default;
   virtual boost::asio::awaitable<store::Verdict> take(store::Bucket bucket) = 0;
   virtual boost::asio::awaitable<std::vector<store::Verdict>> peek(std::vector<store::Bucket> buckets) = 0;
-  virtual boost::asio::awaitable<void> charge(std::vector<store::Bucket> buckets) = 0;
+  // Spends a token of each bucket, never refusing; `allowed` says whether it
+  // was there. Atomic per bucket, so concurrent callers cannot all see the
+  // same last token.
+  virtual boost::asio::awaitable<std::vector<store::Verdict>> charge(std::vector<store::Bucket> buckets) = 0;
+  virtual boost::asio::awaitable<void> refund(std::vector<store::Bucket> buckets) = 0;
 };
 
 struct DependencyHealth {

@@ -73,9 +73,18 @@ boost::asio::awaitable<std::vector<store::Verdict>> StoreRateLimits::peek(
   }
 }
 
-boost::asio::awaitable<void> StoreRateLimits::charge(std::vector<store::Bucket> buckets) {
+boost::asio::awaitable<std::vector<store::Verdict>> StoreRateLimits::charge(
+    std::vector<store::Bucket> buckets) {
   try {
-    co_await limiter_.charge(std::move(buckets));
+    co_return co_await limiter_.charge(std::move(buckets));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<void> StoreRateLimits::refund(std::vector<store::Bucket> buckets) {
+  try {
+    co_await limiter_.refund(std::move(buckets));
   } catch (const store::Unavailable& error) {
     throw Unavailable(error.what());
   }
@@ -143,18 +152,18 @@ boost::asio::awaitable<DependencyHealth> BackendHealthProbe::probe() {
 
 class WorkerPasswordHasher::Slot {
  public:
-  explicit Slot(WorkerPasswordHasher& owner) : owner_(owner) {
-    if (owner_.pending_.fetch_add(1, std::memory_order_relaxed) >= owner_.max_pending_) {
-      owner_.pending_.fetch_sub(1, std::memory_order_relaxed);
+  explicit Slot(const WorkerPasswordHasher& owner) : pending_(owner.pending_) {
+    if (pending_->fetch_add(1, std::memory_order_relaxed) >= owner.max_pending_) {
+      pending_->fetch_sub(1, std::memory_order_relaxed);
       throw Unavailable("password hashing queue is full");
     }
   }
-  ~Slot() { owner_.pending_.fetch_sub(1, std::memory_order_relaxed); }
+  ~Slot() { pending_->fetch_sub(1, std::memory_order_relaxed); }
   Slot(const Slot&) = delete;
   Slot& operator=(const Slot&) = delete;
 
  private:
-  WorkerPasswordHasher& owner_;
+  std::shared_ptr<std::atomic<std::size_t>> pending_;
 };
 
 WorkerPasswordHasher::WorkerPasswordHasher(std::string name, std::size_t workers, std::size_t max_pending)

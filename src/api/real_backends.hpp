@@ -46,7 +46,8 @@ class StoreRateLimits final : public RateLimits {
   explicit StoreRateLimits(redis::Client& client) : limiter_(client) {}
   boost::asio::awaitable<store::Verdict> take(store::Bucket bucket) override;
   boost::asio::awaitable<std::vector<store::Verdict>> peek(std::vector<store::Bucket> buckets) override;
-  boost::asio::awaitable<void> charge(std::vector<store::Bucket> buckets) override;
+  boost::asio::awaitable<std::vector<store::Verdict>> charge(std::vector<store::Bucket> buckets) override;
+  boost::asio::awaitable<void> refund(std::vector<store::Bucket> buckets) override;
 
  private:
   store::RateLimiter limiter_;
@@ -96,7 +97,10 @@ class WorkerPasswordHasher final : public PasswordHasher {
   std::vector<std::unique_ptr<BlockingWorker>> workers_;
   std::atomic<std::size_t> next_{0};
   const std::size_t max_pending_;
-  std::atomic<std::size_t> pending_{0};
+  // Shared with every Slot: a coroutine suspended on a hash may be destroyed
+  // after this hasher (its io_context goes last, at a hard stop), and its
+  // Slot must still have a counter to give back to.
+  std::shared_ptr<std::atomic<std::size_t>> pending_ = std::make_shared<std::atomic<std::size_t>>(0);
 };
 
 class AmqpMessagePublisher final : public MessagePublisher {

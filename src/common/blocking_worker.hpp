@@ -114,8 +114,13 @@ auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
       call->handler(std::make_exception_ptr(WorkerUnavailable(name + ": " + why)), Slot{});
     };
     auto guard = boost::asio::make_work_guard(caller);
-    const bool queued = post([call, guard, caller, refuse, fn = std::move(fn)]() mutable {
-      if (call->answered.load()) return;  // the caller gave up while it was queued
+    const bool queued = post([call, guard, caller, refuse, deadline, fn = std::move(fn)]() mutable {
+      // The caller gave up while it was queued, or will as soon as its io
+      // thread runs (its deadline passed): the work would be wasted. The
+      // clock check also covers a stopped io_context, whose deadline timer
+      // never fires, so a worker being destroyed drains its queue at once.
+      if (call->answered.load()) return;
+      if (deadline != kNoDeadline && Clock::now() >= deadline) return;
       std::exception_ptr error;
       Slot slot{};
       try {

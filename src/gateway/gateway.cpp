@@ -26,11 +26,19 @@ namespace rtmc::gateway {
 
 namespace asio = boost::asio;
 
+namespace {
+// Redis calls waiting per worker of the connections' Redis client.
+constexpr std::size_t kRedisQueueLimit = 256;
+}  // namespace
+
 struct Gateway::Impl {
   explicit Impl(GatewayConfig c)
       : config(std::move(c)),
         tokens(config.common.auth.jwt_secret, config.common.auth.token_ttl),
-        redis(std::make_unique<redis::Client>(config.common.redis, 2)),
+        // Bounded and with a deadline, so a stalled Redis answers `unavailable`
+        // at once instead of queueing every auth, join and session check.
+        redis(std::make_unique<redis::Client>(config.common.redis, 2,
+                                              WorkerLimits{kRedisQueueLimit, config.common.redis.timeout})),
         publisher(std::make_unique<amqp::Publisher>(
             config.common.amqp, amqp::Publisher::Options{.window = 500,
                                                          .give_up_after = std::chrono::milliseconds(5000),
@@ -232,6 +240,10 @@ void Gateway::stop() {
     impl.on_every_io_thread([](IoThread& thread) { thread.shutdown_all(); });
   }
   impl.http.reset();
+  // Both threads may be blocked in a Redis or RabbitMQ call for seconds:
+  // they are asked to stop together, then waited for.
+  if (impl.sequencer) impl.sequencer->request_stop();
+  if (impl.fanout) impl.fanout->request_stop();
   impl.sequencer.reset();
   impl.fanout.reset();
   impl.guards.clear();

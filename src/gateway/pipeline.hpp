@@ -29,6 +29,8 @@ class Fanout {
   ~Fanout();
   Fanout(const Fanout&) = delete;
   Fanout& operator=(const Fanout&) = delete;
+  // As Sequencer::request_stop.
+  void request_stop() { stopping_ = true; }
 
  private:
   void run();

@@ -64,6 +64,9 @@ class Sequencer {
   Sequencer& operator=(const Sequencer&) = delete;
 
   const SequencerCounters& counters() const { return counters_; }
+  // Asks the thread to end without waiting for it (the destructor waits), so
+  // a gateway can stop the sequencer and the fan-out at once.
+  void request_stop() { stopping_ = true; }
 
  private:
   const CommonOptions common_;

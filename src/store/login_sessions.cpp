@@ -16,6 +16,7 @@ boost::asio::awaitable<redis::Reply> LoginSessions::run(std::vector<std::string>
   } catch (const WorkerUnavailable& error) {
     throw Unavailable(std::string("redis: ") + error.what());
   }
+  if (reply.is_error() && redis::is_refusal(reply.str)) throw Unavailable("redis refused: " + reply.str);
   if (reply.is_error()) throw std::runtime_error("redis error reply: " + reply.str);
   co_return reply;
 }

@@ -220,7 +220,13 @@ pg_conn* Connection::connection(Deadline deadline) {
       throw PgError(message, "");
     }
     ResultPtr result(await_result(deadline));
-    check(result.get(), conn_);
+    try {
+      check(result.get(), conn_);
+    } catch (const PgError&) {
+      // Never keep a connection whose statements would run without a limit.
+      drop();
+      throw;
+    }
   }
   return conn_;
 }

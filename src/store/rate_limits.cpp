@@ -16,7 +16,7 @@ namespace {
 // `tat`, the time at which the bucket is full again (absent: full now).
 // Spent tokens = (tat - now) / interval. A request of `cost` tokens fits when
 // the new tat is at most burst * interval ahead of now.
-//   ARGV: burst, interval_us, cost, mode ("take" | "peek" | "charge")
+//   ARGV: burst, interval_us, cost, mode ("take" | "peek" | "charge" | "refund")
 //   returns {allowed 0|1, retry_after_us, spent_us (tat - now after the call)}
 // string.format('%.0f'): Lua 5.1's tostring keeps only 14 digits.
 const redis::Script kBucketScript(R"lua(
@@ -36,7 +36,13 @@ if not fits then retry = after - now - capacity end
 if mode == 'peek' or (mode == 'take' and not fits) then
   return {fits and 1 or 0, retry, tat - now}
 end
-if mode == 'take' then
+if mode == 'refund' then
+  tat = math.max(now, tat - cost * interval)
+  if tat == now then
+    redis.call('DEL', KEYS[1])
+    return {1, 0, 0}
+  end
+elseif mode == 'take' then
   tat = after
 else
   tat = math.min(after, now + capacity)
@@ -52,6 +58,7 @@ Rate make_rate(double per_second, std::uint32_t burst) {
 }
 
 Verdict to_verdict(const redis::Reply& reply, const Rate& rate) {
+  if (reply.is_error() && redis::is_refusal(reply.str)) throw Unavailable("redis refused: " + reply.str);
   if (reply.is_error()) throw std::runtime_error("rate limit script: " + reply.str);
   if (reply.type != redis::Reply::Type::array || reply.elements.size() != 3)
     throw std::runtime_error("rate limit script: unexpected reply");
@@ -95,6 +102,11 @@ boost::asio::awaitable<std::vector<Verdict>> RateLimiter::peek(std::vector<Bucke
 boost::asio::awaitable<std::vector<Verdict>> RateLimiter::charge(std::vector<Bucket> buckets,
                                                                  std::uint32_t cost) {
   co_return co_await apply(std::move(buckets), cost, "charge");
+}
+
+boost::asio::awaitable<std::vector<Verdict>> RateLimiter::refund(std::vector<Bucket> buckets,
+                                                                 std::uint32_t cost) {
+  co_return co_await apply(std::move(buckets), cost, "refund");
 }
 
 boost::asio::awaitable<std::vector<Verdict>> RateLimiter::apply(std::vector<Bucket> buckets,

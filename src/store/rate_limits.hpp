@@ -67,6 +67,9 @@ class RateLimiter {
   // events counted after the fact (a failed login). `allowed` says whether
   // the tokens were there.
   boost::asio::awaitable<std::vector<Verdict>> charge(std::vector<Bucket> buckets, std::uint32_t cost = 1);
+  // Gives back `cost` tokens of each bucket (never above full): undoes a
+  // charge made before the outcome was known (a login that succeeded).
+  boost::asio::awaitable<std::vector<Verdict>> refund(std::vector<Bucket> buckets, std::uint32_t cost = 1);
 
  private:
   // One round trip for all buckets (pipelined script calls).

@@ -5,10 +5,20 @@
 #include <sys/time.h>
 
 #include <algorithm>
+#include <array>
 #include <csignal>
 #include <ctime>
 
 namespace rtmc::redis {
+
+bool is_refusal(std::string_view error) {
+  static constexpr std::array<std::string_view, 13> kCodes{
+      "OOM ",         "LOADING ",    "BUSY ",     "MASTERDOWN ", "READONLY ", "MISCONF ",  "TRYAGAIN ",
+      "CLUSTERDOWN ", "NOREPLICAS ", "NOSCRIPT ", "NOPERM ",     "NOAUTH ",   "WRONGPASS "};
+  for (auto code : kCodes)
+    if (error.substr(0, code.size()) == code) return true;
+  return false;
+}
 namespace {
 
 struct ReplyDeleter {

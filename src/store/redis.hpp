@@ -9,6 +9,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/blocking_worker.hpp"
@@ -23,6 +24,13 @@ class RedisError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// An error reply Redis gives while it cannot take the command now (memory
+// full under noeviction, loading, busy script, read-only replica, a
+// credential or permission problem of the deployment...): the same command
+// succeeds once the condition passes, so callers treat it as an outage
+// (retry, 503 / `unavailable`), never as a fault of the request.
+bool is_refusal(std::string_view error);
 
 struct Reply {
   enum class Type { nil, integer, string, status, error, array };

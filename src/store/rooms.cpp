@@ -228,14 +228,7 @@ const char* to_string(SequenceResult::Status status) {
 }
 
 bool is_refusal(std::string_view error) {
-  // Error codes Redis answers while it cannot take the command now; the same
-  // command succeeds once the condition passes.
-  static constexpr std::array<std::string_view, 10> kCodes{
-      "OOM ",     "LOADING ",  "BUSY ",        "MASTERDOWN ", "READONLY ",
-      "MISCONF ", "TRYAGAIN ", "CLUSTERDOWN ", "NOREPLICAS ", "NOSCRIPT "};
-  for (auto code : kCodes)
-    if (error.substr(0, code.size()) == code) return true;
-  return false;
+  return redis::is_refusal(error);
 }
 
 std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,

@@ -137,6 +137,22 @@ TEST_F(RedisStoresTest, PeekSpendsNothingAndChargeFloorsAtEmpty) {
   EXPECT_EQ(verdicts[1].used, 0);
 }
 
+TEST_F(RedisStoresTest, RefundGivesTokensBackNeverAboveFull) {
+  RateLimiter limiter(*client_);
+  const Bucket bucket{unique("test:refund:"), Rate::per_minute(6, 3)};
+  std::vector<Bucket> one{bucket};
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(run(limiter.take(bucket)).allowed) << i;
+  ASSERT_FALSE(run(limiter.take(bucket)).allowed);
+  run(limiter.refund(one));
+  EXPECT_TRUE(run(limiter.take(bucket)).allowed);
+  EXPECT_FALSE(run(limiter.take(bucket)).allowed);
+  // Refunding more than was spent leaves a full bucket, which is no key.
+  for (int i = 0; i < 5; ++i) run(limiter.refund(one));
+  EXPECT_EQ(command({"EXISTS", keys::rate_limit(bucket.name)}).integer, 0);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(run(limiter.take(bucket)).allowed) << i;
+  EXPECT_FALSE(run(limiter.take(bucket)).allowed);
+}
+
 TEST_F(RedisStoresTest, BucketsAreSharedByEveryClient) {
   // Two clients stand for two api processes.
   redis::Client other(config_, 1);
