@@ -52,9 +52,10 @@ class SequencerTest : public ::testing::Test {
   void SetUp() override {
     const char* redis = std::getenv("RTMC_TEST_REDIS");
     const char* amqp = std::getenv("RTMC_TEST_AMQP");
-    ASSERT_NE(redis, nullptr) << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port)";
+    ASSERT_NE(redis, nullptr)
+        << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port or redis:// URL)";
     ASSERT_NE(amqp, nullptr) << "RTMC_TEST_AMQP is not set: it must name a RabbitMQ (AMQP URL)";
-    common_.redis.address = HostPort::parse(redis);
+    common_.redis = RedisConfig::parse(redis);  // host:port or redis:// with credentials
     common_.redis.timeout = 2000ms;
     common_.amqp.url = amqp;
     common_.amqp.ingest_shards = 1;

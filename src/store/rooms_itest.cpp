@@ -30,8 +30,9 @@ class RoomsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* address = std::getenv("RTMC_TEST_REDIS");
-    ASSERT_NE(address, nullptr) << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port)";
-    config_.address = HostPort::parse(address);
+    ASSERT_NE(address, nullptr)
+        << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port or redis:// URL)";
+    config_ = RedisConfig::parse(address);  // host:port or redis:// with credentials
     config_.timeout = std::chrono::milliseconds(2000);
     redis_ = std::make_unique<redis::Connection>(config_);
     settings_.shards = kShards;

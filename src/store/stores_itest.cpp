@@ -52,7 +52,7 @@ class RedisStoresTest : public ::testing::Test {
   void SetUp() override {
     auto address = env("RTMC_TEST_REDIS");
     ASSERT_TRUE(address) << "RTMC_TEST_REDIS is not set (scripts/services.sh start DIR writes DIR/env)";
-    config_.address = HostPort::parse(*address);
+    config_ = RedisConfig::parse(*address);  // host:port or redis:// with credentials
     client_.emplace(config_, 2);
   }
   redis::Reply command(const std::vector<std::string>& args) {
