@@ -130,8 +130,12 @@ fi
 test_count=$(ctest --test-dir "$build_dir" -N "$@" | awk '/^Total Tests:/ { print $3 }')
 [[ ${test_count:-0} -gt 0 ]] || die "ctest found no tests in $build_dir (arguments: ${*:-none})"
 # Without arguments: the labels built above (integration tests are not).
+# Listener.OutOfDescriptorsPausesAndRecovers uses up every file descriptor
+# of the process on purpose; UBSan's vptr check then cannot open the pipe it
+# probes memory with and reports a false "invalid vptr". It runs in the
+# normal build only.
 asan_args=("$@")
-(($# == 0)) && asan_args=(-L '^(unit|e2e)$')
+(($# == 0)) && asan_args=(-L '^(unit|e2e)$' -E '^Listener\.OutOfDescriptorsPausesAndRecovers$')
 if ((sanitize)); then
   asan_count=$(ctest --test-dir "$asan_dir" -N "${asan_args[@]}" | awk '/^Total Tests:/ { print $3 }')
   [[ ${asan_count:-0} -gt 0 ]] || die "ctest found no tests in $asan_dir (arguments: ${asan_args[*]})"
