@@ -125,5 +125,27 @@ TEST(BlockingWorker, AJobFinishingBeforeItsDeadlineAnswersNormally) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
 }
 
+// A process stopping with a stalled backend: the callers' io thread has
+// stopped, so their deadline timers never fire, yet the jobs they queued
+// must not run late, one backend timeout after another, while the worker is
+// being torn down.
+TEST(BlockingWorker, AJobPastItsDeadlineIsSkippedEvenWhenItsCallerNoLongerRuns) {
+  asio::io_context io;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::atomic<bool> late_job_ran{false};
+  {
+    BlockingWorker worker("test", WorkerLimits{8, std::chrono::milliseconds(50)});
+    worker.post([released] { released.wait(); });  // the stalled call
+    asio::co_spawn(
+        io, [&]() -> asio::awaitable<void> { co_await worker.run([&] { late_job_ran = true; }); },
+        asio::detached);
+    io.run_one();  // queues the job; the caller's io thread then stops
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    release.set_value();
+  }  // the worker drains its queue and joins
+  EXPECT_FALSE(late_job_ran);
+}
+
 }  // namespace
 }  // namespace rtmc
