@@ -144,9 +144,7 @@ int main(int argc, char** argv) {
         login_failures_per_address, static_cast<std::uint32_t>(std::ceil(login_failures_per_address)));
     limits.login_slowdown_max = std::chrono::milliseconds(login_slowdown_max_ms);
     limits.registrations_per_address = Rate::per_second(register_rate, register_burst);
-    const auto burst =
-        publish_burst > 0 ? publish_burst : static_cast<std::uint32_t>(std::ceil(publish_rate));
-    limits.publishes_per_user = Rate::per_second(publish_rate, burst);
+    limits.publishes_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);
     limits.trusted_proxies = trusted_proxies;
 
     int applied = rtmc::api::apply_migrations(config.common.pg);

@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <cmath>
 #include <cstdint>
 
 #include "gateway/gateway.hpp"
@@ -98,9 +97,7 @@ int main(int argc, char** argv) {
     config.auth_timeout = std::chrono::seconds(auth_timeout_s);
     config.heartbeat = std::chrono::seconds(heartbeat_s);
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
-    const auto burst =
-        publish_burst > 0 ? publish_burst : static_cast<std::uint32_t>(std::ceil(publish_rate));
-    config.sends_per_user = rtmc::store::Rate::per_second(publish_rate, burst);
+    config.sends_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);
     rtmc::setup_logging(config.common.log_level, "gateway");
 
     // Each connection costs a descriptor: take all the hard limit allows.

@@ -79,6 +79,11 @@ Rate Rate::per_minute(double per_minute, std::uint32_t burst) {
   return make_rate(per_minute / 60.0, burst);
 }
 
+Rate messages_rate(double per_second, std::uint32_t burst) {
+  if (burst == 0) burst = static_cast<std::uint32_t>(std::ceil(per_second));
+  return Rate::per_second(per_second, burst);
+}
+
 Bucket messages_bucket(std::string_view user, Rate rate) {
   return Bucket{"messages:" + fold_user_name(user), rate};
 }

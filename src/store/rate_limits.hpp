@@ -50,6 +50,9 @@ struct Verdict {
 // The bucket of messages `user` publishes, over REST and TCP alike (one
 // budget per user whatever the entry point).
 Bucket messages_bucket(std::string_view user, Rate rate);
+// The rate of that bucket from --publish-rate / --publish-burst, which api
+// and gateway share: `burst` 0 means one second's worth (at least 1 token).
+Rate messages_rate(double per_second, std::uint32_t burst);
 
 // Whole seconds for a Retry-After header: rounded up, at least 1.
 std::int64_t retry_after_seconds(std::chrono::microseconds retry_after);

@@ -27,6 +27,16 @@ TEST(Rate, ZeroRateOrBurstIsNoLimit) {
   EXPECT_FALSE(Rate::per_minute(10, 0).limited());
 }
 
+// --publish-rate / --publish-burst, read the same way by api and gateway.
+TEST(Rate, MessagesRateDefaultsItsBurstToOneSecondsWorth) {
+  EXPECT_EQ(messages_rate(2.5, 0).burst, 3u);
+  EXPECT_EQ(messages_rate(0.2, 0).burst, 1u);
+  EXPECT_EQ(messages_rate(10, 4).burst, 4u);
+  EXPECT_EQ(messages_rate(10, 4).interval, 100ms);
+  EXPECT_FALSE(messages_rate(0, 0).limited());
+  EXPECT_FALSE(messages_rate(0, 5).limited());
+}
+
 TEST(Rate, RetryAfterIsWholeSecondsRoundedUpAtLeastOne) {
   EXPECT_EQ(retry_after_seconds(0us), 1);
   EXPECT_EQ(retry_after_seconds(1us), 1);
