@@ -32,6 +32,7 @@
 #include "protocol/frames.hpp"
 #include "server/limits.hpp"
 #include "store/amqp.hpp"
+#include "store/itest_env.hpp"
 #include "store/redis.hpp"
 #include "store/stalling_proxy_for_tests.hpp"
 
@@ -48,17 +49,8 @@ using HttpResponse = http::response<http::string_body>;
 constexpr auto kSecret = "api-itest-secret-0123456789abcdef";
 constexpr std::uint32_t kShards = 16;
 
-std::optional<std::string> env(const char* name) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') return std::nullopt;
-  return std::string(value);
-}
-
-std::string unique(const std::string& prefix) {
-  std::random_device device;
-  std::uniform_int_distribution<std::uint64_t> digits;
-  return prefix + std::to_string(digits(device) % 1000000000000ULL);
-}
+using itest::env;
+using itest::unique;
 
 constexpr auto kMissingServices =
     "api_itest needs RTMC_TEST_REDIS, RTMC_TEST_AMQP and RTMC_TEST_PG "

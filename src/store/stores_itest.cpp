@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/keys.hpp"
+#include "store/itest_env.hpp"
 #include "store/login_sessions.hpp"
 #include "store/postgres.hpp"
 #include "store/rate_limits.hpp"
@@ -26,17 +27,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::optional<std::string> env(const char* name) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') return std::nullopt;
-  return std::string(value);
-}
-
-std::string unique(const std::string& prefix) {
-  std::random_device device;
-  std::uniform_int_distribution<std::uint64_t> digits;
-  return prefix + std::to_string(digits(device) % 1000000000000ULL);
-}
+using itest::env;
+using itest::unique;
 
 // Runs a coroutine to completion on a private io_context.
 template <class T>
