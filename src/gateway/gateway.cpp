@@ -122,16 +122,16 @@ struct Gateway::Impl {
       timer.expires_after(std::chrono::seconds(60));
       auto [ec] = co_await timer.async_wait(nothrow);
       if (ec) co_return;
+      // The same snapshot /metrics renders (http_endpoints.hpp).
+      const auto counts = counts_of(counters)();
       std::uint64_t closed_total = 0;
       std::string reasons;
-      for (int i = 0; i < static_cast<int>(CloseReason::count_); ++i) {
-        auto count = counters.closed[i].load(std::memory_order_relaxed);
+      for (const auto& [reason, count] : counts.closed_by_reason) {
         closed_total += count;
-        if (count) reasons += fmt::format(" {}={}", to_string(static_cast<CloseReason>(i)), count);
+        if (count) reasons += fmt::format(" {}={}", reason, count);
       }
-      const auto accepted = counters.accepted.load(std::memory_order_relaxed);
-      auto line = fmt::format("connections={} accepted={} closed={}{}", accepted - closed_total, accepted,
-                              closed_total, reasons);
+      auto line = fmt::format("connections={} accepted={} closed={}{}", counts.accepted - closed_total,
+                              counts.accepted, closed_total, reasons);
       if (line != last) spdlog::info("gateway stats: {}", line);
       last = std::move(line);
     }
