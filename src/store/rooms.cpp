@@ -115,7 +115,7 @@ bool fill_sequenced(const redis::Reply& reply, SequenceResult& result) {
 }
 
 void mark_error(SequenceResult& result, const std::string& error) {
-  result.status = is_refusal(error) ? SequenceResult::Status::refused : SequenceResult::Status::failed;
+  result.status = redis::is_refusal(error) ? SequenceResult::Status::refused : SequenceResult::Status::failed;
   result.error = error;
 }
 
@@ -126,7 +126,7 @@ void apply(const redis::Reply& reply, const std::vector<std::size_t>& members,
     // The script as a whole did not run to its per-message handling. A
     // refusal holds for every message; anything else is charged to the
     // first, whose turn it was, and the rest wait.
-    if (is_refusal(reply.str)) {
+    if (redis::is_refusal(reply.str)) {
       for (auto index : members) mark_error(results[index], reply.str);
     } else {
       mark_error(results[members.front()], reply.str);
@@ -225,10 +225,6 @@ const char* to_string(SequenceResult::Status status) {
     case SequenceResult::Status::not_run: return "not_run";
   }
   return "unknown";
-}
-
-bool is_refusal(std::string_view error) {
-  return redis::is_refusal(error);
 }
 
 std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,

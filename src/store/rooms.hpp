@@ -124,8 +124,4 @@ const char* to_string(SequenceResult::Status status);
 std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
                                      const std::vector<SequenceRequest>& requests);
 
-// Whether an error reply means "not now" (out of memory, loading, busy,
-// read-only, ...) rather than a failure of the command itself.
-bool is_refusal(std::string_view error);
-
 }  // namespace rtmc::rooms

@@ -285,13 +285,13 @@ TEST_F(RoomsTest, AnUnreachableRedisThrowsRedisError) {
 }
 
 TEST(RoomsRefusal, ErrorCodesThatMeanNotNow) {
-  EXPECT_TRUE(is_refusal("OOM command not allowed when used memory > 'maxmemory'."));
-  EXPECT_TRUE(is_refusal("LOADING Redis is loading the dataset in memory"));
-  EXPECT_TRUE(is_refusal("BUSY Redis is busy running a script."));
-  EXPECT_TRUE(is_refusal("READONLY You can't write against a read only replica."));
-  EXPECT_FALSE(is_refusal("ERR value is not an integer or out of range"));
-  EXPECT_FALSE(is_refusal("WRONGTYPE Operation against a key holding the wrong kind of value"));
-  EXPECT_FALSE(is_refusal("BUSYKEY Target key name already exists."));
+  EXPECT_TRUE(redis::is_refusal("OOM command not allowed when used memory > 'maxmemory'."));
+  EXPECT_TRUE(redis::is_refusal("LOADING Redis is loading the dataset in memory"));
+  EXPECT_TRUE(redis::is_refusal("BUSY Redis is busy running a script."));
+  EXPECT_TRUE(redis::is_refusal("READONLY You can't write against a read only replica."));
+  EXPECT_FALSE(redis::is_refusal("ERR value is not an integer or out of range"));
+  EXPECT_FALSE(redis::is_refusal("WRONGTYPE Operation against a key holding the wrong kind of value"));
+  EXPECT_FALSE(redis::is_refusal("BUSYKEY Target key name already exists."));
 }
 
 }  // namespace
