@@ -11,6 +11,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -59,6 +60,36 @@ class SendLimiter {
   // Whether `user` may send one more message now (spends it if so). Throws
   // when the store cannot answer now.
   virtual boost::asio::awaitable<bool> allow(std::string user, std::string room) = 0;
+};
+
+// Presence (flows 2 and 6): online records, room membership across
+// gateways, user status. The real one (gateway/presence_service.hpp) also
+// emits the room's presence events and writes status changes to
+// PostgreSQL; the connection only reports what happened to it.
+struct UserStatusView {
+  std::string user;  // registered spelling
+  bool online = false;
+  std::optional<std::int64_t> last_seen_ms;  // nullopt: never connected
+};
+
+class PresencePort {
+ public:
+  virtual ~PresencePort() = default;
+  // The connection authenticated. Throws when the store cannot record it
+  // now (the auth is then refused with `unavailable`).
+  virtual boost::asio::awaitable<void> connected(std::uint64_t connection_id, std::string user) = 0;
+  // The connection ended; `rooms` are those whose join() was recorded and
+  // not left. Never throws: what cannot be removed now is retried later.
+  virtual boost::asio::awaitable<void> disconnected(std::uint64_t connection_id, std::string user,
+                                                    std::vector<std::string> rooms) = 0;
+  // Throws when the store cannot record it now (join -> `unavailable`).
+  virtual boost::asio::awaitable<void> joined(std::string room, std::string user) = 0;
+  // Never throws (retried later).
+  virtual boost::asio::awaitable<void> left(std::string room, std::string user) = 0;
+  // Sorted, each user once. Throws when unavailable.
+  virtual boost::asio::awaitable<std::vector<std::string>> members(std::string room) = 0;
+  // nullopt: no such user. Throws when unavailable.
+  virtual boost::asio::awaitable<std::optional<UserStatusView>> status(std::string user) = 0;
 };
 
 class UnlimitedSends final : public SendLimiter {
