@@ -300,6 +300,14 @@ void declare_ingest(Session& session, const std::string& queue) {
   session.check(amqp_get_rpc_reply(session.get()), "queue.declare");
 }
 
+// Durable so bindings of a restarted broker need no special case; the
+// frames themselves are published transient.
+void declare_fanout(Session& session) {
+  amqp_exchange_declare(session.get(), kChannel, bytes_of(kFanoutExchange), amqp_cstring_bytes("fanout"),
+                        /*passive=*/0, /*durable=*/1, /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
+  session.check(amqp_get_rpc_reply(session.get()), "exchange.declare");
+}
+
 amqp_basic_properties_t properties_for(const Message& message) {
   amqp_basic_properties_t properties{};
   properties._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
@@ -374,12 +382,7 @@ void Connection::declare_dead_letter_queue(const std::string& queue) {
 }
 
 void Connection::declare_fanout_exchange() {
-  // Durable so bindings of a restarted broker need no special case; the
-  // frames themselves are published transient.
-  amqp_exchange_declare(state_->session.get(), kChannel, bytes_of(kFanoutExchange),
-                        amqp_cstring_bytes("fanout"),
-                        /*passive=*/0, /*durable=*/1, /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
-  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "exchange.declare");
+  declare_fanout(state_->session);
 }
 
 std::string Connection::declare_private_queue() {
@@ -578,9 +581,9 @@ class EventFd {
 // answering deadlines while a slow or silent broker makes it wait.
 class Connector {
  public:
-  Connector(std::string url, std::uint32_t ingest_shards, const EventFd& wake)
-      : thread_([this, url = std::move(url), ingest_shards, &wake] {
-          attempt(url, ingest_shards);
+  Connector(std::string url, std::uint32_t ingest_shards, bool fanout_exchange, const EventFd& wake)
+      : thread_([this, url = std::move(url), ingest_shards, fanout_exchange, &wake] {
+          attempt(url, ingest_shards, fanout_exchange);
           wake.signal();
         }) {}
   ~Connector() {
@@ -605,7 +608,7 @@ class Connector {
   }
 
  private:
-  void attempt(const std::string& url, std::uint32_t ingest_shards) {
+  void attempt(const std::string& url, std::uint32_t ingest_shards, bool fanout_exchange) {
     std::unique_ptr<Session> session;
     std::string error;
     try {
@@ -613,6 +616,7 @@ class Connector {
           std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_);
       for (std::uint32_t shard = 0; shard < ingest_shards; ++shard)
         declare_ingest(*session, ingest_queue(shard));
+      if (fanout_exchange) declare_fanout(*session);
       amqp_confirm_select(session->get(), kChannel);
       session->check(amqp_get_rpc_reply(session->get()), "confirm.select");
       session->release_abort_handle();
@@ -730,7 +734,8 @@ struct Publisher::State {
   void connect() {
     if (!connector) {
       if (Clock::now() >= next_attempt) {
-        connector = std::make_unique<Connector>(config.url, options.ingest_shards, wake);
+        connector = std::make_unique<Connector>(config.url, options.ingest_shards,
+                                                options.declare_fanout_exchange, wake);
       }
       return;
     }

@@ -124,6 +124,9 @@ class Publisher {
     // Ingest queues declared on every (re)connect, so publishing works before
     // any gateway ran. 0 declares none.
     std::uint32_t ingest_shards = 16;
+    // Declare the fan-out exchange on every (re)connect too, for a publisher
+    // of presence events, which may start before any fan-out consumer.
+    bool declare_fanout_exchange = false;
   };
   Publisher(AmqpConfig config, Options options);
   ~Publisher();  // answers what is still pending with `unavailable`

@@ -74,12 +74,12 @@ class Presence {
   // when it is the user's first live connection anywhere (the status cache
   // then says so), nullopt otherwise.
   boost::asio::awaitable<std::optional<StatusChange>> connect(std::uint64_t connection_id, std::string user,
-                                               std::int64_t now_ms);
+                                                              std::int64_t now_ms);
   // Deletes the record. Returns the change (offline, last_seen now_ms) when
   // it was the user's last one (the status cache then says so). A missing
   // record (already swept) changes nothing: nullopt.
-  boost::asio::awaitable<std::optional<StatusChange>> disconnect(std::uint64_t connection_id, std::string user,
-                                                  std::int64_t now_ms);
+  boost::asio::awaitable<std::optional<StatusChange>> disconnect(std::uint64_t connection_id,
+                                                                 std::string user, std::int64_t now_ms);
   // One more connection of `user` in `room`; true when it is the user's
   // first there (a `join` event is due).
   boost::asio::awaitable<bool> join(std::string room, std::string user);
@@ -95,9 +95,11 @@ class Presence {
   // last_seen.
   boost::asio::awaitable<SweepResult> sweep(std::int64_t now_ms);
 
-  // This gateway stops cleanly: removes its liveness key and registry entry
-  // after its connections were disconnected.
-  boost::asio::awaitable<void> unregister();
+  // This gateway stops cleanly: every record it still has is removed as a
+  // sweep would remove a dead gateway's (one script, whatever its
+  // connections' own clean-ups managed before), with its liveness key and
+  // registry entry.
+  boost::asio::awaitable<SweepResult> unregister(std::int64_t now_ms);
 
  private:
   redis::Client& redis_;

@@ -1,0 +1,301 @@
+#include "gateway/presence_service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include "common/keys.hpp"
+#include "common/names.hpp"
+#include "protocol/frames.hpp"
+
+namespace rtmc::gateway {
+
+namespace asio = boost::asio;
+
+namespace {
+// Redis calls waiting per worker of the presence client; beyond, a call
+// fails at once (auth and join answer `unavailable`) instead of queueing.
+constexpr std::size_t kRedisQueueLimit = 4096;
+// Presence frames per AMQP message, so one message stays small.
+constexpr std::size_t kMaxEventBytes = 64 * 1024;
+}  // namespace
+
+PresenceService::PresenceService(const CommonOptions& common, std::string gateway_id, Options options)
+    : options_(options),
+      redis_(std::make_unique<redis::Client>(common.redis, 2,
+                                             WorkerLimits{kRedisQueueLimit, common.redis.timeout})),
+      pg_(std::make_unique<pg::Pool>(common.pg, 2, pg::Options{options.pg_timeout, 256})),
+      presence_(*redis_, std::move(gateway_id),
+                store::PresenceOptions{options.liveness_ttl, options.status_cache_ttl}),
+      reader_(*redis_, *pg_, options.status_cache_ttl),
+      writer_(std::make_unique<store::StatusWriter>(common.pg, options.status_write_lag)),
+      events_(std::make_unique<amqp::Publisher>(
+          common.amqp, amqp::Publisher::Options{.window = 64,
+                                                .give_up_after = std::chrono::seconds(5),
+                                                .ingest_shards = 0,
+                                                .declare_fanout_exchange = true})) {}
+
+PresenceService::~PresenceService() {
+  stop();
+}
+
+void PresenceService::start(asio::any_io_executor executor) {
+  executor_ = executor;
+  timer_ = std::make_unique<asio::steady_timer>(executor_);
+  loop_done_ = asio::co_spawn(executor_, maintain(), asio::use_future);
+}
+
+void PresenceService::stop() {
+  if (stopping_ || !timer_) return;
+  stopping_ = true;
+  asio::post(executor_, [this] { timer_->cancel(); });
+  try {
+    loop_done_.get();
+  } catch (const std::exception& error) {
+    spdlog::error("presence: maintenance loop ended with: {}", error.what());
+  }
+  // Whatever the connections' own clean-ups did not remove yet goes in one
+  // script; a clean-up that runs later finds nothing and changes nothing.
+  try {
+    auto swept = asio::co_spawn(
+                     executor_,
+                     [this]() -> asio::awaitable<store::SweepResult> {
+                       co_return co_await presence_.unregister(now_ms());
+                     },
+                     asio::use_future)
+                     .get();
+    apply(swept);
+    spdlog::info("presence: unregistered gateway {} ({} users offline, {} room leaves)", gateway_id(),
+                 swept.went_offline.size(), swept.left_rooms.size());
+  } catch (const std::exception& error) {
+    spdlog::warn("presence: could not unregister (another gateway sweeps it after {} ms): {}",
+                 options_.liveness_ttl.count(), error.what());
+  }
+  flush_events();
+  // The destructors wait: the publisher for pending confirms, the writer for
+  // its last batch.
+  events_.reset();
+  writer_.reset();
+}
+
+asio::awaitable<void> PresenceService::maintain() {
+  constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+  const auto period = std::max(std::chrono::milliseconds(100), options_.liveness_ttl / 3);
+  bool registered = false;
+  while (!stopping_) {
+    try {
+      co_await maintenance_step(registered);
+    } catch (const std::exception& error) {
+      counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("presence: maintenance step failed: {}", error.what());
+    }
+    // No handler runs between this check and the wait (one thread), so
+    // stop()'s posted cancel cannot fall in between.
+    if (stopping_) break;
+    timer_->expires_after(period);
+    co_await timer_->async_wait(nothrow);
+  }
+}
+
+asio::awaitable<void> PresenceService::maintenance_step(bool& registered) {
+  const bool added = co_await presence_.refresh();
+  if (added && registered) {
+    spdlog::error("presence: gateway {} was swept as dead while alive; recording its connections again",
+                  gateway_id());
+    co_await register_again();
+  }
+  registered = true;
+
+  std::vector<Retry> retries;
+  {
+    std::lock_guard lock(mutex_);
+    retries.swap(retries_);
+  }
+  for (auto& retry : retries) {
+    // Failures put the retry back.
+    if (retry.connection_id != 0)
+      co_await remove_connection(retry.connection_id, retry.user);
+    else
+      co_await remove_membership(retry.room, retry.user);
+  }
+
+  auto swept = co_await presence_.sweep(now_ms());
+  if (!swept.gateways.empty()) {
+    counters_.gateways_swept.fetch_add(swept.gateways.size(), std::memory_order_relaxed);
+    spdlog::warn("presence: swept dead gateway(s) {}: {} users offline, {} room leaves",
+                 fmt::join(swept.gateways, ","), swept.went_offline.size(), swept.left_rooms.size());
+  }
+  apply(swept);
+}
+
+asio::awaitable<void> PresenceService::register_again() {
+  std::map<std::uint64_t, std::string> connections;
+  std::map<std::pair<std::string, std::string>, int> memberships;
+  {
+    std::lock_guard lock(mutex_);
+    connections = connections_;
+    memberships = memberships_;
+  }
+  for (auto& [id, user] : connections) {
+    auto change = co_await presence_.connect(id, user, now_ms());
+    if (change) writer_->record(*change);
+  }
+  for (auto& [key, count] : memberships)
+    for (int i = 0; i < count; ++i)
+      if (co_await presence_.join(key.first, key.second)) publish_event(key.first, key.second, true);
+}
+
+void PresenceService::apply(const store::SweepResult& swept) {
+  for (const auto& change : swept.went_offline)
+    if (writer_) writer_->record(change);
+  for (const auto& event : swept.left_rooms) publish_event(event.room, event.user, event.joined);
+}
+
+asio::awaitable<void> PresenceService::connected(std::uint64_t connection_id, std::string user) {
+  auto change = co_await presence_.connect(connection_id, user, now_ms());
+  {
+    std::lock_guard lock(mutex_);
+    connections_[connection_id] = user;
+  }
+  if (change) writer_->record(*change);
+}
+
+asio::awaitable<bool> PresenceService::remove_connection(std::uint64_t connection_id,
+                                                         const std::string& user) {
+  try {
+    auto change = co_await presence_.disconnect(connection_id, user, now_ms());
+    if (change) writer_->record(*change);
+    co_return true;
+  } catch (const std::exception& error) {
+    counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("presence: removing the online record of '{}' failed (retried): {}", user, error.what());
+  }
+  std::lock_guard lock(mutex_);
+  retries_.push_back({connection_id, user, {}});
+  co_return false;
+}
+
+asio::awaitable<bool> PresenceService::remove_membership(const std::string& room, const std::string& user) {
+  try {
+    if (co_await presence_.leave(room, user)) publish_event(room, user, false);
+    co_return true;
+  } catch (const std::exception& error) {
+    counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("presence: removing '{}' from room {} failed (retried): {}", user, room, error.what());
+  }
+  std::lock_guard lock(mutex_);
+  retries_.push_back({0, user, room});
+  co_return false;
+}
+
+asio::awaitable<void> PresenceService::disconnected(std::uint64_t connection_id, std::string user,
+                                                    std::vector<std::string> rooms) {
+  for (auto& room : rooms) co_await left(std::move(room), user);
+  {
+    std::lock_guard lock(mutex_);
+    connections_.erase(connection_id);
+  }
+  co_await remove_connection(connection_id, user);
+}
+
+asio::awaitable<void> PresenceService::joined(std::string room, std::string user) {
+  const bool first = co_await presence_.join(room, user);
+  {
+    std::lock_guard lock(mutex_);
+    ++memberships_[{room, user}];
+  }
+  if (first) publish_event(room, user, true);
+}
+
+asio::awaitable<void> PresenceService::left(std::string room, std::string user) {
+  {
+    std::lock_guard lock(mutex_);
+    auto found = memberships_.find({room, user});
+    if (found != memberships_.end() && --found->second <= 0) memberships_.erase(found);
+  }
+  co_await remove_membership(room, user);
+}
+
+asio::awaitable<std::vector<std::string>> PresenceService::members(std::string room) {
+  co_return co_await presence_.members(std::move(room));
+}
+
+asio::awaitable<std::optional<UserStatusView>> PresenceService::status(std::string user) {
+  auto found = co_await reader_.get(std::move(user));
+  if (!found) co_return std::nullopt;
+  co_return UserStatusView{std::move(found->user), found->online, found->last_seen_ms};
+}
+
+void PresenceService::publish_event(const std::string& room, const std::string& user, bool joined) {
+  bool post = false;
+  bool flush_now = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (!pending_events_.empty()) pending_events_ += '\n';
+    pending_events_ += protocol::presence_frame(room, user, joined);
+    counters_.events_published.fetch_add(1, std::memory_order_relaxed);
+    if (pending_events_.size() >= kMaxEventBytes || !executor_) {
+      flush_now = true;
+    } else if (!flush_posted_) {
+      flush_posted_ = true;
+      post = true;
+    }
+  }
+  // Posted behind whatever the io thread already has queued: under a storm
+  // the events of many joins leave in one message; when idle, at once.
+  if (flush_now)
+    flush_events();
+  else if (post)
+    asio::post(executor_, [this] { flush_events(); });
+}
+
+void PresenceService::flush_events() {
+  std::string body;
+  {
+    std::lock_guard lock(mutex_);
+    flush_posted_ = false;
+    body.swap(pending_events_);
+  }
+  if (body.empty() || !events_) return;
+  counters_.event_messages.fetch_add(1, std::memory_order_relaxed);
+  amqp::Message message{std::string(kFanoutExchange), "presence", std::move(body), /*persistent=*/false,
+                        /*mandatory=*/false};
+  // Best effort by design: after a reconnect `members` is the truth.
+  events_->publish(std::move(message), [](amqp::PublishStatus status) {
+    if (status != amqp::PublishStatus::confirmed)
+      spdlog::debug("presence: events not confirmed: {}", amqp::to_string(status));
+  });
+}
+
+void PresenceService::add_metrics(metrics::Registry& registry) const {
+  registry.add_collector([this] {
+    auto read = [](const std::atomic<std::uint64_t>& value) {
+      return static_cast<double>(value.load(std::memory_order_relaxed));
+    };
+    const auto& cache = reader_.counters();
+    return std::vector{
+        metrics::counter_family(
+            "rtmc_status_cache_requests_total",
+            "User status reads, by whether Redis had the status (hit) or PostgreSQL "
+            "was asked (miss).",
+            {{{{"result", "hit"}}, read(cache.hits)}, {{{"result", "miss"}}, read(cache.misses)}}),
+        metrics::counter_family("rtmc_gateway_presence_events_total",
+                                "Presence events (join/leave) this gateway published.",
+                                {{{}, read(counters_.events_published)}}),
+        metrics::counter_family("rtmc_gateway_presence_event_messages_total",
+                                "AMQP messages carrying those events (several per message under load).",
+                                {{{}, read(counters_.event_messages)}}),
+        metrics::counter_family("rtmc_gateway_presence_gateways_swept_total",
+                                "Dead gateways whose records this gateway removed.",
+                                {{{}, read(counters_.gateways_swept)}}),
+        metrics::counter_family("rtmc_gateway_presence_store_failures_total",
+                                "Presence calls to Redis that failed.",
+                                {{{}, read(counters_.store_failures)}})};
+  });
+}
+
+}  // namespace rtmc::gateway

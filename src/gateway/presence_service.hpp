@@ -1,0 +1,135 @@
+#pragma once
+// The gateway's presence (seed flows 2 and 6): the real PresencePort.
+//  - Online records and room memberships in Redis (store::Presence), under
+//    this gateway's id; the status cache moves in the same scripts.
+//  - Status changes go to PostgreSQL in batches (store::StatusWriter), so a
+//    connect storm is not paced by database commits.
+//  - A user's first connection in a room and their last one leaving it emit
+//    `presence` events on the fan-out exchange, batched from what is pending
+//    when the publisher gets to them.
+//  - Every period (liveness TTL / 3) one maintenance step: refresh this
+//    gateway's liveness key, sweep gateways whose key expired (kill -9: their
+//    users go offline, their rooms get `leave`), retry removals that failed.
+//    A gateway that finds it was swept (it stalled longer than the TTL)
+//    writes its records again from its local mirror.
+//  - Status reads: cache-aside (store::UserStatusReader).
+//
+// Bound from a killed gateway to its users offline: liveness TTL + one
+// period + the PostgreSQL write lag (default 10 s + 3.3 s + 1 s).
+//
+// Threading: every PresencePort method may be called from any io thread at
+// once; the local mirror and the queues are under one mutex. start() and
+// stop() from the gateway's owning thread.
+
+#include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/config.hpp"
+#include "common/metrics.hpp"
+#include "gateway/ports.hpp"
+#include "store/amqp.hpp"
+#include "store/postgres.hpp"
+#include "store/presence.hpp"
+#include "store/redis.hpp"
+#include "store/user_status.hpp"
+
+namespace rtmc::gateway {
+
+struct PresenceCounters {
+  std::atomic<std::uint64_t> events_published{0};  // presence frames handed to RabbitMQ
+  std::atomic<std::uint64_t> event_messages{0};    // AMQP messages carrying them
+  std::atomic<std::uint64_t> gateways_swept{0};
+  std::atomic<std::uint64_t> store_failures{0};  // a Redis call failed (retried where it must be)
+};
+
+class PresenceService final : public PresencePort {
+ public:
+  struct Options {
+    std::chrono::milliseconds liveness_ttl{10000};
+    std::chrono::milliseconds status_cache_ttl{300000};
+    std::chrono::milliseconds status_write_lag{1000};
+    // Deadline of a status read's PostgreSQL query (cache misses).
+    std::chrono::milliseconds pg_timeout{3000};
+  };
+
+  // `gateway_id` names this process in Redis (unique per process).
+  PresenceService(const CommonOptions& common, std::string gateway_id, Options options);
+  ~PresenceService() override;
+  PresenceService(const PresenceService&) = delete;
+  PresenceService& operator=(const PresenceService&) = delete;
+
+  // Registers the gateway (first refresh, blocking until Redis answered or
+  // failed) and starts the maintenance loop on `executor`.
+  void start(boost::asio::any_io_executor executor);
+  // After the connections were closed: stops the loop and removes every
+  // record of this gateway at once (its users' last connections here go
+  // offline, its rooms get `leave`), then flushes events and status writes.
+  void stop();
+
+  boost::asio::awaitable<void> connected(std::uint64_t connection_id, std::string user) override;
+  boost::asio::awaitable<void> disconnected(std::uint64_t connection_id, std::string user,
+                                            std::vector<std::string> rooms) override;
+  boost::asio::awaitable<void> joined(std::string room, std::string user) override;
+  boost::asio::awaitable<void> left(std::string room, std::string user) override;
+  boost::asio::awaitable<std::vector<std::string>> members(std::string room) override;
+  boost::asio::awaitable<std::optional<UserStatusView>> status(std::string user) override;
+
+  const std::string& gateway_id() const { return presence_.gateway_id(); }
+  const PresenceCounters& counters() const { return counters_; }
+  const store::StatusCacheCounters& cache_counters() const { return reader_.counters(); }
+  void add_metrics(metrics::Registry& registry) const;
+
+ private:
+  // A removal that could not reach Redis, retried every period.
+  struct Retry {
+    std::uint64_t connection_id = 0;  // 0: a room leave
+    std::string user;
+    std::string room;
+  };
+
+  boost::asio::awaitable<void> maintain();
+  boost::asio::awaitable<void> maintenance_step(bool& registered);
+  boost::asio::awaitable<void> register_again();
+  boost::asio::awaitable<bool> remove_connection(std::uint64_t connection_id, const std::string& user);
+  boost::asio::awaitable<bool> remove_membership(const std::string& room, const std::string& user);
+  void apply(const store::SweepResult& swept);
+  void publish_event(const std::string& room, const std::string& user, bool joined);
+  void flush_events();
+
+  Options options_;
+  PresenceCounters counters_;
+  // Own connections: presence storms must not queue behind (or starve) the
+  // connections' auth, join and session checks.
+  std::unique_ptr<redis::Client> redis_;
+  std::unique_ptr<pg::Pool> pg_;
+  store::Presence presence_;
+  store::UserStatusReader reader_;
+  std::unique_ptr<store::StatusWriter> writer_;
+  std::unique_ptr<amqp::Publisher> events_;
+
+  std::mutex mutex_;
+  // The local mirror: what this gateway has recorded, to write it again
+  // after being swept while alive.
+  std::map<std::uint64_t, std::string> connections_;
+  std::map<std::pair<std::string, std::string>, int> memberships_;  // (room, user) -> connections
+  std::vector<Retry> retries_;
+  std::string pending_events_;  // '\n'-separated presence frames
+  bool flush_posted_ = false;
+
+  boost::asio::any_io_executor executor_;
+  std::unique_ptr<boost::asio::steady_timer> timer_;
+  std::future<void> loop_done_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace rtmc::gateway
