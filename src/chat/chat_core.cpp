@@ -246,6 +246,8 @@ void ChatCore::handle_command(std::string_view command, std::string_view argumen
 // The gateway is asked even for a room this client does not think it joined:
 // the gateway's `not_joined` is the truth, and a join may be in flight.
 void ChatCore::request_who(std::string_view argument, Effects& effects) {
+  // "#lobby" as the output writes it; '#' is never part of a room name.
+  if (!argument.empty() && argument.front() == '#') argument.remove_prefix(1);
   std::string room = argument.empty() ? current_room_ : std::string(argument);
   if (room.empty()) {
     effects.notices.push_back("! not in any room; /who ROOM or /join a room first");
@@ -324,7 +326,11 @@ void ChatCore::on_status(const std::string& ref, const json::object& object, Eff
   StatusView view = read_status(object);
   if (auto who = parse_who_ref(ref); who && who->member) {
     answer_who_member(who->query, *who->member, short_state(view, now(), options_.utc_clock), effects);
-  } else if (auto query = parse_status_ref(ref); query && status_queries_.erase(*query) > 0) {
+  } else if (auto query = parse_status_ref(ref)) {
+    auto found = status_queries_.find(*query);
+    if (found == status_queries_.end()) return;
+    if (view.user.empty()) view.user = found->second;
+    status_queries_.erase(found);
     effects.notices.push_back(status_sentence(view, now(), options_.utc_clock));
   }
 }

@@ -276,7 +276,9 @@ TEST(ChatCore, WhoListsMembersWithStatusWhateverOrderTheAnswersComeIn) {
 TEST(ChatCore, InterleavedWhoAndStatusAnswersAreMatchedByRef) {
   ChatCore core = signed_in_core();
   core.on_input("/join dev");
-  json::value lobby_ref = ref_of(core.on_input("/who lobby").frames.at(0));
+  Effects lobby_who = core.on_input("/who #lobby");
+  EXPECT_EQ(parse_frame(lobby_who.frames.at(0)).at("room"), "lobby");
+  json::value lobby_ref = ref_of(lobby_who.frames.at(0));
   json::value dev_ref = ref_of(core.on_input("/who").frames.at(0));
   json::value status_ref = ref_of(core.on_input("/status alice").frames.at(0));
   EXPECT_EQ(core.pending_queries(), 3u);
@@ -374,6 +376,12 @@ TEST(ChatCore, StatusPrintsOnlineOfflineAndNeverConnected) {
   json::value carol = ref_of(core.on_input("/status carol").frames.at(0));
   EXPECT_EQ(core.on_server_line(line(status_answer("carol", "offline", nullptr, carol))).notices,
             std::vector<std::string>{"* carol is offline (never connected)"});
+
+  // An answer without the name still names whom it is about.
+  json::value dave = ref_of(core.on_input("/status dave").frames.at(0));
+  EXPECT_EQ(core.on_server_line(line(json::object{{"type", "status"}, {"status", "offline"}, {"ref", dave}}))
+                .notices,
+            std::vector<std::string>{"* dave is offline (never connected)"});
   EXPECT_EQ(core.pending_queries(), 0u);
 }
 
