@@ -20,6 +20,7 @@
 #include "load.hpp"
 #include "processes.hpp"
 #include "report.hpp"
+#include "storm.hpp"
 #include "wire.hpp"
 
 namespace rtmc::bench {
@@ -45,6 +46,12 @@ struct BenchOptions {
   std::string redis_server = "redis-server";
   std::vector<int> gateway_pids;
   std::string json_path;
+  bool presence_storm = false;
+  int storm_clients = 1000;
+  double storm_spread_s = 1.0;
+  int storm_per_process = 15000;
+  std::string storm_user_prefix = "storm";
+  int storm_sign_in_concurrency = 16;
 };
 
 void progress(const std::string& text) {
@@ -189,6 +196,80 @@ RunReport redis_run(const BenchOptions& options, const std::string& room, const 
   return report;
 }
 
+// The presence storm mode: its own sign-in (one user per client), run and report.
+int presence_storm(const BenchOptions& options) {
+  std::vector<std::string> users;
+  for (int i = 0; i < options.storm_clients; ++i)
+    users.push_back(options.storm_user_prefix + std::to_string(i));
+  const char* from_env = std::getenv("RTMC_BENCH_STORM_PASSWORD");
+  const std::string password = from_env != nullptr ? from_env : "rtmc-storm-bench";
+  StormConfig config;
+  config.servers = parse_gateways(options.gateways);
+  config.room = options.room;
+  config.spread_s = options.storm_spread_s;
+  config.per_process = options.storm_per_process;
+  config.threads = options.threads;
+  config.connect_timeout_s = options.connect_timeout_s;
+  config.quiet_s = options.drain_s;
+  config.progress = progress;
+  try {
+    progress(fmt::format("signing in {} users {}0..{}{} at {}", users.size(), options.storm_user_prefix,
+                         options.storm_user_prefix, users.size() - 1, options.api));
+    config.tokens = sign_in_users(options.api, users, password, options.storm_sign_in_concurrency, progress);
+  } catch (const boost::system::system_error& e) {
+    progress("sign-in failed: network error: " + e.code().message());
+    return 1;
+  } catch (const std::exception& e) {
+    progress(std::string("sign-in failed: ") + e.what());
+    return 1;
+  }
+  std::optional<ProcessSample> before = sample_all(options.gateway_pids);
+  std::optional<ProcessSample> after;
+  config.before_close = [&] { after = sample_all(options.gateway_pids); };
+  progress(fmt::format("storm: {} clients join #{} over {:.2f} s", users.size(), options.room,
+                       options.storm_spread_s));
+  StormTally tally = run_storm(config);
+  StormSummary summary = summarize(tally);
+  std::uint64_t reference = reference_presence_joins(tally.joined);
+
+  std::string table;
+  table += fmt::format("presence storm: {} clients, one user each, join #{} spread over {:.2f} s\n",
+                       tally.clients, options.room, options.storm_spread_s);
+  table += fmt::format("  joined / failed / dropped      {} / {} / {}\n", tally.joined, tally.failed,
+                       tally.dropped);
+  table += fmt::format("  all joined after               {:.3f} s (first client due -> last joined)\n",
+                       summary.all_joined_s);
+  table += fmt::format("  join latency mean / max        {:.1f} / {:.1f} ms (connect -> joined)\n",
+                       summary.mean_join_latency_ms, summary.max_join_latency_ms);
+  table += fmt::format("  presence joins received        {} (reference n(n-1)/2 = {})\n",
+                       tally.presence_joins, reference);
+  table += fmt::format("  presence leaves received       {}\n", tally.presence_leaves);
+  table += fmt::format("  last presence after            {:.3f} s\n", summary.last_presence_s);
+  table += fmt::format("  presence frames/s              {:.0f} (received / last presence time)\n",
+                       summary.presence_per_s);
+  table += fmt::format("  server errors                  {}\n", tally.server_errors);
+  if (before && after)
+    table += fmt::format("  gateway CPU s / RSS after      {:.2f} / {} MiB\n", after->cpu_s - before->cpu_s,
+                         after->rss_kib / 1024);
+  if (!tally.first_error.empty()) table += "  first error: " + tally.first_error + "\n";
+  std::fputs(table.c_str(), stdout);
+  if (!options.json_path.empty()) {
+    std::ofstream json(options.json_path);
+    json << fmt::format(
+        R"({{"mode":"presence_storm","clients":{},"joined":{},"failed":{},"dropped":{},"all_joined_s":{:.6f},)"
+        R"("join_latency_mean_ms":{:.3f},"join_latency_max_ms":{:.3f},"presence_joins":{},"presence_leaves":{},)"
+        R"("reference_presence_joins":{},"last_presence_s":{:.6f},"presence_per_s":{:.1f},"server_errors":{},)"
+        R"("gateway_cpu_s":{}}})"
+        "\n",
+        tally.clients, tally.joined, tally.failed, tally.dropped, summary.all_joined_s,
+        summary.mean_join_latency_ms, summary.max_join_latency_ms, tally.presence_joins,
+        tally.presence_leaves, reference, summary.last_presence_s, summary.presence_per_s,
+        tally.server_errors,
+        before && after ? fmt::format("{:.3f}", after->cpu_s - before->cpu_s) : std::string("null"));
+  }
+  return tally.joined == tally.clients ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace rtmc::bench
 
@@ -247,6 +328,29 @@ int main(int argc, char** argv) {
                  "gateway PID(s) whose RSS and CPU to report (repeat for several; values are summed)")
       ->delimiter(',');
   app.add_option("--json", options.json_path, "also write the results as JSON to this file");
+  app.add_flag("--presence-storm", options.presence_storm,
+               "instead of the fan-out load: N clients (users <prefix>0..N-1) join one room within "
+               "--storm-spread-s; reports time until all joined and presence frames received "
+               "(--drain-s: stop after this long without a presence frame)");
+  app.add_option("--storm-clients", options.storm_clients, "presence storm: clients, one user each")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--storm-spread-s", options.storm_spread_s,
+                 "presence storm: the joins are spread over this long")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--storm-per-process", options.storm_per_process,
+                 "presence storm: clients per process; more are split over forked processes")
+      ->check(CLI::Range(1, 19000))
+      ->capture_default_str();
+  app.add_option("--storm-user-prefix", options.storm_user_prefix,
+                 "presence storm: user names (registered if new; password RTMC_BENCH_STORM_PASSWORD, "
+                 "default rtmc-storm-bench)")
+      ->capture_default_str();
+  app.add_option("--storm-sign-in-concurrency", options.storm_sign_in_concurrency,
+                 "presence storm: register/login calls in flight")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (options.threads == 0) options.threads = std::max(2u, std::thread::hardware_concurrency());
@@ -257,12 +361,24 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::uint64_t fd_limit = raise_fd_limit();
-  std::uint64_t fds_needed = static_cast<std::uint64_t>(options.subscribers + options.publishers) + 64;
+  std::uint64_t fds_needed =
+      options.presence_storm
+          ? static_cast<std::uint64_t>(std::min(options.storm_clients, options.storm_per_process)) + 64
+          : static_cast<std::uint64_t>(options.subscribers + options.publishers) + 64;
   if (fd_limit < fds_needed) {
-    std::fprintf(stderr, "rtmc-bench: %d connections need ~%llu file descriptors, the limit is %llu\n",
-                 options.subscribers + options.publishers, static_cast<unsigned long long>(fds_needed),
-                 static_cast<unsigned long long>(fd_limit));
+    std::fprintf(stderr,
+                 "rtmc-bench: a process of this run needs ~%llu file descriptors, the limit is %llu\n",
+                 static_cast<unsigned long long>(fds_needed), static_cast<unsigned long long>(fd_limit));
     return 2;
+  }
+
+  if (options.presence_storm) {
+    try {
+      return presence_storm(options);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rtmc-bench: %s\n", e.what());
+      return 1;
+    }
   }
 
   std::vector<RunReport> runs;

@@ -130,6 +130,9 @@ GatewayLine parse_gateway_line_slowly(std::string_view line) {
     parsed.kind = Kind::error;
     parsed.code = string_field(object, "code");
     parsed.message = string_field(object, "message");
+  } else if (type == "presence") {
+    parsed.kind = Kind::presence;
+    parsed.event = string_field(object, "event");
   } else {
     parsed.kind = Kind::other;
   }
@@ -160,6 +163,21 @@ GatewayLine parse_gateway_line(std::string_view line) {
       GatewayLine parsed;
       parsed.kind = GatewayLine::Kind::ack;
       return parsed;
+    }
+    if (type == "presence") {
+      // A join storm delivers ~N^2/2 of these.
+      constexpr std::string_view event_key = R"("event":")";
+      std::size_t event_at = find_in(line, event_key);
+      if (event_at != std::string_view::npos) {
+        std::string_view event = line.substr(event_at + event_key.size());
+        std::size_t quote = event.find('"');
+        if (quote != std::string_view::npos && event.substr(0, quote).find('\\') == std::string_view::npos) {
+          GatewayLine parsed;
+          parsed.kind = GatewayLine::Kind::presence;
+          parsed.event = std::string(event.substr(0, quote));
+          return parsed;
+        }
+      }
     }
     if (type == "message") {
       constexpr std::string_view seq_key = R"("seq":)";

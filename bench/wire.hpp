@@ -35,15 +35,16 @@ std::string join_frame(std::string_view room);
 std::string ping_frame();
 
 struct GatewayLine {
-  enum class Kind { message, ack, auth_ok, joined, pong, error, other, unreadable };
+  enum class Kind { message, ack, auth_ok, joined, pong, error, presence, other, unreadable };
   Kind kind = Kind::unreadable;
   std::int64_t seq = 0;            // message, joined
   std::optional<BodyStamp> stamp;  // message, when its body is a bench body
   int heartbeat_s = 0;             // auth_ok
   std::string code;                // error
   std::string message;             // error
+  std::string event;               // presence: "join" or "leave"
 };
-// Message and ack frames are recognised without a JSON parser (they are most
+// Message, ack and presence frames are recognised without a JSON parser (they are most
 // of the traffic); anything that does not match the fast path is parsed in full.
 GatewayLine parse_gateway_line(std::string_view line);
 

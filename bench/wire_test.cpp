@@ -102,6 +102,17 @@ TEST(GatewayLine, ReadsRepliesAndErrors) {
   EXPECT_EQ(error.message, "too slow");
   EXPECT_EQ(parse_gateway_line(R"({"type":"pong"})").kind, GatewayLine::Kind::pong);
   EXPECT_EQ(parse_gateway_line(R"({"type":"later"})").kind, GatewayLine::Kind::other);
+  GatewayLine join = parse_gateway_line(R"({"type":"presence","room":"r","user":"bob","event":"join"})");
+  EXPECT_EQ(join.kind, GatewayLine::Kind::presence);
+  EXPECT_EQ(join.event, "join");
+  // Key order is not the fast path's business; the full parser takes over.
+  GatewayLine leave = parse_gateway_line(R"({"event" : "leave","type":"presence","user":"b","room":"r"})");
+  EXPECT_EQ(leave.kind, GatewayLine::Kind::presence);
+  EXPECT_EQ(leave.event, "leave");
+  GatewayLine escaped =
+      parse_gateway_line(R"({"type":"presence","room":"r","user":"b","event":"jo\u0069n"})");
+  EXPECT_EQ(escaped.kind, GatewayLine::Kind::presence);
+  EXPECT_EQ(escaped.event, "join");
   EXPECT_EQ(parse_gateway_line("{nope").kind, GatewayLine::Kind::unreadable);
   EXPECT_EQ(parse_gateway_line("[1,2]").kind, GatewayLine::Kind::unreadable);
 }

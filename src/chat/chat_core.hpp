@@ -3,7 +3,11 @@
 // lines into gateway frames and server lines into text for a person.
 // Not thread-safe; the owner calls it from one thread (the client's io_context).
 
+#include <boost/json/fwd.hpp>
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -18,6 +22,9 @@ struct ChatCoreOptions {
   std::string id_prefix;
   // Tests use UTC so the formatted clock does not depend on the machine's zone.
   bool utc_clock = false;
+  // Milliseconds since the Unix epoch, for the clock on presence lines and for
+  // "today or not" in status times; tests pin it. Empty means the system clock.
+  std::function<std::int64_t()> clock{};
 };
 
 // What the caller must do after feeding the core one event.
@@ -44,10 +51,16 @@ class ChatCore {
   bool authenticated() const { return !user_.empty(); }
   const std::string& user() const { return user_; }
   int heartbeat_s() const { return heartbeat_s_; }
+  // How often to send a ping: half the heartbeat of auth_ok, so a ping that is
+  // late by a whole period still arrives long before the gateway's idle cut
+  // (2.5 x heartbeat). Zero (no heartbeat announced): do not ping.
+  std::chrono::milliseconds ping_interval() const;
   const std::string& current_room() const { return current_room_; }
   const std::set<std::string>& joined_rooms() const { return joined_; }
   // Sends that have been written but got neither an ack nor an error yet.
   std::size_t pending_acks() const { return pending_.size(); }
+  // /who and /status requests still waiting for (some of) their answers.
+  std::size_t pending_queries() const { return who_queries_.size() + status_queries_.size(); }
 
   static std::string help_text();
 
@@ -55,6 +68,24 @@ class ChatCore {
   void request_join(std::string_view room, Effects& effects);
   void handle_command(std::string_view command, std::string_view argument, Effects& effects);
   void send_body(std::string_view body, Effects& effects);
+  void request_who(std::string_view argument, Effects& effects);
+  void request_status(std::string_view argument, Effects& effects);
+  void on_members(const std::string& ref, const boost::json::object& object, Effects& effects);
+  void on_status(const std::string& ref, const boost::json::object& object, Effects& effects);
+  // True if `ref` belonged to a /who or /status request (the error is then shown here).
+  bool on_query_error(const std::string& ref, std::string_view code, std::string_view message,
+                      Effects& effects);
+  void answer_who_member(std::uint64_t query, std::size_t index, std::string state, Effects& effects);
+  std::int64_t now() const;
+
+  // One /who: the members answer, then one status request per member, whose
+  // answers may come in any order; printed once the last one is in.
+  struct WhoQuery {
+    std::string room;
+    std::vector<std::string> users{};
+    std::vector<std::string> states{};  // per user; empty until answered
+    std::size_t awaiting = 0;
+  };
 
   ChatCoreOptions options_;
   std::string user_;
@@ -63,12 +94,20 @@ class ChatCore {
   std::set<std::string> joined_;
   std::set<std::string> pending_;
   std::uint64_t next_id_ = 1;
+  // Keyed by the query number carried in `ref` ("who:<n>", "who:<n>:<i>", "status:<n>").
+  std::map<std::uint64_t, WhoQuery> who_queries_;
+  std::map<std::uint64_t, std::string> status_queries_;  // -> the name as typed
+  std::uint64_t next_query_ = 1;
 };
 
 // "[HH:MM:SS] #room <from> body", with control characters in `from` and
 // `body` replaced so a peer cannot drive the reader's terminal.
 std::string format_message(std::string_view room, std::string_view from, std::string_view body,
                            std::int64_t ts_ms, bool utc_clock);
+
+// "HH:MM" when `ts_ms` falls on the same calendar day as `now_ms`, else
+// "YYYY-MM-DD HH:MM" (local time, or UTC with `utc_clock`).
+std::string format_when(std::int64_t ts_ms, std::int64_t now_ms, bool utc_clock);
 
 // Replaces C0/C1 control characters (and DEL) with '?', keeping other UTF-8.
 std::string printable(std::string_view text);

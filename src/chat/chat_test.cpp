@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <set>
+#include <string_view>
+#include <vector>
 
 #include "chat/chat_core.hpp"
 #include "chat/http_client.hpp"
@@ -16,8 +19,14 @@ json::object parse_frame(const std::string& frame) {
   return json::parse(frame).as_object();
 }
 
+// 2026-12-01 12:05:30 UTC, and times relative to it.
+constexpr std::int64_t now_ms = 1796126730000;
+constexpr std::int64_t today_12_03 = 1796126580000;
+constexpr std::int64_t yesterday_18_02 = 1796061720000;
+
 ChatCore signed_in_core() {
-  ChatCore core({.initial_room = "lobby", .id_prefix = "t", .utc_clock = true});
+  ChatCore core(
+      {.initial_room = "lobby", .id_prefix = "t", .utc_clock = true, .clock = [] { return now_ms; }});
   core.on_server_line(R"({"type":"auth_ok","user":"alice","heartbeat_s":30})");
   core.on_server_line(R"({"type":"joined","room":"lobby","seq":0})");
   return core;
@@ -182,6 +191,265 @@ TEST(ChatCore, UnreadableServerLinesAreReportedNotFatal) {
   EXPECT_FALSE(effects.closing);
   EXPECT_TRUE(core.on_server_line(R"({"type":"pong"})").notices.empty());
   EXPECT_TRUE(core.on_server_line(R"({"type":"something_new"})").notices.empty());
+}
+
+std::string line(const json::object& object) {
+  return json::serialize(object);
+}
+
+json::value ref_of(const std::string& frame) {
+  return parse_frame(frame).at("ref");
+}
+
+json::object status_answer(std::string_view user, std::string_view status, json::value last_seen,
+                           const json::value& ref) {
+  return {{"type", "status"}, {"user", user}, {"status", status}, {"last_seen", last_seen}, {"ref", ref}};
+}
+
+json::object error_answer(std::string_view code, const json::value& ref) {
+  return {{"type", "error"}, {"code", code}, {"message", "m"}, {"ref", ref}};
+}
+
+json::object members_answer(std::string_view room, json::array users, const json::value& ref) {
+  return {{"type", "members"}, {"room", room}, {"users", std::move(users)}, {"ref", ref}};
+}
+
+TEST(ChatCore, PresenceEventsArePrintedAsChatLinesWithTheClock) {
+  ChatCore core = signed_in_core();
+  Effects joined = core.on_server_line(R"({"type":"presence","room":"lobby","user":"bob","event":"join"})");
+  EXPECT_EQ(joined.messages, std::vector<std::string>{"[12:05:30] * bob joined #lobby"});
+  EXPECT_TRUE(joined.notices.empty());
+  EXPECT_TRUE(joined.frames.empty());
+  Effects left = core.on_server_line(R"({"type":"presence","room":"lobby","user":"bob","event":"leave"})");
+  EXPECT_EQ(left.messages, std::vector<std::string>{"[12:05:30] * bob left #lobby"});
+  // Names from the wire cannot drive the terminal; unknown events are a newer server's.
+  Effects evil = core.on_server_line(R"({"type":"presence","room":"r","user":"e\u001bvil","event":"join"})");
+  EXPECT_EQ(evil.messages, std::vector<std::string>{"[12:05:30] * e?vil joined #r"});
+  Effects odd = core.on_server_line(R"({"type":"presence","room":"r","user":"bob","event":"kicked"})");
+  EXPECT_TRUE(odd.messages.empty());
+  EXPECT_TRUE(odd.notices.empty());
+}
+
+TEST(ChatCore, WhoListsMembersWithStatusWhateverOrderTheAnswersComeIn) {
+  ChatCore core = signed_in_core();
+  Effects who = core.on_input("/who");
+  ASSERT_EQ(who.frames.size(), 1u);
+  auto members = parse_frame(who.frames[0]);
+  EXPECT_EQ(members.at("type"), "members");
+  EXPECT_EQ(members.at("room"), "lobby");
+  EXPECT_EQ(core.pending_queries(), 1u);
+
+  Effects asked = core.on_server_line(
+      line(members_answer("lobby", {"alice", "bob", "carol", "dave"}, members.at("ref"))));
+  EXPECT_TRUE(asked.notices.empty());
+  ASSERT_EQ(asked.frames.size(), 4u);
+  std::vector<json::value> refs;
+  std::set<std::string> distinct_refs;
+  for (std::size_t i = 0; i < 4; ++i) {
+    auto status = parse_frame(asked.frames[i]);
+    EXPECT_EQ(status.at("type"), "status");
+    EXPECT_EQ(status.at("user"), json::array({"alice", "bob", "carol", "dave"}).at(i));
+    refs.push_back(status.at("ref"));
+    distinct_refs.insert(json::serialize(status.at("ref")));
+  }
+  EXPECT_EQ(distinct_refs.size(), 4u);
+
+  // Last request first; nothing is printed until every member is answered.
+  EXPECT_TRUE(core.on_server_line(line(status_answer("dave", "offline", nullptr, refs[3]))).notices.empty());
+  EXPECT_TRUE(
+      core.on_server_line(line(status_answer("alice", "online", today_12_03, refs[0]))).notices.empty());
+  EXPECT_TRUE(
+      core.on_server_line(line(status_answer("carol", "offline", yesterday_18_02, refs[2]))).notices.empty());
+  EXPECT_EQ(core.pending_queries(), 1u);
+  Effects done = core.on_server_line(line(status_answer("bob", "offline", today_12_03, refs[1])));
+  ASSERT_EQ(done.notices.size(), 1u);
+  EXPECT_EQ(done.notices[0],
+            "* #lobby (4): alice (online), bob (offline, last seen 12:03), "
+            "carol (offline, last seen 2026-11-30 18:02), dave (offline, never connected)");
+  EXPECT_TRUE(done.frames.empty());
+  EXPECT_EQ(core.pending_queries(), 0u);
+  // A late duplicate is not a new answer.
+  EXPECT_TRUE(
+      core.on_server_line(line(status_answer("bob", "online", today_12_03, refs[1]))).notices.empty());
+}
+
+TEST(ChatCore, InterleavedWhoAndStatusAnswersAreMatchedByRef) {
+  ChatCore core = signed_in_core();
+  core.on_input("/join dev");
+  Effects lobby_who = core.on_input("/who #lobby");
+  EXPECT_EQ(parse_frame(lobby_who.frames.at(0)).at("room"), "lobby");
+  json::value lobby_ref = ref_of(lobby_who.frames.at(0));
+  json::value dev_ref = ref_of(core.on_input("/who").frames.at(0));
+  json::value status_ref = ref_of(core.on_input("/status alice").frames.at(0));
+  EXPECT_EQ(core.pending_queries(), 3u);
+
+  Effects dev = core.on_server_line(line(members_answer("dev", {"alice"}, dev_ref)));
+  Effects lobby = core.on_server_line(line(members_answer("lobby", {"alice", "bob"}, lobby_ref)));
+  ASSERT_EQ(dev.frames.size(), 1u);
+  ASSERT_EQ(lobby.frames.size(), 2u);
+  // The same user asked three times, answered with different news: each answer goes where its ref says.
+  Effects standalone =
+      core.on_server_line(line(status_answer("alice", "online", yesterday_18_02, status_ref)));
+  EXPECT_EQ(standalone.notices, std::vector<std::string>{"* alice is online (since 2026-11-30 18:02)"});
+  EXPECT_TRUE(core.on_server_line(line(status_answer("bob", "offline", today_12_03, ref_of(lobby.frames[1]))))
+                  .notices.empty());
+  Effects dev_done =
+      core.on_server_line(line(status_answer("alice", "online", today_12_03, ref_of(dev.frames[0]))));
+  EXPECT_EQ(dev_done.notices, std::vector<std::string>{"* #dev (1): alice (online)"});
+  Effects lobby_done =
+      core.on_server_line(line(status_answer("alice", "offline", today_12_03, ref_of(lobby.frames[0]))));
+  EXPECT_EQ(lobby_done.notices,
+            std::vector<std::string>{
+                "* #lobby (2): alice (offline, last seen 12:03), bob (offline, last seen 12:03)"});
+  EXPECT_EQ(core.pending_queries(), 0u);
+}
+
+TEST(ChatCore, WhoErrorsAreShownAndEndTheQuery) {
+  ChatCore core = signed_in_core();
+  json::value elsewhere = ref_of(core.on_input("/who elsewhere").frames.at(0));
+  Effects not_joined = core.on_server_line(line(error_answer("not_joined", elsewhere)));
+  EXPECT_EQ(not_joined.notices,
+            std::vector<std::string>{"! /who #elsewhere: you are not in #elsewhere; /join elsewhere first"});
+  EXPECT_FALSE(not_joined.closing);
+
+  json::value lobby = ref_of(core.on_input("/who").frames.at(0));
+  Effects unavailable = core.on_server_line(line(error_answer("unavailable", lobby)));
+  EXPECT_EQ(unavailable.notices, std::vector<std::string>{"! /who #lobby: error unavailable: m"});
+  EXPECT_EQ(core.pending_queries(), 0u);
+  // The room was not forgotten, unlike after a failed join.
+  EXPECT_EQ(core.current_room(), "lobby");
+  EXPECT_EQ(core.joined_rooms().count("lobby"), 1u);
+}
+
+TEST(ChatCore, WhoShowsMembersWhoseStatusFailed) {
+  ChatCore core = signed_in_core();
+  json::value ref = ref_of(core.on_input("/who").frames.at(0));
+  Effects asked = core.on_server_line(line(members_answer("lobby", {"alice", "gone", "bob"}, ref)));
+  ASSERT_EQ(asked.frames.size(), 3u);
+  EXPECT_TRUE(
+      core.on_server_line(line(error_answer("unavailable", ref_of(asked.frames[2])))).notices.empty());
+  EXPECT_TRUE(core.on_server_line(line(error_answer("not_found", ref_of(asked.frames[1])))).notices.empty());
+  Effects done =
+      core.on_server_line(line(status_answer("alice", "online", today_12_03, ref_of(asked.frames[0]))));
+  EXPECT_EQ(done.notices, std::vector<std::string>{
+                              "* #lobby (3): alice (online), gone (no such user), bob (status unavailable)"});
+  EXPECT_EQ(core.pending_queries(), 0u);
+}
+
+TEST(ChatCore, WhoOfAnEmptyRoomSaysSo) {
+  ChatCore core = signed_in_core();
+  json::value ref = ref_of(core.on_input("/who").frames.at(0));
+  Effects empty = core.on_server_line(line(members_answer("lobby", {}, ref)));
+  EXPECT_EQ(empty.notices, std::vector<std::string>{"* #lobby: no members"});
+  EXPECT_TRUE(empty.frames.empty());
+  EXPECT_EQ(core.pending_queries(), 0u);
+}
+
+TEST(ChatCore, WhoNeedsARoom) {
+  ChatCore core = signed_in_core();
+  Effects bad = core.on_input("/who no/such");
+  EXPECT_TRUE(bad.frames.empty());
+  EXPECT_NE(bad.notices.at(0).find("bad room name"), std::string::npos);
+  core.on_input("/leave");
+  Effects nowhere = core.on_input("/who");
+  EXPECT_TRUE(nowhere.frames.empty());
+  EXPECT_NE(nowhere.notices.at(0).find("not in any room"), std::string::npos);
+  EXPECT_EQ(core.pending_queries(), 0u);
+}
+
+TEST(ChatCore, StatusPrintsOnlineOfflineAndNeverConnected) {
+  ChatCore core = signed_in_core();
+  Effects asked = core.on_input("/status ALICE");
+  ASSERT_EQ(asked.frames.size(), 1u);
+  auto request = parse_frame(asked.frames[0]);
+  EXPECT_EQ(request.at("type"), "status");
+  EXPECT_EQ(request.at("user"), "ALICE");
+  // The answer carries the registered spelling.
+  EXPECT_EQ(
+      core.on_server_line(line(status_answer("alice", "online", today_12_03, request.at("ref")))).notices,
+      std::vector<std::string>{"* alice is online (since 12:03)"});
+
+  json::value bob = ref_of(core.on_input("/status bob").frames.at(0));
+  EXPECT_EQ(core.on_server_line(line(status_answer("bob", "offline", yesterday_18_02, bob))).notices,
+            std::vector<std::string>{"* bob is offline (last seen 2026-11-30 18:02)"});
+
+  json::value carol = ref_of(core.on_input("/status carol").frames.at(0));
+  EXPECT_EQ(core.on_server_line(line(status_answer("carol", "offline", nullptr, carol))).notices,
+            std::vector<std::string>{"* carol is offline (never connected)"});
+
+  // An answer without the name still names whom it is about.
+  json::value dave = ref_of(core.on_input("/status dave").frames.at(0));
+  EXPECT_EQ(core.on_server_line(line(json::object{{"type", "status"}, {"status", "offline"}, {"ref", dave}}))
+                .notices,
+            std::vector<std::string>{"* dave is offline (never connected)"});
+  EXPECT_EQ(core.pending_queries(), 0u);
+}
+
+TEST(ChatCore, StatusErrors) {
+  ChatCore core = signed_in_core();
+  json::value bob = ref_of(core.on_input("/status bob").frames.at(0));
+  Effects not_found = core.on_server_line(line(error_answer("not_found", bob)));
+  EXPECT_EQ(not_found.notices, std::vector<std::string>{"! no such user: bob"});
+  EXPECT_FALSE(not_found.closing);
+
+  json::value eve = ref_of(core.on_input("/status eve").frames.at(0));
+  EXPECT_EQ(core.on_server_line(line(error_answer("unavailable", eve))).notices,
+            std::vector<std::string>{"! /status eve: error unavailable: m"});
+  EXPECT_EQ(core.pending_queries(), 0u);
+
+  // A name no one can have is refused here, as the gateway would.
+  Effects impossible = core.on_input("/status -x!");
+  EXPECT_TRUE(impossible.frames.empty());
+  EXPECT_EQ(impossible.notices, std::vector<std::string>{"! no such user: -x!"});
+  Effects usage = core.on_input("/status");
+  EXPECT_TRUE(usage.frames.empty());
+  EXPECT_EQ(usage.notices, std::vector<std::string>{"! usage: /status USER"});
+  EXPECT_EQ(core.pending_queries(), 0u);
+}
+
+TEST(ChatCore, AnswersToNoOpenQueryAreIgnored) {
+  ChatCore core = signed_in_core();
+  for (const char* ref : {"who:99", "who:99:0", "status:99", "who:x", "status:", "other"}) {
+    EXPECT_TRUE(core.on_server_line(line(members_answer("lobby", {"a"}, ref))).frames.empty()) << ref;
+    EXPECT_TRUE(core.on_server_line(line(status_answer("a", "online", 0, ref))).notices.empty()) << ref;
+  }
+  EXPECT_TRUE(core.on_server_line(R"({"type":"status","user":"a","status":"online"})").notices.empty());
+}
+
+TEST(ChatCore, PingsAtHalfTheHeartbeatOfAuthOk) {
+  ChatCore core({.initial_room = "lobby", .id_prefix = "t", .utc_clock = true});
+  EXPECT_EQ(parse_frame(ChatCore::ping_frame()), (json::object{{"type", "ping"}}));
+  EXPECT_EQ(core.ping_interval().count(), 0);
+  core.on_server_line(R"({"type":"auth_ok","user":"alice","heartbeat_s":15})");
+  EXPECT_EQ(core.ping_interval(), std::chrono::milliseconds(7500));
+  Effects pong = core.on_server_line(R"({"type":"pong"})");
+  EXPECT_TRUE(pong.notices.empty());
+  EXPECT_TRUE(pong.messages.empty());
+  EXPECT_TRUE(pong.frames.empty());
+
+  ChatCore silent({.initial_room = "lobby", .id_prefix = "t", .utc_clock = true});
+  silent.on_server_line(R"({"type":"auth_ok","user":"alice"})");
+  EXPECT_EQ(silent.ping_interval().count(), 0);
+}
+
+TEST(ChatCore, HelpListsWhoAndStatus) {
+  std::string help = ChatCore::help_text();
+  EXPECT_NE(help.find("/who [R]"), std::string::npos);
+  EXPECT_NE(help.find("/status U"), std::string::npos);
+}
+
+TEST(ChatCore, ShutdownAndServerFullAnnounceTheClose) {
+  ChatCore core = signed_in_core();
+  EXPECT_TRUE(core.on_server_line(R"({"type":"error","code":"server_shutdown","message":"m"})").closing);
+  EXPECT_TRUE(core.on_server_line(R"({"type":"error","code":"server_full","message":"m"})").closing);
+}
+
+TEST(FormatWhen, ClockForTodayDateOtherwise) {
+  EXPECT_EQ(format_when(today_12_03, now_ms, true), "12:03");
+  EXPECT_EQ(format_when(yesterday_18_02, now_ms, true), "2026-11-30 18:02");
+  // Midnight belongs to the new day; a year ago on the same date is another day.
+  EXPECT_EQ(format_when(1796083200000, now_ms, true), "00:00");
+  EXPECT_EQ(format_when(today_12_03 - 365LL * 86400000, now_ms, true), "2025-12-01 12:03");
 }
 
 TEST(HttpUrl, ParsesHostPortAndBasePath) {

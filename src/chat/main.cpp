@@ -187,16 +187,17 @@ class ChatApp {
 
   void on_authenticated() {
     deadline_.cancel();
-    if (core_.heartbeat_s() > 0) asio::co_spawn(io_, pinger(), asio::detached);
+    if (core_.ping_interval().count() > 0) asio::co_spawn(io_, pinger(), asio::detached);
     // Starts only now, so typed lines queue behind the initial join.
     stdin_.emplace(
         [this](std::string line) { asio::post(io_, [this, line = std::move(line)] { on_input(line); }); },
         [this] { asio::post(io_, [this] { on_eof(); }); });
   }
 
-  // The gateway drops connections silent for a heartbeat interval.
+  // The gateway closes a connection silent for 2.5 x heartbeat_s; an idle
+  // reader must therefore ping on its own (ChatCore::ping_interval says how often).
   awaitable<void> pinger() {
-    auto interval = std::chrono::milliseconds(core_.heartbeat_s() * 500);
+    auto interval = core_.ping_interval();
     while (!exit_code_) {
       ping_timer_.expires_after(interval);
       auto [ec] = co_await ping_timer_.async_wait(as_tuple_awaitable);
@@ -216,15 +217,19 @@ class ChatApp {
     deadline_.expires_after(std::chrono::milliseconds(static_cast<long>(options_.ack_grace_s * 1000)));
     deadline_.async_wait([this](boost::system::error_code ec) {
       if (ec || exit_code_ || lingering_) return;
-      notice("! " + std::to_string(core_.pending_acks()) + " sent message(s) not acknowledged");
+      if (core_.pending_acks() > 0)
+        notice("! " + std::to_string(core_.pending_acks()) + " sent message(s) not acknowledged");
+      if (core_.pending_queries() > 0)
+        notice("! " + std::to_string(core_.pending_queries()) + " /who or /status request(s) not answered");
       finish(1);
     });
     maybe_finish_after_eof();
   }
 
-  // After stdin ends: exit once every send is acknowledged, then linger if asked.
+  // After stdin ends: exit once every send is acknowledged and every /who and
+  // /status answered (so a piped "/who" prints its answer), then linger if asked.
   void maybe_finish_after_eof() {
-    if (lingering_ || core_.pending_acks() > 0) return;
+    if (lingering_ || core_.pending_acks() > 0 || core_.pending_queries() > 0) return;
     lingering_ = true;
     deadline_.cancel();
     if (options_.linger_s <= 0) {
@@ -276,9 +281,11 @@ int main(int argc, char** argv) {
       "rtmc-chat: terminal chat client.\n"
       "Logs in over the api, connects to a gateway, joins a room, then sends each stdin line to the\n"
       "current room and prints incoming messages as '[HH:MM:SS] #room <from> body' on stdout\n"
-      "(status and errors go to stderr). Type /help inside for commands.\n"
+      "and presence as '[HH:MM:SS] * bob joined #room' (status, /who, /status and errors go to\n"
+      "stderr). Type /help inside for commands.\n"
       "Password: RTMC_CHAT_PASSWORD, else prompted (no echo) on a terminal, else the first stdin line.\n"
-      "With stdin piped, exits once stdin ends and every sent line is acknowledged."};
+      "With stdin piped, exits once stdin ends, every sent line is acknowledged and every /who and\n"
+      "/status is answered."};
   app.add_option("--api", options.api, "api base URL")->envname("RTMC_CHAT_API")->capture_default_str();
   app.add_option("--gateway", options.gateway, "gateway host:port")
       ->envname("RTMC_CHAT_GATEWAY")
@@ -292,7 +299,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-s", options.timeout_s, "limit for api calls, connect and auth")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--ack-grace-s", options.ack_grace_s, "after stdin ends, how long to wait for acks")
+  app.add_option("--ack-grace-s", options.ack_grace_s,
+                 "after stdin ends, how long to wait for acks and /who, /status answers")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--linger-s", options.linger_s,
