@@ -32,6 +32,31 @@ rooms::LogFrames fetch_range(redis::Connection& redis, std::uint32_t shards, con
   return frames;
 }
 
+std::string_view first_line(std::string_view body) {
+  return body.substr(0, body.find('\n'));
+}
+
+// A presence body is one or more presence frames, one a line (the presence
+// service batches what is pending). They are not sequenced: no cursor, no
+// ordering, no repair; a line that is not a presence frame is dropped.
+void add_presence(std::string_view body, SequencedBatch& batch) {
+  while (!body.empty()) {
+    const auto end = body.find('\n');
+    const auto line = body.substr(0, end);
+    body.remove_prefix(end == std::string_view::npos ? body.size() : end + 1);
+    if (line.empty()) continue;
+    auto header = protocol::peek_presence(line);
+    if (!header) {
+      spdlog::error("fanout: dropping a malformed presence frame");
+      continue;
+    }
+    auto frame = std::make_shared<std::string>();
+    frame->reserve(line.size() + 1);
+    frame->append(line).push_back('\n');
+    batch.push_back({std::move(header->room), 0, std::move(frame), std::move(header->user)});
+  }
+}
+
 }  // namespace
 
 Fanout::Fanout(const GatewayConfig& config, RoomSeeds& seeds, Deliver deliver)
@@ -59,11 +84,11 @@ void Fanout::run() {
     if (decision.kind == RoomCursors::Decision::Kind::fill_gap) {
       for (auto& [missing_seq, missing] :
            fetch_range(*redis, shards, room, decision.gap_from, decision.gap_to)) {
-        batch.push_back({room, missing_seq, std::move(missing)});
+        batch.push_back({room, missing_seq, std::move(missing), {}});
         cursors.delivered(room, missing_seq);
       }
     }
-    batch.push_back({room, seq, std::move(frame)});
+    batch.push_back({room, seq, std::move(frame), {}});
     cursors.delivered(room, seq);
   };
   auto hand_over = [&] {
@@ -106,7 +131,9 @@ void Fanout::run() {
         // Whatever has already arrived goes out as one batch.
         for (std::size_t taken = 0; delivery && taken < kMaxBatch; ++taken) {
           last_tag = delivery->delivery_tag;
-          if (auto header = protocol::peek_message(delivery->body))
+          if (protocol::peek_presence(first_line(delivery->body)))
+            add_presence(delivery->body, batch);
+          else if (auto header = protocol::peek_message(delivery->body))
             deliver_in_order(header->room, header->seq,
                              std::make_shared<const std::string>(std::move(delivery->body)));
           else

@@ -15,6 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <vector>
@@ -29,7 +30,11 @@ class IoThread;
 
 class TcpLineTransport final : public Transport, public std::enable_shared_from_this<TcpLineTransport> {
  public:
-  TcpLineTransport(boost::asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_line_bytes);
+  // `heartbeat` sets the socket's TCP keepalive: probes after that much
+  // silence, every max(1, heartbeat/3) s, three of them, so a peer that
+  // vanished without a FIN is found by the kernel as well as by the idle cut.
+  TcpLineTransport(boost::asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_line_bytes,
+                   std::chrono::seconds heartbeat);
 
   // Starts reading lines into `connection`.
   void start(const std::shared_ptr<ClientConnection>& connection);
@@ -40,6 +45,7 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   void flush_deferred() override;
 
  private:
+  void set_keepalive();
   boost::asio::awaitable<void> read_loop(std::shared_ptr<ClientConnection> connection);
   void flush();
   void write_failed();
@@ -48,6 +54,7 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   boost::asio::ip::tcp::socket socket_;
   IoThread& io_thread_;
   const std::size_t max_line_bytes_;
+  const std::chrono::seconds heartbeat_;
   std::weak_ptr<ClientConnection> connection_;
   LineFramer framer_;
   boost::asio::steady_timer close_timer_;
