@@ -14,8 +14,9 @@
 // confirms).
 //
 // Closing is one state: open -> closing (the reason is counted and logged,
-// the transport writes a last error frame if any and closes, the cleanup
-// hook runs) -> closed (the hook has finished). Each step happens once.
+// the transport writes a last error frame if any and closes, presence hears
+// disconnected(), the cleanup hook runs) -> closed (the hook has finished).
+// Each step happens once.
 //
 // Presence: connected() is reported before auth_ok, joined() after the
 // room's seq was read and before `joined`, left() after `left`, and
@@ -70,8 +71,8 @@ struct ConnectionServices {
   RoomSeeds& room_seeds;
   GatewayCounters& counters;
   // Runs once per connection when it starts closing, on its executor, after
-  // it left its rooms; the connection is `closed` when it returns. Presence
-  // deletes the online record here. May be empty.
+  // it left its rooms and after presence.disconnected() (if it had
+  // connected); the connection is `closed` when it returns. May be empty.
   std::function<boost::asio::awaitable<void>(const ClientConnection&)> cleanup;
 };
 
