@@ -17,6 +17,7 @@
 
 #include "auth/auth.hpp"
 #include "common/names.hpp"
+#include "gateway/io_thread.hpp"
 #include "protocol/frames.hpp"
 
 namespace rtmc::gateway {
@@ -837,6 +838,28 @@ TEST_F(ConnectionTest, PresenceCountsAgainstTheByteBound) {
   settle();
   EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
   EXPECT_EQ(code_of(transport_->sent.back()), "slow_consumer");
+}
+
+TEST_F(ConnectionTest, TheIoThreadRoutesSeqZeroItemsAsPresence) {
+  IoThread thread;
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  auto connection =
+      std::make_shared<ClientConnection>(io_.get_executor(), services_, thread.connections, transport_);
+  connection->start();
+  line(connection, auth_line(issued));
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  SequencedBatch batch;
+  batch.push_back({"r", 1, FakeRoomReader::frame_of("r", 1), {}});
+  batch.push_back({"r", 0, presence_of("r", "bob", true), "bob"});
+  batch.push_back({"r", 0, presence_of("r", "alice", true), "alice"});
+  batch.push_back({"other", 0, presence_of("other", "bob", true), "bob"});
+  thread.deliver(batch);
+  EXPECT_EQ(transport_->sent,
+            (std::vector<std::string>{"r#1\n", protocol::presence_frame("r", "bob", true)}));
+  connection->close(CloseReason::client_closed);
+  settle();
 }
 
 // ---- the idle cut

@@ -32,14 +32,11 @@ rooms::LogFrames fetch_range(redis::Connection& redis, std::uint32_t shards, con
   return frames;
 }
 
-std::string_view first_line(std::string_view body) {
-  return body.substr(0, body.find('\n'));
-}
+}  // namespace
 
-// A presence body is one or more presence frames, one a line (the presence
-// service batches what is pending). They are not sequenced: no cursor, no
-// ordering, no repair; a line that is not a presence frame is dropped.
-void add_presence(std::string_view body, SequencedBatch& batch) {
+// Presence events are not sequenced: no cursor, no ordering, no repair.
+bool add_presence_items(std::string_view body, SequencedBatch& batch) {
+  if (!protocol::peek_presence(body.substr(0, body.find('\n')))) return false;
   while (!body.empty()) {
     const auto end = body.find('\n');
     const auto line = body.substr(0, end);
@@ -55,9 +52,8 @@ void add_presence(std::string_view body, SequencedBatch& batch) {
     frame->append(line).push_back('\n');
     batch.push_back({std::move(header->room), 0, std::move(frame), std::move(header->user)});
   }
+  return true;
 }
-
-}  // namespace
 
 Fanout::Fanout(const GatewayConfig& config, RoomSeeds& seeds, Deliver deliver)
     : config_(config), seeds_(seeds), deliver_(std::move(deliver)) {
@@ -131,13 +127,14 @@ void Fanout::run() {
         // Whatever has already arrived goes out as one batch.
         for (std::size_t taken = 0; delivery && taken < kMaxBatch; ++taken) {
           last_tag = delivery->delivery_tag;
-          if (protocol::peek_presence(first_line(delivery->body)))
-            add_presence(delivery->body, batch);
-          else if (auto header = protocol::peek_message(delivery->body))
+          if (add_presence_items(delivery->body, batch)) {
+            // Presence events bypass the cursors.
+          } else if (auto header = protocol::peek_message(delivery->body)) {
             deliver_in_order(header->room, header->seq,
                              std::make_shared<const std::string>(std::move(delivery->body)));
-          else
+          } else {
             spdlog::error("fanout: dropping a malformed frame");
+          }
           delivery = taken + 1 < kMaxBatch ? mq.next(std::chrono::milliseconds(0)) : std::nullopt;
         }
         hand_over();
