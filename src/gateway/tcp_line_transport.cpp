@@ -47,7 +47,7 @@ void TcpLineTransport::start(const std::shared_ptr<ClientConnection>& connection
   connection_ = connection;
   boost::system::error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
-  set_keepalive();
+  set_client_keepalive(socket_, heartbeat_);
   // flush() writes directly and must never block the io thread.
   socket_.non_blocking(true, ignored);
   asio::co_spawn(socket_.get_executor(), read_loop(connection), [connection](std::exception_ptr error) {
@@ -63,17 +63,20 @@ void TcpLineTransport::start(const std::shared_ptr<ClientConnection>& connection
 
 // Best effort: a socket that refuses an option still serves its client, and
 // the idle cut remains.
-void TcpLineTransport::set_keepalive() {
+bool set_client_keepalive(asio::ip::tcp::socket& socket, std::chrono::seconds heartbeat) {
   boost::system::error_code ec;
-  socket_.set_option(asio::socket_base::keep_alive(true), ec);
-  const int fd = socket_.native_handle();
-  const int idle = static_cast<int>(std::max<std::int64_t>(1, heartbeat_.count()));
+  socket.set_option(asio::socket_base::keep_alive(true), ec);
+  const int fd = socket.native_handle();
+  const int idle = static_cast<int>(std::max<std::int64_t>(1, heartbeat.count()));
   const int interval = std::max(1, idle / 3);
   const int count = 3;
   if (ec || ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
       ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) != 0 ||
-      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) != 0)
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) != 0) {
     spdlog::warn("TCP keepalive not set on a client socket: {}", ec ? ec.message() : std::strerror(errno));
+    return false;
+  }
+  return true;
 }
 
 // Reads into the io thread's scratch buffer and keeps only unprocessed bytes

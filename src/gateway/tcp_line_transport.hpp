@@ -28,6 +28,11 @@ namespace rtmc::gateway {
 class ClientConnection;
 class IoThread;
 
+// TCP keepalive on a client socket: probes after `heartbeat` of silence,
+// every max(1, heartbeat/3) s, 3 of them. Returns false (and logs) when an
+// option could not be set; the socket still serves.
+bool set_client_keepalive(boost::asio::ip::tcp::socket& socket, std::chrono::seconds heartbeat);
+
 class TcpLineTransport final : public Transport, public std::enable_shared_from_this<TcpLineTransport> {
  public:
   // `heartbeat` sets the socket's TCP keepalive: probes after that much
@@ -45,7 +50,6 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   void flush_deferred() override;
 
  private:
-  void set_keepalive();
   boost::asio::awaitable<void> read_loop(std::shared_ptr<ClientConnection> connection);
   void flush();
   void write_failed();
