@@ -42,9 +42,8 @@ int main(int argc, char** argv) {
       ->envname("RTMC_AUTH_TIMEOUT_S")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
-  app.add_option(
-         "--heartbeat-s", heartbeat_s,
-         "Heartbeat period in seconds, told to clients in auth_ok (session re-check, TCP keepalive idle)")
+  app.add_option("--heartbeat-s", heartbeat_s,
+                 "Heartbeat period in seconds (auth_ok heartbeat_s, session re-check, TCP keepalive)")
       ->envname("RTMC_HEARTBEAT_S")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
