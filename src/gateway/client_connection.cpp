@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <utility>
 
 #include "auth/auth.hpp"
 #include "common/names.hpp"
@@ -18,6 +19,16 @@ using protocol::Ref;
 
 namespace {
 constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
+
+// Names are unique regardless of case (common/names.hpp) and ASCII.
+bool same_user(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
 }  // namespace
 
 const char* to_string(CloseReason reason) {
@@ -47,12 +58,32 @@ ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionSer
       transport_(std::move(transport)),
       auth_timer_(executor_),
       watch_timer_(executor_),
+      idle_timer_(executor_),
       send_slot_(executor_),
-      last_inbound_(std::chrono::steady_clock::now()) {}
+      id_(services_.counters.next_connection_id.fetch_add(1, std::memory_order_relaxed)),
+      last_line_(std::chrono::steady_clock::now()) {}
 
 void ClientConnection::start() {
   index_.add(shared_from_this());
   asio::co_spawn(executor_, auth_deadline(), on_coroutine_end());
+  asio::co_spawn(executor_, idle_watch(), on_coroutine_end());
+}
+
+// A timer at the last line's deadline, re-armed when a line came meanwhile,
+// cuts a silent connection no earlier than the timeout and, unlike a check
+// on a periodic tick, no later than the timer's own latency after it.
+asio::awaitable<void> ClientConnection::idle_watch() {
+  auto self = shared_from_this();
+  const auto timeout = services_.config.effective_idle_timeout();
+  while (state_ == State::open) {
+    const auto deadline = last_line_ + timeout;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      close(CloseReason::idle_timeout);
+      co_return;
+    }
+    idle_timer_.expires_at(deadline);
+    co_await idle_timer_.async_wait(nothrow_awaitable);
+  }
 }
 
 // A bug must cost one connection, not the process or a silently stuck
@@ -102,10 +133,14 @@ asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
   if (auto* join = std::get_if<protocol::JoinRequest>(&frame.request)) {
     co_await on_join(std::move(*join), std::move(frame.ref));
   } else if (auto* leave = std::get_if<protocol::LeaveRequest>(&frame.request)) {
-    on_leave(*leave, frame.ref);
+    co_await on_leave(std::move(*leave), std::move(frame.ref));
   } else if (auto* send = std::get_if<protocol::SendRequest>(&frame.request)) {
     co_await on_send(std::move(*send), std::move(frame.ref));
-  } else {
+  } else if (auto* status = std::get_if<protocol::StatusRequest>(&frame.request)) {
+    co_await on_status(std::move(*status), std::move(frame.ref));
+  } else if (auto* members = std::get_if<protocol::MembersRequest>(&frame.request)) {
+    co_await on_members(std::move(*members), std::move(frame.ref));
+  } else if (std::holds_alternative<protocol::PingRequest>(frame.request)) {
     reply(protocol::pong_frame(frame.ref));
   }
 }
@@ -133,6 +168,24 @@ asio::awaitable<void> ClientConnection::on_auth(protocol::AuthRequest request, R
     fail(ErrorCode::unauthorized, "session ended (logged out or expired)", ref);
     co_return;
   }
+  // Not fatal: the token is fine, only the online record could not be made;
+  // the client may send its auth again.
+  try {
+    auto step = services_.presence.connected(id_, claims->user);
+    co_await std::move(step);
+  } catch (const std::exception& error) {
+    spdlog::warn("auth: presence unavailable: {}", error.what());
+    fail(ErrorCode::unavailable, "cannot record the connection now; retry", ref);
+    co_return;
+  }
+  if (state_ != State::open) {
+    // The close step ran while connected() was in flight and knew nothing of
+    // the record: undo it here.
+    std::vector<std::string> no_rooms;
+    co_await report_disconnected(claims->user, std::move(no_rooms));
+    co_return;
+  }
+  presence_connected_ = true;
   authenticated_ = true;
   user_ = claims->user;
   jti_ = claims->jti;
@@ -149,10 +202,6 @@ asio::awaitable<void> ClientConnection::login_session_watch() {
     watch_timer_.expires_after(period);
     auto [ec] = co_await watch_timer_.async_wait(nothrow_awaitable);
     if (ec || state_ != State::open) co_return;
-    if (std::chrono::steady_clock::now() - last_inbound_ > 3 * period) {
-      close(CloseReason::idle_timeout);
-      co_return;
-    }
     if (now_ms() >= token_expires_at_ms_) {
       fail(ErrorCode::unauthorized, "token expired", std::nullopt);
       co_return;
@@ -200,6 +249,26 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
     co_return;
   }
   if (state_ != State::open) co_return;
+  if (added) {
+    try {
+      auto step = services_.presence.joined(request.room, user_);
+      co_await std::move(step);
+    } catch (const std::exception& error) {
+      spdlog::warn("join: presence unavailable: {}", error.what());
+      if (state_ != State::open) co_return;
+      streams_.abandon(request.room, join.membership);
+      if (!streams_.contains(request.room)) index_.leave(request.room, this);
+      fail(ErrorCode::unavailable, "cannot join now; retry", ref);
+      co_return;
+    }
+    if (state_ != State::open) {
+      // The close step ran while joined() was in flight and did not list
+      // this room: undo the record here.
+      co_await report_left(request.room);
+      co_return;
+    }
+    presence_rooms_.insert(request.room);
+  }
   reply(protocol::joined_frame(request.room, seq, ref));
   // The reply may have closed the connection (its queue over the bound) and
   // so cleared every stream: look the room up again, by name and membership.
@@ -212,13 +281,75 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
   emit(out_);
 }
 
-void ClientConnection::on_leave(const protocol::LeaveRequest& request, const Ref& ref) {
+asio::awaitable<void> ClientConnection::on_leave(protocol::LeaveRequest request, Ref ref) {
   if (!streams_.leave(request.room)) {
     fail(ErrorCode::not_joined, "not in room " + request.room, ref);
-    return;
+    co_return;
   }
   index_.leave(request.room, this);
+  // Forgotten before the reply, which may close the connection: the close
+  // step must not report the room as well.
+  const bool recorded = presence_rooms_.erase(request.room) > 0;
   reply(protocol::left_frame(request.room, ref));
+  if (recorded) co_await report_left(request.room);
+}
+
+asio::awaitable<void> ClientConnection::on_status(protocol::StatusRequest request, Ref ref) {
+  // A name no one can register needs no store round trip.
+  if (!valid_user_name(request.user)) {
+    fail(ErrorCode::not_found, "no such user", ref);
+    co_return;
+  }
+  std::optional<UserStatusView> view;
+  try {
+    auto step = services_.presence.status(request.user);
+    view = co_await std::move(step);
+  } catch (const std::exception& error) {
+    spdlog::warn("status: store unavailable: {}", error.what());
+    fail(ErrorCode::unavailable, "cannot look the user up now; retry", ref);
+    co_return;
+  }
+  if (!view) {
+    fail(ErrorCode::not_found, "no user " + request.user, ref);
+    co_return;
+  }
+  reply(protocol::status_frame(view->user, view->online, view->last_seen_ms, ref));
+}
+
+asio::awaitable<void> ClientConnection::on_members(protocol::MembersRequest request, Ref ref) {
+  if (!presence_rooms_.contains(request.room)) {
+    fail(ErrorCode::not_joined, "join room " + request.room + " before listing its members", ref);
+    co_return;
+  }
+  std::vector<std::string> users;
+  try {
+    auto step = services_.presence.members(request.room);
+    users = co_await std::move(step);
+  } catch (const std::exception& error) {
+    spdlog::warn("members: store unavailable: {}", error.what());
+    fail(ErrorCode::unavailable, "cannot list the members of room " + request.room + " now; retry", ref);
+    co_return;
+  }
+  reply(protocol::members_frame(request.room, users, ref));
+}
+
+asio::awaitable<void> ClientConnection::report_left(std::string room) {
+  try {
+    auto step = services_.presence.left(room, user_);
+    co_await std::move(step);
+  } catch (const std::exception& error) {
+    spdlog::error("presence: leave of room {} by '{}' not recorded: {}", room, user_, error.what());
+  }
+}
+
+asio::awaitable<void> ClientConnection::report_disconnected(std::string user,
+                                                            std::vector<std::string> rooms) {
+  try {
+    auto step = services_.presence.disconnected(id_, std::move(user), std::move(rooms));
+    co_await std::move(step);
+  } catch (const std::exception& error) {
+    spdlog::error("presence: disconnect of connection {} not recorded: {}", id_, error.what());
+  }
 }
 
 asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, Ref ref) {
@@ -294,6 +425,12 @@ void ClientConnection::deliver(const std::string& room, std::int64_t seq, const 
   streams_.deliver(room, seq, frame, out_);
   emit(out_);
   if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
+}
+
+void ClientConnection::deliver_presence(const std::string& room, const std::string& user,
+                                        const SharedFrame& frame) {
+  if (state_ != State::open || same_user(user, user_) || !presence_rooms_.contains(room)) return;
+  enqueue(frame, Transport::Flush::after_batch);
 }
 
 void ClientConnection::emit(RoomStreams::Output& out) {
@@ -400,17 +537,24 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
                  to_string(reason));
   auth_timer_.cancel();
   watch_timer_.cancel();
+  idle_timer_.cancel();
   send_slot_.cancel();
   // Removal is posted: IoThread::deliver may be iterating a room right now.
   asio::post(executor_, [self = shared_from_this(), rooms = streams_.clear()] {
     self->index_.remove(self.get(), rooms);
   });
   transport_->close(std::move(last), drop_queued);
-  asio::co_spawn(executor_, run_cleanup(), on_coroutine_end());
+  // What is recorded now is the close step's to undo; a connected() or
+  // joined() still in flight is undone by the coroutine awaiting it.
+  std::vector<std::string> rooms(presence_rooms_.begin(), presence_rooms_.end());
+  presence_rooms_.clear();
+  const bool connected = std::exchange(presence_connected_, false);
+  asio::co_spawn(executor_, run_cleanup(connected, std::move(rooms)), on_coroutine_end());
 }
 
-asio::awaitable<void> ClientConnection::run_cleanup() {
+asio::awaitable<void> ClientConnection::run_cleanup(bool connected, std::vector<std::string> rooms) {
   auto self = shared_from_this();
+  if (connected) co_await report_disconnected(user_, std::move(rooms));
   if (services_.cleanup) {
     try {
       // A named local: GCC 12 mishandles temporaries inside co_await (STYLE.md).

@@ -1,8 +1,10 @@
 #pragma once
 // One client connection's protocol core, whatever carries its bytes (see
 // transport.hpp): auth state, request dispatch (auth, join, leave, send,
-// ping), acks in send order, per-room ordering (RoomStreams), the login
-// session re-check, the per-connection bounds, and every close decision.
+// ping, status, members), acks in send order, per-room ordering
+// (RoomStreams), presence reports (PresencePort), the login session
+// re-check, the idle cut, the per-connection bounds, and every close
+// decision.
 // It reaches the stores only through ports.hpp, so its unit tests run with
 // fakes and no sockets.
 //
@@ -12,8 +14,16 @@
 // confirms).
 //
 // Closing is one state: open -> closing (the reason is counted and logged,
-// the transport writes a last error frame if any and closes, the cleanup
-// hook runs) -> closed (the hook has finished). Each step happens once.
+// the transport writes a last error frame if any and closes, presence hears
+// disconnected(), the cleanup hook runs) -> closed (the hook has finished).
+// Each step happens once.
+//
+// Presence: connected() is reported before auth_ok, joined() after the
+// room's seq was read and before `joined`, left() after `left`, and
+// disconnected() once in the close step with the rooms whose joined() was
+// recorded and not left. A close while connected() or joined() is in flight
+// cannot count on the close step (it ran before the record existed), so the
+// coroutine that awaited the call undoes what it recorded itself.
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -24,8 +34,10 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "auth/room_access.hpp"
 #include "gateway/close_reason.hpp"
@@ -55,11 +67,12 @@ struct ConnectionServices {
   RoomReader& rooms;
   IngestPublisher& ingest;
   SendLimiter& send_limiter;
+  PresencePort& presence;
   RoomSeeds& room_seeds;
   GatewayCounters& counters;
   // Runs once per connection when it starts closing, on its executor, after
-  // it left its rooms; the connection is `closed` when it returns. Presence
-  // deletes the online record here. May be empty.
+  // it left its rooms and after presence.disconnected() (if it had
+  // connected); the connection is `closed` when it returns. May be empty.
   std::function<boost::asio::awaitable<void>(const ClientConnection&)> cleanup;
 };
 
@@ -79,8 +92,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   // One protocol line (without '\n', not blank). The transport reads no
   // further line until this returns (it may wait: Redis, back-pressure).
   boost::asio::awaitable<void> on_line(std::string_view line);
-  // Bytes arrived (any, even a partial line): the client is alive.
-  void touch() { last_inbound_ = std::chrono::steady_clock::now(); }
+  // A complete line arrived (even a blank one, even one that will earn an
+  // error): the client is alive. Partial bytes are not a sign of life: a
+  // peer trickling a line forever must still be cut.
+  void touch() { last_line_ = std::chrono::steady_clock::now(); }
   // False once closing: the transport stops reading.
   bool reading() const { return state_ == State::open; }
   // A framing error the transport found (frame_too_large): fatal.
@@ -90,6 +105,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   // A sequenced frame of a room this connection may be in; queued but not
   // written: the transport writes after the io thread's batch.
   void deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame);
+  // A presence event about `user` in `room` (not sequenced): queued like a
+  // delivery if this connection's join of the room was recorded and it is
+  // not `user`'s own connection; else ignored.
+  void deliver_presence(const std::string& room, const std::string& user, const SharedFrame& frame);
 
   // Ends the connection (no error frame unless the reason has one).
   void close(CloseReason reason);
@@ -98,17 +117,25 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   State state() const { return state_; }
   const std::string& user() const { return user_; }
+  // Unique per gateway process (GatewayCounters::next_connection_id).
+  std::uint64_t id() const { return id_; }
   bool authenticated() const { return authenticated_; }
 
  private:
   boost::asio::awaitable<void> on_auth(protocol::AuthRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_join(protocol::JoinRequest request, protocol::Ref ref);
-  void on_leave(const protocol::LeaveRequest& request, const protocol::Ref& ref);
+  boost::asio::awaitable<void> on_leave(protocol::LeaveRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_send(protocol::SendRequest request, protocol::Ref ref);
+  boost::asio::awaitable<void> on_status(protocol::StatusRequest request, protocol::Ref ref);
+  boost::asio::awaitable<void> on_members(protocol::MembersRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> auth_deadline();
   boost::asio::awaitable<void> login_session_watch();
+  boost::asio::awaitable<void> idle_watch();
+  // Presence calls that must not fail the connection: errors are logged.
+  boost::asio::awaitable<void> report_left(std::string room);
+  boost::asio::awaitable<void> report_disconnected(std::string user, std::vector<std::string> rooms);
   boost::asio::awaitable<void> repair(RoomStreams::Repair repair);
-  boost::asio::awaitable<void> run_cleanup();
+  boost::asio::awaitable<void> run_cleanup(bool connected, std::vector<std::string> rooms);
   void on_confirmed(std::uint64_t number, std::string reply);
 
   void reply(std::string frame);
@@ -132,14 +159,21 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::shared_ptr<Transport> transport_;
   boost::asio::steady_timer auth_timer_;
   boost::asio::steady_timer watch_timer_;
+  boost::asio::steady_timer idle_timer_;
   boost::asio::steady_timer send_slot_;
 
+  const std::uint64_t id_;
   State state_ = State::open;
   bool authenticated_ = false;
+  // connected() returned while open: the close step reports disconnected().
+  bool presence_connected_ = false;
+  // Rooms whose joined() returned while open and that were not left since;
+  // handed to disconnected() by the close step (and emptied then).
+  std::set<std::string> presence_rooms_;
   std::string user_;
   std::string jti_;
   std::int64_t token_expires_at_ms_ = 0;
-  std::chrono::steady_clock::time_point last_inbound_;
+  std::chrono::steady_clock::time_point last_line_;
   RoomStreams streams_;
   RoomStreams::Output out_;  // reused: the delivery path allocates nothing
 

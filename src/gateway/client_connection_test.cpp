@@ -16,6 +16,8 @@
 #include <stdexcept>
 
 #include "auth/auth.hpp"
+#include "common/names.hpp"
+#include "gateway/io_thread.hpp"
 #include "protocol/frames.hpp"
 
 namespace rtmc::gateway {
@@ -128,9 +130,72 @@ class CountingLimiter final : public SendLimiter {
   bool fails = false;
 };
 
+// Records every report as text ("connected alice", "joined r alice", "left r
+// alice", "disconnected alice [a,b]") with the number of frames the client
+// had been sent at that moment, so tests can check the order of the two.
+class FakePresence final : public PresencePort {
+ public:
+  asio::awaitable<void> connected(std::uint64_t connection_id, std::string user) override {
+    if (connected_gate) co_await connected_gate->wait();
+    if (connected_fails) throw std::runtime_error("redis down");
+    connected_ids.push_back(connection_id);
+    record("connected " + user);
+  }
+  asio::awaitable<void> disconnected(std::uint64_t connection_id, std::string user,
+                                     std::vector<std::string> rooms) override {
+    disconnected_ids.push_back(connection_id);
+    std::string list;
+    for (const auto& room : rooms) list += (list.empty() ? "" : ",") + room;
+    record("disconnected " + user + " [" + list + "]");
+    co_return;
+  }
+  asio::awaitable<void> joined(std::string room, std::string user) override {
+    if (joined_gate) co_await joined_gate->wait();
+    if (joined_fails) throw std::runtime_error("redis down");
+    record("joined " + room + " " + user);
+  }
+  asio::awaitable<void> left(std::string room, std::string user) override {
+    record("left " + room + " " + user);
+    co_return;
+  }
+  asio::awaitable<std::vector<std::string>> members(std::string room) override {
+    ++member_calls;
+    if (store_fails) throw std::runtime_error("redis down");
+    co_return room_members[room];
+  }
+  asio::awaitable<std::optional<UserStatusView>> status(std::string user) override {
+    ++status_calls;
+    if (store_fails) throw std::runtime_error("redis down");
+    auto it = statuses.find(fold_user_name(user));
+    if (it == statuses.end()) co_return std::nullopt;
+    co_return it->second;
+  }
+
+  void record(std::string event) {
+    events.push_back(std::move(event));
+    frames_sent_then.push_back(sent ? sent->size() : 0);
+  }
+
+  const std::vector<std::string>* sent = nullptr;
+  std::vector<std::string> events;
+  std::vector<std::size_t> frames_sent_then;
+  std::vector<std::uint64_t> connected_ids;
+  std::vector<std::uint64_t> disconnected_ids;
+  std::unique_ptr<Gate> connected_gate;
+  std::unique_ptr<Gate> joined_gate;
+  bool connected_fails = false;
+  bool joined_fails = false;
+  bool store_fails = false;
+  int member_calls = 0;
+  int status_calls = 0;
+  std::map<std::string, std::vector<std::string>> room_members;
+  std::map<std::string, UserStatusView> statuses;  // by folded name
+};
+
 class ConnectionTest : public ::testing::Test {
  protected:
   ConnectionTest() : rooms_(io_) {
+    presence_.sent = &transport_->sent;
     config_.auth_timeout = std::chrono::seconds(5);
     config_.heartbeat = std::chrono::seconds(30);
     config_.send_queue_bytes = 4096;
@@ -145,8 +210,10 @@ class ConnectionTest : public ::testing::Test {
     return connection;
   }
 
-  // Feeds a line as the transport would (one at a time, waiting for each).
+  // Feeds a line as the transport would (a sign of life, then the line; one
+  // at a time, waiting for each).
   void line(const std::shared_ptr<ClientConnection>& connection, std::string text) {
+    connection->touch();
     asio::co_spawn(
         io_,
         [connection, text = std::move(text)]() -> asio::awaitable<void> {
@@ -160,8 +227,8 @@ class ConnectionTest : public ::testing::Test {
     io_.poll();
   }
 
-  std::shared_ptr<ClientConnection> authenticated() {
-    auto issued = tokens_.issue("alice");
+  std::shared_ptr<ClientConnection> authenticated(const std::string& user = "alice") {
+    auto issued = tokens_.issue(user);
     login_sessions_.live_jti = issued.claims.jti;
     auto connection = connect();
     line(connection, R"({"type":"auth","token":")" + issued.token + "\"}");
@@ -196,6 +263,7 @@ class ConnectionTest : public ::testing::Test {
   FakeRoomReader rooms_;
   FakeIngest ingest_;
   CountingLimiter limiter_;
+  FakePresence presence_;
   RoomSeeds seeds_;
   GatewayCounters counters_;
   int cleanups_ = 0;
@@ -206,6 +274,7 @@ class ConnectionTest : public ::testing::Test {
                                rooms_,
                                ingest_,
                                limiter_,
+                               presence_,
                                seeds_,
                                counters_,
                                [this](const ClientConnection&) -> asio::awaitable<void> {
@@ -492,6 +561,351 @@ TEST_F(ConnectionTest, NoAuthWithinTheTimeoutIsFatal) {
   io_.run_for(std::chrono::milliseconds(50));
   EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
   EXPECT_EQ(closed(CloseReason::auth_timeout), 1u);
+}
+
+}  // namespace
+}  // namespace rtmc::gateway
+
+namespace rtmc::gateway {
+namespace {
+
+// ---- presence (issue 6)
+
+std::string auth_line(const auth::IssuedToken& issued) {
+  return R"({"type":"auth","token":")" + issued.token + "\"}";
+}
+
+TEST_F(ConnectionTest, ConnectionIdsAreUniqueAndReportedOnConnect) {
+  auto first = authenticated();
+  auto second = authenticated();
+  EXPECT_NE(first->id(), second->id());
+  EXPECT_EQ(presence_.connected_ids, (std::vector<std::uint64_t>{first->id(), second->id()}));
+  EXPECT_EQ(presence_.events, (std::vector<std::string>{"connected alice", "connected alice"}));
+}
+
+TEST_F(ConnectionTest, ConnectedIsReportedBeforeAuthOk) {
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  presence_.connected_gate = std::make_unique<Gate>(io_);
+  auto connection = connect();
+  line(connection, auth_line(issued));
+  EXPECT_TRUE(transport_->sent.empty()) << "auth_ok waits for the online record";
+  EXPECT_FALSE(connection->authenticated());
+  presence_.connected_gate->open();
+  settle();
+  EXPECT_EQ(presence_.events, (std::vector<std::string>{"connected alice"}));
+  EXPECT_EQ(presence_.frames_sent_then, (std::vector<std::size_t>{0}));
+  ASSERT_EQ(transport_->sent.size(), 1u);
+  EXPECT_EQ(last().at("type"), "auth_ok");
+  EXPECT_TRUE(connection->authenticated());
+}
+
+TEST_F(ConnectionTest, AFailingConnectedIsUnavailableAndAuthMayBeRetried) {
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  presence_.connected_fails = true;
+  auto connection = connect();
+  line(connection, auth_line(issued));
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_FALSE(connection->authenticated());
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  line(connection, R"({"type":"ping"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized") << "still unauthenticated";
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+  EXPECT_TRUE(presence_.disconnected_ids.empty()) << "nothing was recorded, nothing to undo";
+
+  transport_ = std::make_shared<FakeTransport>();
+  presence_.sent = &transport_->sent;
+  auto retried = connect();
+  line(retried, auth_line(issued));
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  presence_.connected_fails = false;
+  line(retried, auth_line(issued));
+  EXPECT_EQ(last().at("type"), "auth_ok");
+  EXPECT_TRUE(retried->authenticated());
+}
+
+TEST_F(ConnectionTest, ACloseWhileConnectedIsInFlightUndoesTheRecord) {
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  presence_.connected_gate = std::make_unique<Gate>(io_);
+  auto connection = connect();
+  line(connection, auth_line(issued));
+  connection->close(CloseReason::client_closed);
+  settle();
+  EXPECT_TRUE(presence_.events.empty()) << "the close step knows no record yet";
+  presence_.connected_gate->open();
+  settle();
+  EXPECT_EQ(presence_.events, (std::vector<std::string>{"connected alice", "disconnected alice []"}));
+  EXPECT_EQ(presence_.disconnected_ids, (std::vector<std::uint64_t>{connection->id()}));
+  EXPECT_FALSE(connection->authenticated());
+  EXPECT_TRUE(transport_->sent.empty()) << "no auth_ok after the close";
+}
+
+TEST_F(ConnectionTest, AnUnauthenticatedCloseReportsNothing) {
+  auto connection = connect();
+  connection->close(CloseReason::client_closed);
+  settle();
+  EXPECT_TRUE(presence_.events.empty());
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+}
+
+TEST_F(ConnectionTest, JoinedIsReportedAfterTheSeqAndBeforeTheJoinedReply) {
+  auto connection = authenticated();
+  presence_.events.clear();
+  rooms_.seqs["r"] = 7;
+  rooms_.seq_gate = std::make_unique<Gate>(io_);
+  presence_.joined_gate = std::make_unique<Gate>(io_);
+  line(connection, R"({"type":"join","room":"r","ref":1})");
+  EXPECT_TRUE(presence_.events.empty()) << "joined() waits for the room's seq";
+  rooms_.seq_gate->open();
+  settle();
+  EXPECT_TRUE(transport_->sent.empty()) << "`joined` waits for joined()";
+  connection->deliver("r", 8, FakeRoomReader::frame_of("r", 8));  // held meanwhile
+  presence_.joined_gate->open();
+  settle();
+  EXPECT_EQ(presence_.events, (std::vector<std::string>{"joined r alice"}));
+  EXPECT_EQ(transport_->sent, (std::vector<std::string>{protocol::joined_frame("r", 7, "1"), "r#8\n"}));
+  // A room already in is not joined again.
+  rooms_.seq_gate.reset();
+  presence_.joined_gate.reset();
+  line(connection, R"({"type":"join","room":"r"})");
+  ASSERT_EQ(transport_->sent.size(), 3u);
+  EXPECT_EQ(last().at("type"), "joined");
+  EXPECT_EQ(presence_.events.size(), 1u);
+}
+
+TEST_F(ConnectionTest, AFailingJoinedUndoesTheJoin) {
+  auto connection = authenticated();
+  presence_.joined_fails = true;
+  line(connection, R"({"type":"join","room":"r","ref":2})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_EQ(last().at("ref"), 2);
+  EXPECT_EQ(index_.members("r"), nullptr) << "the local membership was undone";
+  line(connection, R"({"type":"send","room":"r","body":"x"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_joined");
+  line(connection, R"({"type":"members","room":"r"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_joined");
+  presence_.joined_fails = false;
+  line(connection, R"({"type":"join","room":"r"})");
+  EXPECT_EQ(last().at("type"), "joined");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  connection->close(CloseReason::client_closed);
+  settle();
+  EXPECT_EQ(presence_.events.back(), "disconnected alice [r]");
+}
+
+TEST_F(ConnectionTest, ACloseWhileJoinedIsInFlightUndoesTheRecord) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"a"})");
+  presence_.joined_gate = std::make_unique<Gate>(io_);
+  line(connection, R"({"type":"join","room":"b"})");
+  connection->close(CloseReason::read_error);
+  settle();
+  EXPECT_EQ(presence_.events.back(), "disconnected alice [a]") << "b was not recorded yet";
+  presence_.joined_gate->open();
+  settle();
+  EXPECT_EQ(presence_.events,
+            (std::vector<std::string>{"connected alice", "joined a alice", "disconnected alice [a]",
+                                      "joined b alice", "left b alice"}));
+}
+
+TEST_F(ConnectionTest, LeftIsReportedAfterTheLeftReply) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  presence_.events.clear();
+  presence_.frames_sent_then.clear();
+  line(connection, R"({"type":"leave","room":"r"})");
+  EXPECT_EQ(transport_->sent, (std::vector<std::string>{protocol::left_frame("r", std::nullopt)}));
+  EXPECT_EQ(presence_.events, (std::vector<std::string>{"left r alice"}));
+  EXPECT_EQ(presence_.frames_sent_then, (std::vector<std::size_t>{1}));
+  line(connection, R"({"type":"leave","room":"r"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_joined");
+  EXPECT_EQ(presence_.events.size(), 1u) << "a second leave reports nothing";
+  connection->close(CloseReason::client_closed);
+  settle();
+  EXPECT_EQ(presence_.events.back(), "disconnected alice []");
+}
+
+TEST_F(ConnectionTest, TheCloseStepReportsDisconnectedOnceWithTheRoomsStillJoined) {
+  auto connection = authenticated();
+  for (auto room : {"a", "b", "c"})
+    line(connection, std::string(R"({"type":"join","room":")") + room + "\"}");
+  line(connection, R"({"type":"leave","room":"b"})");
+  connection->close(CloseReason::client_closed);
+  connection->close(CloseReason::idle_timeout);
+  connection->shutdown();
+  settle();
+  EXPECT_EQ(presence_.disconnected_ids, (std::vector<std::uint64_t>{connection->id()}));
+  EXPECT_EQ(presence_.events.back(), "disconnected alice [a,c]");
+  EXPECT_EQ(cleanups_, 1);
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+}
+
+TEST_F(ConnectionTest, StatusAnswersFromThePresencePort) {
+  presence_.statuses["alice"] = {"Alice", true, 1000};
+  presence_.statuses["bob"] = {"bob", false, 2000};
+  presence_.statuses["carol"] = {"carol", false, std::nullopt};
+  auto connection = authenticated();
+  line(connection, R"({"type":"status","user":"ALICE","ref":1})");
+  EXPECT_EQ(transport_->sent.back(), protocol::status_frame("Alice", true, 1000, "1"));
+  line(connection, R"({"type":"status","user":"bob"})");
+  EXPECT_EQ(transport_->sent.back(), protocol::status_frame("bob", false, 2000, std::nullopt));
+  line(connection, R"({"type":"status","user":"carol"})");
+  EXPECT_EQ(transport_->sent.back(), protocol::status_frame("carol", false, std::nullopt, std::nullopt));
+  EXPECT_EQ(presence_.status_calls, 3);
+
+  line(connection, R"({"type":"status","user":"nobody","ref":"n"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_found");
+  EXPECT_EQ(last().at("ref"), "n");
+  line(connection, R"({"type":"status","user":"not a name"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_found");
+  EXPECT_EQ(presence_.status_calls, 4) << "a name breaking the rules costs no lookup";
+  line(connection, R"({"type":"status"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_frame");
+
+  presence_.store_fails = true;
+  line(connection, R"({"type":"status","user":"bob"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+TEST_F(ConnectionTest, StatusNeedsAuth) {
+  auto connection = connect();
+  line(connection, R"({"type":"status","user":"bob"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+  EXPECT_EQ(presence_.status_calls, 0);
+}
+
+TEST_F(ConnectionTest, MembersNeedsHavingJoined) {
+  presence_.room_members["r"] = {"alice", "bob"};
+  auto connection = authenticated();
+  line(connection, R"({"type":"members","room":"r","ref":1})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_joined");
+  EXPECT_EQ(presence_.member_calls, 0);
+  line(connection, R"({"type":"join","room":"r"})");
+  line(connection, R"({"type":"members","room":"r","ref":1})");
+  EXPECT_EQ(transport_->sent.back(), protocol::members_frame("r", {"alice", "bob"}, "1"));
+  line(connection, R"({"type":"members","room":"bad room"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_room");
+  presence_.store_fails = true;
+  line(connection, R"({"type":"members","room":"r"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  line(connection, R"({"type":"leave","room":"r"})");
+  line(connection, R"({"type":"members","room":"r"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "not_joined");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+SharedFrame presence_of(const std::string& room, const std::string& user, bool joined) {
+  return std::make_shared<const std::string>(protocol::presence_frame(room, user, joined));
+}
+
+TEST_F(ConnectionTest, PresenceGoesToJoinedConnectionsOfOtherUsersOnly) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  connection->deliver_presence("r", "bob", presence_of("r", "bob", true));
+  connection->deliver_presence("r", "alice", presence_of("r", "alice", true));
+  connection->deliver_presence("r", "ALICE", presence_of("r", "ALICE", false));
+  connection->deliver_presence("other", "bob", presence_of("other", "bob", true));
+  EXPECT_EQ(transport_->sent, (std::vector<std::string>{protocol::presence_frame("r", "bob", true)}));
+  line(connection, R"({"type":"leave","room":"r"})");
+  transport_->sent.clear();
+  connection->deliver_presence("r", "bob", presence_of("r", "bob", false));
+  EXPECT_TRUE(transport_->sent.empty()) << "not in the room any more";
+}
+
+TEST_F(ConnectionTest, PresenceWaitsForTheJoinToBeRecorded) {
+  auto connection = authenticated();
+  presence_.joined_gate = std::make_unique<Gate>(io_);
+  line(connection, R"({"type":"join","room":"r"})");
+  connection->deliver_presence("r", "bob", presence_of("r", "bob", true));
+  EXPECT_TRUE(transport_->sent.empty());
+  presence_.joined_gate->open();
+  settle();
+  EXPECT_EQ(transport_->sent, (std::vector<std::string>{protocol::joined_frame("r", 0, std::nullopt)}));
+}
+
+TEST_F(ConnectionTest, PresenceCountsAgainstTheByteBound) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->stalled = true;
+  const auto frame = presence_of("r", "bob", true);
+  for (std::size_t sent = 0; sent <= config_.send_queue_bytes; sent += frame->size())
+    connection->deliver_presence("r", "bob", frame);
+  settle();
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
+  EXPECT_EQ(code_of(transport_->sent.back()), "slow_consumer");
+}
+
+TEST_F(ConnectionTest, TheIoThreadRoutesSeqZeroItemsAsPresence) {
+  IoThread thread;
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  auto connection =
+      std::make_shared<ClientConnection>(io_.get_executor(), services_, thread.connections, transport_);
+  connection->start();
+  line(connection, auth_line(issued));
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  SequencedBatch batch;
+  batch.push_back({"r", 1, FakeRoomReader::frame_of("r", 1), {}});
+  batch.push_back({"r", 0, presence_of("r", "bob", true), "bob"});
+  batch.push_back({"r", 0, presence_of("r", "alice", true), "alice"});
+  batch.push_back({"other", 0, presence_of("other", "bob", true), "bob"});
+  thread.deliver(batch);
+  EXPECT_EQ(transport_->sent,
+            (std::vector<std::string>{"r#1\n", protocol::presence_frame("r", "bob", true)}));
+  connection->close(CloseReason::client_closed);
+  settle();
+}
+
+// ---- the idle cut
+
+TEST_F(ConnectionTest, IdleTimeoutDefaultsToTwoAndAHalfHeartbeats) {
+  GatewayConfig config;
+  EXPECT_EQ(config.heartbeat, std::chrono::seconds(15));
+  EXPECT_EQ(config.effective_idle_timeout(), std::chrono::milliseconds(37500));
+  config.heartbeat = std::chrono::seconds(2);
+  EXPECT_EQ(config.effective_idle_timeout(), std::chrono::milliseconds(5000));
+  config.idle_timeout = std::chrono::milliseconds(1234);
+  EXPECT_EQ(config.effective_idle_timeout(), std::chrono::milliseconds(1234));
+}
+
+TEST_F(ConnectionTest, ASilentConnectionIsCutNoEarlierThanTheIdleTimeout) {
+  using Clock = std::chrono::steady_clock;
+  config_.idle_timeout = std::chrono::milliseconds(150);
+  auto connection = authenticated();
+  auto last_line = Clock::now();
+  // Lines every 50 ms keep it open well past the timeout.
+  for (int i = 0; i < 6; ++i) {
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(connection->state(), ClientConnection::State::open) << "after " << i << " lines";
+    last_line = Clock::now();
+    line(connection, i % 2 ? R"({"type":"ping"})" : "{not json");  // an error counts as much
+  }
+  EXPECT_EQ(closed(CloseReason::idle_timeout), 0u);
+  while (connection->state() == ClientConnection::State::open &&
+         Clock::now() - last_line < std::chrono::seconds(5)) {
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(5));
+  }
+  const auto silent = Clock::now() - last_line;
+  EXPECT_EQ(closed(CloseReason::idle_timeout), 1u);
+  EXPECT_GE(silent, std::chrono::milliseconds(150));
+  EXPECT_LT(silent, std::chrono::milliseconds(150) + std::chrono::seconds(1));
+}
+
+TEST_F(ConnectionTest, TheIdleCutAppliesBeforeAuthToo) {
+  config_.idle_timeout = std::chrono::milliseconds(20);
+  config_.auth_timeout = std::chrono::seconds(60);
+  auto connection = connect();
+  io_.run_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(closed(CloseReason::idle_timeout), 1u);
+  EXPECT_TRUE(presence_.events.empty());
 }
 
 }  // namespace

@@ -32,6 +32,9 @@ struct GatewayCounters {
   // by the connection's close; compared with --max-connections.
   std::atomic<std::int64_t> open{0};
   std::atomic<std::uint64_t> closed[static_cast<int>(CloseReason::count_)]{};
+  // Source of ClientConnection::id(): unique per gateway process (presence
+  // records are keyed by gateway and connection id). fetch_add(1) is the id.
+  std::atomic<std::uint64_t> next_connection_id{1};
 };
 
 }  // namespace rtmc::gateway

@@ -34,6 +34,27 @@ rooms::LogFrames fetch_range(redis::Connection& redis, std::uint32_t shards, con
 
 }  // namespace
 
+// Presence events are not sequenced: no cursor, no ordering, no repair.
+bool add_presence_items(std::string_view body, SequencedBatch& batch) {
+  if (!protocol::peek_presence(body.substr(0, body.find('\n')))) return false;
+  while (!body.empty()) {
+    const auto end = body.find('\n');
+    const auto line = body.substr(0, end);
+    body.remove_prefix(end == std::string_view::npos ? body.size() : end + 1);
+    if (line.empty()) continue;
+    auto header = protocol::peek_presence(line);
+    if (!header) {
+      spdlog::error("fanout: dropping a malformed presence frame");
+      continue;
+    }
+    auto frame = std::make_shared<std::string>();
+    frame->reserve(line.size() + 1);
+    frame->append(line).push_back('\n');
+    batch.push_back({std::move(header->room), 0, std::move(frame), std::move(header->user)});
+  }
+  return true;
+}
+
 Fanout::Fanout(const GatewayConfig& config, RoomSeeds& seeds, Deliver deliver)
     : config_(config), seeds_(seeds), deliver_(std::move(deliver)) {
   thread_ = std::thread([this] { run(); });
@@ -59,11 +80,11 @@ void Fanout::run() {
     if (decision.kind == RoomCursors::Decision::Kind::fill_gap) {
       for (auto& [missing_seq, missing] :
            fetch_range(*redis, shards, room, decision.gap_from, decision.gap_to)) {
-        batch.push_back({room, missing_seq, std::move(missing)});
+        batch.push_back({room, missing_seq, std::move(missing), {}});
         cursors.delivered(room, missing_seq);
       }
     }
-    batch.push_back({room, seq, std::move(frame)});
+    batch.push_back({room, seq, std::move(frame), {}});
     cursors.delivered(room, seq);
   };
   auto hand_over = [&] {
@@ -106,11 +127,14 @@ void Fanout::run() {
         // Whatever has already arrived goes out as one batch.
         for (std::size_t taken = 0; delivery && taken < kMaxBatch; ++taken) {
           last_tag = delivery->delivery_tag;
-          if (auto header = protocol::peek_message(delivery->body))
+          if (add_presence_items(delivery->body, batch)) {
+            // Presence events bypass the cursors.
+          } else if (auto header = protocol::peek_message(delivery->body)) {
             deliver_in_order(header->room, header->seq,
                              std::make_shared<const std::string>(std::move(delivery->body)));
-          else
+          } else {
             spdlog::error("fanout: dropping a malformed frame");
+          }
           delivery = taken + 1 < kMaxBatch ? mq.next(std::chrono::milliseconds(0)) : std::nullopt;
         }
         hand_over();

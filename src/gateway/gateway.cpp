@@ -8,10 +8,13 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <future>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "auth/auth.hpp"
 #include "auth/room_access.hpp"
+#include "common/names.hpp"
 #include "gateway/client_connection.hpp"
 #include "gateway/http_endpoints.hpp"
 #include "gateway/io_thread.hpp"
@@ -29,6 +32,72 @@ namespace asio = boost::asio;
 namespace {
 // Redis calls waiting per worker of the connections' Redis client.
 constexpr std::size_t kRedisQueueLimit = 256;
+
+// TEMPORARY (issue 6, p-gateway branch): an in-process PresencePort so the
+// connection core can be wired before the Redis-backed presence service
+// (gateway/presence_service.hpp) exists; replaced by it on merge. One
+// gateway only, in memory, emits no presence events; status knows only users
+// seen by this process (others are unknown).
+class InMemoryPresence final : public PresencePort {
+ public:
+  asio::awaitable<void> connected(std::uint64_t connection_id, std::string user) override {
+    std::lock_guard lock(mutex_);
+    connections_.emplace(connection_id, user);
+    auto& status = users_[fold_user_name(user)];
+    if (status.connections++ == 0) status = {user, 1, now_ms()};
+    co_return;
+  }
+  asio::awaitable<void> disconnected(std::uint64_t connection_id, std::string user,
+                                     std::vector<std::string> rooms) override {
+    std::lock_guard lock(mutex_);
+    for (const auto& room : rooms) leave(room, user);
+    if (connections_.erase(connection_id) == 0) co_return;
+    auto& status = users_[fold_user_name(user)];
+    if (--status.connections == 0) status.last_seen_ms = now_ms();
+  }
+  asio::awaitable<void> joined(std::string room, std::string user) override {
+    std::lock_guard lock(mutex_);
+    ++members_[room][user];
+    co_return;
+  }
+  asio::awaitable<void> left(std::string room, std::string user) override {
+    std::lock_guard lock(mutex_);
+    leave(room, user);
+    co_return;
+  }
+  asio::awaitable<std::vector<std::string>> members(std::string room) override {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> users;
+    if (auto it = members_.find(room); it != members_.end())
+      for (const auto& [user, _] : it->second) users.push_back(user);
+    co_return users;
+  }
+  asio::awaitable<std::optional<UserStatusView>> status(std::string user) override {
+    std::lock_guard lock(mutex_);
+    auto it = users_.find(fold_user_name(user));
+    if (it == users_.end()) co_return std::nullopt;
+    co_return UserStatusView{it->second.user, it->second.connections > 0, it->second.last_seen_ms};
+  }
+
+ private:
+  struct Status {
+    std::string user;
+    int connections = 0;
+    std::int64_t last_seen_ms = 0;
+  };
+  void leave(const std::string& room, const std::string& user) {
+    auto it = members_.find(room);
+    if (it == members_.end()) return;
+    if (auto member = it->second.find(user); member != it->second.end() && --member->second <= 0)
+      it->second.erase(member);
+    if (it->second.empty()) members_.erase(it);
+  }
+
+  std::mutex mutex_;
+  std::map<std::uint64_t, std::string> connections_;
+  std::map<std::string, Status> users_;  // by folded name
+  std::map<std::string, std::map<std::string, int>> members_;
+};
 }  // namespace
 
 struct Gateway::Impl {
@@ -56,6 +125,7 @@ struct Gateway::Impl {
                  room_reader,
                  ingest,
                  limited_sends ? static_cast<SendLimiter&>(*limited_sends) : unlimited_sends,
+                 presence,
                  room_seeds,
                  counters,
                  {}} {
@@ -103,7 +173,8 @@ struct Gateway::Impl {
       counters.open.fetch_add(1, std::memory_order_relaxed);
       // The connection's whole life is on its io thread.
       asio::post(thread.io, [this, &thread, socket = std::move(accepted)]() mutable {
-        auto transport = std::make_shared<TcpLineTransport>(std::move(socket), thread, config.max_line_bytes);
+        auto transport = std::make_shared<TcpLineTransport>(std::move(socket), thread, config.max_line_bytes,
+                                                            config.heartbeat);
         auto connection = std::make_shared<ClientConnection>(thread.io.get_executor(), services,
                                                              thread.connections, transport);
         connection->start();
@@ -170,6 +241,7 @@ struct Gateway::Impl {
   // Without a rate, sends cost no Redis round trip.
   UnlimitedSends unlimited_sends;
   std::unique_ptr<RedisSendLimiter> limited_sends;
+  InMemoryPresence presence;  // TEMPORARY: see InMemoryPresence
   ConnectionServices services;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;

@@ -22,10 +22,13 @@ struct GatewayConfig {
   std::size_t max_line_bytes = 64 * 1024;
   std::size_t send_queue_bytes = 1024 * 1024;
   std::chrono::seconds auth_timeout{10};
-  // Clients should ping at least this often; the session is re-checked
-  // against Redis (logout) on the same period, and a connection silent for
-  // three periods is closed.
-  std::chrono::seconds heartbeat{30};
+  // Clients should ping at least this often (auth_ok.heartbeat_s); the
+  // session is re-checked against Redis (logout) on the same period. Also
+  // the TCP keepalive idle time of client sockets.
+  std::chrono::seconds heartbeat{15};
+  // A connection with no complete line for this long is closed
+  // (idle_timeout). 0 = 2.5 x heartbeat (see effective_idle_timeout).
+  std::chrono::milliseconds idle_timeout{0};
   // Sends a connection may have waiting for RabbitMQ's confirm before the
   // gateway stops reading from it.
   std::size_t max_unconfirmed_sends = 1024;
@@ -43,6 +46,11 @@ struct GatewayConfig {
   // TCP sends per user, one budget with the api's REST publishes
   // (store::messages_bucket; rate_limited beyond). No limit by default.
   store::Rate sends_per_user;
+
+  std::chrono::milliseconds effective_idle_timeout() const {
+    if (idle_timeout.count() > 0) return idle_timeout;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat) * 5 / 2;
+  }
 };
 
 class Gateway {

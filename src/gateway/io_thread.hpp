@@ -24,14 +24,19 @@ class IoThread {
   ConnectionIndex connections;
 
   // One shared frame for every local member of the room; each member's
-  // frames of the batch leave in one write.
+  // frames of the batch leave in one write. Seq 0 marks a presence event.
   void deliver(const SequencedBatch& batch) {
     for (const auto& item : batch) {
       const auto* members = connections.members(item.room);
       if (members == nullptr) continue;
       // Safe to iterate: a member closed by this delivery (slow consumer)
       // leaves the index later, in a posted handler (ClientConnection::close).
-      for (const auto& [_, connection] : *members) connection->deliver(item.room, item.seq, item.frame);
+      if (item.seq == 0) {
+        for (const auto& [_, connection] : *members)
+          connection->deliver_presence(item.room, item.user, item.frame);
+      } else {
+        for (const auto& [_, connection] : *members) connection->deliver(item.room, item.seq, item.frame);
+      }
     }
   }
 

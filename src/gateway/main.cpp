@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   std::string http_listen = config.http_listen.str();
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
+  std::size_t idle_timeout_ms = config.idle_timeout.count();
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
   double publish_rate = 0;  // a second; 0 = off
   std::uint32_t publish_burst = 0;
@@ -42,9 +43,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   app.add_option("--heartbeat-s", heartbeat_s,
-                 "Heartbeat period in seconds (session re-check; idle cut at 3x)")
+                 "Heartbeat period in seconds (auth_ok heartbeat_s, session re-check, TCP keepalive)")
       ->envname("RTMC_HEARTBEAT_S")
       ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--idle-timeout-ms", idle_timeout_ms,
+                 "A connection with no complete line for this long is closed (0 = 2.5 x heartbeat)")
+      ->envname("RTMC_IDLE_TIMEOUT_MS")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{24} * 3600 * 1000))
       ->capture_default_str();
   app.add_option("--dedupe-window-s", dedupe_window_s,
                  "How long a message id is remembered per sender and room")
@@ -96,6 +102,7 @@ int main(int argc, char** argv) {
     config.http_listen = rtmc::HostPort::parse(http_listen);
     config.auth_timeout = std::chrono::seconds(auth_timeout_s);
     config.heartbeat = std::chrono::seconds(heartbeat_s);
+    config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
     config.sends_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);
     rtmc::setup_logging(config.common.log_level, "gateway");

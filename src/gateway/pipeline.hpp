@@ -7,10 +7,13 @@
 //    exchange, then acks.
 //  - Fanout: consumes this gateway's private fan-out queue and hands each
 //    room's frames to the io threads exactly once and in seq order, repairing
-//    gaps from the room log in Redis (store/rooms.hpp).
+//    gaps from the room log in Redis (store/rooms.hpp). Presence events
+//    (bodies of presence frames, one a line) ride the same queue and pass
+//    straight through as seq-0 items (add_presence_items).
 
 #include <atomic>
 #include <functional>
+#include <string_view>
 #include <thread>
 
 #include "gateway/gateway.hpp"
@@ -20,10 +23,18 @@
 
 namespace rtmc::gateway {
 
+// If `body` is a fan-out message of presence frames ('\n'-separated, as the
+// presence service batches them), appends one seq-0 item per valid frame
+// (room, user, the frame with its '\n') to `batch` and returns true; a line
+// that is not a presence frame is dropped with a log line. Returns false,
+// appending nothing, for anything else (a sequenced message frame).
+bool add_presence_items(std::string_view body, SequencedBatch& batch);
+
 class Fanout {
  public:
-  // Called on the fan-out thread with frames in seq order per room, each seq
-  // once.
+  // Sequenced frames are handed on in seq order per room, each seq once;
+  // presence items (seq 0) in arrival order, with no such guarantee.
+  // Called on the fan-out thread.
   using Deliver = std::function<void(std::shared_ptr<const SequencedBatch> batch)>;
   Fanout(const GatewayConfig& config, RoomSeeds& seeds, Deliver deliver);
   ~Fanout();

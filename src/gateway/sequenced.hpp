@@ -11,10 +11,14 @@ namespace rtmc::gateway {
 
 using SharedFrame = std::shared_ptr<const std::string>;
 
+// A presence event (protocol::presence_frame) travels the same way with seq
+// 0 and `user` set: it has no place in the room's order, so it bypasses the
+// per-room streams (ClientConnection::deliver_presence).
 struct Sequenced {
   std::string room;
   std::int64_t seq = 0;
   SharedFrame frame;
+  std::string user;  // presence items only: whom the event is about
 };
 // Frames that arrived together travel together: one post per io thread and
 // one gathered write per connection for the whole batch.

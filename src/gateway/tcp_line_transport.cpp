@@ -1,13 +1,19 @@
 #include "gateway/tcp_line_transport.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
+#include <cstring>
 #include <span>
 
 #include "gateway/client_connection.hpp"
@@ -30,16 +36,18 @@ bool blank(std::string_view line) {
 }  // namespace
 
 TcpLineTransport::TcpLineTransport(asio::ip::tcp::socket socket, IoThread& io_thread,
-                                   std::size_t max_line_bytes)
+                                   std::size_t max_line_bytes, std::chrono::seconds heartbeat)
     : socket_(std::move(socket)),
       io_thread_(io_thread),
       max_line_bytes_(max_line_bytes),
+      heartbeat_(heartbeat),
       close_timer_(socket_.get_executor()) {}
 
 void TcpLineTransport::start(const std::shared_ptr<ClientConnection>& connection) {
   connection_ = connection;
   boost::system::error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  set_client_keepalive(socket_, heartbeat_);
   // flush() writes directly and must never block the io thread.
   socket_.non_blocking(true, ignored);
   asio::co_spawn(socket_.get_executor(), read_loop(connection), [connection](std::exception_ptr error) {
@@ -51,6 +59,24 @@ void TcpLineTransport::start(const std::shared_ptr<ClientConnection>& connection
     }
     connection->close(CloseReason::internal);
   });
+}
+
+// Best effort: a socket that refuses an option still serves its client, and
+// the idle cut remains.
+bool set_client_keepalive(asio::ip::tcp::socket& socket, std::chrono::seconds heartbeat) {
+  boost::system::error_code ec;
+  socket.set_option(asio::socket_base::keep_alive(true), ec);
+  const int fd = socket.native_handle();
+  const int idle = static_cast<int>(std::max<std::int64_t>(1, heartbeat.count()));
+  const int interval = std::max(1, idle / 3);
+  const int count = 3;
+  if (ec || ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) != 0) {
+    spdlog::warn("TCP keepalive not set on a client socket: {}", ec ? ec.message() : std::strerror(errno));
+    return false;
+  }
+  return true;
 }
 
 // Reads into the io thread's scratch buffer and keeps only unprocessed bytes
@@ -75,7 +101,10 @@ asio::awaitable<void> TcpLineTransport::read_loop(std::shared_ptr<ClientConnecti
       co_return;
     }
     if (n == 0) continue;
-    connection->touch();
+    // A '\n' completes a line: that, not any byte, is a sign of life (a
+    // blank line too; a peer trickling one endless line is not alive). It
+    // counts on arrival, even while earlier lines are still being handled.
+    if (std::memchr(io_thread_.scratch().data(), '\n', n) != nullptr) connection->touch();
     // Handlers may suspend (Redis, back-pressure) and the scratch buffer is
     // shared by every connection of this thread, so the bytes move out first.
     framer_.append(io_thread_.scratch().data(), n);

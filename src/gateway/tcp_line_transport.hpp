@@ -15,6 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <vector>
@@ -27,9 +28,18 @@ namespace rtmc::gateway {
 class ClientConnection;
 class IoThread;
 
+// TCP keepalive on a client socket: probes after `heartbeat` of silence,
+// every max(1, heartbeat/3) s, 3 of them. Returns false (and logs) when an
+// option could not be set; the socket still serves.
+bool set_client_keepalive(boost::asio::ip::tcp::socket& socket, std::chrono::seconds heartbeat);
+
 class TcpLineTransport final : public Transport, public std::enable_shared_from_this<TcpLineTransport> {
  public:
-  TcpLineTransport(boost::asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_line_bytes);
+  // `heartbeat` sets the socket's TCP keepalive: probes after that much
+  // silence, every max(1, heartbeat/3) s, three of them, so a peer that
+  // vanished without a FIN is found by the kernel as well as by the idle cut.
+  TcpLineTransport(boost::asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_line_bytes,
+                   std::chrono::seconds heartbeat);
 
   // Starts reading lines into `connection`.
   void start(const std::shared_ptr<ClientConnection>& connection);
@@ -48,6 +58,7 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   boost::asio::ip::tcp::socket socket_;
   IoThread& io_thread_;
   const std::size_t max_line_bytes_;
+  const std::chrono::seconds heartbeat_;
   std::weak_ptr<ClientConnection> connection_;
   LineFramer framer_;
   boost::asio::steady_timer close_timer_;

@@ -1,5 +1,6 @@
 #include "protocol/frames.hpp"
 
+#include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -28,6 +29,7 @@ const char* to_string(ErrorCode code) {
     case ErrorCode::rate_limited: return "rate_limited";
     case ErrorCode::server_full: return "server_full";
     case ErrorCode::server_shutdown: return "server_shutdown";
+    case ErrorCode::not_found: return "not_found";
   }
   return "internal";
 }
@@ -134,6 +136,16 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
     return Frame{std::move(send), ref};
   }
   if (*type == "ping") return Frame{PingRequest{}, ref};
+  if (*type == "status") {
+    const json::string* user = required("user");
+    if (user == nullptr) return fail(ErrorCode::bad_frame, "\"user\" must be a string", ref);
+    return Frame{StatusRequest{std::string(*user)}, ref};
+  }
+  if (*type == "members") {
+    std::string room;
+    if (auto error = room_of(room)) return *error;
+    return Frame{MembersRequest{std::move(room)}, ref};
+  }
   return fail(ErrorCode::unknown_type, "unknown frame type \"" + std::string(*type) + "\"", ref);
 }
 
@@ -170,6 +182,29 @@ std::string message_frame(std::string_view room, std::int64_t seq, std::string_v
                  {"from", from},
                  {"body", body},
                  {"ts", ts_ms}},
+                std::nullopt);
+}
+
+std::string status_frame(std::string_view user, bool online, std::optional<std::int64_t> last_seen_ms,
+                         const Ref& ref) {
+  json::value last_seen = nullptr;
+  if (last_seen_ms) last_seen = *last_seen_ms;
+  return finish({{"type", "status"},
+                 {"user", user},
+                 {"status", online ? "online" : "offline"},
+                 {"last_seen", std::move(last_seen)}},
+                ref);
+}
+
+std::string members_frame(std::string_view room, const std::vector<std::string>& users, const Ref& ref) {
+  json::array list;
+  list.reserve(users.size());
+  for (const auto& user : users) list.emplace_back(user);
+  return finish({{"type", "members"}, {"room", room}, {"users", std::move(list)}}, ref);
+}
+
+std::string presence_frame(std::string_view room, std::string_view user, bool joined) {
+  return finish({{"type", "presence"}, {"room", room}, {"user", user}, {"event", joined ? "join" : "leave"}},
                 std::nullopt);
 }
 
@@ -214,6 +249,26 @@ std::optional<MessageHeader> peek_message(std::string_view frame) {
   const json::value* seq = object.if_contains("seq");
   if (!room || !seq || !room->is_string() || !seq->is_int64()) return std::nullopt;
   return MessageHeader{std::string(room->get_string()), seq->get_int64()};
+}
+
+std::optional<PresenceHeader> peek_presence(std::string_view line) {
+  // Every frame the fan-out thread sees is serialized by us, type first: the
+  // prefix tells a presence frame from a message without a parse.
+  static constexpr std::string_view prefix = R"({"type":"presence",)";
+  if (!line.starts_with(prefix)) return std::nullopt;
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  json::error_code ec;
+  json::value parsed = json::parse(line, ec);
+  if (ec || !parsed.is_object()) return std::nullopt;
+  const json::object& object = parsed.get_object();
+  bool wrong_type = false;
+  const json::string* room = string_field(object, "room", wrong_type);
+  const json::string* user = string_field(object, "user", wrong_type);
+  const json::string* event = string_field(object, "event", wrong_type);
+  if (!room || !user || !event || !valid_room_name(*room) || !valid_user_name(*user) ||
+      (*event != "join" && *event != "leave"))
+    return std::nullopt;
+  return PresenceHeader{std::string(*room), std::string(*user)};
 }
 
 std::optional<boost::json::object> parse_server_frame(std::string_view line) {

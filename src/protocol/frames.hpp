@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 namespace rtmc::protocol {
 
@@ -29,6 +30,7 @@ enum class ErrorCode {
   rate_limited,     // the user sends faster than allowed; retry later
   server_full,      // the gateway holds as many connections as it may (fatal)
   server_shutdown,  // the gateway is stopping; reconnect elsewhere (fatal)
+  not_found,        // no such user (status); not fatal
 };
 const char* to_string(ErrorCode code);
 // Fatal errors close the connection after the error frame.
@@ -49,7 +51,16 @@ struct SendRequest {
   std::string body;
 };
 struct PingRequest {};
-using Request = std::variant<AuthRequest, JoinRequest, LeaveRequest, SendRequest, PingRequest>;
+// Any string: a name that breaks the name rules is an unknown user
+// (`not_found`), answered by the connection, not refused here.
+struct StatusRequest {
+  std::string user;
+};
+struct MembersRequest {
+  std::string room;
+};
+using Request = std::variant<AuthRequest, JoinRequest, LeaveRequest, SendRequest, PingRequest, StatusRequest,
+                             MembersRequest>;
 
 // `ref` is kept as serialized JSON so it is echoed verbatim.
 using Ref = std::optional<std::string>;
@@ -83,6 +94,15 @@ std::string pong_frame(const Ref& ref);
 std::string error_frame(ErrorCode code, std::string_view message, const Ref& ref);
 std::string message_frame(std::string_view room, std::int64_t seq, std::string_view id, std::string_view from,
                           std::string_view body, std::int64_t ts_ms);
+// `user` is the registered spelling; `last_seen_ms` nullopt = never
+// connected (JSON null).
+std::string status_frame(std::string_view user, bool online, std::optional<std::int64_t> last_seen_ms,
+                         const Ref& ref);
+// `users` as given (the store sorts them).
+std::string members_frame(std::string_view room, const std::vector<std::string>& users, const Ref& ref);
+// A room presence event: `joined` true -> "join", false -> "leave". No seq:
+// it is neither stored nor replayed.
+std::string presence_frame(std::string_view room, std::string_view user, bool joined);
 
 // A message frame split around its seq: prefix + to_string(seq) + suffix ==
 // message_frame(...). The sequencing script, which alone knows the seq,
@@ -112,6 +132,15 @@ struct MessageHeader {
   std::int64_t seq = 0;
 };
 std::optional<MessageHeader> peek_message(std::string_view frame);
+
+// The routing facts of a presence frame (as made by presence_frame), for the
+// fan-out thread: anything that does not start like a presence frame is
+// rejected without parsing. A trailing '\n' is allowed.
+struct PresenceHeader {
+  std::string room;
+  std::string user;
+};
+std::optional<PresenceHeader> peek_presence(std::string_view line);
 
 // For clients (chat, bench, tests): a server line as a JSON object.
 std::optional<boost::json::object> parse_server_frame(std::string_view line);

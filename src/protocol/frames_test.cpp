@@ -160,3 +160,80 @@ TEST(ErrorCodes, NewCodesAndTheirFatality) {
 
 }  // namespace
 }  // namespace rtmc::protocol
+
+namespace rtmc::protocol {
+namespace {
+
+TEST(Presence, StatusAndMembersRequests) {
+  auto status = frame_of(R"({"type":"status","user":"Alice","ref":3})");
+  EXPECT_EQ(std::get<StatusRequest>(status.request).user, "Alice");
+  EXPECT_EQ(status.ref, std::optional<std::string>("3"));
+  // Any string parses: a name breaking the rules is an unknown user, which
+  // the connection answers with not_found.
+  EXPECT_EQ(std::get<StatusRequest>(frame_of(R"({"type":"status","user":"no such!"})").request).user,
+            "no such!");
+  EXPECT_EQ(error_of(R"({"type":"status"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"status","user":5,"ref":"r"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"status","user":5,"ref":"r"})").ref, std::optional<std::string>("\"r\""));
+
+  EXPECT_EQ(std::get<MembersRequest>(frame_of(R"({"type":"members","room":"lobby"})").request).room, "lobby");
+  EXPECT_EQ(error_of(R"({"type":"members"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"members","room":1})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"members","room":"bad room"})").code, ErrorCode::bad_room);
+}
+
+TEST(Presence, StatusFrame) {
+  EXPECT_EQ(status_frame("Alice", true, 1700000000123, std::nullopt),
+            R"({"type":"status","user":"Alice","status":"online","last_seen":1700000000123})"
+            "\n");
+  EXPECT_EQ(status_frame("bob", false, 5, std::string("7")),
+            R"({"type":"status","user":"bob","status":"offline","last_seen":5,"ref":7})"
+            "\n");
+  EXPECT_EQ(status_frame("carol", false, std::nullopt, std::nullopt),
+            R"({"type":"status","user":"carol","status":"offline","last_seen":null})"
+            "\n");
+}
+
+TEST(Presence, MembersFrame) {
+  EXPECT_EQ(members_frame("lobby", {"alice", "bob"}, std::string("\"m\"")),
+            R"({"type":"members","room":"lobby","users":["alice","bob"],"ref":"m"})"
+            "\n");
+  EXPECT_EQ(members_frame("lobby", {}, std::nullopt), R"({"type":"members","room":"lobby","users":[]})"
+                                                      "\n");
+}
+
+TEST(Presence, PresenceFrameAndItsPeek) {
+  const auto join = presence_frame("lobby", "alice", true);
+  EXPECT_EQ(join, R"({"type":"presence","room":"lobby","user":"alice","event":"join"})"
+                  "\n");
+  EXPECT_EQ(presence_frame("lobby", "alice", false),
+            R"({"type":"presence","room":"lobby","user":"alice","event":"leave"})"
+            "\n");
+  auto header = peek_presence(join);
+  ASSERT_TRUE(header);
+  EXPECT_EQ(header->room, "lobby");
+  EXPECT_EQ(header->user, "alice");
+  std::string_view without_newline(join);
+  without_newline.remove_suffix(1);
+  ASSERT_TRUE(peek_presence(without_newline));
+  EXPECT_EQ(peek_presence(without_newline)->user, "alice");
+
+  EXPECT_FALSE(peek_presence(message_frame("lobby", 1, "m", "alice", "x", 1)));
+  EXPECT_FALSE(peek_presence(""));
+  EXPECT_FALSE(peek_presence(R"({"type":"presence",)"));
+  EXPECT_FALSE(peek_presence(R"({"type":"presence","room":"lobby","event":"join"})"));
+  EXPECT_FALSE(peek_presence(R"({"type":"presence","room":"bad room","user":"a","event":"join"})"));
+  EXPECT_FALSE(peek_presence(R"({"type":"presence","room":"r","user":"a b","event":"join"})"));
+  EXPECT_FALSE(peek_presence(R"({"type":"presence","room":"r","user":"a","event":"stay"})"));
+}
+
+TEST(ErrorCodes, NotFoundIsNotFatal) {
+  EXPECT_STREQ(to_string(ErrorCode::not_found), "not_found");
+  EXPECT_FALSE(is_fatal(ErrorCode::not_found));
+  auto object = parse_server_frame(error_frame(ErrorCode::not_found, "no user x", std::string("1")));
+  ASSERT_TRUE(object);
+  EXPECT_EQ((*object)["code"].as_string(), "not_found");
+}
+
+}  // namespace
+}  // namespace rtmc::protocol
