@@ -74,12 +74,12 @@ class Presence {
   // when it is the user's first live connection anywhere (the status cache
   // then says so), nullopt otherwise.
   boost::asio::awaitable<std::optional<StatusChange>> connect(std::uint64_t connection_id, std::string user,
-                                               std::int64_t now_ms);
+                                                              std::int64_t now_ms);
   // Deletes the record. Returns the change (offline, last_seen now_ms) when
   // it was the user's last one (the status cache then says so). A missing
   // record (already swept) changes nothing: nullopt.
-  boost::asio::awaitable<std::optional<StatusChange>> disconnect(std::uint64_t connection_id, std::string user,
-                                                  std::int64_t now_ms);
+  boost::asio::awaitable<std::optional<StatusChange>> disconnect(std::uint64_t connection_id,
+                                                                 std::string user, std::int64_t now_ms);
   // One more connection of `user` in `room`; true when it is the user's
   // first there (a `join` event is due).
   boost::asio::awaitable<bool> join(std::string room, std::string user);
