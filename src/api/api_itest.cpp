@@ -6,10 +6,12 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
@@ -33,6 +35,7 @@
 #include "server/limits.hpp"
 #include "store/amqp.hpp"
 #include "store/itest_env.hpp"
+#include "store/presence.hpp"
 #include "store/redis.hpp"
 #include "store/stalling_proxy_for_tests.hpp"
 
@@ -150,6 +153,15 @@ std::string unreachable_amqp_url() {
   net::io_context context;
   tcp::acceptor probe(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
   return "amqp://guest:guest@127.0.0.1:" + std::to_string(probe.local_endpoint().port()) + "/";
+}
+
+// Runs a coroutine to completion on a private io_context.
+template <class T>
+T run_on_own_context(net::awaitable<T> task) {
+  net::io_context io;
+  auto future = net::co_spawn(io, std::move(task), net::use_future);
+  io.run();
+  return future.get();
 }
 
 std::string error_of(const HttpResponse& response) {
@@ -414,6 +426,69 @@ TEST_F(ApiItest, HealthzAndMetrics) {
       << metrics.body();
   EXPECT_NE(metrics.body().find("rtmc_api_publish_total{result=\"confirmed\"}"), std::string::npos);
   EXPECT_NE(metrics.body().find("rtmc_api_amqp_connected 1"), std::string::npos);
+}
+
+// The value of an unlabelled sample in /metrics; -1 when it is absent.
+double metric_value(Client& client, const std::string& name) {
+  const auto text = client.send(http::verb::get, "/metrics").body();
+  const auto line = "\n" + name + " ";
+  const auto at = text.find(line);
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + line.size(), text.find('\n', at + 1) - at - line.size()));
+}
+
+TEST_F(ApiItest, UserStatusIsCacheAsideAndFollowsStatusChanges) {
+  Client client(port());
+  const auto user = unique("St_");  // registered with capitals
+  ASSERT_EQ(client.post("/register", {{"user", user}, {"password", "correct horse"}}).result(),
+            http::status::created);
+  const auto lower = fold_user_name(user);
+  std::string upper = user;
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const auto key = keys::status(user);
+  ASSERT_EQ(redis_command({"EXISTS", key}).integer, 0);
+  const double hits = metric_value(client, "rtmc_status_cache_hits_total");
+  const double misses = metric_value(client, "rtmc_status_cache_misses_total");
+  ASSERT_GE(hits, 0);
+  ASSERT_GE(misses, 0);
+
+  // The first read misses and fills the cache from PostgreSQL (no token needed).
+  auto first = client.send(http::verb::get, "/users/" + upper + "/status");
+  ASSERT_EQ(first.result(), http::status::ok) << first.body();
+  EXPECT_EQ(first[http::field::content_type], "application/json");
+  EXPECT_EQ(body_of(first), (json::object{{"user", user}, {"status", "offline"}, {"last_seen", nullptr}}));
+  EXPECT_EQ(metric_value(client, "rtmc_status_cache_misses_total"), misses + 1);
+  EXPECT_EQ(metric_value(client, "rtmc_status_cache_hits_total"), hits);
+  EXPECT_EQ(redis_command({"HGET", key, "user"}).str, user);
+  const auto ttl = redis_command({"PTTL", key}).integer;
+  EXPECT_GT(ttl, 0);
+  EXPECT_LE(ttl, 300'000);  // the default --status-cache-ttl-s
+
+  // The second is served from Redis.
+  auto second = client.send(http::verb::get, "/users/" + lower + "/status");
+  ASSERT_EQ(second.result(), http::status::ok);
+  EXPECT_EQ(body_of(second), body_of(first));
+  EXPECT_EQ(metric_value(client, "rtmc_status_cache_hits_total"), hits + 1);
+  EXPECT_EQ(metric_value(client, "rtmc_status_cache_misses_total"), misses + 1);
+
+  // A status change (what a gateway's presence does) shows in the next read.
+  redis::Client redis(config_->common.redis, 1);
+  store::Presence presence(redis, unique("gw-"), store::PresenceOptions{});
+  const auto since = now_ms();
+  ASSERT_TRUE(run_on_own_context(presence.connect(1, user, since)));
+  auto online = client.send(http::verb::get, "/users/" + user + "/status");
+  ASSERT_EQ(online.result(), http::status::ok);
+  EXPECT_EQ(body_of(online), (json::object{{"user", user}, {"status", "online"}, {"last_seen", since}}));
+  ASSERT_TRUE(run_on_own_context(presence.disconnect(1, user, since + 5)));
+  auto offline = client.send(http::verb::get, "/users/" + user + "/status");
+  EXPECT_EQ(body_of(offline),
+            (json::object{{"user", user}, {"status", "offline"}, {"last_seen", since + 5}}));
+
+  auto unknown = client.send(http::verb::get, "/users/" + unique("nobody_") + "/status");
+  EXPECT_EQ(unknown.result(), http::status::not_found);
+  EXPECT_EQ(error_of(unknown), "not_found");
+  auto invalid = client.send(http::verb::get, "/users/-bad-/status");
+  EXPECT_EQ(invalid.result(), http::status::not_found);
 }
 
 TEST_F(ApiItest, OversizedRequestBodyIs413AndCloses) {

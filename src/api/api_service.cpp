@@ -163,6 +163,8 @@ void ApiService::install(Router& router) {
   router.add(http::verb::post, "/login", [this](const Request& r) { return login(r); });
   router.add(http::verb::post, "/logout", [this](const Request& r) { return logout(r); });
   router.add(http::verb::post, "/publishMessage", [this](const Request& r) { return publish_message(r); });
+  router.add(http::verb::get, "/users/{user}/status",
+             [this](const Request& r, const server::PathParams& p) { return user_status(r, p); });
   router.add(http::verb::get, "/healthz", [this](const Request& r) { return healthz(r); });
   router.add(http::verb::get, "/metrics", [this](const Request& r) { return metrics(r); });
 }
@@ -339,6 +341,18 @@ boost::asio::awaitable<DependencyHealth> ApiService::cached_health() {
   health_at_ms_ = clock_();
   health_probing_ = false;
   co_return health;
+}
+
+// The body is the TCP status frame without its "type" (docs/protocol.md).
+boost::asio::awaitable<Response> ApiService::user_status(const Request&, const server::PathParams& params) {
+  auto status = co_await backends_.status.get(params.at("user"));
+  if (!status) throw HttpError(http::status::not_found, "not_found", "no such user");
+  boost::json::object body{{"user", status->user}, {"status", status->online ? "online" : "offline"}};
+  if (status->last_seen_ms)
+    body["last_seen"] = *status->last_seen_ms;
+  else
+    body["last_seen"] = nullptr;
+  co_return json(http::status::ok, body);
 }
 
 boost::asio::awaitable<Response> ApiService::healthz(const Request&) {

@@ -7,6 +7,11 @@
 //   POST /login          {"user","password"}        -> 200 {"token","expires_at","user"}
 //   POST /logout         Bearer                     -> 204
 //   POST /publishMessage Bearer {"room","body","id"?} -> 202 {"id","room"} after the confirm
+//   GET  /users/{U}/status                          -> 200 {"user","status":"online"|"offline",
+//                                                      "last_seen":ms|null}, 404 not_found
+//        (no token: registration already tells anyone which names exist; the
+//        user is looked up regardless of case, the answer has its registered
+//        spelling; last_seen null = never connected)
 //   GET  /healthz        -> 200|503
 //   {"status":"ok"|"unavailable","redis","postgres","rabbitmq":"ok"|"unavailable",
 //                                    "amqp_connected":b}
@@ -74,6 +79,7 @@ struct ApiBackends {
   MessagePublisher& publisher;
   RateLimits& rate_limits;
   HealthProbe& health;
+  StatusReader& status;
 };
 
 class ApiService {
@@ -92,6 +98,7 @@ class ApiService {
   boost::asio::awaitable<Response> login(const Request& request);
   boost::asio::awaitable<Response> logout(const Request& request);
   boost::asio::awaitable<Response> publish_message(const Request& request);
+  boost::asio::awaitable<Response> user_status(const Request& request, const server::PathParams& params);
   boost::asio::awaitable<Response> healthz(const Request& request);
   boost::asio::awaitable<Response> metrics(const Request& request);
 

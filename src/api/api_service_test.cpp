@@ -156,6 +156,21 @@ class FakePublisher final : public MessagePublisher {
   bool is_connected = true;
 };
 
+// Statuses by folded name, like the case-insensitive store.
+class FakeStatus final : public StatusReader {
+ public:
+  boost::asio::awaitable<std::optional<store::UserStatus>> get(std::string user) override {
+    asked.push_back(user);
+    if (unavailable) throw Unavailable("redis down");
+    auto it = statuses.find(fold_user_name(user));
+    if (it == statuses.end()) co_return std::nullopt;
+    co_return it->second;
+  }
+  std::map<std::string, store::UserStatus> statuses;
+  std::vector<std::string> asked;
+  bool unavailable = false;
+};
+
 class ApiServiceTest : public ::testing::Test {
  protected:
   ApiServiceTest() { rebuild(config); }
@@ -164,8 +179,8 @@ class ApiServiceTest : public ::testing::Test {
   void rebuild(const ServiceConfig& with) {
     service.reset();
     service.emplace(
-        with, ApiBackends{users, sessions, hasher, register_hasher, publisher, limits, health}, tokens,
-        metrics, [this] { return now; },
+        with, ApiBackends{users, sessions, hasher, register_hasher, publisher, limits, health, status},
+        tokens, metrics, [this] { return now; },
         [this](std::chrono::milliseconds duration) -> boost::asio::awaitable<void> {
           sleeps.push_back(duration);
           co_return;
@@ -217,6 +232,7 @@ class ApiServiceTest : public ::testing::Test {
   FakePublisher publisher;
   FakeRateLimits limits;
   FakeHealth health;
+  FakeStatus status;
   auth::TokenService tokens{kSecret, std::chrono::hours(1)};
   Metrics metrics;
   std::int64_t now = rtmc::now_ms();
@@ -535,6 +551,66 @@ TEST_F(ApiServiceTest, PublishNotConfirmedIs503) {
     EXPECT_EQ(metrics.publishes(status), 1u);
   }
   EXPECT_EQ(metrics.publishes(amqp::PublishStatus::confirmed), 0u);
+}
+
+// ---- user status ----
+
+TEST_F(ApiServiceTest, StatusOfAnOnlineUserWithoutAToken) {
+  status.statuses["alice"] = store::UserStatus{"Alice", true, 1700000000123};
+  auto response = call(http::verb::get, "/users/ALICE/status");
+  EXPECT_EQ(response.result(), http::status::ok);
+  EXPECT_EQ(response[http::field::content_type], "application/json");
+  // The registered spelling, and the fields in the order of the TCP frame.
+  EXPECT_EQ(response.body(), R"({"user":"Alice","status":"online","last_seen":1700000000123})");
+  EXPECT_EQ(status.asked, std::vector<std::string>{"ALICE"});
+}
+
+TEST_F(ApiServiceTest, StatusOfAUserWhoNeverConnectedHasANullLastSeen) {
+  status.statuses["bob"] = store::UserStatus{"bob", false, std::nullopt};
+  auto response = call(http::verb::get, "/users/bob/status");
+  EXPECT_EQ(response.result(), http::status::ok);
+  EXPECT_EQ(body_of(response),
+            (json::object{{"user", "bob"}, {"status", "offline"}, {"last_seen", nullptr}}));
+}
+
+TEST_F(ApiServiceTest, StatusOfAnUnknownUserIs404NotFound) {
+  auto response = call(http::verb::get, "/users/nobody/status");
+  EXPECT_EQ(response.result(), http::status::not_found);
+  EXPECT_EQ(error_of(response), "not_found");
+  // A name that breaks the rules is simply unknown (the reader says so).
+  EXPECT_EQ(call(http::verb::get, "/users/bad%20name/status").result(), http::status::not_found);
+  EXPECT_EQ(status.asked, (std::vector<std::string>{"nobody", "bad name"}));
+}
+
+TEST_F(ApiServiceTest, StatusWithItsStoreDownIs503) {
+  status.unavailable = true;
+  auto response = call(http::verb::get, "/users/alice/status");
+  EXPECT_EQ(response.result(), http::status::service_unavailable);
+  EXPECT_EQ(error_of(response), "unavailable");
+}
+
+TEST_F(ApiServiceTest, StatusIsGetOnly) {
+  auto response = call(http::verb::post, "/users/alice/status");
+  EXPECT_EQ(response.result(), http::status::method_not_allowed);
+  EXPECT_EQ(response[http::field::allow], "GET");
+  EXPECT_EQ(call(http::verb::get, "/users/alice").result(), http::status::not_found);
+  EXPECT_EQ(call(http::verb::get, "/users//status").result(), http::status::not_found);
+  EXPECT_TRUE(status.asked.empty());
+}
+
+TEST(ApiMetrics, StatusCacheCountersAreRenderedAtEachScrape) {
+  Metrics metrics;
+  store::StatusCacheCounters counters;
+  metrics.watch_status_cache(counters);
+  auto text = metrics.render(true);
+  EXPECT_NE(text.find("rtmc_status_cache_hits_total 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_status_cache_misses_total 0\n"), std::string::npos) << text;
+  counters.hits += 3;
+  counters.misses += 1;
+  text = metrics.render(true);
+  EXPECT_NE(text.find("# TYPE rtmc_status_cache_hits_total counter"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_status_cache_hits_total 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_status_cache_misses_total 1\n"), std::string::npos) << text;
 }
 
 // ---- healthz, metrics, routing ----

@@ -1,7 +1,8 @@
 #pragma once
 // What the api handlers need from the outside world, as small interfaces so
 // the handlers can be unit-tested with fakes. The real implementations over
-// the domain stores (store/users, store/login_sessions, store/rate_limits),
+// the domain stores (store/users, store/login_sessions, store/rate_limits,
+// store/user_status),
 // RabbitMQ and the password worker pools are in real_backends.hpp. Every
 // method may be called concurrently from any io thread; a backend that
 // cannot answer (in time) throws Unavailable.
@@ -14,6 +15,7 @@
 
 #include "store/amqp.hpp"
 #include "store/rate_limits.hpp"
+#include "store/user_status.hpp"
 #include "store/users.hpp"
 
 namespace rtmc::api {
@@ -69,6 +71,15 @@ class RateLimits {
   // same last token.
   virtual boost::asio::awaitable<std::vector<store::Verdict>> charge(std::vector<store::Bucket> buckets) = 0;
   virtual boost::asio::awaitable<void> refund(std::vector<store::Bucket> buckets) = 0;
+};
+
+// A user's status, cache-aside (Redis, then PostgreSQL).
+class StatusReader {
+ public:
+  virtual ~StatusReader() = default;
+  // Case-insensitive; the answer carries the registered spelling. nullopt:
+  // no such user (also for a name that breaks the name rules).
+  virtual boost::asio::awaitable<std::optional<store::UserStatus>> get(std::string user) = 0;
 };
 
 struct DependencyHealth {

@@ -49,6 +49,20 @@ void Metrics::count_publish(amqp::PublishStatus result) {
   publishes_[publish_index(result)]->Increment();
 }
 
+void Metrics::watch_status_cache(const store::StatusCacheCounters& counters) {
+  const auto* watched = &counters;
+  registry_.add_collector([watched] {
+    std::vector<prometheus::MetricFamily> families;
+    families.push_back(metrics::counter_family(
+        "rtmc_status_cache_hits_total", "User status reads answered from the Redis cache.",
+        {metrics::Sample{{}, static_cast<double>(watched->hits.load(std::memory_order_relaxed))}}));
+    families.push_back(metrics::counter_family(
+        "rtmc_status_cache_misses_total", "User status reads that missed the cache and asked PostgreSQL.",
+        {metrics::Sample{{}, static_cast<double>(watched->misses.load(std::memory_order_relaxed))}}));
+    return families;
+  });
+}
+
 std::uint64_t Metrics::publishes(amqp::PublishStatus result) const {
   return static_cast<std::uint64_t>(publishes_[publish_index(result)]->Value());
 }

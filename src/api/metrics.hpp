@@ -6,6 +6,8 @@
 //   rtmc_api_connections_refused_total       refused over the connection cap
 //   rtmc_api_publish_total{result}           publishes to RabbitMQ, by outcome
 //   rtmc_api_amqp_connected                  1 while the publisher is connected
+//   rtmc_status_cache_hits_total             GET /users/{U}/status answered from Redis
+//   rtmc_status_cache_misses_total           ... that had to ask PostgreSQL
 //
 // Threading: every member may be called from any thread at once.
 
@@ -17,6 +19,7 @@
 #include "common/metrics.hpp"
 #include "server/http_metrics.hpp"
 #include "store/amqp.hpp"
+#include "store/user_status.hpp"
 
 namespace rtmc::api {
 
@@ -33,6 +36,10 @@ class Metrics {
   // itself: 413 over the body limit, 431, 400 for unparsable requests).
   void count_response(unsigned status) { http_.count_response(status); }
   void count_publish(amqp::PublishStatus result);
+  // Renders the status cache's counters on every scrape; `counters` must
+  // outlive every render() (the api's io threads have stopped before the
+  // reader owning them goes).
+  void watch_status_cache(const store::StatusCacheCounters& counters);
 
   std::uint64_t responses(unsigned status) const { return http_.responses(status); }
   std::uint64_t publishes(amqp::PublishStatus result) const;

@@ -90,6 +90,14 @@ boost::asio::awaitable<void> StoreRateLimits::refund(std::vector<store::Bucket> 
   }
 }
 
+boost::asio::awaitable<std::optional<store::UserStatus>> StoreStatusReader::get(std::string user) {
+  try {
+    co_return co_await reader_.get(std::move(user));
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
 namespace {
 RedisConfig with_timeout(RedisConfig config, std::chrono::milliseconds timeout) {
   config.timeout = timeout;

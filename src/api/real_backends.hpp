@@ -16,6 +16,7 @@
 #include "store/postgres.hpp"
 #include "store/rate_limits.hpp"
 #include "store/redis.hpp"
+#include "store/user_status.hpp"
 #include "store/users.hpp"
 
 namespace rtmc::api {
@@ -51,6 +52,18 @@ class StoreRateLimits final : public RateLimits {
 
  private:
   store::RateLimiter limiter_;
+};
+
+class StoreStatusReader final : public StatusReader {
+ public:
+  StoreStatusReader(redis::Client& redis, pg::Pool& pool, std::chrono::milliseconds cache_ttl)
+      : reader_(redis, pool, cache_ttl) {}
+  boost::asio::awaitable<std::optional<store::UserStatus>> get(std::string user) override;
+  // Cache hits and misses so far, for /metrics.
+  const store::StatusCacheCounters& counters() const { return reader_.counters(); }
+
+ private:
+  store::UserStatusReader reader_;
 };
 
 // Probes on connections of their own, so a probe never queues behind

@@ -82,11 +82,14 @@ struct ApiServer::Impl {
         sessions(redis),
         rate_limits(redis),
         health(config.common.redis, config.common.pg, publisher, config.health_timeout),
+        status(redis, pg, config.common.presence.status_cache_ttl),
         messages(publisher),
         service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
                               config.rate_limits, config.health_cache},
-                ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health},
+                ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health,
+                            status},
                 tokens, metrics) {
+    metrics.watch_status_cache(status.counters());
     service.install(router);
   }
 
@@ -105,6 +108,7 @@ struct ApiServer::Impl {
   StoreSessions sessions;
   StoreRateLimits rate_limits;
   BackendHealthProbe health;
+  StoreStatusReader status;
   AmqpMessagePublisher messages;
   ApiService service;
 };

@@ -158,6 +158,11 @@ void CommonOptions::add_to(CLI::App& app) {
           ->envname("RTMC_JWT_SECRET");
   app.add_option("--jwt-secret-file", jwt_secret_file, "File holding the JWT signing secret")
       ->envname("RTMC_JWT_SECRET_FILE");
+  app.add_option("--status-cache-ttl-s", status_cache_ttl_s_,
+                 "seconds a user status stays in the Redis cache (api and gateways must agree)")
+      ->envname("RTMC_STATUS_CACHE_TTL_S")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{86400}))
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("RTMC_LOG_LEVEL")
       ->capture_default_str();
@@ -187,6 +192,7 @@ void CommonOptions::finish(bool needs_secret) {
           "--jwt-secret on the command line is visible to every local user (ps, /proc); "
           "use --jwt-secret-file or RTMC_JWT_SECRET instead");
   }
+  presence.status_cache_ttl = std::chrono::seconds(status_cache_ttl_s_);
   resolve_file(redis_text, redis_file, redis_option_, "redis");
   resolve_file(amqp.url, amqp_file, amqp_option_, "amqp");
   resolve_file(pg.conninfo, pg_file, pg_option_, "pg");

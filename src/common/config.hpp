@@ -69,13 +69,20 @@ struct AuthConfig {
   std::chrono::seconds token_ttl{24 * 3600};
 };
 
+struct PresenceConfig {
+  // TTL of every user status cache entry (status:<user> in Redis): the api
+  // fills it on a miss, the gateways write it on each status change. Both
+  // roles must use the same value, hence a common option.
+  std::chrono::milliseconds status_cache_ttl{std::chrono::seconds(300)};
+};
+
 // The contents of a file holding one secret or URL, without the trailing
 // newline(s); throws std::runtime_error naming the file (not its contents).
 std::string read_secret_file(const std::string& path);
 
 // Adds the options every server role shares (--redis, --amqp, --pg,
 // --jwt-secret, each also as --X-file, --ingest-shards, --max-body, --max-sequence-attempts,
-// --log-level) with their RTMC_* environment variables (RTMC_REDIS_FILE,
+// --status-cache-ttl-s, --log-level) with their RTMC_* environment variables (RTMC_REDIS_FILE,
 // RTMC_AMQP_FILE, RTMC_PG_FILE, RTMC_JWT_SECRET_FILE for the files, so no
 // credential need appear on a command line or in the environment).
 struct CommonOptions {
@@ -84,6 +91,7 @@ struct CommonOptions {
   AmqpConfig amqp;
   LimitsConfig limits;
   AuthConfig auth;
+  PresenceConfig presence;
   std::string jwt_secret_file;
   std::string redis_file;
   std::string amqp_file;
@@ -106,6 +114,7 @@ struct CommonOptions {
   CLI::Option* amqp_option_ = nullptr;
   CLI::Option* pg_option_ = nullptr;
   CLI::Option* jwt_secret_option_ = nullptr;
+  std::int64_t status_cache_ttl_s_ = 300;  // becomes presence.status_cache_ttl
 };
 
 void setup_logging(const std::string& level, const std::string& role);

@@ -101,9 +101,15 @@ TEST(RedisConfigParse, DescribeShowsUserButNotPassword) {
 // exports RTMC_REDIS etc.) are put aside for each test and restored after.
 class CommonOptionsTest : public ::testing::Test {
  protected:
-  static constexpr const char* kVariables[] = {
-      "RTMC_REDIS", "RTMC_REDIS_FILE", "RTMC_AMQP",       "RTMC_AMQP_FILE",
-      "RTMC_PG",    "RTMC_PG_FILE",    "RTMC_JWT_SECRET", "RTMC_JWT_SECRET_FILE"};
+  static constexpr const char* kVariables[] = {"RTMC_REDIS",
+                                               "RTMC_REDIS_FILE",
+                                               "RTMC_AMQP",
+                                               "RTMC_AMQP_FILE",
+                                               "RTMC_PG",
+                                               "RTMC_PG_FILE",
+                                               "RTMC_JWT_SECRET",
+                                               "RTMC_JWT_SECRET_FILE",
+                                               "RTMC_STATUS_CACHE_TTL_S"};
 
   void SetUp() override {
     for (const char* name : kVariables) {
@@ -145,6 +151,15 @@ TEST_F(CommonOptionsTest, DefaultsPointAtTheLocalStackWithoutCredentials) {
   auto options = parse("--jwt-secret " + secret_);
   EXPECT_EQ(options.redis.address.str(), "127.0.0.1:6380");
   EXPECT_EQ(options.redis.password, "");
+}
+
+TEST_F(CommonOptionsTest, StatusCacheTtlFromFlagOrEnvironment) {
+  EXPECT_EQ(parse("--jwt-secret " + secret_).presence.status_cache_ttl, std::chrono::seconds(300));
+  EXPECT_EQ(parse("--jwt-secret " + secret_ + " --status-cache-ttl-s 42").presence.status_cache_ttl,
+            std::chrono::seconds(42));
+  ::setenv("RTMC_STATUS_CACHE_TTL_S", "7", 1);
+  EXPECT_EQ(parse("--jwt-secret " + secret_).presence.status_cache_ttl, std::chrono::seconds(7));
+  EXPECT_THROW(parse("--jwt-secret " + secret_ + " --status-cache-ttl-s 0"), CLI::ValidationError);
 }
 
 TEST_F(CommonOptionsTest, RedisUrlFromTheEnvironment) {

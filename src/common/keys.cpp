@@ -2,6 +2,8 @@
 
 #include <initializer_list>
 
+#include "common/names.hpp"
+
 namespace rtmc {
 
 std::uint32_t shard_of(std::string_view room, std::uint32_t shards) {
@@ -53,6 +55,27 @@ std::string sync_stream(std::uint32_t shard) {
 }
 std::string rate_limit(std::string_view bucket) {
   return concat({"ratelimit:", bucket});
+}
+std::string gateways() {
+  return "gateways";
+}
+std::string gateway_alive(std::string_view gateway) {
+  return concat({"gateway:", gateway, ":alive"});
+}
+std::string gateway_connections(std::string_view gateway) {
+  return concat({"gateway:", gateway, ":connections"});
+}
+std::string gateway_rooms(std::string_view gateway) {
+  return concat({"gateway:", gateway, ":rooms"});
+}
+std::string online(std::string_view user) {
+  return concat({kOnlinePrefix, fold_user_name(user)});
+}
+std::string status(std::string_view user) {
+  return concat({kStatusPrefix, fold_user_name(user)});
+}
+std::string members(std::string_view room) {
+  return concat({kMembersPrefix, room});
 }
 }  // namespace keys
 

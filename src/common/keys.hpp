@@ -27,6 +27,21 @@ std::string sync_stream(std::uint32_t shard);
 // A rate-limit token bucket (store/rate_limits.hpp); `bucket` names the kind
 // and the subject, e.g. "register:203.0.113.7".
 std::string rate_limit(std::string_view bucket);
+
+// Presence and status (store/presence.hpp, store/user_status.hpp). The user
+// keys are folded (fold_user_name) here, so `Alice` and `alice` share them.
+// The prefixes are exposed for the sweep script, which builds the keys of
+// the users and rooms it finds in a dead gateway's hashes.
+inline constexpr std::string_view kOnlinePrefix = "online:";
+inline constexpr std::string_view kStatusPrefix = "status:";
+inline constexpr std::string_view kMembersPrefix = "members:";
+std::string gateways();
+std::string gateway_alive(std::string_view gateway);
+std::string gateway_connections(std::string_view gateway);
+std::string gateway_rooms(std::string_view gateway);
+std::string online(std::string_view user);
+std::string status(std::string_view user);
+std::string members(std::string_view room);
 }  // namespace keys
 
 }  // namespace rtmc

@@ -64,5 +64,15 @@ TEST(Keys, ShardIsStableAndKeysShareTheHashTag) {
   EXPECT_EQ(ingest_queue(5), "rtmc.ingest.5");
 }
 
+TEST(Keys, PresenceKeysFoldUserNamesButNotRooms) {
+  EXPECT_EQ(keys::online("Alice"), "online:alice");
+  EXPECT_EQ(keys::status("ALICE"), "status:alice");
+  EXPECT_EQ(keys::members("Lobby"), "members:Lobby");
+  EXPECT_EQ(keys::gateways(), "gateways");
+  EXPECT_EQ(keys::gateway_alive("8001-ab"), "gateway:8001-ab:alive");
+  EXPECT_EQ(keys::gateway_connections("8001-ab"), "gateway:8001-ab:connections");
+  EXPECT_EQ(keys::gateway_rooms("8001-ab"), "gateway:8001-ab:rooms");
+}
+
 }  // namespace
 }  // namespace rtmc

@@ -19,6 +19,15 @@ Handler answer(std::string text) {
   };
 }
 
+// Answers with the captured parameters, as "name=value;..." in name order.
+ParamHandler echo_params(std::string tag) {
+  return [tag](const Request&, const PathParams& params) -> boost::asio::awaitable<Response> {
+    std::string text = tag;
+    for (const auto& [name, value] : params) text += ";" + name + "=" + value;
+    co_return json_response(http::status::ok, text);
+  };
+}
+
 template <class Error>
 Handler thrower(Error error) {
   return [error](const Request&) -> boost::asio::awaitable<Response> {
@@ -120,6 +129,73 @@ TEST_F(RouterTest, ResponseUsesTheRequestVersion) {
   EXPECT_EQ(run_sync(router.dispatch(request)).version(), 10u);
   request.target("/missing");
   EXPECT_EQ(run_sync(router.dispatch(request)).version(), 10u);
+}
+
+TEST_F(RouterTest, ParametersCaptureOneWholeSegment) {
+  router.add(http::verb::get, "/users/{user}/status", echo_params("status"));
+  EXPECT_EQ(dispatch(http::verb::get, "/users/Alice/status").body(), "status;user=Alice");
+  EXPECT_EQ(dispatch(http::verb::get, "/users/alice/status?x=1").body(), "status;user=alice");
+  EXPECT_EQ(dispatch(http::verb::get, "/users//status").result(), http::status::not_found);
+  EXPECT_EQ(dispatch(http::verb::get, "/users/alice").result(), http::status::not_found);
+  EXPECT_EQ(dispatch(http::verb::get, "/users/alice/status/").result(), http::status::not_found);
+  EXPECT_EQ(dispatch(http::verb::get, "/users/a/b/status").result(), http::status::not_found);
+  EXPECT_EQ(dispatch(http::verb::get, "/Users/alice/status").result(), http::status::not_found);
+}
+
+TEST_F(RouterTest, SeveralParametersAndPercentDecoding) {
+  router.add(http::verb::get, "/rooms/{room}/messages/{seq}", echo_params("m"));
+  EXPECT_EQ(dispatch(http::verb::get, "/rooms/lobby/messages/42").body(), "m;room=lobby;seq=42");
+  EXPECT_EQ(dispatch(http::verb::get, "/rooms/a%2Fb%20c/messages/1").body(), "m;room=a/b c;seq=1");
+  EXPECT_EQ(dispatch(http::verb::get, "/rooms/%zz/messages/1").result(), http::status::not_found);
+  EXPECT_EQ(dispatch(http::verb::get, "/rooms/ab%4/messages/1").result(), http::status::not_found);
+}
+
+TEST_F(RouterTest, ALiteralSegmentBeatsAParameterWhateverTheOrder) {
+  router.add(http::verb::get, "/users/{user}", echo_params("any"));
+  router.add(http::verb::get, "/users/me", answer("me"));
+  router.add(http::verb::get, "/{kind}/list", echo_params("kind"));
+  router.add(http::verb::get, "/users/{user}/list", echo_params("user list"));
+  EXPECT_EQ(dispatch(http::verb::get, "/users/me").body(), "\"me\"");
+  EXPECT_EQ(dispatch(http::verb::get, "/users/bob").body(), "any;user=bob");
+  // The leftmost difference decides: "users" is literal in the second.
+  EXPECT_EQ(dispatch(http::verb::get, "/users/list").body(), "any;user=list");
+  EXPECT_EQ(dispatch(http::verb::get, "/rooms/list").body(), "kind;kind=rooms");
+  EXPECT_EQ(dispatch(http::verb::get, "/users/bob/list").body(), "user list;user=bob");
+}
+
+TEST_F(RouterTest, WrongMethodOnAPatternIs405ListingEachMethodOnce) {
+  router.add(http::verb::get, "/users/{user}/status", echo_params("a"));
+  router.add(http::verb::put, "/users/{name}/status", echo_params("b"));
+  router.add(http::verb::put, "/users/me/status", answer("c"));
+  auto response = dispatch(http::verb::delete_, "/users/me/status");
+  EXPECT_EQ(response.result(), http::status::method_not_allowed);
+  EXPECT_EQ(response[http::field::allow], "GET, PUT");
+  EXPECT_EQ(dispatch(http::verb::put, "/users/bob/status").body(), "b;name=bob");
+}
+
+TEST_F(RouterTest, AddingAPatternAgainReplacesItsHandler) {
+  router.add(http::verb::get, "/users/{user}", echo_params("one"));
+  router.add(http::verb::get, "/users/{user}", echo_params("two"));
+  EXPECT_EQ(dispatch(http::verb::get, "/users/x").body(), "two;user=x");
+}
+
+TEST_F(RouterTest, MalformedPatternsAreRefused) {
+  EXPECT_THROW(router.add(http::verb::get, "users/{user}", answer("x")), std::invalid_argument);
+  EXPECT_THROW(router.add(http::verb::get, "/users/{}", answer("x")), std::invalid_argument);
+  EXPECT_THROW(router.add(http::verb::get, "/users/{user", answer("x")), std::invalid_argument);
+  EXPECT_THROW(router.add(http::verb::get, "/users/a{user}", answer("x")), std::invalid_argument);
+  EXPECT_THROW(router.add(http::verb::get, "/a/{x}/b/{x}", answer("x")), std::invalid_argument);
+}
+
+TEST_F(RouterTest, HandlerErrorsOnAPatternAreMappedToo) {
+  router.add(http::verb::get, "/users/{user}/status",
+             [](const Request&, const PathParams& params) -> boost::asio::awaitable<Response> {
+               throw HttpError(http::status::not_found, "not_found", "no user " + params.at("user"));
+               co_return Response{};
+             });
+  auto response = dispatch(http::verb::get, "/users/ghost/status");
+  EXPECT_EQ(response.result(), http::status::not_found);
+  EXPECT_EQ(error_body(response).at("message"), "no user ghost");
 }
 
 TEST(TargetPath, StripsQuery) {

@@ -59,6 +59,8 @@ class StallingProxy {
 
   std::uint16_t port() const { return port_; }
   void stall() { stalled_ = true; }
+  // Forwards again what waited meanwhile; connections held stay open.
+  void resume() { stalled_ = false; }
 
  private:
   static sockaddr_in loopback(std::uint16_t port) {
