@@ -10,6 +10,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "auth/auth.hpp"
@@ -19,6 +20,7 @@
 #include "gateway/http_endpoints.hpp"
 #include "gateway/io_thread.hpp"
 #include "gateway/pipeline.hpp"
+#include "gateway/presence_service.hpp"
 #include "gateway/store_ports.hpp"
 #include "gateway/tcp_line_transport.hpp"
 #include "server/limits.hpp"
@@ -33,71 +35,13 @@ namespace {
 // Redis calls waiting per worker of the connections' Redis client.
 constexpr std::size_t kRedisQueueLimit = 256;
 
-// TEMPORARY (issue 6, p-gateway branch): an in-process PresencePort so the
-// connection core can be wired before the Redis-backed presence service
-// (gateway/presence_service.hpp) exists; replaced by it on merge. One
-// gateway only, in memory, emits no presence events; status knows only users
-// seen by this process (others are unknown).
-class InMemoryPresence final : public PresencePort {
- public:
-  asio::awaitable<void> connected(std::uint64_t connection_id, std::string user) override {
-    std::lock_guard lock(mutex_);
-    connections_.emplace(connection_id, user);
-    auto& status = users_[fold_user_name(user)];
-    if (status.connections++ == 0) status = {user, 1, now_ms()};
-    co_return;
-  }
-  asio::awaitable<void> disconnected(std::uint64_t connection_id, std::string user,
-                                     std::vector<std::string> rooms) override {
-    std::lock_guard lock(mutex_);
-    for (const auto& room : rooms) leave(room, user);
-    if (connections_.erase(connection_id) == 0) co_return;
-    auto& status = users_[fold_user_name(user)];
-    if (--status.connections == 0) status.last_seen_ms = now_ms();
-  }
-  asio::awaitable<void> joined(std::string room, std::string user) override {
-    std::lock_guard lock(mutex_);
-    ++members_[room][user];
-    co_return;
-  }
-  asio::awaitable<void> left(std::string room, std::string user) override {
-    std::lock_guard lock(mutex_);
-    leave(room, user);
-    co_return;
-  }
-  asio::awaitable<std::vector<std::string>> members(std::string room) override {
-    std::lock_guard lock(mutex_);
-    std::vector<std::string> users;
-    if (auto it = members_.find(room); it != members_.end())
-      for (const auto& [user, _] : it->second) users.push_back(user);
-    co_return users;
-  }
-  asio::awaitable<std::optional<UserStatusView>> status(std::string user) override {
-    std::lock_guard lock(mutex_);
-    auto it = users_.find(fold_user_name(user));
-    if (it == users_.end()) co_return std::nullopt;
-    co_return UserStatusView{it->second.user, it->second.connections > 0, it->second.last_seen_ms};
-  }
-
- private:
-  struct Status {
-    std::string user;
-    int connections = 0;
-    std::int64_t last_seen_ms = 0;
-  };
-  void leave(const std::string& room, const std::string& user) {
-    auto it = members_.find(room);
-    if (it == members_.end()) return;
-    if (auto member = it->second.find(user); member != it->second.end() && --member->second <= 0)
-      it->second.erase(member);
-    if (it->second.empty()) members_.erase(it);
-  }
-
-  std::mutex mutex_;
-  std::map<std::uint64_t, std::string> connections_;
-  std::map<std::string, Status> users_;  // by folded name
-  std::map<std::string, std::map<std::string, int>> members_;
-};
+// This process's name in Redis' presence records: unique per process, and
+// readable in logs (the client port first).
+std::string make_gateway_id(std::uint16_t port) {
+  std::random_device random;
+  const std::uint64_t bits = (std::uint64_t{random()} << 32) | random();
+  return fmt::format("{}-{:016x}", port, bits);
+}
 }  // namespace
 
 struct Gateway::Impl {
@@ -118,6 +62,10 @@ struct Gateway::Impl {
         limited_sends(config.sends_per_user.limited()
                           ? std::make_unique<RedisSendLimiter>(*redis, config.sends_per_user)
                           : nullptr),
+        presence(std::make_unique<PresenceService>(
+            config.common, make_gateway_id(config.listen.port),
+            PresenceService::Options{.liveness_ttl = config.presence_ttl,
+                                     .status_cache_ttl = config.common.presence.status_cache_ttl})),
         services{config,
                  tokens,
                  access,
@@ -125,7 +73,7 @@ struct Gateway::Impl {
                  room_reader,
                  ingest,
                  limited_sends ? static_cast<SendLimiter&>(*limited_sends) : unlimited_sends,
-                 presence,
+                 *presence,
                  room_seeds,
                  counters,
                  {}} {
@@ -241,7 +189,7 @@ struct Gateway::Impl {
   // Without a rate, sends cost no Redis round trip.
   UnlimitedSends unlimited_sends;
   std::unique_ptr<RedisSendLimiter> limited_sends;
-  InMemoryPresence presence;  // TEMPORARY: see InMemoryPresence
+  std::unique_ptr<PresenceService> presence;
   ConnectionServices services;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -281,6 +229,8 @@ void Gateway::start() {
   // The registry is thread-safe; http is reset before the sequencer in
   // stop() (and declared after it), so no scrape reads freed counters.
   add_sequencer_metrics(impl.http->registry(), impl.sequencer->counters());
+  impl.presence->add_metrics(impl.http->registry());
+  impl.presence->start(io0.get_executor());
 
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);
   asio::co_spawn(io0, impl.report_stats(), asio::detached);
@@ -310,6 +260,9 @@ void Gateway::stop() {
       }
     });
     impl.on_every_io_thread([](IoThread& thread) { thread.shutdown_all(); });
+    // While the io threads still run: what the connections' own clean-ups
+    // have not removed from Redis yet goes in one step, with its events.
+    impl.presence->stop();
   }
   impl.http.reset();
   // Both threads may be blocked in a Redis or RabbitMQ call for seconds:

@@ -29,6 +29,10 @@ struct GatewayConfig {
   // A connection with no complete line for this long is closed
   // (idle_timeout). 0 = 2.5 x heartbeat (see effective_idle_timeout).
   std::chrono::milliseconds idle_timeout{0};
+  // Presence (gateway/presence_service.hpp): this gateway's liveness key
+  // lives this long after each refresh (every third of it); when it expires
+  // (kill -9) another gateway sweeps its users offline.
+  std::chrono::milliseconds presence_ttl{10000};
   // Sends a connection may have waiting for RabbitMQ's confirm before the
   // gateway stops reading from it.
   std::size_t max_unconfirmed_sends = 1024;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
   std::size_t idle_timeout_ms = config.idle_timeout.count();
+  std::size_t presence_ttl_s = 10;
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
   double publish_rate = 0;  // a second; 0 = off
   std::uint32_t publish_burst = 0;
@@ -51,6 +52,12 @@ int main(int argc, char** argv) {
                  "A connection with no complete line for this long is closed (0 = 2.5 x heartbeat)")
       ->envname("RTMC_IDLE_TIMEOUT_MS")
       ->check(CLI::Range(std::size_t{0}, std::size_t{24} * 3600 * 1000))
+      ->capture_default_str();
+  app.add_option("--presence-ttl-s", presence_ttl_s,
+                 "Liveness TTL of this gateway's presence records: after a kill -9 its users go offline "
+                 "within this plus a third")
+      ->envname("RTMC_PRESENCE_TTL_S")
+      ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   app.add_option("--dedupe-window-s", dedupe_window_s,
                  "How long a message id is remembered per sender and room")
@@ -104,6 +111,7 @@ int main(int argc, char** argv) {
     config.heartbeat = std::chrono::seconds(heartbeat_s);
     config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
+    config.presence_ttl = std::chrono::seconds(presence_ttl_s);
     config.sends_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);
     rtmc::setup_logging(config.common.log_level, "gateway");
 

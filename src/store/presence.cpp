@@ -72,14 +72,20 @@ return 0
 // gateway which refreshed in the meantime is left alone.
 // KEYS: gateways, gateway alive, gateway connections, gateway rooms
 // ARGV: gateway id, now_ms, status cache TTL ms, online prefix, status
-//       prefix, members prefix
+//       prefix, members prefix, "self" for a gateway removing its own
+//       records at a clean stop (whatever its liveness key says) or "dead"
 // Returns nil when there was nothing to sweep, else
 // {{offline user...}, {room, user, room, user...}}.
 // User keys are built with string.lower: user names are ASCII
 // (common/names.hpp), where it equals fold_user_name.
 const redis::Script kSweepScript(R"lua(
-if redis.call('EXISTS', KEYS[2]) == 1 then return nil end
-if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return nil end
+if ARGV[7] == 'self' then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[1], ARGV[1])
+else
+  if redis.call('EXISTS', KEYS[2]) == 1 then return nil end
+  if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return nil end
+end
 local offline = {}
 local connections = redis.call('HGETALL', KEYS[3])
 for i = 1, #connections, 2 do
@@ -113,20 +119,6 @@ for i = 1, #rooms, 2 do
 end
 redis.call('DEL', KEYS[3], KEYS[4])
 return {offline, left}
-)lua");
-
-// KEYS: gateways, gateway alive, gateway connections, gateway rooms
-// ARGV: gateway id
-// A clean stop. Records still left (a disconnect that could not be written)
-// keep the registry entry, so with the liveness key gone another gateway
-// sweeps them at once, with their offline and leave events, instead of
-// leaving them behind forever.
-const redis::Script kUnregisterScript(R"lua(
-redis.call('DEL', KEYS[2])
-if redis.call('HLEN', KEYS[3]) == 0 and redis.call('HLEN', KEYS[4]) == 0 then
-  redis.call('SREM', KEYS[1], ARGV[1])
-end
-return 0
 )lua");
 
 void check(const redis::Reply& reply, const char* what) {
@@ -280,34 +272,38 @@ boost::asio::awaitable<SweepResult> Presence::sweep(std::int64_t now_ms) {
   for (std::size_t i = 0; i < others.size(); ++i) {
     if (alive[i].integer != 0) continue;
     const auto& gateway = others[i];
-    std::vector<std::string> keys{keys::gateways(), keys::gateway_alive(gateway),
-                                  keys::gateway_connections(gateway), keys::gateway_rooms(gateway)};
-    std::vector<std::string> args{gateway,
-                                  std::to_string(now_ms),
-                                  ms(options_.status_cache_ttl),
-                                  std::string(keys::kOnlinePrefix),
-                                  std::string(keys::kStatusPrefix),
-                                  std::string(keys::kMembersPrefix)};
-    auto reply =
-        co_await run_script(redis_, kSweepScript, std::move(keys), std::move(args), "presence sweep");
-    if (reply.is_nil()) continue;  // refreshed meanwhile, or another sweeper took it
-    const auto& parts = array_of(reply, "presence sweep");
-    if (parts.size() != 2) throw std::runtime_error("presence sweep: unexpected reply");
-    result.gateways.push_back(gateway);
-    for (const auto& user : array_of(parts[0], "presence sweep"))
-      result.went_offline.push_back(StatusChange{user.str, false, now_ms});
-    const auto& left = array_of(parts[1], "presence sweep");
-    for (std::size_t j = 0; j + 1 < left.size(); j += 2)
-      result.left_rooms.push_back(RoomPresenceEvent{left[j].str, left[j + 1].str, false});
+    co_await sweep_one(gateway, now_ms, false, result);
   }
   co_return result;
 }
 
-boost::asio::awaitable<void> Presence::unregister() {
-  std::vector<std::string> keys{keys::gateways(), keys::gateway_alive(gateway_id_),
-                                keys::gateway_connections(gateway_id_), keys::gateway_rooms(gateway_id_)};
-  std::vector<std::string> args{gateway_id_};
-  co_await run_script(redis_, kUnregisterScript, std::move(keys), std::move(args), "presence unregister");
+boost::asio::awaitable<void> Presence::sweep_one(const std::string& gateway, std::int64_t now_ms, bool self,
+                                                 SweepResult& result) {
+  std::vector<std::string> keys{keys::gateways(), keys::gateway_alive(gateway),
+                                keys::gateway_connections(gateway), keys::gateway_rooms(gateway)};
+  std::vector<std::string> args{gateway,
+                                std::to_string(now_ms),
+                                ms(options_.status_cache_ttl),
+                                std::string(keys::kOnlinePrefix),
+                                std::string(keys::kStatusPrefix),
+                                std::string(keys::kMembersPrefix),
+                                self ? "self" : "dead"};
+  auto reply = co_await run_script(redis_, kSweepScript, std::move(keys), std::move(args), "presence sweep");
+  if (reply.is_nil()) co_return;  // refreshed meanwhile, or another sweeper took it
+  const auto& parts = array_of(reply, "presence sweep");
+  if (parts.size() != 2) throw std::runtime_error("presence sweep: unexpected reply");
+  result.gateways.push_back(gateway);
+  for (const auto& user : array_of(parts[0], "presence sweep"))
+    result.went_offline.push_back(StatusChange{user.str, false, now_ms});
+  const auto& left = array_of(parts[1], "presence sweep");
+  for (std::size_t j = 0; j + 1 < left.size(); j += 2)
+    result.left_rooms.push_back(RoomPresenceEvent{left[j].str, left[j + 1].str, false});
+}
+
+boost::asio::awaitable<SweepResult> Presence::unregister(std::int64_t now_ms) {
+  SweepResult result;
+  co_await sweep_one(gateway_id_, now_ms, true, result);
+  co_return result;
 }
 
 }  // namespace rtmc::store

@@ -102,6 +102,9 @@ class Presence {
   boost::asio::awaitable<SweepResult> unregister(std::int64_t now_ms);
 
  private:
+  // One gateway's records out, in one script; appends to `result`.
+  boost::asio::awaitable<void> sweep_one(const std::string& gateway, std::int64_t now_ms, bool self,
+                                         SweepResult& result);
   redis::Client& redis_;
   std::string gateway_id_;
   PresenceOptions options_;

@@ -49,7 +49,7 @@ class PresenceTest : public ::testing::Test {
   void TearDown() override {
     // Nothing of a test outlives it in the registry (another test's sweep
     // would report it).
-    for (auto& presence : made_) run(presence->unregister());
+    for (auto& presence : made_) run(presence->unregister(0));
   }
   Presence& gateway(PresenceOptions options = {}) {
     made_.push_back(std::make_unique<Presence>(*client_, unique("gw-"), options));
@@ -193,7 +193,7 @@ TEST_F(PresenceTest, RefreshIsTrueOnlyWhenTheGatewayWasNotRegistered) {
   const auto ttl = command({"PTTL", keys::gateway_alive(gw.gateway_id())}).integer;
   EXPECT_GT(ttl, 4000);
   EXPECT_LE(ttl, 5000);
-  run(gw.unregister());
+  EXPECT_TRUE(run(gw.unregister(0)).gateways.size() == 1);
   EXPECT_FALSE(registered(gw.gateway_id()));
   EXPECT_FALSE(exists(keys::gateway_alive(gw.gateway_id())));
   EXPECT_TRUE(run(gw.refresh()));  // registered again
@@ -319,7 +319,7 @@ TEST_F(PresenceTest, AGatewayNeverSweepsItself) {
   EXPECT_TRUE(run(gw.disconnect(1, user, 3000)));
 }
 
-TEST_F(PresenceTest, UnregisterLeavesRecordsItStillHasToASweeper) {
+TEST_F(PresenceTest, UnregisterRemovesTheRecordsItStillHas) {
   auto& stopping = gateway();
   auto& sweeper = gateway();
   const auto user = unique("pu_");
@@ -327,22 +327,25 @@ TEST_F(PresenceTest, UnregisterLeavesRecordsItStillHasToASweeper) {
   ASSERT_TRUE(run(stopping.refresh()));
   ASSERT_TRUE(run(stopping.connect(1, user, 1000)));
   ASSERT_TRUE(run(stopping.join(room, user)));
-  // Its disconnect could not be written: the record is still there.
-  run(stopping.unregister());
+  // Its connections' own clean-ups have not run (or could not be written):
+  // the clean stop takes the records out itself, as a sweep would.
+  const auto result = run(stopping.unregister(2000));
+  EXPECT_EQ(result.gateways, std::vector{stopping.gateway_id()});
+  ASSERT_EQ(result.went_offline.size(), 1u);
+  EXPECT_EQ(result.went_offline[0].user, user);
+  EXPECT_EQ(result.went_offline[0].at_ms, 2000);
+  ASSERT_EQ(result.left_rooms.size(), 1u);
+  EXPECT_EQ(result.left_rooms[0].room, room);
+  EXPECT_EQ(result.left_rooms[0].user, user);
   EXPECT_FALSE(exists(keys::gateway_alive(stopping.gateway_id())));
-  EXPECT_TRUE(registered(stopping.gateway_id()));
-
-  const auto result = run(sweeper.sweep(2000));
-  EXPECT_TRUE(contains(result.gateways, stopping.gateway_id()));
-  ASSERT_EQ(std::count_if(result.went_offline.begin(), result.went_offline.end(),
-                          [&](const StatusChange& change) { return change.user == user; }),
-            1);
-  EXPECT_EQ(
-      std::count_if(result.left_rooms.begin(), result.left_rooms.end(),
-                    [&](const RoomPresenceEvent& event) { return event.room == room && event.user == user; }),
-      1);
   EXPECT_FALSE(registered(stopping.gateway_id()));
   EXPECT_FALSE(exists(keys::online(user)));
+  EXPECT_TRUE(run(stopping.members(room)).empty());
+
+  // Nothing is left for a sweeper, and a late clean-up changes nothing.
+  EXPECT_FALSE(contains(run(sweeper.sweep(3000)).gateways, stopping.gateway_id()));
+  EXPECT_FALSE(run(stopping.disconnect(1, user, 3000)));
+  EXPECT_FALSE(run(stopping.leave(room, user)));
 }
 
 TEST_F(PresenceTest, UnregisterAfterACleanStopRemovesTheEntry) {
@@ -351,7 +354,7 @@ TEST_F(PresenceTest, UnregisterAfterACleanStopRemovesTheEntry) {
   ASSERT_TRUE(run(gw.refresh()));
   ASSERT_TRUE(run(gw.connect(1, user, 1000)));
   ASSERT_TRUE(run(gw.disconnect(1, user, 2000)));
-  run(gw.unregister());
+  EXPECT_TRUE(run(gw.unregister(3000)).went_offline.empty());
   EXPECT_FALSE(registered(gw.gateway_id()));
   EXPECT_FALSE(exists(keys::gateway_alive(gw.gateway_id())));
 }

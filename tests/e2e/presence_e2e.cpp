@@ -159,8 +159,8 @@ class Presence : public ::testing::Test {
     pg::Connection pg(PgConfig{services_.pg});
     std::vector<pg::Param> params{user};
     auto result = pg.exec(
-        "SELECT status, (extract(epoch from last_seen) * 1000)::bigint FROM users WHERE fold_user_name(name) "
-        "= fold_user_name($1)",
+        "SELECT status, (extract(epoch from last_seen) * 1000)::bigint FROM users WHERE lower(name) "
+        "= lower($1)",
         params);
     if (result.rows.empty()) throw std::runtime_error("no user " + user + " in PostgreSQL");
     PgStatus status{result.rows[0][0].value_or(""), std::nullopt};
