@@ -155,10 +155,12 @@ std::string unreachable_amqp_url() {
   return "amqp://guest:guest@127.0.0.1:" + std::to_string(probe.local_endpoint().port()) + "/";
 }
 
-// Runs a coroutine to completion on a private io_context.
+// Runs a coroutine to completion on `io`, which must outlive the clients the
+// coroutine used: their worker threads release a finished call (and its
+// timer on `io`) only after the caller has resumed.
 template <class T>
-T run_on_own_context(net::awaitable<T> task) {
-  net::io_context io;
+T run_on(net::io_context& io, net::awaitable<T> task) {
+  io.restart();
   auto future = net::co_spawn(io, std::move(task), net::use_future);
   io.run();
   return future.get();
@@ -472,14 +474,15 @@ TEST_F(ApiItest, UserStatusIsCacheAsideAndFollowsStatusChanges) {
   EXPECT_EQ(metric_value(client, "rtmc_status_cache_misses_total"), misses + 1);
 
   // A status change (what a gateway's presence does) shows in the next read.
+  net::io_context io;  // before the client: it outlives it
   redis::Client redis(config_->common.redis, 1);
   store::Presence presence(redis, unique("gw-"), store::PresenceOptions{});
   const auto since = now_ms();
-  ASSERT_TRUE(run_on_own_context(presence.connect(1, user, since)));
+  ASSERT_TRUE(run_on(io, presence.connect(1, user, since)));
   auto online = client.send(http::verb::get, "/users/" + user + "/status");
   ASSERT_EQ(online.result(), http::status::ok);
   EXPECT_EQ(body_of(online), (json::object{{"user", user}, {"status", "online"}, {"last_seen", since}}));
-  ASSERT_TRUE(run_on_own_context(presence.disconnect(1, user, since + 5)));
+  ASSERT_TRUE(run_on(io, presence.disconnect(1, user, since + 5)));
   auto offline = client.send(http::verb::get, "/users/" + user + "/status");
   EXPECT_EQ(body_of(offline),
             (json::object{{"user", user}, {"status", "offline"}, {"last_seen", since + 5}}));

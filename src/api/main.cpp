@@ -15,7 +15,8 @@
 int main(int argc, char** argv) {
   // Before any thread exists, so only the wait below receives the signals.
   rtmc::server::StopSignals signals;
-  CLI::App app{"rtmc-api: HTTP api of RealTimeMessageChat (register, login, logout, publishMessage)"};
+  CLI::App app{
+      "rtmc-api: HTTP api of RealTimeMessageChat (register, login, logout, publishMessage, user status)"};
   rtmc::api::ApiConfig config;
   config.common.add_to(app);
   std::string listen = config.listen.str();

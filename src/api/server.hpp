@@ -15,7 +15,8 @@
 // | --token-ttl-s             | RTMC_TOKEN_TTL_S                 | 86400            | token and session lifetime                 |
 // | --migrate-only            |                                  |                  | apply DB migrations and exit               |
 // | --pg-timeout-ms, --backend-queue-limit, rate limits, --trusted-proxy, hash workers: main.cpp --help, README |
-// | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --log-level: common/config.hpp          |
+// | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --status-cache-ttl-s --log-level:    |
+// | common/config.hpp                                                                                          |
 // clang-format on
 
 #include <atomic>

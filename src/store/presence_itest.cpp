@@ -26,9 +26,12 @@ using namespace std::chrono_literals;
 using itest::env;
 using itest::unique;
 
+// Runs a coroutine to completion on `io`. The io_context must outlive the
+// clients the coroutine used: their worker threads release a finished call
+// (and its timer on `io`) only after the caller has resumed.
 template <class T>
-T run(boost::asio::awaitable<T> task) {
-  boost::asio::io_context io;
+T run_on(boost::asio::io_context& io, boost::asio::awaitable<T> task) {
+  io.restart();
   auto future = boost::asio::co_spawn(io, std::move(task), boost::asio::use_future);
   io.run();
   return future.get();
@@ -40,6 +43,10 @@ bool contains(const std::vector<std::string>& list, const std::string& item) {
 
 class PresenceTest : public ::testing::Test {
  protected:
+  template <class T>
+  T run(boost::asio::awaitable<T> task) {
+    return run_on(io_, std::move(task));
+  }
   void SetUp() override {
     auto address = env("RTMC_TEST_REDIS");
     ASSERT_TRUE(address) << "RTMC_TEST_REDIS is not set (scripts/services.sh start DIR writes DIR/env)";
@@ -71,6 +78,7 @@ class PresenceTest : public ::testing::Test {
     return command({"SISMEMBER", keys::gateways(), gateway_id}).integer == 1;
   }
 
+  boost::asio::io_context io_;  // first: it outlives the client (see run_on)
   RedisConfig config_;
   std::optional<redis::Client> client_;
   std::vector<std::unique_ptr<Presence>> made_;
@@ -361,7 +369,7 @@ TEST_F(PresenceTest, UnregisterAfterACleanStopRemovesTheEntry) {
 
 TEST(PresenceUnavailableTest, NoRedisIsUnavailable) {
   // A loopback port that was free a moment ago: nothing answers.
-  boost::asio::io_context context;
+  boost::asio::io_context context;  // first: it outlives the client (see run_on)
   boost::asio::ip::tcp::acceptor probe(context, {boost::asio::ip::make_address("127.0.0.1"), 0});
   RedisConfig config;
   config.address.port = probe.local_endpoint().port();
@@ -369,10 +377,10 @@ TEST(PresenceUnavailableTest, NoRedisIsUnavailable) {
   config.timeout = 500ms;
   redis::Client client(config, 1);
   Presence presence(client, unique("gw-"), {});
-  EXPECT_THROW(run(presence.connect(1, "someone", 1000)), Unavailable);
-  EXPECT_THROW(run(presence.refresh()), Unavailable);
-  EXPECT_THROW(run(presence.members("room")), Unavailable);
-  EXPECT_THROW(run(presence.sweep(1000)), Unavailable);
+  EXPECT_THROW(run_on(context, presence.connect(1, "someone", 1000)), Unavailable);
+  EXPECT_THROW(run_on(context, presence.refresh()), Unavailable);
+  EXPECT_THROW(run_on(context, presence.members("room")), Unavailable);
+  EXPECT_THROW(run_on(context, presence.sweep(1000)), Unavailable);
 }
 
 }  // namespace
