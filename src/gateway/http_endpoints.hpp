@@ -13,6 +13,12 @@
 //   rtmc_gateway_sequencer_messages_total{result}   sequenced, dead_lettered,
 //       script_failure, redis_refused, redis_failure
 //   rtmc_gateway_sequencer_amqp_connections_total   consumer connections opened
+// and presence's (gateway/presence_service.hpp):
+//   rtmc_status_cache_hits_total, rtmc_status_cache_misses_total   status reads
+//   rtmc_gateway_presence_events_total            join/leave events published
+//   rtmc_gateway_presence_event_messages_total    AMQP messages carrying them
+//   rtmc_gateway_presence_gateways_swept_total    dead gateways swept by this one
+//   rtmc_gateway_presence_store_failures_total    presence calls to Redis that failed
 // plus the HTTP port's own rtmc_gateway_http_* counters (server/http_metrics.hpp).
 //
 // Threading: construct, start() and destroy from the gateway's owning thread;

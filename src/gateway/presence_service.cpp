@@ -278,11 +278,11 @@ void PresenceService::add_metrics(metrics::Registry& registry) const {
     };
     const auto& cache = reader_.counters();
     return std::vector{
-        metrics::counter_family(
-            "rtmc_status_cache_requests_total",
-            "User status reads, by whether Redis had the status (hit) or PostgreSQL "
-            "was asked (miss).",
-            {{{{"result", "hit"}}, read(cache.hits)}, {{{"result", "miss"}}, read(cache.misses)}}),
+        metrics::counter_family("rtmc_status_cache_hits_total",
+                                "User status reads answered from the Redis cache.", {{{}, read(cache.hits)}}),
+        metrics::counter_family("rtmc_status_cache_misses_total",
+                                "User status reads that missed the cache and asked PostgreSQL.",
+                                {{{}, read(cache.misses)}}),
         metrics::counter_family("rtmc_gateway_presence_events_total",
                                 "Presence events (join/leave) this gateway published.",
                                 {{{}, read(counters_.events_published)}}),
