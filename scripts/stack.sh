@@ -138,7 +138,7 @@ cmd_up() {
   cat <<EOF
 
 rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
-  api      http://$api_listen     (GET /healthz, POST /register, /login, /publishMessage)
+  api      http://$api_listen     (GET /healthz, /users/NAME/status, POST /register, /login, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
            http://$gateway_http_listen     (GET /healthz, /metrics)
   redis    127.0.0.1:$REDIS_PORT   rabbitmq amqp://127.0.0.1:$AMQP_PORT   postgres 127.0.0.1:$PG_PORT
