@@ -516,8 +516,8 @@ void ClientConnection::fail_framing(ErrorCode code, std::string_view message) {
   fail(code, message, std::nullopt);
 }
 
-void ClientConnection::shutdown() {
-  fail(ErrorCode::server_shutdown, "the server is shutting down; reconnect", std::nullopt);
+void ClientConnection::shutdown(std::string_view message) {
+  fail(ErrorCode::server_shutdown, message, std::nullopt);
 }
 
 void ClientConnection::close(CloseReason reason) {
@@ -530,6 +530,7 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
   auto& counters = services_.counters;
   counters.closed[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
   counters.open.fetch_sub(1, std::memory_order_relaxed);
+  counters.closing.fetch_add(1, std::memory_order_relaxed);
   if (reason == CloseReason::client_closed || reason == CloseReason::server_shutdown)
     spdlog::debug("connection of '{}' closed: {}", user_, to_string(reason));
   else
@@ -565,6 +566,7 @@ asio::awaitable<void> ClientConnection::run_cleanup(bool connected, std::vector<
     }
   }
   state_ = State::closed;
+  services_.counters.closing.fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace rtmc::gateway

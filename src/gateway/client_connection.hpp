@@ -112,8 +112,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   // Ends the connection (no error frame unless the reason has one).
   void close(CloseReason reason);
-  // The gateway stops: a fatal `server_shutdown` error frame, then close.
-  void shutdown();
+  // The gateway stops (or must drop its clients): a fatal `server_shutdown`
+  // error frame saying `message`, then close.
+  void shutdown(std::string_view message = "the server is shutting down; reconnect");
 
   State state() const { return state_; }
   const std::string& user() const { return user_; }

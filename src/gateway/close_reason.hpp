@@ -31,6 +31,9 @@ struct GatewayCounters {
   // Incremented by whoever admits a connection (the accept loop), decremented
   // by the connection's close; compared with --max-connections.
   std::atomic<std::int64_t> open{0};
+  // Connections between their close and the end of their close step (the
+  // presence clean-up): a stopping gateway waits for these.
+  std::atomic<std::int64_t> closing{0};
   std::atomic<std::uint64_t> closed[static_cast<int>(CloseReason::count_)]{};
   // Source of ClientConnection::id(): unique per gateway process (presence
   // records are keyed by gateway and connection id). fetch_add(1) is the id.

@@ -34,6 +34,8 @@ namespace asio = boost::asio;
 namespace {
 // Redis calls waiting per worker of the connections' Redis client.
 constexpr std::size_t kRedisQueueLimit = 256;
+// How long a stopping gateway waits for its connections' close steps.
+constexpr auto kCloseStepGrace = std::chrono::seconds(3);
 
 // This process's name in Redis' presence records: unique per process, and
 // readable in logs (the client port first).
@@ -230,14 +232,20 @@ void Gateway::start() {
   // stop() (and declared after it), so no scrape reads freed counters.
   add_sequencer_metrics(impl.http->registry(), impl.sequencer->counters());
   impl.presence->add_metrics(impl.http->registry());
-  impl.presence->start(io0.get_executor());
 
-  asio::co_spawn(io0, impl.accept_loop(), asio::detached);
-  asio::co_spawn(io0, impl.report_stats(), asio::detached);
   for (auto& thread : impl.io_threads) {
     impl.guards.push_back(asio::make_work_guard(thread->io));
     impl.threads.emplace_back([&io = thread->io] { io.run(); });
   }
+  // Registered in Redis before the first client is accepted.
+  impl.presence->start(io0.get_executor(), [&impl] {
+    for (auto& thread : impl.io_threads)
+      asio::post(thread->io, [&thread = *thread] {
+        thread.shutdown_all("this gateway lost its presence records (it stalled); reconnect");
+      });
+  });
+  asio::co_spawn(io0, impl.accept_loop(), asio::detached);
+  asio::co_spawn(io0, impl.report_stats(), asio::detached);
   spdlog::info("gateway listening on {}:{} with {} io threads, at most {} connections",
                impl.config.listen.host, port(), impl.io_threads.size(), impl.config.max_connections);
 }
@@ -260,8 +268,13 @@ void Gateway::stop() {
       }
     });
     impl.on_every_io_thread([](IoThread& thread) { thread.shutdown_all(); });
-    // While the io threads still run: what the connections' own clean-ups
-    // have not removed from Redis yet goes in one step, with its events.
+    // The close steps (each connection's presence clean-up) run on the io
+    // threads; give them a moment, so their users' offline changes reach the
+    // status writer. Whatever is left then goes in one step, with its events.
+    const auto deadline = std::chrono::steady_clock::now() + kCloseStepGrace;
+    while ((impl.counters.open.load() > 0 || impl.counters.closing.load() > 0) &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     impl.presence->stop();
   }
   impl.http.reset();

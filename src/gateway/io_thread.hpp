@@ -57,9 +57,9 @@ class IoThread {
   std::array<char, 64 * 1024>& scratch() { return scratch_; }
 
   // Every connection gets `server_shutdown` and closes.
-  void shutdown_all() {
+  void shutdown_all(std::string_view message = "the server is shutting down; reconnect") {
     auto all = connections.connections();
-    for (auto& [_, connection] : all) connection->shutdown();
+    for (auto& [_, connection] : all) connection->shutdown(message);
   }
 
  private:

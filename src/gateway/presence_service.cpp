@@ -43,22 +43,31 @@ PresenceService::~PresenceService() {
   stop();
 }
 
-void PresenceService::start(asio::any_io_executor executor) {
+void PresenceService::start(asio::any_io_executor executor, LeaseLost lease_lost) {
   executor_ = executor;
+  lease_lost_ = std::move(lease_lost);
   timer_ = std::make_unique<asio::steady_timer>(executor_);
+  // Registered before the first connection is recorded, so a kill -9 right
+  // after start still leaves its records to a sweeper.
+  try {
+    asio::co_spawn(executor_, presence_.refresh(), asio::use_future).get();
+    registered_ = true;
+  } catch (const std::exception& error) {
+    counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("presence: first refresh failed (retried every {} ms): {}", period().count(), error.what());
+  }
   loop_done_ = asio::co_spawn(executor_, maintain(), asio::use_future);
 }
 
 void PresenceService::stop() {
-  if (stopping_ || !timer_) return;
-  stopping_ = true;
+  if (stopping_.exchange(true) || !timer_) return;
   asio::post(executor_, [this] { timer_->cancel(); });
   try {
     loop_done_.get();
   } catch (const std::exception& error) {
     spdlog::error("presence: maintenance loop ended with: {}", error.what());
   }
-  // Whatever the connections' own clean-ups did not remove yet goes in one
+  // Whatever the connections' own clean-ups did not remove goes in one
   // script; a clean-up that runs later finds nothing and changes nothing.
   try {
     auto swept = asio::co_spawn(
@@ -75,20 +84,23 @@ void PresenceService::stop() {
     spdlog::warn("presence: could not unregister (another gateway sweeps it after {} ms): {}",
                  options_.liveness_ttl.count(), error.what());
   }
-  flush_events();
-  // The destructors wait: the publisher for pending confirms, the writer for
-  // its last batch.
-  events_.reset();
-  writer_.reset();
+  // The last leave events should reach the other gateways' clients.
+  auto confirmed = std::make_shared<std::promise<void>>();
+  auto done = confirmed->get_future();
+  flush_events([confirmed](amqp::PublishStatus) { confirmed->set_value(); });
+  if (done.wait_for(std::chrono::seconds(2)) != std::future_status::ready)
+    spdlog::warn("presence: the last presence events were not confirmed in time");
+}
+
+std::chrono::milliseconds PresenceService::period() const {
+  return std::max(std::chrono::milliseconds(100), options_.liveness_ttl / 3);
 }
 
 asio::awaitable<void> PresenceService::maintain() {
   constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
-  const auto period = std::max(std::chrono::milliseconds(100), options_.liveness_ttl / 3);
-  bool registered = false;
   while (!stopping_) {
     try {
-      co_await maintenance_step(registered);
+      co_await maintenance_step();
     } catch (const std::exception& error) {
       counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
       spdlog::warn("presence: maintenance step failed: {}", error.what());
@@ -96,31 +108,44 @@ asio::awaitable<void> PresenceService::maintain() {
     // No handler runs between this check and the wait (one thread), so
     // stop()'s posted cancel cannot fall in between.
     if (stopping_) break;
-    timer_->expires_after(period);
+    timer_->expires_after(period());
     co_await timer_->async_wait(nothrow);
   }
 }
 
-asio::awaitable<void> PresenceService::maintenance_step(bool& registered) {
+asio::awaitable<void> PresenceService::maintenance_step() {
+  // First, so nothing else in the step can delay it past the TTL.
+  // Named locals, never co_await inside a condition: GCC 12 miscompiles it
+  // (an illegal instruction at run time).
   const bool added = co_await presence_.refresh();
-  if (added && registered) {
-    spdlog::error("presence: gateway {} was swept as dead while alive; recording its connections again",
-                  gateway_id());
-    co_await register_again();
+  if (added && registered_) {
+    spdlog::error(
+        "presence: gateway {} was swept as dead while alive (stalled past {} ms); dropping its "
+        "connections so they are recorded anew",
+        gateway_id(), options_.liveness_ttl.count());
+    if (lease_lost_) lease_lost_();
   }
-  registered = true;
+  registered_ = true;
 
   std::vector<Retry> retries;
   {
     std::lock_guard lock(mutex_);
     retries.swap(retries_);
   }
-  for (auto& retry : retries) {
-    // Failures put the retry back.
+  for (std::size_t i = 0; i < retries.size(); ++i) {
+    const auto& retry = retries[i];
+    bool done = false;
     if (retry.connection_id != 0)
-      co_await remove_connection(retry.connection_id, retry.user);
+      done = co_await remove_connection(retry.connection_id, retry.user);
     else
-      co_await remove_membership(retry.room, retry.user);
+      done = co_await remove_membership(retry.room, retry.user);
+    if (!done) {
+      // Redis is still away (the failed one is queued again): keep the rest
+      // for the next step instead of waiting for each one's deadline.
+      std::lock_guard lock(mutex_);
+      retries_.insert(retries_.end(), retries.begin() + static_cast<std::ptrdiff_t>(i) + 1, retries.end());
+      break;
+    }
   }
 
   auto swept = co_await presence_.sweep(now_ms());
@@ -132,35 +157,13 @@ asio::awaitable<void> PresenceService::maintenance_step(bool& registered) {
   apply(swept);
 }
 
-asio::awaitable<void> PresenceService::register_again() {
-  std::map<std::uint64_t, std::string> connections;
-  std::map<std::pair<std::string, std::string>, int> memberships;
-  {
-    std::lock_guard lock(mutex_);
-    connections = connections_;
-    memberships = memberships_;
-  }
-  for (auto& [id, user] : connections) {
-    auto change = co_await presence_.connect(id, user, now_ms());
-    if (change) writer_->record(*change);
-  }
-  for (auto& [key, count] : memberships)
-    for (int i = 0; i < count; ++i)
-      if (co_await presence_.join(key.first, key.second)) publish_event(key.first, key.second, true);
-}
-
 void PresenceService::apply(const store::SweepResult& swept) {
-  for (const auto& change : swept.went_offline)
-    if (writer_) writer_->record(change);
+  for (const auto& change : swept.went_offline) writer_->record(change);
   for (const auto& event : swept.left_rooms) publish_event(event.room, event.user, event.joined);
 }
 
 asio::awaitable<void> PresenceService::connected(std::uint64_t connection_id, std::string user) {
   auto change = co_await presence_.connect(connection_id, user, now_ms());
-  {
-    std::lock_guard lock(mutex_);
-    connections_[connection_id] = user;
-  }
   if (change) writer_->record(*change);
 }
 
@@ -181,7 +184,8 @@ asio::awaitable<bool> PresenceService::remove_connection(std::uint64_t connectio
 
 asio::awaitable<bool> PresenceService::remove_membership(const std::string& room, const std::string& user) {
   try {
-    if (co_await presence_.leave(room, user)) publish_event(room, user, false);
+    const bool last = co_await presence_.leave(room, user);
+    if (last) publish_event(room, user, false);
     co_return true;
   } catch (const std::exception& error) {
     counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
@@ -195,28 +199,15 @@ asio::awaitable<bool> PresenceService::remove_membership(const std::string& room
 asio::awaitable<void> PresenceService::disconnected(std::uint64_t connection_id, std::string user,
                                                     std::vector<std::string> rooms) {
   for (auto& room : rooms) co_await left(std::move(room), user);
-  {
-    std::lock_guard lock(mutex_);
-    connections_.erase(connection_id);
-  }
   co_await remove_connection(connection_id, user);
 }
 
 asio::awaitable<void> PresenceService::joined(std::string room, std::string user) {
   const bool first = co_await presence_.join(room, user);
-  {
-    std::lock_guard lock(mutex_);
-    ++memberships_[{room, user}];
-  }
   if (first) publish_event(room, user, true);
 }
 
 asio::awaitable<void> PresenceService::left(std::string room, std::string user) {
-  {
-    std::lock_guard lock(mutex_);
-    auto found = memberships_.find({room, user});
-    if (found != memberships_.end() && --found->second <= 0) memberships_.erase(found);
-  }
   co_await remove_membership(room, user);
 }
 
@@ -253,21 +244,25 @@ void PresenceService::publish_event(const std::string& room, const std::string& 
     asio::post(executor_, [this] { flush_events(); });
 }
 
-void PresenceService::flush_events() {
+void PresenceService::flush_events(std::function<void(amqp::PublishStatus)> done) {
   std::string body;
   {
     std::lock_guard lock(mutex_);
     flush_posted_ = false;
     body.swap(pending_events_);
   }
-  if (body.empty() || !events_) return;
+  if (body.empty()) {
+    if (done) done(amqp::PublishStatus::confirmed);
+    return;
+  }
   counters_.event_messages.fetch_add(1, std::memory_order_relaxed);
   amqp::Message message{std::string(kFanoutExchange), "presence", std::move(body), /*persistent=*/false,
                         /*mandatory=*/false};
   // Best effort by design: after a reconnect `members` is the truth.
-  events_->publish(std::move(message), [](amqp::PublishStatus status) {
+  events_->publish(std::move(message), [done = std::move(done)](amqp::PublishStatus status) {
     if (status != amqp::PublishStatus::confirmed)
       spdlog::debug("presence: events not confirmed: {}", amqp::to_string(status));
+    if (done) done(status);
   });
 }
 

@@ -11,14 +11,15 @@
 //    gateway's liveness key, sweep gateways whose key expired (kill -9: their
 //    users go offline, their rooms get `leave`), retry removals that failed.
 //    A gateway that finds it was swept (it stalled longer than the TTL)
-//    writes its records again from its local mirror.
+//    drops its connections: their records are gone and their users were
+//    announced offline, and they come back recorded anew.
 //  - Status reads: cache-aside (store::UserStatusReader).
 //
 // Bound from a killed gateway to its users offline: liveness TTL + one
 // period + the PostgreSQL write lag (default 10 s + 3.3 s + 1 s).
 //
 // Threading: every PresencePort method may be called from any io thread at
-// once; the local mirror and the queues are under one mutex. start() and
+// once; the queues are under one mutex. start() and
 // stop() from the gateway's owning thread.
 
 #include <atomic>
@@ -26,6 +27,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -68,12 +70,21 @@ class PresenceService final : public PresencePort {
   PresenceService(const PresenceService&) = delete;
   PresenceService& operator=(const PresenceService&) = delete;
 
-  // Registers the gateway (first refresh, blocking until Redis answered or
-  // failed) and starts the maintenance loop on `executor`.
-  void start(boost::asio::any_io_executor executor);
-  // After the connections were closed: stops the loop and removes every
-  // record of this gateway at once (its users' last connections here go
-  // offline, its rooms get `leave`), then flushes events and status writes.
+  // Runs on the executor's thread when this gateway finds it was swept as
+  // dead while alive (it stalled past the liveness TTL): its records are
+  // gone and its users were announced offline, so its connections must be
+  // dropped (they reconnect and are recorded anew).
+  using LeaseLost = std::function<void()>;
+  // Registers the gateway (its first refresh, waited for: call it with the
+  // executor's thread running, before accepting connections) and starts the
+  // maintenance loop on `executor`.
+  void start(boost::asio::any_io_executor executor, LeaseLost lease_lost);
+  // After the connections' close steps ran (or their deadline passed), while
+  // the executor still runs: stops the loop and removes every record of this
+  // gateway left in Redis at once (its users' last connections here go
+  // offline, its rooms get `leave`), and waits (briefly) for those events to
+  // reach RabbitMQ. The status writer commits what is pending when the
+  // service is destroyed.
   void stop();
 
   boost::asio::awaitable<void> connected(std::uint64_t connection_id, std::string user) override;
@@ -98,13 +109,14 @@ class PresenceService final : public PresencePort {
   };
 
   boost::asio::awaitable<void> maintain();
-  boost::asio::awaitable<void> maintenance_step(bool& registered);
-  boost::asio::awaitable<void> register_again();
+  boost::asio::awaitable<void> maintenance_step();
   boost::asio::awaitable<bool> remove_connection(std::uint64_t connection_id, const std::string& user);
   boost::asio::awaitable<bool> remove_membership(const std::string& room, const std::string& user);
   void apply(const store::SweepResult& swept);
   void publish_event(const std::string& room, const std::string& user, bool joined);
-  void flush_events();
+  // Hands what is pending to RabbitMQ as one message; `done` (if any) gets
+  // its confirm.
+  void flush_events(std::function<void(amqp::PublishStatus)> done = {});
 
   Options options_;
   PresenceCounters counters_;
@@ -118,16 +130,15 @@ class PresenceService final : public PresencePort {
   std::unique_ptr<amqp::Publisher> events_;
 
   std::mutex mutex_;
-  // The local mirror: what this gateway has recorded, to write it again
-  // after being swept while alive.
-  std::map<std::uint64_t, std::string> connections_;
-  std::map<std::pair<std::string, std::string>, int> memberships_;  // (room, user) -> connections
   std::vector<Retry> retries_;
   std::string pending_events_;  // '\n'-separated presence frames
   bool flush_posted_ = false;
 
+  LeaseLost lease_lost_;
   boost::asio::any_io_executor executor_;
+  std::chrono::milliseconds period() const;
   std::unique_ptr<boost::asio::steady_timer> timer_;
+  bool registered_ = false;  // on the executor's thread only
   std::future<void> loop_done_;
   std::atomic<bool> stopping_{false};
 };

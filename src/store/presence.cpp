@@ -16,29 +16,42 @@ namespace {
 // the change returned. Every field is set, so the hash never mixes two
 // changes.
 
+// A status change's time is never before the previous one's, whatever the
+// clocks of the gateways that ran them (now_ms is read before the script is
+// queued): PostgreSQL keeps the latest last_seen, so it must follow the order
+// in which Redis ran the changes.
+//
 // KEYS: gateway connections, online:<user>, status:<user>
 // ARGV: connection id, user, "<gw>/<connection id>", now_ms, status cache TTL ms
-// Returns 1 when this is the user's first live connection anywhere.
+// Returns the change's time when this is the user's first live connection
+// anywhere, else 0.
 const redis::Script kConnectScript(R"lua(
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4]) == 1 and redis.call('HLEN', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[3], 'user', ARGV[2], 'status', 'online', 'last_seen', ARGV[4])
+  local at = tonumber(ARGV[4])
+  local previous = tonumber(redis.call('HGET', KEYS[3], 'last_seen') or '')
+  if previous and at <= previous then at = previous + 1 end
+  redis.call('HSET', KEYS[2], ARGV[3], string.format('%.0f', at))
+  redis.call('HSET', KEYS[3], 'user', ARGV[2], 'status', 'online', 'last_seen', string.format('%.0f', at))
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
-  return 1
+  return at
 end
 return 0
 )lua");
 
-// KEYS and ARGV as kConnectScript. Returns 1 when it was the user's last
-// live connection; 0 also when the record was missing (swept), and then
-// nothing changes.
+// KEYS and ARGV as kConnectScript. Returns the change's time when it was the
+// user's last live connection; 0 also when the record was missing (swept),
+// and then nothing changes.
 const redis::Script kDisconnectScript(R"lua(
 redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 then return 0 end
 if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
-redis.call('HSET', KEYS[3], 'user', ARGV[2], 'status', 'offline', 'last_seen', ARGV[4])
+local at = tonumber(ARGV[4])
+local previous = tonumber(redis.call('HGET', KEYS[3], 'last_seen') or '')
+if previous and at <= previous then at = previous + 1 end
+redis.call('HSET', KEYS[3], 'user', ARGV[2], 'status', 'offline', 'last_seen', string.format('%.0f', at))
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
-return 1
+return at
 )lua");
 
 // KEYS: gateway rooms, members:<room>; ARGV: "<room>\n<user>", user
@@ -75,7 +88,7 @@ return 0
 //       prefix, members prefix, "self" for a gateway removing its own
 //       records at a clean stop (whatever its liveness key says) or "dead"
 // Returns nil when there was nothing to sweep, else
-// {{offline user...}, {room, user, room, user...}}.
+// {{offline user, its change's time, ...}, {room, user, room, user...}}.
 // User keys are built with string.lower: user names are ASCII
 // (common/names.hpp), where it equals fold_user_name.
 const redis::Script kSweepScript(R"lua(
@@ -95,9 +108,13 @@ for i = 1, #connections, 2 do
   if redis.call('HDEL', online, ARGV[1] .. '/' .. connections[i]) == 1 and
      redis.call('HLEN', online) == 0 then
     local status = ARGV[5] .. lower
-    redis.call('HSET', status, 'user', user, 'status', 'offline', 'last_seen', ARGV[2])
+    local at = tonumber(ARGV[2])
+    local previous = tonumber(redis.call('HGET', status, 'last_seen') or '')
+    if previous and at <= previous then at = previous + 1 end
+    redis.call('HSET', status, 'user', user, 'status', 'offline', 'last_seen', string.format('%.0f', at))
     redis.call('PEXPIRE', status, ARGV[3])
     offline[#offline + 1] = user
+    offline[#offline + 1] = at
   end
 end
 local left = {}
@@ -212,8 +229,8 @@ boost::asio::awaitable<std::optional<StatusChange>> Presence::connect(std::uint6
                                 ms(options_.status_cache_ttl)};
   auto reply =
       co_await run_script(redis_, kConnectScript, std::move(keys), std::move(args), "presence connect");
-  if (reply.integer != 1) co_return std::nullopt;
-  co_return StatusChange{std::move(user), true, now_ms};
+  if (reply.integer <= 0) co_return std::nullopt;
+  co_return StatusChange{std::move(user), true, reply.integer};
 }
 
 boost::asio::awaitable<std::optional<StatusChange>> Presence::disconnect(std::uint64_t connection_id,
@@ -226,8 +243,8 @@ boost::asio::awaitable<std::optional<StatusChange>> Presence::disconnect(std::ui
                                 ms(options_.status_cache_ttl)};
   auto reply =
       co_await run_script(redis_, kDisconnectScript, std::move(keys), std::move(args), "presence disconnect");
-  if (reply.integer != 1) co_return std::nullopt;
-  co_return StatusChange{std::move(user), false, now_ms};
+  if (reply.integer <= 0) co_return std::nullopt;
+  co_return StatusChange{std::move(user), false, reply.integer};
 }
 
 boost::asio::awaitable<bool> Presence::join(std::string room, std::string user) {
@@ -293,8 +310,9 @@ boost::asio::awaitable<void> Presence::sweep_one(const std::string& gateway, std
   const auto& parts = array_of(reply, "presence sweep");
   if (parts.size() != 2) throw std::runtime_error("presence sweep: unexpected reply");
   result.gateways.push_back(gateway);
-  for (const auto& user : array_of(parts[0], "presence sweep"))
-    result.went_offline.push_back(StatusChange{user.str, false, now_ms});
+  const auto& offline = array_of(parts[0], "presence sweep");
+  for (std::size_t j = 0; j + 1 < offline.size(); j += 2)
+    result.went_offline.push_back(StatusChange{offline[j].str, false, offline[j + 1].integer});
   const auto& left = array_of(parts[1], "presence sweep");
   for (std::size_t j = 0; j + 1 < left.size(); j += 2)
     result.left_rooms.push_back(RoomPresenceEvent{left[j].str, left[j + 1].str, false});

@@ -72,7 +72,10 @@ class Presence {
 
   // The connection's online record. Returns the change (online since now_ms)
   // when it is the user's first live connection anywhere (the status cache
-  // then says so), nullopt otherwise.
+  // then says so), nullopt otherwise. A change's time is never at or before
+  // the user's previous change (it is moved just after it), so times follow
+  // the order in which Redis ran the changes whatever the callers' clocks;
+  // the same holds for disconnect and sweep.
   boost::asio::awaitable<std::optional<StatusChange>> connect(std::uint64_t connection_id, std::string user,
                                                               std::int64_t now_ms);
   // Deletes the record. Returns the change (offline, last_seen now_ms) when

@@ -31,6 +31,7 @@ class Peer {
  public:
   Peer(std::uint16_t port, const TestUser& user, std::string label, bool heartbeat = true)
       : client_(port, 0, std::move(label)) {
+    client_.keep_presence(true);
     client_.auth(user.token, user.name);
     collector_ = std::make_unique<Collector>(client_);
     if (heartbeat)
@@ -341,8 +342,9 @@ TEST_F(Presence, PresenceAndMembersAcrossTwoGateways) {
   a.wait_presence(room, bob.name, "leave");
 
   EXPECT_EQ(a.presence(room).size(), 2u) << a.dump();
-  EXPECT_TRUE(b1.presence(room).empty() || str(b1.presence(room).front(), "user") != bob.name)
-      << "no event about oneself: " << b1.dump();
+  for (const auto* peer : {&b1, &b2})
+    for (const auto& event : peer->presence(room))
+      EXPECT_NE(str(event, "user"), bob.name) << "no event about oneself: " << peer->dump();
   EXPECT_EQ(users_of(a.request({{"type", "members"}, {"room", room}})), std::vector{alice.name});
 }
 
@@ -378,6 +380,31 @@ TEST_F(Presence, KillNineOfAGatewayTakesItsUsersOffline) {
   EXPECT_EQ(users_of(watcher.request({{"type", "members"}, {"room", room}})), std::vector{watcher_user.name});
 }
 
+TEST_F(Presence, AGatewayStoppedWithClientsTakesThemOfflineAndOutOfTheirRooms) {
+  auto gateway_b = start_gateway(services_, secret_, kGatewayB, gateway_flags());
+  auto watcher_user = make_user(http_, "watch");
+  auto users = std::vector{make_user(http_, "stop1-"), make_user(http_, "stop2-")};
+  const auto room = unique_name("stop-");
+  Peer watcher(kGatewayA, watcher_user, "watcher@A");
+  watcher.join(room);
+  std::vector<std::unique_ptr<Peer>> peers;
+  for (const auto& user : users) {
+    peers.push_back(std::make_unique<Peer>(kGatewayB, user, user.name + "@B"));
+    peers.back()->join(room);
+    watcher.wait_presence(room, user.name, "join");
+  }
+  for (const auto& user : users) ASSERT_TRUE(wait_pg_status(user.name, "online", 3s).has_value());
+
+  EXPECT_EQ(gateway_b->terminate(10s), 0) << "SIGTERM with clients connected: a clean exit";
+  for (const auto& user : users) {
+    watcher.wait_presence(room, user.name, "leave", 5s);
+    EXPECT_TRUE(wait_pg_status(user.name, "offline", 3s).has_value()) << user.name;
+    EXPECT_EQ(str(http_status(user.name), "status"), "offline");
+  }
+  EXPECT_EQ(users_of(watcher.request({{"type", "members"}, {"room", room}})), std::vector{watcher_user.name});
+  for (auto& peer : peers) peer->close();
+}
+
 TEST_F(Presence, ReconnectWithTheSameTokenAfterADroppedConnection) {
   auto user = make_user(http_, "again");
   const auto room = unique_name("again-");
@@ -389,6 +416,11 @@ TEST_F(Presence, ReconnectWithTheSameTokenAfterADroppedConnection) {
   }
   Peer second(kGatewayA, user, "second");
   second.join(room);
+  // The first connection's record is gone, the second one's is there.
+  const auto deadline = SteadyClock::now() + 5s;
+  while (redis({"HLEN", "online:" + fold_user_name(user.name)}) != "1" && SteadyClock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(redis({"HLEN", "online:" + fold_user_name(user.name)}), "1");
   EXPECT_EQ(users_of(second.request({{"type", "members"}, {"room", room}})), std::vector{user.name});
   EXPECT_EQ(str(http_status(user.name), "status"), "online");
 }

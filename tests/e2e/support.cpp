@@ -538,6 +538,12 @@ ReadResult LineClient::read(Millis timeout) {
         throw failure(label_ + ": the server sent a line that is not a JSON object: '" + line.substr(0, 300) +
                       "'");
       seen_.push_back(line);
+      // Presence events come whenever someone joins or leaves; only the
+      // tests about them see them.
+      if (!keep_presence_) {
+        const auto* type = value.as_object().if_contains("type");
+        if (type != nullptr && type->is_string() && type->as_string() == "presence") continue;
+      }
       return {ReadResult::Kind::frame, std::move(value.as_object()), std::move(line)};
     }
     if (eof_ || fd_ < 0) return {ReadResult::Kind::closed, {}, {}};

@@ -211,6 +211,9 @@ class LineClient {
 
   // Every frame read so far (for diagnostics).
   std::string history(std::size_t last = 10) const;
+  // `presence` frames are skipped by read() (and so by everything built on
+  // it) unless a test asks for them.
+  void keep_presence(bool keep) { keep_presence_ = keep; }
 
  private:
   int fd_ = -1;
@@ -218,6 +221,7 @@ class LineClient {
   std::string user_;
   std::string buffer_;
   bool eof_ = false;
+  bool keep_presence_ = false;
   std::vector<std::string> seen_;
 };
 
