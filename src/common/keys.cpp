@@ -68,6 +68,9 @@ std::string gateway_connections(std::string_view gateway) {
 std::string gateway_rooms(std::string_view gateway) {
   return concat({"gateway:", gateway, ":rooms"});
 }
+std::string gateway_seen(std::string_view gateway) {
+  return concat({"gateway:", gateway, ":seen"});
+}
 std::string online(std::string_view user) {
   return concat({kOnlinePrefix, fold_user_name(user)});
 }

@@ -39,6 +39,8 @@ std::string gateways();
 std::string gateway_alive(std::string_view gateway);
 std::string gateway_connections(std::string_view gateway);
 std::string gateway_rooms(std::string_view gateway);
+// The time (ms) of the gateway's last refresh: a sweep's last_seen for its users.
+std::string gateway_seen(std::string_view gateway);
 std::string online(std::string_view user);
 std::string status(std::string_view user);
 std::string members(std::string_view room);

@@ -50,7 +50,7 @@ void PresenceService::start(asio::any_io_executor executor, LeaseLost lease_lost
   // Registered before the first connection is recorded, so a kill -9 right
   // after start still leaves its records to a sweeper.
   try {
-    asio::co_spawn(executor_, presence_.refresh(), asio::use_future).get();
+    asio::co_spawn(executor_, presence_.refresh(now_ms()), asio::use_future).get();
     registered_ = true;
   } catch (const std::exception& error) {
     counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
@@ -117,7 +117,7 @@ asio::awaitable<void> PresenceService::maintenance_step() {
   // First, so nothing else in the step can delay it past the TTL.
   // Named locals, never co_await inside a condition: GCC 12 miscompiles it
   // (an illegal instruction at run time).
-  const bool added = co_await presence_.refresh();
+  const bool added = co_await presence_.refresh(now_ms());
   if (added && registered_) {
     spdlog::error(
         "presence: gateway {} was swept as dead while alive (stalled past {} ms); dropping its "

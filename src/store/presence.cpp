@@ -83,21 +83,26 @@ return 0
 // One dead gateway, atomically. The liveness check and the SREM make sure
 // that exactly one sweeper takes it (and reports its users), and that a
 // gateway which refreshed in the meantime is left alone.
-// KEYS: gateways, gateway alive, gateway connections, gateway rooms
+// A dead gateway's users went offline when it died, some time after its last
+// refresh (gateway seen): that is their last_seen, not the sweep's time.
+// KEYS: gateways, gateway alive, gateway connections, gateway rooms, gateway seen
 // ARGV: gateway id, now_ms, status cache TTL ms, online prefix, status
 //       prefix, members prefix, "self" for a gateway removing its own
-//       records at a clean stop (whatever its liveness key says) or "dead"
+//       records at a clean stop (whatever its liveness key says; its users'
+//       last_seen is now_ms) or "dead"
 // Returns nil when there was nothing to sweep, else
 // {{offline user, its change's time, ...}, {room, user, room, user...}}.
 // User keys are built with string.lower: user names are ASCII
 // (common/names.hpp), where it equals fold_user_name.
 const redis::Script kSweepScript(R"lua(
+local ended = tonumber(ARGV[2])
 if ARGV[7] == 'self' then
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[1], ARGV[1])
 else
   if redis.call('EXISTS', KEYS[2]) == 1 then return nil end
   if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return nil end
+  ended = tonumber(redis.call('GET', KEYS[5]) or '') or ended
 end
 local offline = {}
 local connections = redis.call('HGETALL', KEYS[3])
@@ -108,7 +113,7 @@ for i = 1, #connections, 2 do
   if redis.call('HDEL', online, ARGV[1] .. '/' .. connections[i]) == 1 and
      redis.call('HLEN', online) == 0 then
     local status = ARGV[5] .. lower
-    local at = tonumber(ARGV[2])
+    local at = ended
     local previous = tonumber(redis.call('HGET', status, 'last_seen') or '')
     if previous and at <= previous then at = previous + 1 end
     redis.call('HSET', status, 'user', user, 'status', 'offline', 'last_seen', string.format('%.0f', at))
@@ -134,7 +139,7 @@ for i = 1, #rooms, 2 do
     end
   end
 end
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 return {offline, left}
 )lua");
 
@@ -211,12 +216,13 @@ const std::vector<redis::Reply>& array_of(const redis::Reply& reply, const char*
 Presence::Presence(redis::Client& redis, std::string gateway_id, PresenceOptions options)
     : redis_(redis), gateway_id_(std::move(gateway_id)), options_(options) {}
 
-boost::asio::awaitable<bool> Presence::refresh() {
+boost::asio::awaitable<bool> Presence::refresh(std::int64_t now_ms) {
   std::vector<std::vector<std::string>> commands;
   commands.push_back({"SET", keys::gateway_alive(gateway_id_), "1", "PX", ms(options_.liveness_ttl)});
   commands.push_back({"SADD", keys::gateways(), gateway_id_});
+  commands.push_back({"SET", keys::gateway_seen(gateway_id_), std::to_string(now_ms)});
   auto replies = co_await run_pipeline(redis_, std::move(commands), "presence refresh");
-  if (replies.size() != 2) throw std::runtime_error("presence refresh: reply count mismatch");
+  if (replies.size() != 3) throw std::runtime_error("presence refresh: reply count mismatch");
   co_return replies[1].integer == 1;
 }
 
@@ -297,7 +303,8 @@ boost::asio::awaitable<SweepResult> Presence::sweep(std::int64_t now_ms) {
 boost::asio::awaitable<void> Presence::sweep_one(const std::string& gateway, std::int64_t now_ms, bool self,
                                                  SweepResult& result) {
   std::vector<std::string> keys{keys::gateways(), keys::gateway_alive(gateway),
-                                keys::gateway_connections(gateway), keys::gateway_rooms(gateway)};
+                                keys::gateway_connections(gateway), keys::gateway_rooms(gateway),
+                                keys::gateway_seen(gateway)};
   std::vector<std::string> args{gateway,
                                 std::to_string(now_ms),
                                 ms(options_.status_cache_ttl),

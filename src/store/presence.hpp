@@ -7,6 +7,7 @@
 // Keys (docs/architecture.md, "Presence"):
 //   gateways                       set: ids of gateways that own records
 //   gateway:<gw>:alive             string, PX liveness TTL, refreshed every period
+//   gateway:<gw>:seen              the time (ms) of that refresh (no TTL)
 //   gateway:<gw>:connections       hash: <connection id> -> user
 //   gateway:<gw>:rooms             hash: <room>\n<user> -> this gateway's connections of user in room
 //   online:<lower(user)>           hash: <gw>/<connection id> -> online since (ms)
@@ -68,7 +69,10 @@ class Presence {
   // `gateways` set. Returns true when the gateway was not in the set before:
   // its first refresh, or it had been swept as dead (then every record it
   // had is gone and the caller registers its connections and rooms again).
-  boost::asio::awaitable<bool> refresh();
+  // Also records now_ms as the gateway's last sign of life: if it dies, its
+  // users' last_seen is that time (their connections ended between it and
+  // the liveness key's expiry), not the later time of the sweep.
+  boost::asio::awaitable<bool> refresh(std::int64_t now_ms);
 
   // The connection's online record. Returns the change (online since now_ms)
   // when it is the user's first live connection anywhere (the status cache

@@ -195,8 +195,8 @@ TEST_F(PresenceTest, MembersAreSortedAndEachUserOnce) {
 TEST_F(PresenceTest, RefreshIsTrueOnlyWhenTheGatewayWasNotRegistered) {
   auto& gw = gateway(PresenceOptions{5000ms, 300000ms});
   EXPECT_FALSE(registered(gw.gateway_id()));
-  EXPECT_TRUE(run(gw.refresh()));
-  EXPECT_FALSE(run(gw.refresh()));
+  EXPECT_TRUE(run(gw.refresh(1000)));
+  EXPECT_FALSE(run(gw.refresh(1000)));
   EXPECT_TRUE(registered(gw.gateway_id()));
   const auto ttl = command({"PTTL", keys::gateway_alive(gw.gateway_id())}).integer;
   EXPECT_GT(ttl, 4000);
@@ -204,12 +204,12 @@ TEST_F(PresenceTest, RefreshIsTrueOnlyWhenTheGatewayWasNotRegistered) {
   EXPECT_TRUE(run(gw.unregister(0)).gateways.size() == 1);
   EXPECT_FALSE(registered(gw.gateway_id()));
   EXPECT_FALSE(exists(keys::gateway_alive(gw.gateway_id())));
-  EXPECT_TRUE(run(gw.refresh()));  // registered again
+  EXPECT_TRUE(run(gw.refresh(1000)));  // registered again
 }
 
 TEST_F(PresenceTest, LivenessKeyExpiresWithoutRefresh) {
   auto& gw = gateway(PresenceOptions{300ms, 300000ms});
-  ASSERT_TRUE(run(gw.refresh()));
+  ASSERT_TRUE(run(gw.refresh(1000)));
   EXPECT_TRUE(exists(keys::gateway_alive(gw.gateway_id())));
   const auto deadline = std::chrono::steady_clock::now() + 5s;
   while (exists(keys::gateway_alive(gw.gateway_id())) && std::chrono::steady_clock::now() < deadline)
@@ -229,9 +229,9 @@ TEST_F(PresenceTest, AnotherGatewaySweepsADeadGatewaysRecords) {
   const auto on_alive = unique("pu_c");   // via a third, live gateway only
   const auto room = unique("pr_");
   const auto other_room = unique("pr_");
-  ASSERT_TRUE(run(dead.refresh()));
-  ASSERT_TRUE(run(sweeper.refresh()));
-  ASSERT_TRUE(run(alive.refresh()));
+  ASSERT_TRUE(run(dead.refresh(4500)));
+  ASSERT_TRUE(run(sweeper.refresh(1000)));
+  ASSERT_TRUE(run(alive.refresh(1000)));
 
   ASSERT_TRUE(run(dead.connect(1, only_dead, 1000)));
   ASSERT_TRUE(run(dead.connect(2, both, 1000)));
@@ -250,7 +250,7 @@ TEST_F(PresenceTest, AnotherGatewaySweepsADeadGatewaysRecords) {
   while (exists(keys::gateway_alive(dead.gateway_id())) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(20ms);
   ASSERT_FALSE(exists(keys::gateway_alive(dead.gateway_id())));
-  ASSERT_FALSE(run(alive.refresh()));
+  ASSERT_FALSE(run(alive.refresh(1000)));
 
   const auto result = run(sweeper.sweep(5000));
   EXPECT_TRUE(contains(result.gateways, dead.gateway_id()));
@@ -261,7 +261,7 @@ TEST_F(PresenceTest, AnotherGatewaySweepsADeadGatewaysRecords) {
   for (const auto& change : result.went_offline) {
     if (change.user != only_dead && change.user != both && change.user != on_alive) continue;
     EXPECT_FALSE(change.online);
-    EXPECT_EQ(change.at_ms, 5000);
+    EXPECT_EQ(change.at_ms, 4500) << "the dead gateway's last refresh, not the sweep's time";
     offline.push_back(change.user);
   }
   EXPECT_EQ(offline, std::vector<std::string>{only_dead});
@@ -282,7 +282,7 @@ TEST_F(PresenceTest, AnotherGatewaySweepsADeadGatewaysRecords) {
   EXPECT_FALSE(exists(keys::online(only_dead)));
   EXPECT_EQ(hash(keys::status(only_dead)),
             (std::map<std::string, std::string>{
-                {"user", only_dead}, {"status", "offline"}, {"last_seen", "5000"}}));
+                {"user", only_dead}, {"status", "offline"}, {"last_seen", "4500"}}));
   EXPECT_EQ(hash(keys::online(both)),
             (std::map<std::string, std::string>{{sweeper.gateway_id() + "/1", "1000"}}));
   EXPECT_EQ(hash(keys::status(both)).at("status"), "online");
@@ -292,6 +292,7 @@ TEST_F(PresenceTest, AnotherGatewaySweepsADeadGatewaysRecords) {
   EXPECT_TRUE(run(sweeper.members(other_room)).empty());
   // Its own records and registry entry: gone.
   EXPECT_FALSE(exists(keys::gateway_connections(dead.gateway_id())));
+  EXPECT_FALSE(exists(keys::gateway_seen(dead.gateway_id())));
   EXPECT_FALSE(exists(keys::gateway_rooms(dead.gateway_id())));
   EXPECT_FALSE(registered(dead.gateway_id()));
   // The live gateway's records are untouched.
@@ -311,13 +312,13 @@ TEST_F(PresenceTest, AnotherGatewaySweepsADeadGatewaysRecords) {
   EXPECT_EQ(hash(keys::online(both)).size(), 1u);
   EXPECT_FALSE(run(dead.leave(room, both)));
   EXPECT_EQ(hash(keys::members(room)).at(both), "1");
-  EXPECT_TRUE(run(dead.refresh()));
+  EXPECT_TRUE(run(dead.refresh(1000)));
 }
 
 TEST_F(PresenceTest, AGatewayNeverSweepsItself) {
   auto& gw = gateway(PresenceOptions{300ms, 300000ms});
   const auto user = unique("pu_");
-  ASSERT_TRUE(run(gw.refresh()));
+  ASSERT_TRUE(run(gw.refresh(1000)));
   ASSERT_TRUE(run(gw.connect(1, user, 1000)));
   command({"DEL", keys::gateway_alive(gw.gateway_id())});
   const auto result = run(gw.sweep(2000));
@@ -332,7 +333,7 @@ TEST_F(PresenceTest, UnregisterRemovesTheRecordsItStillHas) {
   auto& sweeper = gateway();
   const auto user = unique("pu_");
   const auto room = unique("pr_");
-  ASSERT_TRUE(run(stopping.refresh()));
+  ASSERT_TRUE(run(stopping.refresh(1000)));
   ASSERT_TRUE(run(stopping.connect(1, user, 1000)));
   ASSERT_TRUE(run(stopping.join(room, user)));
   // Its connections' own clean-ups have not run (or could not be written):
@@ -359,7 +360,7 @@ TEST_F(PresenceTest, UnregisterRemovesTheRecordsItStillHas) {
 TEST_F(PresenceTest, UnregisterAfterACleanStopRemovesTheEntry) {
   auto& gw = gateway();
   const auto user = unique("pu_");
-  ASSERT_TRUE(run(gw.refresh()));
+  ASSERT_TRUE(run(gw.refresh(1000)));
   ASSERT_TRUE(run(gw.connect(1, user, 1000)));
   ASSERT_TRUE(run(gw.disconnect(1, user, 2000)));
   EXPECT_TRUE(run(gw.unregister(3000)).went_offline.empty());
@@ -378,7 +379,7 @@ TEST(PresenceUnavailableTest, NoRedisIsUnavailable) {
   redis::Client client(config, 1);
   Presence presence(client, unique("gw-"), {});
   EXPECT_THROW(run_on(context, presence.connect(1, "someone", 1000)), Unavailable);
-  EXPECT_THROW(run_on(context, presence.refresh()), Unavailable);
+  EXPECT_THROW(run_on(context, presence.refresh(1000)), Unavailable);
   EXPECT_THROW(run_on(context, presence.members("room")), Unavailable);
   EXPECT_THROW(run_on(context, presence.sweep(1000)), Unavailable);
 }
