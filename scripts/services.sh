@@ -17,7 +17,7 @@
 #
 # Credentials: on the first start of a folder, random passwords are written
 # to DIR/secrets/ (mode 700, files 600): Redis ACL user `rtmc` (the default
-# user is off), RabbitMQ user `rtmc` (no `guest`), PostgreSQL role `rtmc` (no
+# user has a random password given to nobody), RabbitMQ user `rtmc` (no `guest`), PostgreSQL role `rtmc` (no
 # superuser; owns database rtmc) and the cluster's superuser `postgres`, all
 # with password authentication (scram-sha-256). The full client values are
 # kept there too, for the servers' *_FILE variables: redis.url, amqp.url,
@@ -179,8 +179,14 @@ appendfsync everysec
 # counter or dedupe key would silently break ordering or deduplication.
 maxmemory $REDIS_MAXMEMORY
 maxmemory-policy noeviction
-# No anonymous access: the default user is off, the application has its own.
-user default off
+# No anonymous access: the application has its own user, and the default
+# user has a random password given to nobody (a new one at every start). It
+# must stay *on*: Redis replays the AOF as the default user, and with that
+# user off every MULTI/EXEC block in the AOF -- the effects of every Lua
+# script: seq counters, room logs, dedupe keys, presence -- is refused while
+# loading ("NOPERM ACLs rules changed...") and silently lost on restart
+# (redis/redis#14541, valkey-io/valkey#3983).
+user default on >$(random_password) ~* &* +@all
 user $APP_USER on >$(secret redis) ~* &* +@all
 EOF
   mv -f "$redis_dir/redis.conf.tmp" "$redis_dir/redis.conf"

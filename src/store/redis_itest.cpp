@@ -2,6 +2,7 @@
 // redis:// URL with credentials).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -363,3 +364,31 @@ TEST_F(RedisTest, AsyncClientErrorsReachTheCoroutine) {
 }
 
 }  // namespace
+
+// The services' Redis must keep its default user *on* (with a password given
+// to nobody): Redis replays the AOF as that user, and with it off every
+// MULTI/EXEC block of the AOF -- the effects of every Lua script, seq
+// counters included -- is refused while loading and lost on restart
+// (redis/redis#14541). scripts/services.sh writes the same ACL lines for the
+// test services as for the stack.
+TEST_F(RedisTest, TheDefaultUserIsOnButLockedSoTheAofReplaysScripts) {
+  Connection redis(config_);
+  auto user = redis.command({"ACL", "GETUSER", "default"});
+  ASSERT_EQ(user.type, Reply::Type::array);
+  std::vector<std::string> flags;
+  for (std::size_t i = 0; i + 1 < user.elements.size(); i += 2)
+    if (user.elements[i].str == "flags")
+      for (const auto& flag : user.elements[i + 1].elements) flags.push_back(flag.str);
+  EXPECT_NE(std::find(flags.begin(), flags.end(), "on"), flags.end())
+      << "default user off: AOF replay loses scripts";
+  EXPECT_EQ(std::find(flags.begin(), flags.end(), "nopass"), flags.end())
+      << "default user without a password";
+
+  auto anonymous_config = config_;
+  anonymous_config.user.clear();
+  anonymous_config.password.clear();
+  Connection anonymous(anonymous_config);
+  auto ping = anonymous.command({"PING"});
+  ASSERT_TRUE(ping.is_error());
+  EXPECT_NE(ping.str.find("NOAUTH"), std::string::npos) << ping.str;
+}
