@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "keep_alive.hpp"
 #include "wire.hpp"
 
 namespace rtmc::bench {
@@ -350,21 +351,6 @@ awaitable<void> receive(std::shared_ptr<Conn> conn, RunState& run) {
   if (!conn->closing) {
     ++(conn->role == Role::subscriber ? worker.dropped_subscribers : worker.dropped_publishers);
     conn->close();
-  }
-}
-
-// Subscribers only write pings, so this is their one writer.
-awaitable<void> keep_alive(std::shared_ptr<Conn> conn) {
-  if (conn->heartbeat_s <= 0) co_return;
-  const auto interval = std::chrono::milliseconds(conn->heartbeat_s * 500);
-  const std::string ping = ping_frame();
-  while (!conn->closing) {
-    conn->timer.expires_after(interval);
-    auto [ec] = co_await conn->timer.async_wait(as_tuple_awaitable);
-    if (ec || conn->closing) co_return;
-    auto [write_error, written] =
-        co_await asio::async_write(conn->socket, asio::buffer(ping), as_tuple_awaitable);
-    if (write_error) co_return;
   }
 }
 

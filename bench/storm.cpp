@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "chat/http_client.hpp"
+#include "keep_alive.hpp"
 #include "wire.hpp"
 
 namespace rtmc::bench {
@@ -205,21 +206,6 @@ awaitable<void> receive(std::shared_ptr<StormClient> client, StormRun& run) {
   if (!client->closing) {
     bump(worker.dropped);
     client->close();
-  }
-}
-
-// The only writer once the handshake is done.
-awaitable<void> keep_alive(std::shared_ptr<StormClient> client) {
-  if (client->heartbeat_s <= 0) co_return;
-  const auto interval = std::chrono::milliseconds(client->heartbeat_s * 500);
-  const std::string ping = ping_frame();
-  while (!client->closing) {
-    client->timer.expires_after(interval);
-    auto [ec] = co_await client->timer.async_wait(as_tuple_awaitable);
-    if (ec || client->closing) co_return;
-    auto [write_error, written] =
-        co_await asio::async_write(client->socket, asio::buffer(ping), as_tuple_awaitable);
-    if (write_error) co_return;
   }
 }
 

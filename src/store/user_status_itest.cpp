@@ -25,18 +25,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using itest::env;
+using itest::run_on;
 using itest::unique;
-
-// Runs a coroutine to completion on `io`. The io_context must outlive the
-// clients the coroutine used: their worker threads release a finished call
-// (and its timer on `io`) only after the caller has resumed.
-template <class T>
-T run_on(boost::asio::io_context& io, boost::asio::awaitable<T> task) {
-  io.restart();
-  auto future = boost::asio::co_spawn(io, std::move(task), boost::asio::use_future);
-  io.run();
-  return future.get();
-}
 
 // A loopback port that was free a moment ago: nothing answers there.
 std::uint16_t dead_port() {
