@@ -114,13 +114,22 @@ auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
       call->handler(std::make_exception_ptr(WorkerUnavailable(name + ": " + why)), Slot{});
     };
     auto guard = boost::asio::make_work_guard(caller);
-    const bool queued = post([call, guard, caller, refuse, deadline, fn = std::move(fn)]() mutable {
+    const bool queued = post([call, guard, caller, deadline, fn = std::move(fn)]() mutable {
+      // What belongs to the caller's io_context (the call's timer, the work
+      // guard) must not be let go on this thread after the caller may have
+      // resumed: its io_context may be gone by then. So the completion takes
+      // them along, and a skipped job lets the call go before the guard,
+      // which keeps that io_context's run() from returning until then.
+      const auto skip = [&] {
+        call.reset();
+        guard.reset();
+      };
       // The caller gave up while it was queued, or will as soon as its io
       // thread runs (its deadline passed): the work would be wasted. The
       // clock check also covers a stopped io_context, whose deadline timer
       // never fires, so a worker being destroyed drains its queue at once.
-      if (call->answered.load()) return;
-      if (deadline != kNoDeadline && Clock::now() >= deadline) return;
+      if (call->answered.load()) return skip();
+      if (deadline != kNoDeadline && Clock::now() >= deadline) return skip();
       std::exception_ptr error;
       Slot slot{};
       try {
@@ -133,7 +142,8 @@ auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
       } catch (...) {
         error = std::current_exception();
       }
-      boost::asio::post(caller, [call, error, slot = std::move(slot)]() mutable {
+      boost::asio::post(caller, [call = std::move(call), guard = std::move(guard), error,
+                                 slot = std::move(slot)]() mutable {
         if (call->answered.exchange(true)) return;
         call->timer.cancel();
         call->handler(error, std::move(slot));
