@@ -25,7 +25,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "keep_alive.hpp"
+#include "client_io.hpp"
 #include "wire.hpp"
 
 namespace rtmc::bench {
@@ -38,12 +38,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto as_tuple_awaitable = asio::as_tuple(use_awaitable);
 
 namespace {
-
-constexpr std::size_t kMaxPendingInput = 1 << 20;
-
-std::int64_t steady_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
 
 double process_cpu_seconds() {
   rusage usage{};
@@ -229,25 +223,6 @@ void consume(Conn& conn, std::string_view data, std::int64_t now_ns, const LoadC
   }
   if (conn.tail.size() > kMaxPendingInput)
     throw std::runtime_error("server sent an unterminated frame over 1 MiB");
-}
-
-awaitable<void> read_more(Conn& conn) {
-  std::array<char, 4096> chunk;
-  std::size_t got = co_await conn.socket.async_read_some(asio::buffer(chunk), use_awaitable);
-  conn.tail.append(chunk.data(), got);
-  if (conn.tail.size() > kMaxPendingInput) throw std::runtime_error("handshake reply over 1 MiB");
-}
-
-awaitable<GatewayLine> read_gateway_line(Conn& conn) {
-  for (;;) {
-    auto newline = conn.tail.find('\n');
-    if (newline != std::string::npos) {
-      GatewayLine line = parse_gateway_line(std::string_view(conn.tail).substr(0, newline));
-      conn.tail.erase(0, newline + 1);
-      co_return line;
-    }
-    co_await read_more(conn);
-  }
 }
 
 // Waits for `wanted`; an error frame ends the handshake with that error.

@@ -26,7 +26,7 @@
 #include <thread>
 
 #include "chat/http_client.hpp"
-#include "keep_alive.hpp"
+#include "client_io.hpp"
 #include "wire.hpp"
 
 namespace rtmc::bench {
@@ -39,12 +39,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto as_tuple_awaitable = asio::as_tuple(use_awaitable);
 
 namespace {
-
-constexpr std::size_t kMaxPendingInput = 1 << 20;
-
-std::int64_t steady_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
 
 Clock::time_point at_ns(std::int64_t ns) {
   return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
@@ -123,26 +117,11 @@ void count_line(StormClient& client, const GatewayLine& line, std::int64_t now_n
   }
 }
 
-awaitable<GatewayLine> read_line(StormClient& client) {
-  for (;;) {
-    auto newline = client.tail.find('\n');
-    if (newline != std::string::npos) {
-      GatewayLine line = parse_gateway_line(std::string_view(client.tail).substr(0, newline));
-      client.tail.erase(0, newline + 1);
-      co_return line;
-    }
-    std::array<char, 4096> chunk;
-    std::size_t got = co_await client.socket.async_read_some(asio::buffer(chunk), use_awaitable);
-    client.tail.append(chunk.data(), got);
-    if (client.tail.size() > kMaxPendingInput) throw std::runtime_error("handshake reply over 1 MiB");
-  }
-}
-
 // Presence frames may come before `joined` (the room may list the connection
 // first); they count like any other.
 awaitable<void> await_kind(StormClient& client, GatewayLine::Kind wanted, const char* step, StormRun& run) {
   for (;;) {
-    GatewayLine line = co_await read_line(client);
+    GatewayLine line = co_await read_gateway_line(client);
     if (line.kind == wanted) {
       if (wanted == GatewayLine::Kind::auth_ok) client.heartbeat_s = line.heartbeat_s;
       co_return;

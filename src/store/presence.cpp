@@ -228,29 +228,29 @@ boost::asio::awaitable<bool> Presence::refresh(std::int64_t now_ms) {
 
 boost::asio::awaitable<std::optional<StatusChange>> Presence::connect(std::uint64_t connection_id,
                                                                       std::string user, std::int64_t now_ms) {
-  const auto id = std::to_string(connection_id);
-  std::vector<std::string> keys{keys::gateway_connections(gateway_id_), keys::online(user),
-                                keys::status(user)};
-  std::vector<std::string> args{id, user, gateway_id_ + "/" + id, std::to_string(now_ms),
-                                ms(options_.status_cache_ttl)};
-  auto reply =
-      co_await run_script(redis_, kConnectScript, std::move(keys), std::move(args), "presence connect");
-  if (reply.integer <= 0) co_return std::nullopt;
-  co_return StatusChange{std::move(user), true, reply.integer};
+  co_return co_await change_online(kConnectScript, connection_id, std::move(user), now_ms, true);
 }
 
 boost::asio::awaitable<std::optional<StatusChange>> Presence::disconnect(std::uint64_t connection_id,
                                                                          std::string user,
                                                                          std::int64_t now_ms) {
+  co_return co_await change_online(kDisconnectScript, connection_id, std::move(user), now_ms, false);
+}
+
+boost::asio::awaitable<std::optional<StatusChange>> Presence::change_online(const redis::Script& script,
+                                                                            std::uint64_t connection_id,
+                                                                            std::string user,
+                                                                            std::int64_t now_ms,
+                                                                            bool online) {
   const auto id = std::to_string(connection_id);
   std::vector<std::string> keys{keys::gateway_connections(gateway_id_), keys::online(user),
                                 keys::status(user)};
   std::vector<std::string> args{id, user, gateway_id_ + "/" + id, std::to_string(now_ms),
                                 ms(options_.status_cache_ttl)};
-  auto reply =
-      co_await run_script(redis_, kDisconnectScript, std::move(keys), std::move(args), "presence disconnect");
+  auto reply = co_await run_script(redis_, script, std::move(keys), std::move(args),
+                                   online ? "presence connect" : "presence disconnect");
   if (reply.integer <= 0) co_return std::nullopt;
-  co_return StatusChange{std::move(user), false, reply.integer};
+  co_return StatusChange{std::move(user), online, reply.integer};
 }
 
 boost::asio::awaitable<bool> Presence::join(std::string room, std::string user) {

@@ -109,6 +109,12 @@ class Presence {
   boost::asio::awaitable<SweepResult> unregister(std::int64_t now_ms);
 
  private:
+  // kConnectScript or kDisconnectScript (same keys and arguments); the
+  // change they report, if any, is to `online`.
+  boost::asio::awaitable<std::optional<StatusChange>> change_online(const redis::Script& script,
+                                                                    std::uint64_t connection_id,
+                                                                    std::string user, std::int64_t now_ms,
+                                                                    bool online);
   // One gateway's records out, in one script; appends to `result`.
   boost::asio::awaitable<void> sweep_one(const std::string& gateway, std::int64_t now_ms, bool self,
                                          SweepResult& result);
