@@ -369,6 +369,25 @@ boost::asio::awaitable<void> Pool::run(std::function<void(Connection&)> job) {
   }
 }
 
+std::string text_array(const std::vector<std::string>& items) {
+  std::size_t size = 2;
+  for (const auto& item : items) size += item.size() + 3;
+  std::string out;
+  out.reserve(size);
+  out += '{';
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
 int migrate(Connection& connection) {
   // Transaction-scoped advisory locks rather than one session lock held
   // across all migrations: exec() may silently reconnect between

@@ -122,6 +122,12 @@ class Pool {
   std::atomic<std::size_t> next_{0};
 };
 
+// An array literal of `items` for a $n::text[] (or $n::bigint[] ...)
+// parameter, so one statement can take a whole batch through unnest().
+// Every element is quoted and escaped: any text is safe (PostgreSQL text
+// cannot hold a NUL byte, whatever the encoding).
+std::string text_array(const std::vector<std::string>& items);
+
 // Applies the schema migrations compiled in from migrations/*.sql that are not
 // yet recorded in schema_migrations, in order, each in its own transaction,
 // under an advisory lock so concurrent starters do not race. Returns how many

@@ -70,22 +70,6 @@ void check(const redis::Reply& reply) {
   throw std::runtime_error("status cache: redis error reply: " + reply.str);
 }
 
-// A PostgreSQL text[] literal; elements are quoted, so any text is safe.
-std::string text_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
-}
-
 // One statement for the whole batch; each user appears once in it (the
 // batch is keyed by folded name). The last_seen condition keeps an older
 // change, retried late, from overwriting a newer one another gateway wrote.
@@ -104,7 +88,7 @@ void write_batch(pg::Connection& connection, const std::map<std::string, StatusC
     statuses.push_back(change.online ? "online" : "offline");
     times.push_back(std::to_string(change.at_ms));
   }
-  std::vector<pg::Param> params{text_array(names), text_array(statuses), text_array(times)};
+  std::vector<pg::Param> params{pg::text_array(names), pg::text_array(statuses), pg::text_array(times)};
   connection.exec(kUpdateSql, params);
 }
 
