@@ -4,7 +4,7 @@
 # passwords) under one folder. Several folders can run side by side on
 # different ports.
 #
-#   scripts/services.sh start|stop|status|env|wipe|restart-rabbitmq DIR
+#   scripts/services.sh start|stop|status|env|wipe|restart-rabbitmq|stop-postgres|start-postgres DIR
 #
 # Ports come from REDIS_PORT, AMQP_PORT, PG_PORT (defaults: the local stack,
 # 6380/5673/5433) and are remembered in DIR/ports for stop/status.
@@ -31,7 +31,12 @@
 #   rtmc), then writes DIR/env (mode 600) with export lines for RTMC_REDIS,
 #   RTMC_AMQP, RTMC_PG (credentials included) and the same values as
 #   RTMC_TEST_*, plus RTMC_TEST_AMQP_RESTART (the restart-rabbitmq command
-#   line for DIR, used by amqp_itest).
+#   line for DIR, used by amqp_itest), RTMC_TEST_PG_STOP and
+#   RTMC_TEST_PG_START (the stop-postgres / start-postgres command lines for
+#   DIR, used by syncer_itest).
+# - `stop-postgres` stops the folder's PostgreSQL (fast shutdown) and returns
+#   once it is gone; `start-postgres` starts it again and returns 0 only once
+#   it accepts the application role: an outage as clients see it.
 # - `restart-rabbitmq` simulates a broker crash: SIGKILL to the folder's
 #   Erlang VM (its recorded PID / the wrapper's beam.smp children, nothing
 #   else), waits until the AMQP port is closed, then starts it again like
@@ -47,7 +52,7 @@ log_tag=services
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] [REDIS_MAXMEMORY=1gb] $0 start|stop|status|env|wipe|restart-rabbitmq DIR" >&2
+  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] [REDIS_MAXMEMORY=1gb] $0 start|stop|status|env|wipe|restart-rabbitmq|stop-postgres|start-postgres DIR" >&2
   exit 2
 }
 
@@ -580,6 +585,8 @@ write_env() {
       printf 'export %s_PG="%s"\n' "$prefix" "$(pg_conninfo)"
     done
     printf 'export RTMC_TEST_AMQP_RESTART="bash '"'"'%s'"'"' restart-rabbitmq '"'"'%s'"'"'"\n' "$script_path" "$dir"
+    printf 'export RTMC_TEST_PG_STOP="bash '"'"'%s'"'"' stop-postgres '"'"'%s'"'"'"\n' "$script_path" "$dir"
+    printf 'export RTMC_TEST_PG_START="bash '"'"'%s'"'"' start-postgres '"'"'%s'"'"'"\n' "$script_path" "$dir"
   } >"$tmp"
   mv "$tmp" "$dir/env"
 }
@@ -626,6 +633,18 @@ cmd_restart_rabbitmq() {
   log "rabbitmq of $dir restarted in $(seconds_since "$start")s"
 }
 
+cmd_stop_postgres() {
+  [[ -f $dir/ports ]] || die "$dir was never started (no $dir/ports)"
+  stop_postgres
+  log "postgres of $dir stopped"
+}
+
+cmd_start_postgres() {
+  [[ -f $dir/ports ]] || die "$dir was never started (no $dir/ports)"
+  start_postgres
+  wait_postgres
+}
+
 cmd_status() {
   local rc=0 pid
   if pid=$(tracked_pid redis) && redis_ping; then
@@ -667,6 +686,8 @@ case $action in
   wipe) cmd_wipe ;;
   status) cmd_status ;;
   restart-rabbitmq) cmd_restart_rabbitmq ;;
+  stop-postgres) cmd_stop_postgres ;;
+  start-postgres) cmd_start_postgres ;;
   env) write_env; cat "$dir/env" ;;
   *) usage ;;
 esac

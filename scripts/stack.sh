@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local rtmc stack: Debian packages, build, Redis + RabbitMQ + PostgreSQL,
-# database migrations, one api and one gateway, all as plain processes on
+# database migrations, one api, one gateway and one syncer, all as plain processes on
 # 127.0.0.1 with their data, logs and PIDs under .stack/ (git-ignored).
 #
 #   scripts/stack.sh up       install what is missing, build, start everything
@@ -13,6 +13,7 @@
 # STACK_DIR (.stack/), REDIS_PORT (6380), AMQP_PORT (5673), PG_PORT (5433),
 # RTMC_API_LISTEN (127.0.0.1:8080), RTMC_GATEWAY_LISTEN (127.0.0.1:7000),
 # RTMC_GATEWAY_HTTP_LISTEN (127.0.0.1:7080, the gateway's /healthz and /metrics),
+# RTMC_SYNCER_HTTP_LISTEN (127.0.0.1:7090, the syncer's /healthz and /metrics),
 # REDIS_MAXMEMORY (1gb), RTMC_SKIP_DEPS=1 (no package check), RTMC_SKIP_BUILD=1.
 set -euo pipefail
 
@@ -27,9 +28,11 @@ export PG_PORT=${PG_PORT:-5433}
 api_listen=${RTMC_API_LISTEN:-127.0.0.1:8080}
 gateway_listen=${RTMC_GATEWAY_LISTEN:-127.0.0.1:7000}
 gateway_http_listen=${RTMC_GATEWAY_HTTP_LISTEN:-127.0.0.1:7080}
+syncer_http_listen=${RTMC_SYNCER_HTTP_LISTEN:-127.0.0.1:7090}
 
 api_bin=$build_dir/src/api/rtmc-api
 gateway_bin=$build_dir/src/gateway/rtmc-gateway
+syncer_bin=$build_dir/src/syncer/rtmc-syncer
 chat_bin=$build_dir/src/chat/rtmc-chat
 pids_dir=$stack_dir/pids
 logs_dir=$stack_dir/logs
@@ -63,6 +66,7 @@ server_env() {
   export RTMC_API_LISTEN=$api_listen
   export RTMC_GATEWAY_LISTEN=$gateway_listen
   export RTMC_GATEWAY_HTTP_LISTEN=$gateway_http_listen
+  export RTMC_SYNCER_HTTP_LISTEN=$syncer_http_listen
 }
 
 # Starts server $1 (binary $2) unless it already runs the current binary.
@@ -80,7 +84,11 @@ start_server() {
     fi
   fi
   local host_port
-  [[ $name == api ]] && host_port=$api_listen || host_port=$gateway_listen
+  case $name in
+    api) host_port=$api_listen ;;
+    gateway) host_port=$gateway_listen ;;
+    *) host_port=$syncer_http_listen ;;
+  esac
   port_open "${host_port%:*}" "${host_port##*:}" &&
     die "$host_port ($name) is already taken by a process this stack did not start"
   setsid "$bin" </dev/null >>"$logs_dir/$name.log" 2>&1 &
@@ -105,6 +113,8 @@ await_server() {
 
 api_healthy() { curl -fsS -m 2 "http://$api_listen/healthz"; }
 gateway_accepts() { port_open "${gateway_listen%:*}" "${gateway_listen##*:}"; }
+# Answers at all (503 while a store is down still means it runs).
+syncer_answers() { curl -sS -m 2 -o /dev/null "http://$syncer_http_listen/healthz"; }
 
 cmd_up() {
   local started
@@ -119,7 +129,7 @@ cmd_up() {
   ensure_secret
   server_env
   local bin
-  for bin in "$api_bin" "$gateway_bin"; do
+  for bin in "$api_bin" "$gateway_bin" "$syncer_bin"; do
     [[ -x $bin ]] || die "$bin is missing: the build did not produce it (BUILD_DIR=$build_dir)"
   done
   # Migrations as their own step so a failure says so, before any server runs.
@@ -128,8 +138,10 @@ cmd_up() {
   log "database migrations applied"
   start_server api "$api_bin"
   start_server gateway "$gateway_bin"
+  start_server syncer "$syncer_bin"
   await_server api rtmc-api "answer GET /healthz" api_healthy
   await_server gateway rtmc-gateway "accept TCP on $gateway_listen" gateway_accepts
+  await_server syncer rtmc-syncer "answer GET /healthz" syncer_answers
   log "stack up in $(seconds_since "$started")s"
   local chat
   chat=$(shown "$chat_bin")
@@ -141,6 +153,7 @@ rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
   api      http://$api_listen     (GET /healthz, /users/NAME/status, POST /register, /login, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
            http://$gateway_http_listen     (GET /healthz, /metrics)
+  syncer   http://$syncer_http_listen     (GET /healthz with the backlog per shard, /metrics)
   redis    127.0.0.1:$REDIS_PORT   rabbitmq amqp://127.0.0.1:$AMQP_PORT   postgres 127.0.0.1:$PG_PORT
            (user rtmc everywhere; passwords in $(shown "$stack_dir")/secrets/)
 
@@ -156,6 +169,7 @@ EOF
 }
 
 cmd_down() {
+  stop_pid_file "$pids_dir/syncer" rtmc-syncer 15
   stop_pid_file "$pids_dir/gateway" rtmc-gateway 15
   stop_pid_file "$pids_dir/api" rtmc-api 15
   services stop
@@ -172,6 +186,11 @@ cmd_status() {
     echo "gateway   up    pid $pid  $gateway_listen  http://$gateway_http_listen"
   else
     echo "gateway   down  $gateway_listen  http://$gateway_http_listen"; rc=1
+  fi
+  if pid=$(live_pid "$pids_dir/syncer" rtmc-syncer) && syncer_answers >/dev/null 2>&1; then
+    echo "syncer    up    pid $pid  http://$syncer_http_listen  $(curl -sS -m 2 "http://$syncer_http_listen/healthz" 2>/dev/null | grep -o '"backlog_total":[0-9-]*' || true)"
+  else
+    echo "syncer    down  http://$syncer_http_listen"; rc=1
   fi
   services status || rc=1
   return $rc

@@ -3,7 +3,11 @@
 # Redis, RabbitMQ and PostgreSQL in .test-stack/ on ports that never collide
 # with the local stack, then the unit and e2e tests again from a sanitizer
 # build (AddressSanitizer, LeakSanitizer, UBSan) against the same services,
-# and a clang-format check. Stops what it started on every exit path; exits
+# and a clang-format check. One rtmc-syncer runs against the test services
+# for the whole run (over the sync streams of ingest shards 0-15, as the
+# servers the e2e tests start use; tests that look at sync stream entries
+# themselves use shards above those); its log stays in
+# TEST_STACK_DIR/logs/syncer.log. Stops what it started on every exit path; exits
 # non-zero on any failure, any sanitizer report, format drift, and when ctest
 # finds no tests at all.
 #
@@ -49,10 +53,14 @@ end_phase() { timings+=("$(printf '%-11s %6ss' "$1" "$(seconds_since "$phase_sta
 
 total_started=$(now_s)
 services_started=0
+syncer_pid_file=
 failures=()
 
 finish() {
   local rc=$?
+  if [[ -n $syncer_pid_file ]]; then
+    stop_pid_file "$syncer_pid_file" rtmc-syncer 15 || rc=1
+  fi
   if [[ $services_started == 1 ]]; then
     begin_phase "stopping test services"
     bash "$repo_root/scripts/services.sh" stop "$test_stack" || rc=1
@@ -161,6 +169,18 @@ export RTMC_TEST_REDIS RTMC_TEST_AMQP RTMC_TEST_PG RTMC_REDIS RTMC_AMQP RTMC_PG
 # Values and files together are refused by the servers; tests pass values.
 unset RTMC_REDIS_FILE RTMC_AMQP_FILE RTMC_PG_FILE RTMC_JWT_SECRET_FILE
 log "test services: redis 127.0.0.1:$REDIS_PORT, amqp 127.0.0.1:$AMQP_PORT, postgres 127.0.0.1:$PG_PORT, user rtmc (passwords in $test_stack/secrets/)"
+
+# The schema first (the api applies migrations), so the syncer's first batch
+# finds its tables; then the syncer, by PID.
+begin_phase "starting the test stack's syncer"
+"$build_dir/src/api/rtmc-api" --migrate-only >"$test_stack/logs/migrate.log" 2>&1 ||
+  { tail -n 20 "$test_stack/logs/migrate.log" >&2; die "migrations failed; log: $test_stack/logs/migrate.log"; }
+syncer_pid_file=$test_stack/pids/syncer
+RTMC_SYNCER_HTTP_LISTEN=127.0.0.1:0 RTMC_INGEST_SHARDS=16 \
+  setsid "$build_dir/src/syncer/rtmc-syncer" </dev/null >>"$test_stack/logs/syncer.log" 2>&1 9<&- &
+echo $! >"$syncer_pid_file"
+log "syncer pid $(<"$syncer_pid_file"), log $test_stack/logs/syncer.log"
+end_phase syncer
 
 run_ctest() {
   ctest --test-dir "$1" --output-on-failure --no-tests=error -j1 --timeout "${TEST_TIMEOUT_S:-600}" "${@:2}"

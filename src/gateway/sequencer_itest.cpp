@@ -1,9 +1,10 @@
 // Integration tests of the Sequencer against the real Redis (RTMC_TEST_REDIS)
 // and RabbitMQ (RTMC_TEST_AMQP). Each test consumes its own uniquely named
 // ingest and dead-letter queues and uses rooms of its own, so it never
-// competes with a running stack. With one ingest shard every room is in
-// shard 0, so the rooms of a test share a shard, as the poison-message cases
-// need.
+// competes with a running stack. The rooms of a test share one shard, as the
+// poison-message cases need: one of 64, above the shards 0-15 the test
+// stack's syncer reads (scripts/test.sh), which would trim the sync entries
+// these tests look at.
 //
 // The tests that make Redis refuse writes (maxmemory) or pause it (CLIENT
 // PAUSE) change the server for every client: they run alone (RUN_SERIAL) and
@@ -29,6 +30,9 @@ namespace rtmc::gateway {
 namespace {
 
 using namespace std::chrono_literals;
+
+constexpr std::uint32_t kShards = 64;
+constexpr std::uint32_t kFirstUnsyncedShard = 16;
 
 std::string random_digits() {
   std::random_device device;
@@ -58,7 +62,9 @@ class SequencerTest : public ::testing::Test {
     common_.redis = RedisConfig::parse(redis);  // host:port or redis:// with credentials
     common_.redis.timeout = 2000ms;
     common_.amqp.url = amqp;
-    common_.amqp.ingest_shards = 1;
+    common_.amqp.ingest_shards = kShards;
+    shard_ = kFirstUnsyncedShard +
+             static_cast<std::uint32_t>(std::stoull(random_digits()) % (kShards - kFirstUnsyncedShard));
     common_.limits.dedupe_window = 600s;
     common_.limits.room_log_length = 100;
     const auto suffix = random_digits();
@@ -85,7 +91,11 @@ class SequencerTest : public ::testing::Test {
   }
 
   std::string room(const std::string& name) {
-    rooms_.push_back(std::string("seq-itest-") + name + "-" + random_digits());
+    std::string candidate;
+    do {
+      candidate = std::string("seq-itest-") + name + "-" + random_digits();
+    } while (shard_of(candidate, kShards) != shard_);
+    rooms_.push_back(candidate);
     return rooms_.back();
   }
 
@@ -99,25 +109,25 @@ class SequencerTest : public ::testing::Test {
   const SequencerCounters& counters() const { return sequencer_->counters(); }
 
   std::string seq_of(const std::string& room) {
-    auto reply = admin_->command({"GET", keys::room_seq(0, room)});
+    auto reply = admin_->command({"GET", keys::room_seq(shard_, room)});
     return reply.is_nil() ? "" : reply.str;
   }
   std::vector<std::pair<std::string, std::string>> log_of(const std::string& room) {
     std::vector<std::pair<std::string, std::string>> entries;
-    auto reply = admin_->command({"XRANGE", keys::room_log(0, room), "-", "+"});
+    auto reply = admin_->command({"XRANGE", keys::room_log(shard_, room), "-", "+"});
     for (const auto& entry : reply.elements)
       entries.emplace_back(entry.elements[0].str, entry.elements[1].elements[1].str);
     return entries;
   }
   std::size_t sync_entries_of(const std::string& room) {
     std::size_t count = 0;
-    auto reply = admin_->command({"XRANGE", keys::sync_stream(0), "-", "+"});
+    auto reply = admin_->command({"XRANGE", keys::sync_stream(shard_), "-", "+"});
     for (const auto& entry : reply.elements)
       if (entry.elements[1].elements.size() >= 2 && entry.elements[1].elements[1].str == room) ++count;
     return count;
   }
   bool dedupe_exists(const std::string& room, const std::string& id) {
-    return admin_->command({"EXISTS", keys::dedupe(0, room, "alice", id)}).integer == 1;
+    return admin_->command({"EXISTS", keys::dedupe(shard_, room, "alice", id)}).integer == 1;
   }
 
   CommonOptions common_;
@@ -126,6 +136,7 @@ class SequencerTest : public ::testing::Test {
   std::unique_ptr<amqp::Connection> broker_;
   std::unique_ptr<Sequencer> sequencer_;
   std::vector<std::string> rooms_;
+  std::uint32_t shard_ = kFirstUnsyncedShard;
 };
 
 // A message whose script always fails (its room's seq is not a number) goes
@@ -136,7 +147,7 @@ TEST_F(SequencerTest, APoisonMessageIsDeadLetteredAfterMaxAttemptsAndOtherRoomsF
   common_.limits.max_sequence_attempts = 3;
   const auto poisoned = room("poisoned");
   const auto healthy = room("healthy");
-  admin_->command({"SET", keys::room_seq(0, poisoned), "not-a-number"});
+  admin_->command({"SET", keys::room_seq(shard_, poisoned), "not-a-number"});
   const auto poison = publish(poisoned, "p1");
   publish(healthy, "h1");
   start();
@@ -175,7 +186,7 @@ TEST_F(SequencerTest, LaterMessagesOfAFailingRoomWaitBehindItAndKeepTheirOrder) 
   common_.limits.max_sequence_attempts = 1000;
   const auto stuck = room("stuck");
   const auto other = room("other");
-  admin_->command({"SET", keys::room_seq(0, stuck), "broken"});
+  admin_->command({"SET", keys::room_seq(shard_, stuck), "broken"});
   publish(stuck, "first");
   publish(other, "o1");
   publish(stuck, "second");
@@ -187,7 +198,7 @@ TEST_F(SequencerTest, LaterMessagesOfAFailingRoomWaitBehindItAndKeepTheirOrder) 
   EXPECT_EQ(counters().dead_lettered, 0u);
   EXPECT_TRUE(log_of(stuck).empty());
 
-  admin_->command({"SET", keys::room_seq(0, stuck), "10"});
+  admin_->command({"SET", keys::room_seq(shard_, stuck), "10"});
   ASSERT_TRUE(eventually([&] { return seq_of(stuck) == "12"; }))
       << "seq of the repaired room: " << seq_of(stuck);
   const auto log = log_of(stuck);

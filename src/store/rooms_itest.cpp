@@ -1,7 +1,9 @@
 // Integration tests of the rooms store against a real Redis at RTMC_TEST_REDIS
 // (host:port). Every test uses rooms of its own (random names) and deletes
 // their keys; the shard sync stream is shared, so sync entries are counted
-// per room. OutOfMemoryIsARefusal changes maxmemory for every client of that
+// per room. The test stack runs a syncer over shards 0-15 (scripts/test.sh),
+// which would trim the sync entries these tests look at: their rooms live on
+// shards above it, which no syncer reads. OutOfMemoryIsARefusal changes maxmemory for every client of that
 // Redis and runs alone (RUN_SERIAL).
 #include <gtest/gtest.h>
 
@@ -18,7 +20,8 @@ namespace rtmc::rooms {
 namespace {
 
 using Status = SequenceResult::Status;
-constexpr std::uint32_t kShards = 4;
+constexpr std::uint32_t kShards = 64;
+constexpr std::uint32_t kFirstUnsyncedShard = 16;
 
 std::string random_digits() {
   std::random_device device;
@@ -48,7 +51,11 @@ class RoomsTest : public ::testing::Test {
   }
 
   std::string room(const std::string& name) {
-    rooms_.push_back(std::string("rooms-itest-") + name + "-" + random_digits());
+    std::string candidate;
+    do {
+      candidate = std::string("rooms-itest-") + name + "-" + random_digits();
+    } while (shard_of(candidate, kShards) < kFirstUnsyncedShard);
+    rooms_.push_back(candidate);
     return rooms_.back();
   }
   static SequenceRequest request(const std::string& room, const std::string& id,
