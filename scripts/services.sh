@@ -641,6 +641,9 @@ cmd_stop_postgres() {
 
 cmd_start_postgres() {
   [[ -f $dir/ports ]] || die "$dir was never started (no $dir/ports)"
+  # Called from tests, which inherit scripts/test.sh's lock on the folder
+  # (fd 9): the server must not keep it.
+  exec 9<&-
   start_postgres
   wait_postgres
 }

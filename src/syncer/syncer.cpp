@@ -44,6 +44,10 @@ constexpr std::chrono::milliseconds kBacklogEvery{1000};
 constexpr std::chrono::milliseconds kPgProbeEvery{5000};
 // Ids per XACK / XDEL command.
 constexpr std::size_t kIdsPerCommand = 1000;
+// Every restart joins the group under a new name; names idle this long with
+// nothing pending are removed, so the group does not collect them forever.
+constexpr std::chrono::milliseconds kForgetConsumersAfter = std::chrono::hours(1);
+constexpr std::chrono::milliseconds kForgetConsumersEvery = std::chrono::minutes(1);
 
 class Loop {
  public:
@@ -247,6 +251,10 @@ class Loop {
       next_claim_ = now + claim_every_;
       claim();
     }
+    if (groups_ready_ && now >= redis_retry_at_ && now >= next_forget_) {
+      next_forget_ = now + kForgetConsumersEvery;
+      forget_idle_consumers();
+    }
     if (now >= redis_retry_at_ && now >= next_backlog_) {
       next_backlog_ = now + kBacklogEvery;
       refresh_backlog();
@@ -276,6 +284,33 @@ class Loop {
         spdlog::info("syncer: claimed {} entr{} of {} pending over {} ms", entries.size(),
                      entries.size() == 1 ? "y" : "ies", keys_[i], config_.claim_idle.count());
       take(std::move(entries), true);
+    }
+  }
+
+  // XINFO CONSUMERS: [[name, N, pending, N, idle, N, ...], ...] (field order
+  // differs between versions, hence by name).
+  void forget_idle_consumers() {
+    for (const auto& key : keys_) {
+      redis::Reply reply;
+      if (!redis_call([&] { reply = redis_.command({"XINFO", "CONSUMERS", key, std::string(kGroup)}); }))
+        return;
+      if (reply.type != redis::Reply::Type::array) continue;
+      std::vector<std::vector<std::string>> forget;
+      for (const auto& consumer : reply.elements) {
+        std::string name;
+        long long pending = -1, idle = -1;
+        for (std::size_t i = 0; i + 1 < consumer.elements.size(); i += 2) {
+          const auto& field = consumer.elements[i].str;
+          const auto& value = consumer.elements[i + 1];
+          if (field == "name") name = value.str;
+          if (field == "pending") pending = value.integer;
+          if (field == "idle") idle = value.integer;
+        }
+        if (!name.empty() && name != config_.consumer && pending == 0 &&
+            idle >= kForgetConsumersAfter.count())
+          forget.push_back({"XGROUP", "DELCONSUMER", key, std::string(kGroup), name});
+      }
+      if (!forget.empty() && !redis_call([&] { redis_.pipeline(forget); })) return;
     }
   }
 
@@ -383,6 +418,7 @@ class Loop {
   Clock::time_point pg_retry_at_{};
   Clock::time_point next_claim_{};
   Clock::time_point next_backlog_{};
+  Clock::time_point next_forget_{};
   Clock::time_point last_pg_contact_{};
 };
 
