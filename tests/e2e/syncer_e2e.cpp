@@ -154,7 +154,14 @@ TEST(SyncerE2e, HundredThousandMessagesEndInPostgresOnceWithoutGaps) {
     std::this_thread::sleep_for(100ms);
   }
   EXPECT_EQ(left, 0) << "entries left in the sync streams";
-  const auto health = HttpClient(kSyncerHttp).request("GET", "/healthz");
+  // /healthz reads the backlog once a second: it says so within a few.
+  HttpResponse health;
+  const auto health_deadline = std::chrono::steady_clock::now() + 10s;
+  do {
+    health = HttpClient(kSyncerHttp).request("GET", "/healthz");
+    if (health.status == 200 && health.json().at("backlog_total").as_int64() == 0) break;
+    std::this_thread::sleep_for(200ms);
+  } while (std::chrono::steady_clock::now() < health_deadline);
   EXPECT_EQ(health.status, 200) << health.body;
   EXPECT_EQ(health.json().at("backlog_total").as_int64(), 0) << health.body;
   EXPECT_TRUE(syncer.running()) << syncer.log_tail();
