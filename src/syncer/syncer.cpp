@@ -71,6 +71,7 @@ class Loop {
     while (!stopping_) {
       const auto now = Clock::now();
       if (!groups_ready_ && now >= redis_retry_at_) ensure_groups();
+      if (groups_ready_ && !own_pending_read_ && now >= redis_retry_at_) read_own_pending();
       if (!settled_.empty() && now >= redis_retry_at_) settle();
       if (policy_.due(hand_.size(), first_at_, now) && now >= pg_retry_at_) write();
       housekeeping();
@@ -124,6 +125,9 @@ class Loop {
 
   void redis_failed(const std::string& why) {
     counters_.redis_failures.fetch_add(1, std::memory_order_relaxed);
+    // A reply lost with the connection may have given us entries we never
+    // saw: they are pending on our name, and no `>` read returns them.
+    own_pending_read_ = false;
     const auto delay = redis_backoff_.next();
     redis_retry_at_ = Clock::now() + delay;
     if (state_.redis_up.exchange(false))
@@ -142,9 +146,34 @@ class Loop {
     if (error.rfind("NOGROUP", 0) == 0) {
       spdlog::warn("syncer: consumer group {} is gone ({}); creating it again", kGroup, error);
       groups_ready_ = false;
+      own_pending_read_ = false;
       return;
     }
     redis_failed(error);
+  }
+
+  // Our own pending entries (XREADGROUP from id 0): those a lost reply gave
+  // us, or a previous run under the same --consumer name left. Entries
+  // already in hand are skipped by take().
+  void read_own_pending() {
+    for (std::size_t i = 0; i < keys_.size(); ++i) {
+      std::string after = "0";
+      for (;;) {
+        const std::vector<std::string> command{"XREADGROUP",     "GROUP",  std::string(kGroup),
+                                               config_.consumer, "COUNT",  "1000",
+                                               "STREAMS",        keys_[i], after};
+        redis::Reply reply;
+        if (!redis_call([&] { reply = redis_.command(command); })) return;
+        if (reply.is_error()) return group_error(reply.str);
+        if (reply.type != redis::Reply::Type::array || reply.elements.empty() ||
+            reply.elements[0].elements.size() < 2 || reply.elements[0].elements[1].elements.empty())
+          break;
+        const auto& entries = reply.elements[0].elements[1];
+        after = entries.elements.back().elements.at(0).str;
+        take(parse_entries(entries, config_.shards[i]), false);
+      }
+    }
+    own_pending_read_ = true;
   }
 
   void read_or_wait() {
@@ -405,6 +434,7 @@ class Loop {
   std::vector<std::string> keys_;          // by index of config_.shards
   std::vector<std::string> claim_cursor_;  // XAUTOCLAIM start per stream
   bool groups_ready_ = false;
+  bool own_pending_read_ = false;
 
   std::vector<Entry> hand_;  // read or claimed, valid, not written yet (arrival order)
   Clock::time_point first_at_{};

@@ -14,7 +14,10 @@
 //    and XDELed (one pipeline). A crash in between re-delivers them, and
 //    they insert nothing twice.
 //  - Entries pending longer than `claim_idle` on any consumer (a syncer that
-//    died) are taken over with XAUTOCLAIM.
+//    died) are taken over with XAUTOCLAIM. At start and after every Redis
+//    failure it reads its own pending entries again (XREADGROUP from id 0):
+//    a reply lost with a connection, or a previous run under the same
+//    consumer name, leaves nothing waiting for a claim.
 //  - PostgreSQL or Redis unavailable: the batch stays in hand and is retried
 //    with backoff (common/backoff); each change of state (down, up again) is
 //    logged once. While PostgreSQL is down no more than a batch is read: the

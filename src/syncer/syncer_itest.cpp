@@ -309,6 +309,55 @@ TEST_F(SyncerTest, ABatchWaitsForItsSizeOrItsTime) {
   EXPECT_EQ(syncer.counters().last_batch_size, 10u);
 }
 
+// The streams (and with them the group) vanish, as after a Redis restart
+// without persistence or a flush: the syncer creates the group again and
+// syncs what comes next.
+TEST_F(SyncerTest, AVanishedGroupIsCreatedAgain) {
+  auto& syncer = start(config());
+  const auto first = messages(4, 400);
+  add(first);
+  ASSERT_TRUE(eventually([&] { return rows() == 400 && stream_lengths() == 0; })) << rows();
+  for (auto shard : shards_) redis_->command({"DEL", keys::sync_stream(shard)});
+  const auto second = messages(4, 400, 400);
+  add(second);  // new streams, without the group
+  ASSERT_TRUE(eventually([&] { return rows() == 800 && stream_lengths() == 0; })) << rows();
+  auto all = first;
+  all.insert(all.end(), second.begin(), second.end());
+  EXPECT_EQ(stored(), sorted(all));
+  expect_rooms_match(all);
+  EXPECT_TRUE(syncer.health().redis_up);
+}
+
+// Redis stalls (as a stopped server does) while entries wait: the syncer
+// reports Redis down, writes nothing twice and nothing is lost; once Redis
+// answers again everything is synced and trimmed.
+TEST_F(SyncerTest, ARedisOutageIsWaitedOut) {
+  testing::StallingProxy proxy(redis_config_.address.port);
+  auto cfg = config();
+  cfg.redis.address = HostPort{"127.0.0.1", proxy.port()};
+  cfg.redis.timeout = 1000ms;
+  auto& syncer = start(cfg);
+  const auto first = messages(4, 400);
+  add(first);
+  ASSERT_TRUE(eventually([&] { return rows() == 400 && stream_lengths() == 0; })) << rows();
+
+  proxy.stall();
+  const auto second = messages(4, 400, 400);
+  add(second);
+  ASSERT_TRUE(eventually([&] { return !syncer.health().redis_up; }, 15s)) << "the syncer did not notice";
+  EXPECT_EQ(rows(), 400);
+  EXPECT_FALSE(syncer.health().redis_up);
+  proxy.resume();
+  ASSERT_TRUE(eventually([&] { return rows() == 800 && stream_lengths() == 0 && pending() == 0; }))
+      << rows() << " rows, " << stream_lengths() << " entries left";
+  EXPECT_TRUE(eventually([&] { return syncer.health().redis_up; }));
+  auto all = first;
+  all.insert(all.end(), second.begin(), second.end());
+  EXPECT_EQ(stored(), sorted(all));
+  expect_rooms_match(all);
+  EXPECT_GT(syncer.counters().redis_failures, 0u);
+}
+
 TEST_F(SyncerTest, TwoSyncersAtOnceWriteNoRowTwice) {
   auto& one = start(config());
   auto& two = start(config());
