@@ -30,14 +30,16 @@
 #include <string>
 #include <vector>
 
+#include "protocol/frames.hpp"
 #include "store/postgres.hpp"
 #include "store/redis.hpp"
 #include "store/rooms.hpp"
 
 namespace rtmc::history {
 
-inline constexpr std::size_t kDefaultLimit = 50;
-inline constexpr std::size_t kMaxLimit = 100;
+// The protocol's numbers: api and gateway validate with the same ones.
+inline constexpr std::size_t kDefaultLimit = protocol::HistoryRequest::kDefaultLimit;
+inline constexpr std::size_t kMaxLimit = protocol::HistoryRequest::kMaxLimit;
 
 struct Query {
   enum class Mode {
