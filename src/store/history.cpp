@@ -67,6 +67,19 @@ void check_reply(const redis::Reply& reply) {
 
 }  // namespace
 
+Query query_of(const protocol::HistoryRequest& request) {
+  Query query;
+  query.limit = static_cast<std::size_t>(std::max<std::int64_t>(request.limit, 0));
+  if (request.after_seq) {
+    query.mode = Query::Mode::after;
+    query.seq = *request.after_seq;
+  } else if (request.before_seq) {
+    query.mode = Query::Mode::before;
+    query.seq = *request.before_seq;
+  }
+  return query;
+}
+
 bool log_covers(const Query& query, const Items& log, std::int64_t current_seq) {
   if (current_seq <= 0) return false;
   if (query.mode == Query::Mode::after) {

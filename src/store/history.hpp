@@ -52,6 +52,9 @@ struct Query {
   std::size_t limit = kDefaultLimit;  // 1..kMaxLimit
 };
 
+// The query a validated protocol request (TCP frame or HTTP parameters) asks.
+Query query_of(const protocol::HistoryRequest& request);
+
 // (seq, frame as clients receive it, '\n' included), in ascending seq order.
 using Items = rooms::LogFrames;
 
