@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
 #include <map>
 #include <stdexcept>
 
@@ -83,6 +84,7 @@ Query query_of(const protocol::HistoryRequest& request) {
 bool log_covers(const Query& query, const Items& log, std::int64_t current_seq) {
   if (current_seq <= 0) return false;
   if (query.mode == Query::Mode::after) {
+    if (query.seq == std::numeric_limits<std::int64_t>::max()) return true;
     if (log.empty()) return query.seq >= current_seq;
     return log.front().first == query.seq + 1 && contiguous(log, false) &&
            (log.size() >= query.limit || log.back().first >= current_seq);
@@ -116,8 +118,10 @@ Items merge(const Query& query, const Items& log, const Items& database) {
 
 boost::asio::awaitable<Items> History::messages(std::string room, Query query) {
   check(query);
-  // Seqs start at 1: nothing lies before 1.
+  // Seqs start at 1: nothing lies before 1, nor after the largest seq.
   if (query.mode == Query::Mode::before && query.seq <= 1) co_return Items{};
+  if (query.mode == Query::Mode::after && query.seq == std::numeric_limits<std::int64_t>::max())
+    co_return Items{};
 
   const auto shard = shard_of(room, shards_);
   const auto log_key = keys::room_log(shard, room);

@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
+#include <limits>
 #include <optional>
 
 #include "common/keys.hpp"
@@ -199,6 +200,8 @@ TEST_F(HistoryTest, StraddlingBothStores) {
   EXPECT_EQ(after(r, 299, 10), range(300, 300));
   EXPECT_EQ(after(r, 300, 10), range(1, 0));
   EXPECT_EQ(after(r, 5000, 10), range(1, 0));
+  EXPECT_EQ(after(r, std::numeric_limits<std::int64_t>::max(), 10), range(1, 0));
+  EXPECT_EQ(before(r, std::numeric_limits<std::int64_t>::max(), 3), range(298, 300));
   EXPECT_EQ(before(r, 230, 60), range(170, 229));
   EXPECT_EQ(before(r, 201, 100), range(101, 200));
   EXPECT_EQ(before(r, 205, 100), range(105, 204));

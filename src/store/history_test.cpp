@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <memory>
 
 namespace rtmc::history {
@@ -51,6 +52,7 @@ TEST(HistoryCovers, AfterInsideTheWindow) {
   // Nothing after the room's last message.
   EXPECT_TRUE(log_covers(after(300, 20), {}, 300));
   EXPECT_TRUE(log_covers(after(400, 20), {}, 300));
+  EXPECT_TRUE(log_covers(after(std::numeric_limits<std::int64_t>::max(), 20), {}, 300));
 }
 
 TEST(HistoryCovers, AfterReachingBelowTheWindow) {
