@@ -266,9 +266,10 @@ void Gateway::start() {
 
 // The order matters: intake stops; clients are told `server_shutdown` (the
 // frame is written at once when the socket takes it); the pipeline threads
-// end; the io threads end; only then go the publisher and the Redis workers,
-// which may still post answers into the io_contexts (stopped, not destroyed:
-// their handlers are dropped when the IoThreads go, last of all).
+// end; the io threads end; only then go the publisher and the Redis (and
+// history's PostgreSQL) workers, which may still post answers into the
+// io_contexts (stopped, not destroyed: their handlers are dropped when the
+// IoThreads go, last of all).
 void Gateway::stop() {
   auto& impl = *impl_;
   if (impl.stopped) return;
@@ -304,6 +305,7 @@ void Gateway::stop() {
   impl.threads.clear();
   impl.publisher.reset();
   impl.redis.reset();
+  impl.history_pg.reset();
 }
 
 std::uint16_t Gateway::port() const {
