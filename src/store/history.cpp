@@ -124,20 +124,20 @@ boost::asio::awaitable<Items> History::messages(std::string room, Query query) {
     co_return Items{};
 
   const auto shard = shard_of(room, shards_);
-  const auto log_key = keys::room_log(shard, room);
-  const auto count = std::to_string(query.limit);
   std::vector<std::vector<std::string>> commands;
   // The seq first: a message sequenced between the two reads only adds to
   // the log's answer, never leaves it short of the seq.
   commands.push_back(rooms::current_seq_command(shard, room));
   switch (query.mode) {
     case Query::Mode::after:
-      commands.push_back({"XRANGE", log_key, std::to_string(query.seq + 1) + "-0", "+", "COUNT", count});
+      commands.push_back(rooms::log_upward_command(shard, room, query.seq + 1, query.limit));
       break;
     case Query::Mode::before:
-      commands.push_back({"XREVRANGE", log_key, std::to_string(query.seq - 1) + "-0", "-", "COUNT", count});
+      commands.push_back(rooms::log_downward_command(shard, room, query.seq - 1, query.limit));
       break;
-    case Query::Mode::latest: commands.push_back({"XREVRANGE", log_key, "+", "-", "COUNT", count}); break;
+    case Query::Mode::latest:
+      commands.push_back(rooms::log_downward_command(shard, room, std::nullopt, query.limit));
+      break;
   }
   std::vector<redis::Reply> replies;
   try {
