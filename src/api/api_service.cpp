@@ -4,10 +4,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <cctype>
+#include <charconv>
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "auth/room_access.hpp"
@@ -97,6 +100,49 @@ std::optional<boost::asio::ip::address> parse_address(std::string_view text) {
   return address;
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string percent_decoded(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out += ' ';
+    } else if (text[i] != '%') {
+      out += text[i];
+    } else {
+      const int high = i + 2 < text.size() ? hex_digit(text[i + 1]) : -1;
+      const int low = i + 2 < text.size() ? hex_digit(text[i + 2]) : -1;
+      if (high < 0 || low < 0) throw bad_request("broken percent-encoding in the query string");
+      out += static_cast<char>(high * 16 + low);
+      i += 2;
+    }
+  }
+  return out;
+}
+
+// A parameter that must be a decimal integer in [min, max] when present.
+std::optional<std::int64_t> integer_parameter(
+    const std::map<std::string, std::string, std::less<>>& parameters, std::string_view name,
+    std::int64_t min, std::int64_t max) {
+  const auto it = parameters.find(name);
+  if (it == parameters.end()) return std::nullopt;
+  const auto& text = it->second;
+  std::int64_t value = 0;
+  const bool digits =
+      !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (!digits || error != std::errc() || end != text.data() + text.size() || value < min || value > max)
+    throw bad_request(std::string(name) + " must be an integer " + std::to_string(min) + ".." +
+                      std::to_string(max));
+  return value;
+}
+
 }  // namespace
 
 std::chrono::milliseconds login_slowdown(double failures, std::chrono::milliseconds max) {
@@ -117,6 +163,25 @@ boost::json::object parse_json_object(const Request& request) {
   if (ec) throw HttpError(http::status::bad_request, "bad_json", "request body is not valid JSON");
   if (!value.is_object()) throw bad_request("request body must be a JSON object");
   return std::move(value.as_object());
+}
+
+std::map<std::string, std::string, std::less<>> query_parameters(std::string_view target) {
+  std::map<std::string, std::string, std::less<>> parameters;
+  const auto question = target.find('?');
+  if (question == std::string_view::npos) return parameters;
+  std::string_view query = target.substr(question + 1);
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const auto equals = pair.find('=');
+    auto name = percent_decoded(pair.substr(0, equals));
+    auto value = equals == std::string_view::npos ? std::string() : percent_decoded(pair.substr(equals + 1));
+    if (parameters.contains(name)) throw bad_request("query parameter " + name + " is given twice");
+    parameters.emplace(std::move(name), std::move(value));
+  }
+  return parameters;
 }
 
 std::string bearer_token(const Request& request) {
@@ -165,6 +230,9 @@ void ApiService::install(Router& router) {
   router.add(http::verb::post, "/publishMessage", [this](const Request& r) { return publish_message(r); });
   router.add(http::verb::get, "/users/{user}/status",
              [this](const Request& r, const server::PathParams& p) { return user_status(r, p); });
+  router.add(http::verb::get, "/rooms/{room}/messages",
+             [this](const Request& r, const server::PathParams& p) { return room_messages(r, p); });
+  router.add(http::verb::get, "/rooms", [this](const Request& r) { return list_rooms(r); });
   router.add(http::verb::get, "/healthz", [this](const Request& r) { return healthz(r); });
   router.add(http::verb::get, "/metrics", [this](const Request& r) { return metrics(r); });
 }
@@ -352,6 +420,63 @@ boost::asio::awaitable<Response> ApiService::user_status(const Request&, const s
     body["last_seen"] = *status->last_seen_ms;
   else
     body["last_seen"] = nullptr;
+  co_return json(http::status::ok, body);
+}
+
+// The items are the stored frames themselves, spliced in without a parse
+// (protocol::message_array): the same bytes the TCP `history` reply carries.
+boost::asio::awaitable<Response> ApiService::room_messages(const Request& request,
+                                                           const server::PathParams& params) {
+  auto claims = co_await authenticate(request);
+  protocol::HistoryRequest query;
+  query.room = params.at("room");
+  if (!valid_room_name(query.room))
+    throw HttpError(http::status::bad_request, "bad_room", "room: 1-64 of [A-Za-z0-9_.-]");
+  const auto parameters = query_parameters(request.target());
+  constexpr auto kSeqMax = std::numeric_limits<std::int64_t>::max();
+  query.after_seq = integer_parameter(parameters, "after_seq", 0, kSeqMax);
+  query.before_seq = integer_parameter(parameters, "before_seq", 0, kSeqMax);
+  if (query.after_seq && query.before_seq) throw bad_request("give after_seq or before_seq, not both");
+  if (auto limit = integer_parameter(parameters, "limit", 1, protocol::HistoryRequest::kMaxLimit))
+    query.limit = *limit;
+  if (!auth::RoomAccess{}.allowed(claims.user, query.room, auth::RoomAccess::Action::read))
+    throw HttpError(http::status::forbidden, "forbidden", "you may not read room " + query.room);
+  const auto room = query.room;
+  auto items = co_await backends_.history.messages(std::move(query));
+  std::vector<std::string_view> frames;
+  frames.reserve(items.size());
+  for (const auto& item : items) frames.emplace_back(*item.second);
+  std::string body = boost::json::serialize(boost::json::object{{"room", room}});
+  body.pop_back();  // the closing brace
+  body += ",\"messages\":";
+  body += protocol::message_array(frames);
+  body += '}';
+  co_return json_response(http::status::ok, std::move(body));
+}
+
+boost::asio::awaitable<Response> ApiService::list_rooms(const Request& request) {
+  co_await authenticate(request);
+  const auto parameters = query_parameters(request.target());
+  std::size_t limit = protocol::HistoryRequest::kDefaultLimit;
+  if (auto value = integer_parameter(parameters, "limit", 1, protocol::HistoryRequest::kMaxLimit))
+    limit = static_cast<std::size_t>(*value);
+  std::optional<std::string> after;
+  if (auto it = parameters.find("after"); it != parameters.end()) {
+    // Only room names are handed out as `next`.
+    if (!valid_room_name(it->second)) throw bad_request("after must be a room name (1-64 of [A-Za-z0-9_.-])");
+    after = it->second;
+  }
+  auto page = co_await backends_.history.rooms(std::move(after), limit);
+  boost::json::array rooms;
+  rooms.reserve(page.rooms.size());
+  for (const auto& room : page.rooms)
+    rooms.emplace_back(
+        boost::json::object{{"room", room.room}, {"last_seq", room.last_seq}, {"last_ts", room.last_ts_ms}});
+  boost::json::object body{{"rooms", std::move(rooms)}};
+  if (page.next)
+    body["next"] = *page.next;
+  else
+    body["next"] = nullptr;
   co_return json(http::status::ok, body);
 }
 

@@ -12,6 +12,17 @@
 //        (no token: registration already tells anyone which names exist; the
 //        user is looked up regardless of case, the answer has its registered
 //        spelling; last_seen null = never connected)
+//   GET  /rooms/{R}/messages?after_seq=N|before_seq=N&limit=L  Bearer
+//                       -> 200 {"room","messages":[<message frame as a JSON object>...]}
+//        (store/history.hpp: oldest first; neither seq = the latest L; limit
+//        1-100, default 50; both seqs, a negative or non-numeric value, a
+//        limit out of range, a parameter given twice -> 400 bad_request; a
+//        bad room name -> 400 bad_room; a room never used -> an empty list;
+//        unknown parameters are ignored)
+//   GET  /rooms?limit=L&after=NAME  Bearer
+//                       -> 200 {"rooms":[{"room","last_seq","last_ts"}...],"next":NAME|null}
+//        (names above NAME ascending; next is set exactly when a further
+//        page exists, and is that page's `after`)
 //   GET  /healthz        -> 200|503
 //   {"status":"ok"|"unavailable","redis","postgres","rabbitmq":"ok"|"unavailable",
 //                                    "amqp_connected":b}
@@ -37,6 +48,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -80,6 +92,7 @@ struct ApiBackends {
   RateLimits& rate_limits;
   HealthProbe& health;
   StatusReader& status;
+  HistoryStore& history;
 };
 
 class ApiService {
@@ -99,6 +112,8 @@ class ApiService {
   boost::asio::awaitable<Response> logout(const Request& request);
   boost::asio::awaitable<Response> publish_message(const Request& request);
   boost::asio::awaitable<Response> user_status(const Request& request, const server::PathParams& params);
+  boost::asio::awaitable<Response> room_messages(const Request& request, const server::PathParams& params);
+  boost::asio::awaitable<Response> list_rooms(const Request& request);
   boost::asio::awaitable<Response> healthz(const Request& request);
   boost::asio::awaitable<Response> metrics(const Request& request);
 
@@ -139,5 +154,8 @@ std::chrono::milliseconds login_slowdown(double failures, std::chrono::milliseco
 boost::json::object parse_json_object(const Request& request);
 // The token of "Authorization: Bearer <token>", or empty.
 std::string bearer_token(const Request& request);
+// The parameters of the request target's query string, percent-decoded
+// ('+' is a space). A broken escape or a name given twice -> 400 bad_request.
+std::map<std::string, std::string, std::less<>> query_parameters(std::string_view target);
 
 }  // namespace rtmc::api

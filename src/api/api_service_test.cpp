@@ -171,6 +171,45 @@ class FakeStatus final : public StatusReader {
   bool unavailable = false;
 };
 
+// Serves message frames 1..stored of any room by the same paging rules as
+// the real store (whose stitching is tested in store/history_*test); keeps
+// every request.
+class FakeHistory final : public HistoryStore {
+ public:
+  boost::asio::awaitable<history::Items> messages(protocol::HistoryRequest request) override {
+    requests.push_back(request);
+    if (unavailable) throw Unavailable("postgres down");
+    std::int64_t from = std::max<std::int64_t>(1, stored - request.limit + 1);
+    std::int64_t to = stored;
+    if (request.after_seq) {
+      from = *request.after_seq + 1;
+      to = std::min(stored, *request.after_seq + request.limit);
+    } else if (request.before_seq) {
+      to = std::min(stored, *request.before_seq - 1);
+      from = std::max<std::int64_t>(1, to - request.limit + 1);
+    }
+    history::Items items;
+    for (auto seq = from; seq <= to; ++seq)
+      items.emplace_back(seq, std::make_shared<const std::string>(frame_of(request.room, seq)));
+    co_return items;
+  }
+  boost::asio::awaitable<history::RoomPage> rooms(std::optional<std::string> after,
+                                                  std::size_t limit) override {
+    room_requests.emplace_back(after, limit);
+    if (unavailable) throw Unavailable("postgres down");
+    co_return page;
+  }
+  static std::string frame_of(const std::string& room, std::int64_t seq) {
+    return protocol::message_frame(room, seq, numbered("m", static_cast<int>(seq)), "bob", "say \"hi\"",
+                                   1700000000000 + seq);
+  }
+  std::int64_t stored = 0;
+  bool unavailable = false;
+  history::RoomPage page;
+  std::vector<protocol::HistoryRequest> requests;
+  std::vector<std::pair<std::optional<std::string>, std::size_t>> room_requests;
+};
+
 class ApiServiceTest : public ::testing::Test {
  protected:
   ApiServiceTest() { rebuild(config); }
@@ -179,7 +218,8 @@ class ApiServiceTest : public ::testing::Test {
   void rebuild(const ServiceConfig& with) {
     service.reset();
     service.emplace(
-        with, ApiBackends{users, sessions, hasher, register_hasher, publisher, limits, health, status},
+        with,
+        ApiBackends{users, sessions, hasher, register_hasher, publisher, limits, health, status, history},
         tokens, metrics, [this] { return now; },
         [this](std::chrono::milliseconds duration) -> boost::asio::awaitable<void> {
           sleeps.push_back(duration);
@@ -233,6 +273,7 @@ class ApiServiceTest : public ::testing::Test {
   FakeRateLimits limits;
   FakeHealth health;
   FakeStatus status;
+  FakeHistory history;
   auth::TokenService tokens{kSecret, std::chrono::hours(1)};
   Metrics metrics;
   std::int64_t now = rtmc::now_ms();
@@ -870,6 +911,158 @@ TEST_F(ApiServiceTest, HealthzProbesAtMostOncePerSecond) {
   EXPECT_EQ(response.result(), http::status::service_unavailable);
   EXPECT_EQ(body_of(response).at("redis"), "unavailable");
   EXPECT_EQ(health.probes, 2);
+}
+
+// ---- history ----
+
+std::vector<std::int64_t> seqs_of(const json::object& body) {
+  std::vector<std::int64_t> seqs;
+  for (const auto& message : body.at("messages").as_array()) seqs.push_back(message.at("seq").as_int64());
+  return seqs;
+}
+
+TEST_F(ApiServiceTest, HistoryPagesAreTheStoredFramesAsObjects) {
+  history.stored = 30;
+  auto token = registered_token();
+  auto response = call(http::verb::get, "/rooms/lobby/messages?before_seq=11&limit=2", "", "", token);
+  ASSERT_EQ(response.result(), http::status::ok) << response.body();
+  EXPECT_EQ(response[http::field::content_type], "application/json");
+  // The frames verbatim ('\n' dropped), type included, oldest first.
+  auto first = FakeHistory::frame_of("lobby", 9);
+  auto second = FakeHistory::frame_of("lobby", 10);
+  first.pop_back();
+  second.pop_back();
+  std::string expected(R"({"room":"lobby","messages":[)");
+  expected.append(first).append(",").append(second).append("]}");
+  EXPECT_EQ(response.body(), expected);
+  EXPECT_EQ(body_of(response).at("messages").as_array()[0].as_object(),
+            *protocol::parse_server_frame(FakeHistory::frame_of("lobby", 9)));
+  ASSERT_EQ(history.requests.size(), 1u);
+  EXPECT_EQ(history.requests[0].room, "lobby");
+  EXPECT_EQ(history.requests[0].before_seq, 11);
+  EXPECT_FALSE(history.requests[0].after_seq);
+  EXPECT_EQ(history.requests[0].limit, 2);
+
+  auto after = call(http::verb::get, "/rooms/lobby/messages?after_seq=25", "", "", token);
+  EXPECT_EQ(seqs_of(body_of(after)), (std::vector<std::int64_t>{26, 27, 28, 29, 30}));
+  EXPECT_EQ(history.requests.back().limit, 50);
+  auto latest = call(http::verb::get, "/rooms/lobby/messages?limit=3&unknown=ignored", "", "", token);
+  EXPECT_EQ(latest.result(), http::status::ok) << latest.body();
+  EXPECT_EQ(seqs_of(body_of(latest)), (std::vector<std::int64_t>{28, 29, 30}));
+  EXPECT_FALSE(history.requests.back().after_seq || history.requests.back().before_seq);
+  // Percent-encoded parameters.
+  EXPECT_EQ(
+      seqs_of(body_of(call(http::verb::get, "/rooms/lobby/messages?after%5Fseq=%32%38", "", "", token))),
+      (std::vector<std::int64_t>{29, 30}));
+}
+
+TEST_F(ApiServiceTest, HistoryOfARoomNeverUsedIsAnEmptyList) {
+  auto token = registered_token();
+  auto response = call(http::verb::get, "/rooms/quiet/messages", "", "", token);
+  EXPECT_EQ(response.result(), http::status::ok);
+  EXPECT_EQ(response.body(), R"({"room":"quiet","messages":[]})");
+}
+
+TEST_F(ApiServiceTest, HistoryNeedsAToken) {
+  history.stored = 5;
+  EXPECT_EQ(call(http::verb::get, "/rooms/lobby/messages").result(), http::status::unauthorized);
+  EXPECT_EQ(call(http::verb::get, "/rooms/lobby/messages", "", "", "not-a-token").result(),
+            http::status::unauthorized);
+  EXPECT_EQ(call(http::verb::get, "/rooms").result(), http::status::unauthorized);
+  // Logged out: the session is gone.
+  auto token = registered_token();
+  ASSERT_EQ(call(http::verb::post, "/logout", "", "", token).result(), http::status::no_content);
+  EXPECT_EQ(call(http::verb::get, "/rooms/lobby/messages", "", "", token).result(),
+            http::status::unauthorized);
+  EXPECT_TRUE(history.requests.empty());
+  EXPECT_TRUE(history.room_requests.empty());
+}
+
+TEST_F(ApiServiceTest, BadHistoryParametersAre400) {
+  auto token = registered_token();
+  for (const auto* target : {
+           "/rooms/lobby/messages?after_seq=1&before_seq=5",
+           "/rooms/lobby/messages?limit=0",
+           "/rooms/lobby/messages?limit=101",
+           "/rooms/lobby/messages?limit=-1",
+           "/rooms/lobby/messages?limit=ten",
+           "/rooms/lobby/messages?limit=",
+           "/rooms/lobby/messages?limit",
+           "/rooms/lobby/messages?after_seq=-1",
+           "/rooms/lobby/messages?before_seq=-3",
+           "/rooms/lobby/messages?after_seq=1.5",
+           "/rooms/lobby/messages?after_seq=%2B1",
+           "/rooms/lobby/messages?after_seq=99999999999999999999",
+           "/rooms/lobby/messages?after_seq=1&after_seq=2",
+           "/rooms/lobby/messages?after_seq=%zz",
+           "/rooms?limit=0",
+           "/rooms?limit=101",
+           "/rooms?limit=x",
+           "/rooms?after=bad%20name",
+           "/rooms?after=",
+       }) {
+    auto response = call(http::verb::get, target, "", "", token);
+    EXPECT_EQ(response.result(), http::status::bad_request) << target << ": " << response.body();
+    EXPECT_EQ(error_of(response), "bad_request") << target;
+    EXPECT_FALSE(body_of(response).at("message").as_string().empty());
+  }
+  auto bad_room = call(http::verb::get, "/rooms/bad%20room/messages", "", "", token);
+  EXPECT_EQ(bad_room.result(), http::status::bad_request);
+  EXPECT_EQ(error_of(bad_room), "bad_room");
+  EXPECT_TRUE(history.requests.empty());
+  EXPECT_TRUE(history.room_requests.empty());
+  // The edges are fine.
+  EXPECT_EQ(call(http::verb::get, "/rooms/lobby/messages?before_seq=0&limit=100", "", "", token).result(),
+            http::status::ok);
+  EXPECT_EQ(
+      call(http::verb::get, "/rooms/lobby/messages?after_seq=9223372036854775807&limit=1", "", "", token)
+          .result(),
+      http::status::ok);
+}
+
+TEST_F(ApiServiceTest, HistoryWithItsStoreDownIs503) {
+  auto token = registered_token();
+  history.unavailable = true;
+  auto messages = call(http::verb::get, "/rooms/lobby/messages", "", "", token);
+  EXPECT_EQ(messages.result(), http::status::service_unavailable);
+  EXPECT_EQ(error_of(messages), "unavailable");
+  auto rooms = call(http::verb::get, "/rooms", "", "", token);
+  EXPECT_EQ(rooms.result(), http::status::service_unavailable);
+  EXPECT_EQ(error_of(rooms), "unavailable");
+}
+
+TEST_F(ApiServiceTest, RoomsArePagedByName) {
+  auto token = registered_token();
+  history.page.rooms = {{"alpha", 12, 1700000000001}, {"bravo", 3, 1700000000002}};
+  history.page.next = "bravo";
+  auto first = call(http::verb::get, "/rooms?limit=2", "", "", token);
+  ASSERT_EQ(first.result(), http::status::ok) << first.body();
+  EXPECT_EQ(first.body(), R"({"rooms":[{"room":"alpha","last_seq":12,"last_ts":1700000000001},)"
+                          R"({"room":"bravo","last_seq":3,"last_ts":1700000000002}],"next":"bravo"})");
+  history.page.rooms = {{"charlie", 1, 1700000000003}};
+  history.page.next.reset();
+  auto last = call(http::verb::get, "/rooms?limit=2&after=bravo", "", "", token);
+  EXPECT_EQ(body_of(last).at("next"), nullptr);
+  EXPECT_EQ(body_of(last).at("rooms").as_array().size(), 1u);
+  call(http::verb::get, "/rooms", "", "", token);
+  ASSERT_EQ(history.room_requests.size(), 3u);
+  EXPECT_EQ(history.room_requests[0], (std::pair<std::optional<std::string>, std::size_t>{std::nullopt, 2}));
+  EXPECT_EQ(history.room_requests[1], (std::pair<std::optional<std::string>, std::size_t>{"bravo", 2}));
+  EXPECT_EQ(history.room_requests[2], (std::pair<std::optional<std::string>, std::size_t>{std::nullopt, 50}));
+}
+
+TEST(QueryParameters, DecodesAndRefusesDuplicates) {
+  auto parameters = query_parameters("/x?a=1&b=two+words&c=%41%42&d&&e=");
+  EXPECT_EQ(parameters.size(), 5u);
+  EXPECT_EQ(parameters.at("a"), "1");
+  EXPECT_EQ(parameters.at("b"), "two words");
+  EXPECT_EQ(parameters.at("c"), "AB");
+  EXPECT_EQ(parameters.at("d"), "");
+  EXPECT_EQ(parameters.at("e"), "");
+  EXPECT_TRUE(query_parameters("/x").empty());
+  EXPECT_TRUE(query_parameters("/x?").empty());
+  EXPECT_THROW(query_parameters("/x?a=1&a=2"), HttpError);
+  EXPECT_THROW(query_parameters("/x?a=%4"), HttpError);
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 // What the api handlers need from the outside world, as small interfaces so
 // the handlers can be unit-tested with fakes. The real implementations over
 // the domain stores (store/users, store/login_sessions, store/rate_limits,
-// store/user_status),
+// store/user_status, store/history),
 // RabbitMQ and the password worker pools are in real_backends.hpp. Every
 // method may be called concurrently from any io thread; a backend that
 // cannot answer (in time) throws Unavailable.
@@ -13,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "protocol/frames.hpp"
 #include "store/amqp.hpp"
+#include "store/history.hpp"
 #include "store/rate_limits.hpp"
 #include "store/user_status.hpp"
 #include "store/users.hpp"
@@ -80,6 +82,18 @@ class StatusReader {
   // Case-insensitive; the answer carries the registered spelling. nullopt:
   // no such user (also for a name that breaks the name rules).
   virtual boost::asio::awaitable<std::optional<store::UserStatus>> get(std::string user) = 0;
+};
+
+// A room's stored messages and the list of rooms (store/history.hpp).
+class HistoryStore {
+ public:
+  virtual ~HistoryStore() = default;
+  // The page a validated request asks for, ascending by seq, each frame as
+  // clients receive it ('\n' included).
+  virtual boost::asio::awaitable<history::Items> messages(protocol::HistoryRequest request) = 0;
+  // Names above `after` (all when nullopt), at most `limit` (1..100).
+  virtual boost::asio::awaitable<history::RoomPage> rooms(std::optional<std::string> after,
+                                                          std::size_t limit) = 0;
 };
 
 struct DependencyHealth {

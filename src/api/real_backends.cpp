@@ -98,6 +98,26 @@ boost::asio::awaitable<std::optional<store::UserStatus>> StoreStatusReader::get(
   }
 }
 
+boost::asio::awaitable<history::Items> StoreHistory::messages(protocol::HistoryRequest request) {
+  try {
+    // Named locals, not temporaries in the co_await expression (GCC 12, STYLE.md).
+    auto query = history::query_of(request);
+    auto step = history_.messages(std::move(request.room), query);
+    co_return co_await std::move(step);
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
+boost::asio::awaitable<history::RoomPage> StoreHistory::rooms(std::optional<std::string> after,
+                                                              std::size_t limit) {
+  try {
+    co_return co_await history_.list_rooms(std::move(after), limit);
+  } catch (const store::Unavailable& error) {
+    throw Unavailable(error.what());
+  }
+}
+
 namespace {
 RedisConfig with_timeout(RedisConfig config, std::chrono::milliseconds timeout) {
   config.timeout = timeout;

@@ -12,6 +12,7 @@
 #include "common/blocking_worker.hpp"
 #include "common/config.hpp"
 #include "store/amqp.hpp"
+#include "store/history.hpp"
 #include "store/login_sessions.hpp"
 #include "store/postgres.hpp"
 #include "store/rate_limits.hpp"
@@ -64,6 +65,18 @@ class StoreStatusReader final : public StatusReader {
 
  private:
   store::UserStatusReader reader_;
+};
+
+class StoreHistory final : public HistoryStore {
+ public:
+  StoreHistory(redis::Client& redis, pg::Pool& pool, std::uint32_t ingest_shards)
+      : history_(redis, pool, ingest_shards) {}
+  boost::asio::awaitable<history::Items> messages(protocol::HistoryRequest request) override;
+  boost::asio::awaitable<history::RoomPage> rooms(std::optional<std::string> after,
+                                                  std::size_t limit) override;
+
+ private:
+  history::History history_;
 };
 
 // Probes on connections of their own, so a probe never queues behind

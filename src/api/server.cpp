@@ -84,10 +84,11 @@ struct ApiServer::Impl {
         health(config.common.redis, config.common.pg, publisher, config.health_timeout),
         status(redis, pg, config.common.presence.status_cache_ttl),
         messages(publisher),
+        history(redis, pg, config.common.amqp.ingest_shards),
         service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
                               config.rate_limits, config.health_cache},
                 ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health,
-                            status},
+                            status, history},
                 tokens, metrics) {
     metrics.watch_status_cache(status.counters());
     service.install(router);
@@ -110,6 +111,7 @@ struct ApiServer::Impl {
   BackendHealthProbe health;
   StoreStatusReader status;
   AmqpMessagePublisher messages;
+  StoreHistory history;
   ApiService service;
 };
 

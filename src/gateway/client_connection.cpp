@@ -140,6 +140,8 @@ asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
     co_await on_status(std::move(*status), std::move(frame.ref));
   } else if (auto* members = std::get_if<protocol::MembersRequest>(&frame.request)) {
     co_await on_members(std::move(*members), std::move(frame.ref));
+  } else if (auto* history = std::get_if<protocol::HistoryRequest>(&frame.request)) {
+    co_await on_history(std::move(*history), std::move(frame.ref));
   } else if (std::holds_alternative<protocol::PingRequest>(frame.request)) {
     reply(protocol::pong_frame(frame.ref));
   }
@@ -331,6 +333,42 @@ asio::awaitable<void> ClientConnection::on_members(protocol::MembersRequest requ
     co_return;
   }
   reply(protocol::members_frame(request.room, users, ref));
+}
+
+// No membership needed: a client pages a room's history before joining it
+// (the chat client shows recent messages on join). The reply is one frame,
+// so it is kept within half the send queue's byte bound, dropping the
+// messages farthest from the bound; the client pages on from what it got.
+asio::awaitable<void> ClientConnection::on_history(protocol::HistoryRequest request, Ref ref) {
+  if (!services_.access.allowed(user_, request.room, auth::RoomAccess::Action::read)) {
+    fail(ErrorCode::forbidden, "room " + request.room + " is not open to you", ref);
+    co_return;
+  }
+  std::vector<SharedFrame> frames;
+  try {
+    if (services_.history == nullptr) throw std::runtime_error("no history reader");
+    auto step = services_.history->messages(request);
+    frames = co_await std::move(step);
+  } catch (const std::exception& error) {
+    spdlog::warn("history: store unavailable: {}", error.what());
+    fail(ErrorCode::unavailable, "cannot read the history of room " + request.room + " now; retry", ref);
+    co_return;
+  }
+  if (state_ != State::open) co_return;
+  const bool keep_oldest = request.after_seq.has_value();
+  const std::size_t budget = services_.config.send_queue_bytes / 2;
+  std::size_t bytes = 0;
+  for (const auto& frame : frames) bytes += frame->size();
+  std::size_t first = 0;
+  std::size_t end = frames.size();
+  while (first < end && bytes > budget) {
+    bytes -= frames[keep_oldest ? end - 1 : first]->size();
+    keep_oldest ? --end : ++first;
+  }
+  std::vector<std::string_view> views;
+  views.reserve(end - first);
+  for (auto i = first; i < end; ++i) views.emplace_back(*frames[i]);
+  reply(protocol::history_frame(request.room, views, ref));
 }
 
 asio::awaitable<void> ClientConnection::report_left(std::string room) {

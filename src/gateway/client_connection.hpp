@@ -4,7 +4,7 @@
 // ping, status, members), acks in send order, per-room ordering
 // (RoomStreams), presence reports (PresencePort), the login session
 // re-check, the idle cut, the per-connection bounds, and every close
-// decision.
+// decision; history pages (HistoryReader) for any authenticated connection.
 // It reaches the stores only through ports.hpp, so its unit tests run with
 // fakes and no sockets.
 //
@@ -74,6 +74,8 @@ struct ConnectionServices {
   // it left its rooms and after presence.disconnected() (if it had
   // connected); the connection is `closed` when it returns. May be empty.
   std::function<boost::asio::awaitable<void>(const ClientConnection&)> cleanup;
+  // Serves `history`; null: every history request is answered `unavailable`.
+  HistoryReader* history = nullptr;
 };
 
 class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
@@ -129,6 +131,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   boost::asio::awaitable<void> on_send(protocol::SendRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_status(protocol::StatusRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_members(protocol::MembersRequest request, protocol::Ref ref);
+  boost::asio::awaitable<void> on_history(protocol::HistoryRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> auth_deadline();
   boost::asio::awaitable<void> login_session_watch();
   boost::asio::awaitable<void> idle_watch();

@@ -192,9 +192,40 @@ class FakePresence final : public PresencePort {
   std::map<std::string, UserStatusView> statuses;  // by folded name
 };
 
+// Serves message frames seq 1..stored of any room (the real paging rules
+// are store/history's, tested there); records every request.
+class FakeHistory final : public HistoryReader {
+ public:
+  asio::awaitable<std::vector<SharedFrame>> messages(protocol::HistoryRequest request) override {
+    requests.push_back(request);
+    if (fails) throw std::runtime_error("postgres down");
+    std::int64_t from = std::max<std::int64_t>(1, stored - request.limit + 1);
+    std::int64_t to = stored;
+    if (request.after_seq) {
+      from = *request.after_seq + 1;
+      to = std::min(stored, *request.after_seq + request.limit);
+    } else if (request.before_seq) {
+      to = std::min(stored, *request.before_seq - 1);
+      from = std::max<std::int64_t>(1, to - request.limit + 1);
+    }
+    std::vector<SharedFrame> frames;
+    for (auto seq = from; seq <= to; ++seq) frames.push_back(frame_of(request.room, seq));
+    co_return frames;
+  }
+  SharedFrame frame_of(const std::string& room, std::int64_t seq) const {
+    return std::make_shared<const std::string>(protocol::message_frame(
+        room, seq, "m" + std::to_string(seq), "bob", std::string(body_bytes, 'x'), 1000 + seq));
+  }
+  std::int64_t stored = 0;
+  std::size_t body_bytes = 1;
+  bool fails = false;
+  std::vector<protocol::HistoryRequest> requests;
+};
+
 class ConnectionTest : public ::testing::Test {
  protected:
   ConnectionTest() : rooms_(io_) {
+    services_.history = &history_;
     presence_.sent = &transport_->sent;
     config_.auth_timeout = std::chrono::seconds(5);
     config_.heartbeat = std::chrono::seconds(30);
@@ -264,6 +295,7 @@ class ConnectionTest : public ::testing::Test {
   FakeIngest ingest_;
   CountingLimiter limiter_;
   FakePresence presence_;
+  FakeHistory history_;
   RoomSeeds seeds_;
   GatewayCounters counters_;
   int cleanups_ = 0;
@@ -906,6 +938,96 @@ TEST_F(ConnectionTest, TheIdleCutAppliesBeforeAuthToo) {
   io_.run_for(std::chrono::milliseconds(200));
   EXPECT_EQ(closed(CloseReason::idle_timeout), 1u);
   EXPECT_TRUE(presence_.events.empty());
+}
+
+std::vector<std::int64_t> history_seqs(const boost::json::object& reply) {
+  std::vector<std::int64_t> seqs;
+  for (const auto& message : reply.at("messages").as_array()) seqs.push_back(message.at("seq").as_int64());
+  return seqs;
+}
+
+TEST_F(ConnectionTest, HistoryNeedsAConnectionNotMembership) {
+  history_.stored = 30;
+  config_.send_queue_bytes = 1 << 20;  // the whole pages fit
+  auto connection = authenticated();
+  line(connection, R"({"type":"history","room":"r","before_seq":11,"limit":3,"ref":"h"})");
+  ASSERT_EQ(transport_->sent.size(), 1u);
+  const auto f8 = history_.frame_of("r", 8);
+  const auto f9 = history_.frame_of("r", 9);
+  const auto f10 = history_.frame_of("r", 10);
+  const std::vector<std::string_view> frames{*f8, *f9, *f10};
+  // The stored frames verbatim, oldest first, the ref echoed.
+  EXPECT_EQ(transport_->sent.back(), protocol::history_frame("r", frames, std::string("\"h\"")));
+  ASSERT_EQ(history_.requests.size(), 1u);
+  EXPECT_EQ(history_.requests[0].before_seq, 11);
+  EXPECT_FALSE(history_.requests[0].after_seq);
+  EXPECT_EQ(history_.requests[0].limit, 3);
+  // Not joined, and nothing joined on its behalf.
+  EXPECT_EQ(index_.members("r"), nullptr);
+  line(connection, R"({"type":"history","room":"r"})");
+  EXPECT_EQ(history_seqs(last()).size(), 30u);
+  history_.stored = 60;
+  line(connection, R"({"type":"history","room":"r"})");
+  EXPECT_EQ(history_seqs(last()).size(), 50u);
+  EXPECT_EQ(history_seqs(last()).front(), 11);
+  EXPECT_EQ(last().at("type").as_string(), "history");
+  EXPECT_EQ(last().at("room").as_string(), "r");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+TEST_F(ConnectionTest, HistoryBeforeAuthIsRefused) {
+  auto connection = connect();
+  line(connection, R"({"type":"history","room":"r"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+  EXPECT_TRUE(history_.requests.empty());
+}
+
+TEST_F(ConnectionTest, BadHistoryRequestsAreNotFatal) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"history","room":"r","after_seq":1,"before_seq":5,"ref":1})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_frame");
+  EXPECT_EQ(last().at("ref").as_int64(), 1);
+  line(connection, R"({"type":"history","room":"r","limit":101})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_frame");
+  line(connection, R"({"type":"history","room":"r","after_seq":-1})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_frame");
+  line(connection, R"({"type":"history","room":"no such room!"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_room");
+  EXPECT_TRUE(history_.requests.empty());
+  history_.fails = true;
+  line(connection, R"({"type":"history","room":"r","ref":2})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_EQ(last().at("ref").as_int64(), 2);
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+}
+
+// A page larger than half the send queue bound is cut at the end away from
+// the bound, never cutting the client as a slow consumer.
+TEST_F(ConnectionTest, AHistoryPageFitsTheSendQueue) {
+  history_.stored = 100;
+  history_.body_bytes = 200;  // ~300 bytes a frame; the bound is 4096
+  auto connection = authenticated();
+  line(connection, R"({"type":"history","room":"r","limit":100})");
+  auto newest = history_seqs(last());
+  ASSERT_FALSE(newest.empty());
+  EXPECT_LT(newest.size(), 10u);
+  EXPECT_EQ(newest.back(), 100) << "latest keeps the newest";
+  EXPECT_LE(transport_->sent.back().size(), config_.send_queue_bytes / 2 + 100);
+  line(connection, R"({"type":"history","room":"r","after_seq":0,"limit":100})");
+  auto oldest = history_seqs(last());
+  ASSERT_FALSE(oldest.empty());
+  EXPECT_EQ(oldest.front(), 1) << "after keeps the oldest";
+  EXPECT_EQ(oldest.size(), newest.size());
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 0u);
+}
+
+TEST_F(ConnectionTest, HistoryWithoutAReaderIsUnavailable) {
+  services_.history = nullptr;
+  auto connection = authenticated();
+  line(connection, R"({"type":"history","room":"r"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
 }
 
 }  // namespace

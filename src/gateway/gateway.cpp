@@ -25,6 +25,7 @@
 #include "gateway/tcp_line_transport.hpp"
 #include "server/limits.hpp"
 #include "store/amqp.hpp"
+#include "store/postgres.hpp"
 #include "store/redis.hpp"
 
 namespace rtmc::gateway {
@@ -34,6 +35,11 @@ namespace asio = boost::asio;
 namespace {
 // Redis calls waiting per worker of the connections' Redis client.
 constexpr std::size_t kRedisQueueLimit = 256;
+// History's PostgreSQL pool: connections, statements waiting per
+// connection, and each statement's deadline (queue time included).
+constexpr std::size_t kHistoryPgConnections = 2;
+constexpr std::size_t kHistoryPgQueueLimit = 64;
+constexpr auto kHistoryPgTimeout = std::chrono::milliseconds(3000);
 // How long a stopping gateway waits for its connections' close steps.
 constexpr auto kCloseStepGrace = std::chrono::seconds(3);
 
@@ -64,6 +70,9 @@ struct Gateway::Impl {
         limited_sends(config.sends_per_user.limited()
                           ? std::make_unique<RedisSendLimiter>(*redis, config.sends_per_user)
                           : nullptr),
+        history_pg(std::make_unique<pg::Pool>(config.common.pg, kHistoryPgConnections,
+                                              pg::Options{kHistoryPgTimeout, kHistoryPgQueueLimit})),
+        history(*redis, *history_pg, config.common.amqp.ingest_shards),
         presence(std::make_unique<PresenceService>(
             config.common, make_gateway_id(config.listen.port),
             PresenceService::Options{.liveness_ttl = config.presence_ttl,
@@ -82,6 +91,7 @@ struct Gateway::Impl {
     std::size_t count =
         config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
     for (std::size_t i = 0; i < count; ++i) io_threads.push_back(std::make_unique<IoThread>());
+    services.history = &history;
   }
 
   // Over the connection cap the client is told why (so it tries another
@@ -191,6 +201,10 @@ struct Gateway::Impl {
   // Without a rate, sends cost no Redis round trip.
   UnlimitedSends unlimited_sends;
   std::unique_ptr<RedisSendLimiter> limited_sends;
+  // History's own PostgreSQL connections: a burst of history pages must not
+  // queue behind (or delay) presence's status writes.
+  std::unique_ptr<pg::Pool> history_pg;
+  StoreHistoryReader history;
   std::unique_ptr<PresenceService> presence;
   ConnectionServices services;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
@@ -252,9 +266,10 @@ void Gateway::start() {
 
 // The order matters: intake stops; clients are told `server_shutdown` (the
 // frame is written at once when the socket takes it); the pipeline threads
-// end; the io threads end; only then go the publisher and the Redis workers,
-// which may still post answers into the io_contexts (stopped, not destroyed:
-// their handlers are dropped when the IoThreads go, last of all).
+// end; the io threads end; only then go the publisher and the Redis (and
+// history's PostgreSQL) workers, which may still post answers into the
+// io_contexts (stopped, not destroyed: their handlers are dropped when the
+// IoThreads go, last of all).
 void Gateway::stop() {
   auto& impl = *impl_;
   if (impl.stopped) return;
@@ -290,6 +305,7 @@ void Gateway::stop() {
   impl.threads.clear();
   impl.publisher.reset();
   impl.redis.reset();
+  impl.history_pg.reset();
 }
 
 std::uint16_t Gateway::port() const {

@@ -1,6 +1,6 @@
 #pragma once
 // The narrow interfaces through which a ClientConnection reaches the stores
-// (Redis, RabbitMQ; PostgreSQL later). The gateway wires real adapters
+// (Redis, RabbitMQ, PostgreSQL). The gateway wires real adapters
 // (store_ports.hpp); unit tests wire fakes, so the core runs without
 // services.
 //
@@ -90,6 +90,16 @@ class PresencePort {
   virtual boost::asio::awaitable<std::vector<std::string>> members(std::string room) = 0;
   // nullopt: no such user. Throws when unavailable.
   virtual boost::asio::awaitable<std::optional<UserStatusView>> status(std::string user) = 0;
+};
+
+// A room's stored messages (store/history.hpp: the Redis window, then
+// PostgreSQL), for the `history` request.
+class HistoryReader {
+ public:
+  virtual ~HistoryReader() = default;
+  // The page `request` asks for, oldest first, each frame exactly as clients
+  // receive it ('\n' included). Throws when a store it needs cannot answer.
+  virtual boost::asio::awaitable<std::vector<SharedFrame>> messages(protocol::HistoryRequest request) = 0;
 };
 
 class UnlimitedSends final : public SendLimiter {

@@ -30,6 +30,18 @@ boost::asio::awaitable<bool> RedisSendLimiter::allow(std::string user, std::stri
   co_return verdict.allowed;
 }
 
+boost::asio::awaitable<std::vector<SharedFrame>> StoreHistoryReader::messages(
+    protocol::HistoryRequest request) {
+  // Named locals, not temporaries in the co_await expression (GCC 12, STYLE.md).
+  auto query = history::query_of(request);
+  auto step = history_.messages(std::move(request.room), query);
+  auto items = co_await std::move(step);
+  std::vector<SharedFrame> frames;
+  frames.reserve(items.size());
+  for (auto& item : items) frames.push_back(std::move(item.second));
+  co_return frames;
+}
+
 void AmqpIngestPublisher::publish(protocol::IngestMessage message,
                                   std::function<void(amqp::PublishStatus)> done) {
   const auto shard = shard_of(message.room, shards_);

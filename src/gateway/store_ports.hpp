@@ -1,8 +1,8 @@
 #pragma once
 // The real adapters of ports.hpp over the shared domain stores (login
 // sessions: store/login_sessions; room seq and log: store/rooms; send rate:
-// store/rate_limits) and the RabbitMQ publisher. Thin on purpose: the logic lives in the stores, which
-// the api and the sequencer use too.
+// store/rate_limits; history: store/history) and the RabbitMQ publisher. Thin on purpose: the logic lives in
+// the stores, which the api and the sequencer use too.
 //
 // Threading: as the ports say; redis::Client and amqp::Publisher are
 // thread-safe, these add no state.
@@ -11,6 +11,7 @@
 
 #include "common/config.hpp"
 #include "gateway/ports.hpp"
+#include "store/history.hpp"
 #include "store/login_sessions.hpp"
 #include "store/rate_limits.hpp"
 
@@ -55,6 +56,16 @@ class RedisSendLimiter final : public SendLimiter {
  private:
   store::RateLimiter limiter_;
   store::Rate rate_;
+};
+
+class StoreHistoryReader final : public HistoryReader {
+ public:
+  StoreHistoryReader(redis::Client& redis, pg::Pool& pool, std::uint32_t ingest_shards)
+      : history_(redis, pool, ingest_shards) {}
+  boost::asio::awaitable<std::vector<SharedFrame>> messages(protocol::HistoryRequest request) override;
+
+ private:
+  history::History history_;
 };
 
 class AmqpIngestPublisher final : public IngestPublisher {

@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <limits>
 
 #include "common/names.hpp"
 
@@ -141,6 +142,42 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
     if (user == nullptr) return fail(ErrorCode::bad_frame, "\"user\" must be a string", ref);
     return Frame{StatusRequest{std::string(*user)}, ref};
   }
+  if (*type == "history") {
+    HistoryRequest history;
+    if (auto error = room_of(history.room)) return *error;
+    // Absent or null = not given; otherwise an integer in range.
+    auto integer = [&](std::string_view key, std::int64_t min, std::int64_t max,
+                       std::optional<std::int64_t>& out) -> std::optional<FrameError> {
+      const json::value* value = object.if_contains(key);
+      if (value == nullptr || value->is_null()) return std::nullopt;
+      const auto bad = [&] {
+        // Appended, not "literal" + string: GCC 12 warns falsely (-Wrestrict).
+        std::string message(1, '"');
+        message.append(key).append("\" must be an integer ");
+        message.append(std::to_string(min)).append("..").append(std::to_string(max));
+        return fail(ErrorCode::bad_frame, std::move(message), ref);
+      };
+      std::int64_t number = 0;
+      if (value->is_int64())
+        number = value->get_int64();
+      else if (value->is_uint64() && value->get_uint64() <= static_cast<std::uint64_t>(max))
+        number = static_cast<std::int64_t>(value->get_uint64());
+      else
+        return bad();
+      if (number < min || number > max) return bad();
+      out = number;
+      return std::nullopt;
+    };
+    constexpr auto kSeqMax = std::numeric_limits<std::int64_t>::max();
+    std::optional<std::int64_t> limit;
+    if (auto error = integer("after_seq", 0, kSeqMax, history.after_seq)) return *error;
+    if (auto error = integer("before_seq", 0, kSeqMax, history.before_seq)) return *error;
+    if (auto error = integer("limit", 1, HistoryRequest::kMaxLimit, limit)) return *error;
+    if (history.after_seq && history.before_seq)
+      return fail(ErrorCode::bad_frame, "give \"after_seq\" or \"before_seq\", not both", ref);
+    if (limit) history.limit = *limit;
+    return Frame{std::move(history), ref};
+  }
   if (*type == "members") {
     std::string room;
     if (auto error = room_of(room)) return *error;
@@ -201,6 +238,35 @@ std::string members_frame(std::string_view room, const std::vector<std::string>&
   list.reserve(users.size());
   for (const auto& user : users) list.emplace_back(user);
   return finish({{"type", "members"}, {"room", room}, {"users", std::move(list)}}, ref);
+}
+
+std::string message_array(const std::vector<std::string_view>& frames) {
+  std::size_t size = 2;
+  for (auto frame : frames) size += frame.size() + 1;
+  std::string text;
+  text.reserve(size);
+  text += '[';
+  for (auto frame : frames) {
+    if (!frame.empty() && frame.back() == '\n') frame.remove_suffix(1);
+    if (text.size() > 1) text += ',';
+    text += frame;
+  }
+  text += ']';
+  return text;
+}
+
+std::string history_frame(std::string_view room, const std::vector<std::string_view>& frames,
+                          const Ref& ref) {
+  std::string text = json::serialize(json::object{{"type", "history"}, {"room", room}});
+  text.pop_back();  // the closing brace; the stored frames are spliced verbatim
+  text += ",\"messages\":";
+  text += message_array(frames);
+  if (ref) {
+    text += ",\"ref\":";
+    text += *ref;
+  }
+  text += "}\n";
+  return text;
 }
 
 std::string presence_frame(std::string_view room, std::string_view user, bool joined) {

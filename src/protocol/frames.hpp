@@ -59,8 +59,18 @@ struct StatusRequest {
 struct MembersRequest {
   std::string room;
 };
+// A page of a room's stored messages (store/history.hpp). At most one of
+// after_seq / before_seq (each >= 0); neither = the latest `limit`.
+struct HistoryRequest {
+  static constexpr std::int64_t kDefaultLimit = 50;
+  static constexpr std::int64_t kMaxLimit = 100;
+  std::string room;
+  std::optional<std::int64_t> after_seq;
+  std::optional<std::int64_t> before_seq;
+  std::int64_t limit = kDefaultLimit;  // 1..kMaxLimit
+};
 using Request = std::variant<AuthRequest, JoinRequest, LeaveRequest, SendRequest, PingRequest, StatusRequest,
-                             MembersRequest>;
+                             MembersRequest, HistoryRequest>;
 
 // `ref` is kept as serialized JSON so it is echoed verbatim.
 using Ref = std::optional<std::string>;
@@ -100,6 +110,12 @@ std::string status_frame(std::string_view user, bool online, std::optional<std::
                          const Ref& ref);
 // `users` as given (the store sorts them).
 std::string members_frame(std::string_view room, const std::vector<std::string>& users, const Ref& ref);
+// The JSON array of stored message frames, each embedded as it is (its
+// trailing '\n' dropped), never parsed or serialized again: "[f1,f2]".
+std::string message_array(const std::vector<std::string_view>& frames);
+// {"type":"history","room":R,"messages":[...]} with the frames as
+// message_array embeds them, oldest first.
+std::string history_frame(std::string_view room, const std::vector<std::string_view>& frames, const Ref& ref);
 // A room presence event: `joined` true -> "join", false -> "leave". No seq:
 // it is neither stored nor replayed.
 std::string presence_frame(std::string_view room, std::string_view user, bool joined);

@@ -203,6 +203,17 @@ LogFrames parse_log(const redis::Reply& reply) {
   return frames;
 }
 
+std::vector<std::string> log_upward_command(std::uint32_t shard, std::string_view room, std::int64_t from,
+                                            std::size_t count) {
+  return {"XRANGE", keys::room_log(shard, room), entry_id(from), "+", "COUNT", std::to_string(count)};
+}
+
+std::vector<std::string> log_downward_command(std::uint32_t shard, std::string_view room,
+                                              std::optional<std::int64_t> from, std::size_t count) {
+  return {"XREVRANGE", keys::room_log(shard, room), from ? entry_id(*from) : std::string("+"), "-",
+          "COUNT",     std::to_string(count)};
+}
+
 LogFrames read_log(redis::Connection& redis, std::uint32_t shards, std::string_view room, std::int64_t from,
                    std::int64_t to) {
   return parse_log(redis.command(read_log_command(shard_of(room, shards), room, from, to)));

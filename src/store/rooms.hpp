@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -66,6 +67,15 @@ boost::asio::awaitable<LogFrames> async_read_log(redis::Client& redis, std::uint
 std::vector<std::string> read_log_command(std::uint32_t shard, std::string_view room, std::int64_t from,
                                           std::int64_t to);
 LogFrames parse_log(const redis::Reply& reply);
+
+// Pages of the log for history (store/history.hpp), parsed by parse_log:
+// up to `count` entries with seq >= `from`, ascending (XRANGE ... COUNT);
+std::vector<std::string> log_upward_command(std::uint32_t shard, std::string_view room, std::int64_t from,
+                                            std::size_t count);
+// up to `count` entries with seq <= `from` (nullopt: from the newest),
+// descending (XREVRANGE ... COUNT).
+std::vector<std::string> log_downward_command(std::uint32_t shard, std::string_view room,
+                                              std::optional<std::int64_t> from, std::size_t count);
 
 // ------------------------------------------------------------ sequencing
 
