@@ -464,6 +464,7 @@ Effects ChatCore::on_server_line(std::string_view line) {
     std::string ref = string_field(object, "ref");
     std::string message = string_field(object, "message");
     if (is_fatal_code(code)) effects.closing = true;
+    if (code == "unauthorized") effects.refused = true;
     if (on_query_error(ref, code, message, effects)) return effects;
     if (!ref.empty()) {
       if (ref.rfind(join_ref_prefix, 0) == 0) {

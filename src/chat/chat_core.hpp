@@ -41,6 +41,7 @@ struct Effects {
   std::vector<std::string> notices;   // status and errors for stderr
   bool quit = false;                  // the user asked to leave
   bool closing = false;               // the server sent a fatal error; it will close
+  bool refused = false;               // ... `unauthorized`: the token is no good, do not reconnect
 };
 
 class ChatCore {

@@ -39,6 +39,25 @@ void publish(LineClient& client, Collector& frames, std::size_t& acked, const st
   }
 }
 
+// Acks come when RabbitMQ has a message, before it is sequenced: this waits
+// until the room's seq (as a join reports it) reaches `seq`.
+void wait_for_seq(std::uint16_t port, const TestUser& user, const std::string& room, std::int64_t seq) {
+  LineClient probe(port, 0, "probe");
+  probe.auth(user.token, user.name);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (;;) {
+    const auto now = probe.join(room);
+    if (now >= seq) return;
+    if (std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("room " + room + " stays at seq " + std::to_string(now));
+    probe.send_json({{"type", "leave"}, {"room", room}});
+    // Whatever the short membership received, then `left`.
+    while (str(probe.next(), "type") != "left") {
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
 // A publisher of its own that sends one message every `period` until
 // stopped: the room keeps going while a client resumes.
 class Trickle {
@@ -46,6 +65,7 @@ class Trickle {
   Trickle(std::uint16_t port, const TestUser& user, std::string room, Millis period)
       : client_(port, 0, "trickle"), room_(std::move(room)) {
     client_.auth(user.token, user.name);
+    client_.join(room_);
     frames_ = std::make_unique<Collector>(client_);
     thread_ = std::thread([this, period] {
       while (!stop_) {
@@ -169,7 +189,7 @@ TEST(Recovery, SinceOlderThanTheLogIsNotRecoveredAndStreamsNothingOld) {
   auto services = service_env();
   auto secret = random_secret();
   auto api = start_api(services, secret, kApiPort);
-  auto gateway = start_gateway(services, secret, kGateway, {"--room-log-length", "50"});
+  auto gateway = start_gateway(services, secret, kGateway, {"--room-log-length", "100"});
   HttpClient http(kApiPort);
   auto reader_user = make_user(http, "reader");
   auto publisher_user = make_user(http, "pub");
@@ -180,28 +200,29 @@ TEST(Recovery, SinceOlderThanTheLogIsNotRecoveredAndStreamsNothingOld) {
   ASSERT_EQ(publisher.join(room), 0);
   Collector published(publisher);
   std::size_t acked = 0;
-  // Redis trims the log approximately (whole stream nodes of 100 entries):
-  // 400 messages leave far fewer than 398 behind.
-  publish(publisher, published, acked, room, "m", 400, "old");
+  // The smallest window (100); Redis trims approximately (whole stream nodes
+  // of 100 entries), so 600 messages leave at most ~200 behind.
+  publish(publisher, published, acked, room, "m", 600, "old");
+  wait_for_seq(kGateway, publisher_user, room, 600);
 
   LineClient reader(kGateway, 0, "reader");
   reader.auth(reader_user.token, reader_user.name);
   auto joined = join_since(reader, room, 2);
   EXPECT_FALSE(joined.at("recovered").as_bool()) << to_text(joined);
-  EXPECT_EQ(num(joined, "seq"), 400);
+  EXPECT_EQ(num(joined, "seq"), 600);
   reader.expect_silence(500ms);  // nothing old is streamed
   publisher.send(room, "live", "live");
   auto frame = reader.next();
   EXPECT_EQ(str(frame, "type"), "message") << to_text(frame);
-  EXPECT_EQ(num(frame, "seq"), 401);
+  EXPECT_EQ(num(frame, "seq"), 601);
 
   // A since still in the window is recovered, and replays exactly (since, seq].
   LineClient second(kGateway, 0, "second");
   second.auth(reader_user.token, reader_user.name);
-  auto recent = join_since(second, room, 395);
+  auto recent = join_since(second, room, 595);
   EXPECT_TRUE(recent.at("recovered").as_bool()) << to_text(recent);
-  EXPECT_EQ(num(recent, "seq"), 401);
-  for (std::int64_t seq = 396; seq <= 401; ++seq) {
+  EXPECT_EQ(num(recent, "seq"), 601);
+  for (std::int64_t seq = 596; seq <= 601; ++seq) {
     auto message = second.next();
     ASSERT_EQ(str(message, "type"), "message") << to_text(message);
     ASSERT_EQ(num(message, "seq"), seq);
@@ -246,16 +267,15 @@ TEST(Recovery, AReplayLargerThanTheSendQueueIsNotCut) {
   auto publisher_user = make_user(http, "pub");
   const auto room = unique_name("big-replay-");
 
-  LineClient publisher(kGateway, 0, "publisher");
-  publisher.auth(publisher_user.token, publisher_user.name);
-  ASSERT_EQ(publisher.join(room), 0);
-  Collector published(publisher);
-  std::size_t acked = 0;
-  // 1000 frames of ~4 KB: ~4 MB, over 60 times the send queue's bound. The
-  // publisher's own copies come back to it too: small batches keep its
-  // queue (same bound) well below the limit.
+  // 1000 frames of ~4 KB: ~4 MB, over 60 times the send queue's bound.
+  // Published over HTTP: a room member's queue (same bound) could not take
+  // the live copies of such a burst.
   const std::string body(4000, 'r');
-  publish(publisher, published, acked, room, "m", 1000, body, 5);
+  for (int i = 0; i < 1000; ++i) {
+    auto response = http.publish(publisher_user.token, room, body, id_of("m", i));
+    ASSERT_LT(response.status, 300) << response.describe();
+  }
+  wait_for_seq(kGateway, publisher_user, room, 1000);
 
   LineClient reader(kGateway, 0, "reader");
   reader.auth(reader_user.token, reader_user.name);
