@@ -29,16 +29,25 @@ rooms::LogFrames fetch_range(redis::Connection& redis, std::uint32_t shards, con
   return {};
 }
 
-// Seqs [from, to] of `room` cannot be had: every local member still owed
-// any of them gets a `gap` frame, once (RoomStreams cuts it to what each is
-// owed).
-void add_gap(SequencedBatch& batch, const std::string& room, std::int64_t from, std::int64_t to) {
-  spdlog::warn("fanout: room {} seqs {}..{} are not in the Redis log; reported as a gap", room, from, to);
-  batch.push_back(
-      {room, to, std::make_shared<const std::string>(protocol::gap_frame(room, from, to)), {}, from});
-}
-
 }  // namespace
+
+void add_log_range(const std::string& room, std::int64_t from, std::int64_t to,
+                   std::vector<std::pair<std::int64_t, SharedFrame>> found, SequencedBatch& batch) {
+  auto add_gap = [&](std::int64_t first, std::int64_t last) {
+    spdlog::warn("fanout: room {} seqs {}..{} are not in the Redis log; reported as a gap", room, first,
+                 last);
+    batch.push_back(
+        {room, last, std::make_shared<const std::string>(protocol::gap_frame(room, first, last)), {}, first});
+  };
+  std::int64_t next = from;
+  for (auto& [seq, frame] : found) {
+    if (seq < next || seq > to) continue;
+    if (seq > next) add_gap(next, seq - 1);
+    batch.push_back({room, seq, std::move(frame), {}});
+    next = seq + 1;
+  }
+  if (next <= to) add_gap(next, to);
+}
 
 // Presence events are not sequenced: no cursor, no ordering, no repair.
 bool add_presence_items(std::string_view body, SequencedBatch& batch) {
@@ -83,14 +92,7 @@ void Fanout::run() {
   // Frames [from, to] from the log, with a gap item for each run of seqs
   // it no longer has; the cursor ends at `to` either way.
   auto fill = [&](const std::string& room, std::int64_t from, std::int64_t to) {
-    std::int64_t next = from;
-    for (auto& [seq, frame] : fetch_range(*redis, shards, room, from, to)) {
-      if (seq < next || seq > to) continue;
-      if (seq > next) add_gap(batch, room, next, seq - 1);
-      batch.push_back({room, seq, std::move(frame), {}});
-      next = seq + 1;
-    }
-    if (next <= to) add_gap(batch, room, next, to);
+    add_log_range(room, from, to, fetch_range(*redis, shards, room, from, to), batch);
     cursors.delivered(room, to);
   };
   auto deliver_in_order = [&](const std::string& room, std::int64_t seq, SharedFrame frame) {
