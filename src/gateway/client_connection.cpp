@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
@@ -523,15 +524,19 @@ std::size_t ClientConnection::replay_budget() const {
   return queued >= half ? 0 : half - queued;
 }
 
-// The transport has no "drained" event: a short poll, only while a replay
-// waits on a full queue (a client reading slower than the log is served).
+// The transport has no "drained" event: a poll, only while a replay waits
+// on a full queue. It starts short (a reading client drains fast) and backs
+// off to 50 ms, so a client that stopped reading costs next to nothing
+// until the idle or slow-consumer cut ends it.
 asio::awaitable<void> ClientConnection::wait_for_send_queue() {
   const std::size_t low = services_.config.send_queue_bytes / 4;
   if (transport_->queued_bytes() <= low) co_return;
   asio::steady_timer timer(executor_);
+  auto pause = std::chrono::milliseconds(1);
   while (state_ == State::open && transport_->queued_bytes() > low) {
-    timer.expires_after(std::chrono::milliseconds(2));
+    timer.expires_after(pause);
     co_await timer.async_wait(nothrow_awaitable);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
   }
 }
 

@@ -142,7 +142,12 @@ void RoomStreams::apply(const std::string& room, Stream& stream, const Repair& r
                         std::vector<LogFrame> frames, std::size_t budget, Output& out) {
   auto gap_to = [&](std::int64_t to) {
     if (to <= stream.read_seq) return;
-    const std::int64_t from = stream.read_seq + 1;
+    std::int64_t from = stream.read_seq + 1;
+    // A range missing across chunks (a long skipped range) is one gap.
+    if (!stream.buffer.empty() && stream.buffer.back().gap && stream.buffer.back().seq == from - 1) {
+      from = stream.buffer.back().from;
+      stream.buffer.pop_back();
+    }
     stream.buffer.push_back(
         Item{from, to, std::make_shared<const std::string>(protocol::gap_frame(room, from, to)), true});
     stream.read_seq = to;
@@ -168,6 +173,9 @@ void RoomStreams::apply(const std::string& room, Stream& stream, const Repair& r
 void RoomStreams::pump_stream(const std::string& room, Stream& stream, std::size_t budget, Output& out) {
   std::size_t handed = 0;
   while (!stream.buffer.empty()) {
+    // A gap at the end of what was read may go on in the next chunk: it
+    // waits for that read, so the client gets the whole range as one.
+    if (stream.buffer.size() == 1 && stream.buffer.front().gap && stream.read_seq < stream.target) break;
     const std::size_t size = stream.buffer.front().frame->size();
     if (handed > 0 && handed + size > budget) return;
     handed += size;
@@ -200,8 +208,7 @@ RoomStreams::RepairResult RoomStreams::repaired(const Repair& repair,
   if (stream == nullptr) return RepairResult::stale;
   if (!frames) return RepairResult::failed;
   // An answer to a read this stream no longer waits for hands on nothing.
-  if (stream->phase != Stream::Phase::reading || !stream->buffer.empty() ||
-      repair.from != stream->read_seq + 1)
+  if (stream->phase != Stream::Phase::reading || repair.from != stream->read_seq + 1)
     return RepairResult::applied;
   apply(repair.room, *stream, repair, std::move(*frames), budget, out);
   return RepairResult::applied;

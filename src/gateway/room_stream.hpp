@@ -17,8 +17,8 @@
 //    seq instead. Every live frame is in the log before it is fanned out, so
 //    nothing is lost; only a read that finds a seq gone (trimmed from the
 //    log, or never written after a Redis data loss) turns it into a gap.
-//  - Seqs the log no longer has become one `gap` frame per missing range,
-//    in order among the messages; so does a gap the fan-out thread found
+//  - Seqs the log no longer has become one `gap` frame per missing range
+//    (however many chunks it spans), in order among the messages; so does a gap the fan-out thread found
 //    (deliver_gap), cut to what this client is still owed.
 //  - A read that fails means the client must be cut (lost_sync); one that
 //    finishes after a leave (and maybe a new join) of its room is stale and

@@ -339,6 +339,21 @@ TEST(RoomStreams, MissingSeqsInAReplayBecomeGapFrames) {
   EXPECT_EQ(all.gap_seqs, 13u);
 }
 
+TEST(RoomStreams, ARangeMissingAcrossChunksIsOneGap) {
+  RoomStreams streams;
+  auto join = streams.join("r", 10);
+  // 101..1000 skipped (a Redis data loss), the room goes on at 1001.
+  std::vector<std::int64_t> missing;
+  for (std::int64_t seq = 101; seq <= 1000; ++seq) missing.push_back(seq);
+  Replayer replayer{streams, missing};
+  RoomStreams::Output all;
+  replayer.run(streams.replay_start("r", join.membership, 50, 1003), 1003, all);
+  Strings expected = concat(range_texts(51, 100), Strings{gap("r", 101, 1000)});
+  EXPECT_EQ(texts(all), concat(expected, range_texts(1001, 1003)));
+  EXPECT_EQ(all.gaps, 1u);
+  EXPECT_EQ(all.gap_seqs, 900u);
+}
+
 TEST(RoomStreams, ReplayOverTheHoldBoundDropsLiveFramesAndReadsThemFromTheLog) {
   RoomStreams streams({.hold_bytes = 8, .chunk = 10});
   RoomStreams::Output out;
