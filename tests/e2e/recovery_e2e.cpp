@@ -291,5 +291,69 @@ TEST(Recovery, AReplayLargerThanTheSendQueueIsNotCut) {
   reader.expect_silence(300ms);
 }
 
+std::string padded(std::string_view prefix, int n) {
+  std::string text(prefix);
+  const auto digits = std::to_string(n);
+  text.append(4 - std::min<std::size_t>(4, digits.size()), '0');
+  text += digits;
+  return text;
+}
+
+// rtmc-chat, left alone, rides out a gateway restart: it reconnects, resumes
+// its room with `since` and shows every message once, in order, including
+// those sent while it was away.
+TEST(Recovery, TheChatClientResumesByItselfAfterItsGatewayRestarts) {
+  auto services = service_env();
+  auto secret = random_secret();
+  auto api = start_api(services, secret, kApiPort);
+  auto gateway = start_gateway(services, secret, kGateway);
+  HttpClient http(kApiPort);
+  auto chatter = make_user(http, "chat");
+  auto publisher = make_user(http, "pub");
+  const auto room = unique_name("chat-resume-");
+
+  // stdin is /dev/null: the client lingers, printing what arrives.
+  Process chat(
+      "chat", RTMC_CHAT_BIN,
+      {"--api", "http://127.0.0.1:" + std::to_string(kApiPort), "--gateway",
+       "127.0.0.1:" + std::to_string(kGateway), "--user", chatter.name, "--room", room, "--linger-s", "120"},
+      {{"RTMC_CHAT_PASSWORD", chatter.password}});
+  ASSERT_TRUE(chat.wait_for_log("* joined #" + room, 20s)) << chat.log_tail();
+
+  auto publish_http = [&](std::string_view prefix, int count) {
+    for (int i = 0; i < count; ++i) {
+      auto response = http.publish(publisher.token, room, padded(prefix, i), padded(prefix, i));
+      ASSERT_EQ(response.status, 202) << response.describe();
+    }
+  };
+  publish_http("before-", 10);
+  ASSERT_TRUE(chat.wait_for_log(padded("before-", 9), 20s)) << chat.log_tail();
+
+  gateway->terminate();
+  // Sent while the client has no gateway: they wait in RabbitMQ until the
+  // next gateway sequences them.
+  publish_http("away-", 50);
+  gateway = start_gateway(services, secret, kGateway);
+  ASSERT_TRUE(chat.wait_for_log("* reconnected", 30s)) << chat.log_tail();
+  publish_http("after-", 10);
+  ASSERT_TRUE(chat.wait_for_log(padded("after-", 9), 30s)) << chat.log_tail();
+
+  const auto log = chat.log();
+  std::vector<std::string> expected;
+  for (int i = 0; i < 10; ++i) expected.push_back(padded("before-", i));
+  for (int i = 0; i < 50; ++i) expected.push_back(padded("away-", i));
+  for (int i = 0; i < 10; ++i) expected.push_back(padded("after-", i));
+  std::size_t at = 0;
+  for (const auto& body : expected) {
+    const std::string line_end = "> " + body + "\n";
+    const auto found = log.find(line_end, at);
+    ASSERT_NE(found, std::string::npos) << body << " missing or out of order; log:\n" << chat.log_tail(120);
+    EXPECT_EQ(log.find(line_end, found + 1), std::string::npos) << body << " shown twice";
+    at = found + 1;
+  }
+  EXPECT_EQ(log.find("messages missed"), std::string::npos) << "the log covered the range";
+  EXPECT_TRUE(chat.running()) << "the client lives on";
+}
+
 }  // namespace
 }  // namespace rtmc::e2e
