@@ -1,5 +1,6 @@
 #include "chat/chat_core.hpp"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
 #include <ctime>
@@ -49,6 +50,14 @@ bool is_fatal_code(std::string_view code) {
 constexpr std::string_view join_ref_prefix = "join:";
 constexpr std::string_view who_ref_prefix = "who:";
 constexpr std::string_view status_ref_prefix = "status:";
+// The latest messages asked on joining a room, and /history pages.
+constexpr std::string_view recent_ref_prefix = "recent:";
+constexpr std::string_view page_ref_prefix = "page:";
+constexpr std::int64_t kRecentLimit = 20;
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
 
 std::optional<std::uint64_t> parse_number(std::string_view text) {
   std::uint64_t value = 0;
@@ -169,6 +178,7 @@ std::string ChatCore::help_text() {
          "  /leave [R]  leave room R (default: the current room)\n"
          "  /room R     make the joined room R current\n"
          "  /rooms      list joined rooms\n"
+         "  /history    show older messages of the current room (again: older still)\n"
          "  /who [R]    list the members of room R (default: the current room) with their status\n"
          "  /status U   show whether user U is online, or when they were last seen\n"
          "  /quit       leave the chat\n"
@@ -195,6 +205,7 @@ void ChatCore::send_body(std::string_view body, Effects& effects) {
   // ref = id, so an error for this send can be matched to its pending entry.
   effects.frames.push_back(
       frame({{"type", "send"}, {"room", current_room_}, {"id", id}, {"body", body}, {"ref", id}}));
+  unacked_[id] = PendingSend{current_room_, std::string(body)};
   pending_.insert(std::move(id));
 }
 
@@ -220,6 +231,7 @@ void ChatCore::handle_command(std::string_view command, std::string_view argumen
     }
     effects.frames.push_back(frame({{"type", "leave"}, {"room", room}}));
     joined_.erase(room);
+    views_.erase(room);
     if (current_room_ == room) current_room_ = joined_.empty() ? std::string() : *joined_.begin();
   } else if (command == "/room") {
     std::string room(argument);
@@ -234,6 +246,8 @@ void ChatCore::handle_command(std::string_view command, std::string_view argumen
     std::string list;
     for (const auto& room : joined_) list += (room == current_room_ ? " *#" : " #") + room;
     effects.notices.push_back(joined_.empty() ? "* no rooms" : "* rooms:" + list);
+  } else if (command == "/history") {
+    request_history_page(effects);
   } else if (command == "/who") {
     request_who(argument, effects);
   } else if (command == "/status") {
@@ -405,11 +419,20 @@ Effects ChatCore::on_server_line(std::string_view line) {
   const json::object& object = parsed.get_object();
   std::string type = string_field(object, "type");
   if (type == "message") {
-    effects.messages.push_back(format_message(string_field(object, "room"), string_field(object, "from"),
-                                              string_field(object, "body"), int_field(object, "ts"),
-                                              options_.utc_clock));
+    on_message(object, effects);
+  } else if (type == "history") {
+    on_history(object, effects);
+  } else if (type == "gap") {
+    const std::string room = string_field(object, "room");
+    const auto from = int_field(object, "from");
+    const auto to = int_field(object, "to");
+    auto& view = views_[room];
+    view.last_seq = std::max(view.last_seq, to);
+    effects.notices.push_back("! #" + printable(room) + ": messages " + std::to_string(from) + ".." +
+                              std::to_string(to) + " are lost (gap)");
   } else if (type == "ack") {
     pending_.erase(string_field(object, "id"));
+    unacked_.erase(string_field(object, "id"));
   } else if (type == "presence") {
     std::string event = string_field(object, "event");
     std::string_view verb = event == "join" ? "joined" : event == "leave" ? "left" : "";
@@ -427,12 +450,13 @@ Effects ChatCore::on_server_line(std::string_view line) {
     user_ = string_field(object, "user");
     heartbeat_s_ = static_cast<int>(int_field(object, "heartbeat_s"));
     effects.notices.push_back("* signed in as " + printable(user_));
-    if (!options_.initial_room.empty()) request_join(options_.initial_room, effects);
+    if (resuming_) {
+      resume(effects);
+    } else if (!options_.initial_room.empty()) {
+      request_join(options_.initial_room, effects);
+    }
   } else if (type == "joined") {
-    std::string room = string_field(object, "room");
-    joined_.insert(room);
-    effects.notices.push_back("* joined #" + printable(room) + " (last seq " +
-                              std::to_string(int_field(object, "seq")) + ")");
+    on_joined(object, effects);
   } else if (type == "left") {
     effects.notices.push_back("* left #" + printable(string_field(object, "room")));
   } else if (type == "error") {
@@ -440,20 +464,184 @@ Effects ChatCore::on_server_line(std::string_view line) {
     std::string ref = string_field(object, "ref");
     std::string message = string_field(object, "message");
     if (is_fatal_code(code)) effects.closing = true;
+    if (code == "unauthorized") effects.refused = true;
     if (on_query_error(ref, code, message, effects)) return effects;
     if (!ref.empty()) {
       if (ref.rfind(join_ref_prefix, 0) == 0) {
         std::string room = ref.substr(join_ref_prefix.size());
         joined_.erase(room);
+        views_.erase(room);
         if (current_room_ == room) current_room_ = joined_.empty() ? std::string() : *joined_.begin();
+      } else if (starts_with(ref, recent_ref_prefix)) {
+        // A server without `history`: the live messages go on all the same.
+        release_held(ref.substr(recent_ref_prefix.size()), effects);
+      } else if (starts_with(ref, page_ref_prefix)) {
       } else {
         pending_.erase(ref);
+        unacked_.erase(ref);
       }
     }
     effects.notices.push_back("! error " + printable(code) + ": " + printable(message));
   }
   // Unknown types come from a newer server; ignoring them keeps old clients working.
   return effects;
+}
+
+void ChatCore::on_message(const json::object& object, Effects& effects) {
+  const std::string room = string_field(object, "room");
+  const std::int64_t seq = int_field(object, "seq");
+  auto line = format_message(room, string_field(object, "from"), string_field(object, "body"),
+                             int_field(object, "ts"), options_.utc_clock);
+  auto found = views_.find(room);
+  if (found == views_.end()) {
+    effects.messages.push_back(std::move(line));
+    return;
+  }
+  RoomView& view = found->second;
+  if (view.recent_upto >= 0) {
+    view.held.emplace_back(seq, std::move(line));
+    return;
+  }
+  // A resumed stream never repeats a seq; this guards the screen anyway.
+  if (view.known && seq <= view.last_seq) return;
+  view.last_seq = seq;
+  effects.messages.push_back(std::move(line));
+}
+
+void ChatCore::on_joined(const json::object& object, Effects& effects) {
+  const std::string room = string_field(object, "room");
+  const std::int64_t seq = int_field(object, "seq");
+  joined_.insert(room);
+  RoomView& view = views_[room];
+  const json::value* recovered = object.if_contains("recovered");
+  if (recovered != nullptr && recovered->is_bool()) {
+    const std::int64_t since = view.since >= 0 ? view.since : view.last_seq;
+    view.since = -1;
+    view.known = true;
+    if (recovered->get_bool()) {
+      view.last_seq = since;
+      effects.notices.push_back("* rejoined #" + printable(room) + "; catching up from seq " +
+                                std::to_string(since));
+    } else {
+      // Nothing old is streamed: the stream goes on after `seq`.
+      view.last_seq = seq;
+      view.oldest_shown = seq + 1;
+      effects.notices.push_back("! #" + printable(room) + ": " + std::to_string(seq - since) +
+                                " messages missed while disconnected; /history to page back");
+    }
+    return;
+  }
+  effects.notices.push_back("* joined #" + printable(room) + " (last seq " + std::to_string(seq) + ")");
+  if (view.known) return;  // a repeated join: the stream goes on
+  view.known = true;
+  view.last_seq = seq;
+  view.oldest_shown = seq + 1;
+  if (seq == 0) return;
+  // The room's latest messages first; live ones wait until they are shown.
+  view.recent_upto = seq;
+  effects.frames.push_back(frame({{"type", "history"},
+                                  {"room", room},
+                                  {"limit", kRecentLimit},
+                                  {"ref", std::string(recent_ref_prefix) + room}}));
+}
+
+void ChatCore::on_history(const json::object& object, Effects& effects) {
+  const std::string ref = string_field(object, "ref");
+  const bool recent = starts_with(ref, recent_ref_prefix);
+  const bool page = starts_with(ref, page_ref_prefix);
+  if (!recent && !page) return;
+  const std::string room = ref.substr(recent ? recent_ref_prefix.size() : page_ref_prefix.size());
+  auto found = views_.find(room);
+  if (found == views_.end()) return;
+  RoomView& view = found->second;
+  std::vector<std::string> lines;
+  std::int64_t oldest = 0;
+  if (const json::value* messages = object.if_contains("messages"); messages && messages->is_array()) {
+    for (const auto& item : messages->get_array()) {
+      if (!item.is_object()) continue;
+      const auto& message = item.get_object();
+      const std::int64_t seq = int_field(message, "seq");
+      // Newer ones come live (held meanwhile).
+      if (recent && seq > view.recent_upto) continue;
+      if (oldest == 0) oldest = seq;
+      lines.push_back(format_message(room, string_field(message, "from"), string_field(message, "body"),
+                                     int_field(message, "ts"), options_.utc_clock));
+    }
+  }
+  if (page && lines.empty()) effects.notices.push_back("* #" + printable(room) + ": no older messages");
+  if (oldest > 0) view.oldest_shown = oldest;
+  for (auto& line : lines) effects.messages.push_back(std::move(line));
+  if (recent) release_held(room, effects);
+}
+
+void ChatCore::release_held(const std::string& room, Effects& effects) {
+  auto found = views_.find(room);
+  if (found == views_.end() || found->second.recent_upto < 0) return;
+  RoomView& view = found->second;
+  view.recent_upto = -1;
+  for (auto& [seq, line] : std::exchange(view.held, {})) {
+    if (seq <= view.last_seq) continue;
+    view.last_seq = seq;
+    effects.messages.push_back(std::move(line));
+  }
+}
+
+void ChatCore::request_history_page(Effects& effects) {
+  if (current_room_.empty()) {
+    effects.notices.push_back("! not in any room; /join a room first");
+    return;
+  }
+  RoomView& view = views_[current_room_];
+  const std::int64_t before = view.oldest_shown > 0 ? view.oldest_shown : view.last_seq + 1;
+  if (before <= 1) {
+    effects.notices.push_back("* #" + printable(current_room_) + ": no older messages");
+    return;
+  }
+  effects.frames.push_back(frame({{"type", "history"},
+                                  {"room", current_room_},
+                                  {"before_seq", before},
+                                  {"limit", kRecentLimit},
+                                  {"ref", std::string(page_ref_prefix) + current_room_}}));
+}
+
+Effects ChatCore::on_disconnected() {
+  Effects effects;
+  user_.clear();
+  heartbeat_s_ = 0;
+  resuming_ = true;
+  // Whatever was held for a recent-history answer that will not come is shown.
+  for (auto& [room, view] : views_) {
+    release_held(room, effects);
+    view.since = -1;
+  }
+  // Unanswered queries will not be answered on the new connection.
+  who_queries_.clear();
+  status_queries_.clear();
+  return effects;
+}
+
+void ChatCore::resume(Effects& effects) {
+  for (const auto& room : joined_) {
+    auto found = views_.find(room);
+    json::object join{{"type", "join"}, {"room", room}, {"ref", std::string(join_ref_prefix) + room}};
+    if (found != views_.end() && found->second.known) {
+      join["since"] = found->second.last_seq;
+      found->second.since = found->second.last_seq;
+    }
+    effects.frames.push_back(frame(join));
+  }
+  // The same ids: a send that did reach the server before the drop is
+  // answered as a repeat (ack), never delivered twice.
+  for (const auto& [id, send] : unacked_)
+    effects.frames.push_back(
+        frame({{"type", "send"}, {"room", send.room}, {"id", id}, {"body", send.body}, {"ref", id}}));
+  if (!joined_.empty() || !unacked_.empty())
+    effects.notices.push_back("* reconnected; resuming " + std::to_string(joined_.size()) + " room(s)");
+}
+
+std::int64_t ChatCore::last_seq(const std::string& room) const {
+  auto found = views_.find(room);
+  return found == views_.end() ? 0 : found->second.last_seq;
 }
 
 std::string printable(std::string_view text) {

@@ -1,6 +1,13 @@
 #pragma once
 // The chat client's logic, apart from sockets and terminals: it turns typed
 // lines into gateway frames and server lines into text for a person.
+// Recovery (issue 7): on joining a room that has messages it asks for the
+// latest ones (`history`, limit 20) and holds live messages until they are
+// shown, so the screen stays in seq order; after a dropped connection
+// (on_disconnected, then auth_ok again) it rejoins every room with `since` =
+// the last seq it showed, resends the sends not yet acknowledged (same id:
+// the server's dedupe delivers each once) and says what could not be
+// recovered (`recovered: false`, `gap`).
 // Not thread-safe; the owner calls it from one thread (the client's io_context).
 
 #include <boost/json/fwd.hpp>
@@ -34,6 +41,7 @@ struct Effects {
   std::vector<std::string> notices;   // status and errors for stderr
   bool quit = false;                  // the user asked to leave
   bool closing = false;               // the server sent a fatal error; it will close
+  bool refused = false;               // ... `unauthorized`: the token is no good, do not reconnect
 };
 
 class ChatCore {
@@ -47,6 +55,11 @@ class ChatCore {
   Effects on_input(std::string_view line);
   // One line from the gateway (without '\n').
   Effects on_server_line(std::string_view line);
+  // The connection to the gateway is gone; a new one authenticates with
+  // auth_frame() again, and its auth_ok resumes every room.
+  Effects on_disconnected();
+  // The last seq shown (or skipped past) in `room`; 0 when none.
+  std::int64_t last_seq(const std::string& room) const;
 
   bool authenticated() const { return !user_.empty(); }
   const std::string& user() const { return user_; }
@@ -68,6 +81,15 @@ class ChatCore {
   void request_join(std::string_view room, Effects& effects);
   void handle_command(std::string_view command, std::string_view argument, Effects& effects);
   void send_body(std::string_view body, Effects& effects);
+  void on_message(const boost::json::object& object, Effects& effects);
+  void on_joined(const boost::json::object& object, Effects& effects);
+  void on_history(const boost::json::object& object, Effects& effects);
+  void request_history_page(Effects& effects);
+  // After a reconnect's auth_ok: every room again, with `since`, then the
+  // unacknowledged sends.
+  void resume(Effects& effects);
+  // Shows the live messages held while a room's recent history was asked.
+  void release_held(const std::string& room, Effects& effects);
   void request_who(std::string_view argument, Effects& effects);
   void request_status(std::string_view argument, Effects& effects);
   void on_members(const std::string& ref, const boost::json::object& object, Effects& effects);
@@ -87,7 +109,25 @@ class ChatCore {
     std::size_t awaiting = 0;
   };
 
+  // What the client knows of a room's stream.
+  struct RoomView {
+    std::int64_t last_seq = 0;      // the last seq shown or accounted for
+    bool known = false;             // a `joined` arrived: last_seq is a resume point
+    std::int64_t since = -1;        // the `since` of a resuming join in flight
+    std::int64_t recent_upto = -1;  // >= 0: recent history asked, shown up to it
+    std::vector<std::pair<std::int64_t, std::string>> held{};  // live lines meanwhile
+    std::int64_t oldest_shown = 0;  // /history pages back from here (0: last_seq + 1)
+  };
+  // A send not acknowledged yet: resent after a reconnect.
+  struct PendingSend {
+    std::string room;
+    std::string body;
+  };
+
   ChatCoreOptions options_;
+  std::map<std::string, RoomView> views_;
+  bool resuming_ = false;                       // on_disconnected() ran: auth_ok resumes the rooms
+  std::map<std::string, PendingSend> unacked_;  // by id
   std::string user_;
   int heartbeat_s_ = 0;
   std::string current_room_;

@@ -466,5 +466,160 @@ TEST(HttpUrl, ParsesHostPortAndBasePath) {
   EXPECT_THROW(HttpUrl::parse("http://:80"), std::invalid_argument);
 }
 
+// ---- recovery (issue 7)
+
+std::vector<json::object> frames_of(const Effects& effects) {
+  std::vector<json::object> frames;
+  for (const auto& text : effects.frames) frames.push_back(parse_frame(text));
+  return frames;
+}
+
+std::string message_line(std::string_view room, std::int64_t seq) {
+  std::string body = "m";
+  body += std::to_string(seq);
+  return json::serialize(json::object{{"type", "message"},
+                                      {"room", room},
+                                      {"seq", seq},
+                                      {"id", "i"},
+                                      {"from", "bob"},
+                                      {"body", body},
+                                      {"ts", now_ms}});
+}
+
+json::object message_object(std::string_view room, std::int64_t seq) {
+  return json::parse(message_line(room, seq)).as_object();
+}
+
+// The bodies of the chat lines, in order ("m7" for seq 7).
+std::vector<std::string> bodies(const Effects& effects) {
+  std::vector<std::string> out;
+  for (const auto& line : effects.messages) out.push_back(line.substr(line.rfind("> ") + 2));
+  return out;
+}
+
+std::vector<std::string> range_bodies(std::int64_t from, std::int64_t to) {
+  std::vector<std::string> out;
+  for (auto seq = from; seq <= to; ++seq) {
+    std::string body = "m";
+    body += std::to_string(seq);
+    out.push_back(body);
+  }
+  return out;
+}
+
+std::string history_reply(std::string_view room, std::string_view ref, std::int64_t from, std::int64_t to) {
+  json::array messages;
+  for (auto seq = from; seq <= to; ++seq) messages.push_back(message_object(room, seq));
+  return json::serialize(
+      json::object{{"type", "history"}, {"room", room}, {"messages", std::move(messages)}, {"ref", ref}});
+}
+
+ChatCore fresh_core() {
+  ChatCore core(
+      {.initial_room = "lobby", .id_prefix = "t", .utc_clock = true, .clock = [] { return now_ms; }});
+  core.on_server_line(R"({"type":"auth_ok","user":"alice","heartbeat_s":30})");
+  return core;
+}
+
+TEST(ChatRecovery, JoiningARoomWithMessagesShowsTheLatestThenTheLiveOnesInOrder) {
+  ChatCore core = fresh_core();
+  Effects joined = core.on_server_line(R"({"type":"joined","room":"lobby","seq":50})");
+  auto frames = frames_of(joined);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0],
+            (json::object{{"type", "history"}, {"room", "lobby"}, {"limit", 20}, {"ref", "recent:lobby"}}));
+  // Live messages before the answer wait for it.
+  EXPECT_TRUE(core.on_server_line(message_line("lobby", 51)).messages.empty());
+  EXPECT_TRUE(core.on_server_line(message_line("lobby", 52)).messages.empty());
+  // The answer may already hold newer ones: each is shown once.
+  Effects shown = core.on_server_line(history_reply("lobby", "recent:lobby", 32, 51));
+  EXPECT_EQ(bodies(shown), range_bodies(31 + 1, 52));
+  EXPECT_EQ(core.last_seq("lobby"), 52);
+  EXPECT_EQ(bodies(core.on_server_line(message_line("lobby", 53))), range_bodies(53, 53));
+}
+
+TEST(ChatRecovery, AFreshRoomAsksForNoHistory) {
+  ChatCore core = fresh_core();
+  EXPECT_TRUE(core.on_server_line(R"({"type":"joined","room":"lobby","seq":0})").frames.empty());
+  EXPECT_EQ(bodies(core.on_server_line(message_line("lobby", 1))), range_bodies(1, 1));
+}
+
+TEST(ChatRecovery, AServerWithoutHistoryStillShowsTheLiveMessages) {
+  ChatCore core = fresh_core();
+  core.on_server_line(R"({"type":"joined","room":"lobby","seq":5})");
+  core.on_server_line(message_line("lobby", 6));
+  Effects error = core.on_server_line(
+      R"({"type":"error","code":"unknown_type","message":"unknown frame type","ref":"recent:lobby"})");
+  EXPECT_EQ(bodies(error), range_bodies(6, 6));
+  EXPECT_EQ(core.joined_rooms().count("lobby"), 1u) << "the room stays joined";
+}
+
+TEST(ChatRecovery, AfterADropEveryRoomResumesWithSinceAndUnackedSendsAreResent) {
+  ChatCore core = fresh_core();
+  core.on_server_line(R"({"type":"joined","room":"lobby","seq":0})");
+  core.on_input("/join dev");
+  core.on_server_line(R"({"type":"joined","room":"dev","seq":0})");
+  for (std::int64_t seq = 1; seq <= 3; ++seq) core.on_server_line(message_line("lobby", seq));
+  core.on_server_line(message_line("dev", 1));
+  core.on_input("/room lobby");
+  core.on_input("unanswered");
+  core.on_disconnected();
+  EXPECT_FALSE(core.authenticated());
+  Effects resumed = core.on_server_line(R"({"type":"auth_ok","user":"alice","heartbeat_s":30})");
+  auto frames = frames_of(resumed);
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_EQ(frames[0], (json::object{{"type", "join"}, {"room", "dev"}, {"ref", "join:dev"}, {"since", 1}}));
+  EXPECT_EQ(frames[1],
+            (json::object{{"type", "join"}, {"room", "lobby"}, {"ref", "join:lobby"}, {"since", 3}}));
+  EXPECT_EQ(frames[2].at("type"), "send");
+  EXPECT_EQ(frames[2].at("id"), "t-1") << "the same id: the server's dedupe delivers it once";
+  EXPECT_EQ(frames[2].at("body"), "unanswered");
+
+  Effects joined = core.on_server_line(R"({"type":"joined","room":"lobby","seq":6,"recovered":true})");
+  EXPECT_TRUE(joined.frames.empty()) << "no history: the replay brings what was missed";
+  Effects replay;
+  for (std::int64_t seq = 3; seq <= 7; ++seq) {  // 3 again: shown once
+    Effects one = core.on_server_line(message_line("lobby", seq));
+    for (auto& line : one.messages) replay.messages.push_back(line);
+  }
+  EXPECT_EQ(bodies(replay), range_bodies(4, 7));
+}
+
+TEST(ChatRecovery, ARangeTooOldToRecoverIsSaidAndHistoryPagesBackFromIt) {
+  ChatCore core = fresh_core();
+  core.on_server_line(R"({"type":"joined","room":"lobby","seq":0})");
+  core.on_server_line(message_line("lobby", 1));
+  core.on_disconnected();
+  core.on_server_line(R"({"type":"auth_ok","user":"alice","heartbeat_s":30})");
+  Effects joined = core.on_server_line(R"({"type":"joined","room":"lobby","seq":5001,"recovered":false})");
+  ASSERT_EQ(joined.notices.size(), 1u);
+  EXPECT_NE(joined.notices[0].find("5000 messages missed"), std::string::npos) << joined.notices[0];
+  EXPECT_NE(joined.notices[0].find("/history"), std::string::npos);
+  EXPECT_EQ(bodies(core.on_server_line(message_line("lobby", 5002))), range_bodies(5002, 5002));
+  auto page = frames_of(core.on_input("/history"));
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0], (json::object{{"type", "history"},
+                                   {"room", "lobby"},
+                                   {"before_seq", 5002},
+                                   {"limit", 20},
+                                   {"ref", "page:lobby"}}));
+  EXPECT_EQ(bodies(core.on_server_line(history_reply("lobby", "page:lobby", 4982, 5001))),
+            range_bodies(4982, 5001));
+  auto older = frames_of(core.on_input("/history"));
+  ASSERT_EQ(older.size(), 1u);
+  EXPECT_EQ(older[0].at("before_seq"), 4982) << "the next page is older still";
+}
+
+TEST(ChatRecovery, GapFramesAreShownAndSkippedOver) {
+  ChatCore core = fresh_core();
+  core.on_server_line(R"({"type":"joined","room":"lobby","seq":0})");
+  core.on_server_line(message_line("lobby", 1));
+  Effects gap = core.on_server_line(R"({"type":"gap","room":"lobby","from":2,"to":4})");
+  ASSERT_EQ(gap.notices.size(), 1u);
+  EXPECT_NE(gap.notices[0].find("2..4"), std::string::npos) << gap.notices[0];
+  EXPECT_EQ(core.last_seq("lobby"), 4);
+  EXPECT_EQ(bodies(core.on_server_line(message_line("lobby", 5))), range_bodies(5, 5));
+}
+
 }  // namespace
 }  // namespace rtmc::chat

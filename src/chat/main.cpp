@@ -4,6 +4,7 @@
 // reader thread, which only posts lines to it.
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -105,9 +106,11 @@ class ChatApp {
     signals_.async_wait([this](boost::system::error_code ec, int) {
       if (!ec) finish(130);
     });
+    token_ = std::move(session.token);
+    connected_ = true;
     asio::co_spawn(io_, writer(), asio::detached);
-    asio::co_spawn(io_, reader(), asio::detached);
-    queue(core_.auth_frame(session.token));
+    asio::co_spawn(io_, connection_loop(std::move(endpoints)), asio::detached);
+    queue(core_.auth_frame(token_));
 
     done_.expires_at(asio::steady_timer::time_point::max());
     co_await done_.async_wait(as_tuple_awaitable);
@@ -124,6 +127,45 @@ class ChatApp {
     });
   }
 
+  // Reads the gateway until the connection drops, then, once the client
+  // had signed in and unless the server refused the token, connects again
+  // (backing off 0.5 s, doubling up to 10 s) and signs in with the same
+  // token: ChatCore's auth_ok then resumes every room with `since`.
+  awaitable<void> connection_loop(tcp::resolver::results_type endpoints) {
+    auto delay = std::chrono::milliseconds(500);
+    asio::steady_timer pause(io_);
+    for (;;) {
+      const bool resumable = co_await reader();
+      if (exit_code_) co_return;
+      connected_ = false;
+      outbox_.clear();  // the core resends what matters (joins, unacknowledged sends)
+      boost::system::error_code ignored;
+      socket_.close(ignored);
+      if (!resumable || !ever_authenticated_) {
+        finish(1);
+        co_return;
+      }
+      // A connection that got as far as signing in starts the backoff anew.
+      if (core_.authenticated()) delay = std::chrono::milliseconds(500);
+      apply(core_.on_disconnected());
+      for (;;) {
+        notice("! reconnecting in " + std::to_string(delay.count()) + " ms");
+        pause.expires_after(delay);
+        co_await pause.async_wait(as_tuple_awaitable);
+        if (exit_code_) co_return;
+        delay = std::min(delay * 2, std::chrono::milliseconds(10000));
+        socket_ = tcp::socket(io_);
+        auto [ec, endpoint] = co_await asio::async_connect(socket_, endpoints, as_tuple_awaitable);
+        if (exit_code_) co_return;
+        if (!ec) break;
+        notice("! cannot reach the gateway: " + ec.message());
+      }
+      socket_.set_option(tcp::no_delay(true), ignored);
+      connected_ = true;
+      queue(core_.auth_frame(token_));
+    }
+  }
+
   void finish(int code) {
     if (exit_code_) return;
     exit_code_ = code;
@@ -137,16 +179,21 @@ class ChatApp {
     done_.cancel();
   }
 
+  // While reconnecting, frames are dropped: after the new auth_ok the core
+  // rejoins its rooms and resends every unacknowledged send itself.
   void queue(std::string frame) {
+    if (!connected_) return;
     outbox_.push_back(std::move(frame));
     write_wake_.cancel();
   }
 
   // The only writer on the socket: sends everything queued in one write.
+  // While reconnecting it waits; a failed write closes the socket, and the
+  // reader's error starts the reconnect.
   awaitable<void> writer() {
     std::string batch;
     while (!exit_code_) {
-      if (outbox_.empty()) {
+      if (outbox_.empty() || !connected_) {
         write_wake_.expires_at(asio::steady_timer::time_point::max());
         co_await write_wake_.async_wait(as_tuple_awaitable);
         continue;
@@ -155,37 +202,41 @@ class ChatApp {
       for (auto& frame : outbox_) batch += frame;
       outbox_.clear();
       auto [ec, written] = co_await asio::async_write(socket_, asio::buffer(batch), as_tuple_awaitable);
-      if (ec) {
-        if (!exit_code_) notice("! write to the gateway failed: " + ec.message());
-        finish(1);
+      if (ec && !exit_code_ && connected_) {
+        notice("! write to the gateway failed: " + ec.message());
+        boost::system::error_code ignored;
+        socket_.close(ignored);
       }
     }
   }
 
-  awaitable<void> reader() {
+  // Reads one connection until it ends; true when a new connection may
+  // resume (not after `unauthorized`: the token is no good any more).
+  awaitable<bool> reader() {
     asio::streambuf buffer(1 << 20);
     bool fatal_error_seen = false;
     while (!exit_code_) {
       auto [ec, length] = co_await asio::async_read_until(socket_, buffer, '\n', as_tuple_awaitable);
       if (ec) {
-        if (!exit_code_) {
-          if (!fatal_error_seen) notice("! connection closed by the gateway (" + ec.message() + ")");
-          finish(1);
-        }
-        co_return;
+        if (!exit_code_ && !fatal_error_seen)
+          notice("! connection closed by the gateway (" + ec.message() + ")");
+        co_return !unauthorized_;
       }
       std::string line(asio::buffers_begin(buffer.data()), asio::buffers_begin(buffer.data()) + length - 1);
       buffer.consume(length);
       bool was_authenticated = core_.authenticated();
       Effects effects = core_.on_server_line(line);
       fatal_error_seen = fatal_error_seen || effects.closing;
+      unauthorized_ = unauthorized_ || effects.refused;
       apply(std::move(effects));
       if (!was_authenticated && core_.authenticated()) on_authenticated();
       if (eof_) maybe_finish_after_eof();
     }
+    co_return false;
   }
 
   void on_authenticated() {
+    if (std::exchange(ever_authenticated_, true)) return;  // a reconnect: all runs already
     deadline_.cancel();
     if (core_.ping_interval().count() > 0) asio::co_spawn(io_, pinger(), asio::detached);
     // Starts only now, so typed lines queue behind the initial join.
@@ -202,7 +253,7 @@ class ChatApp {
       ping_timer_.expires_after(interval);
       auto [ec] = co_await ping_timer_.async_wait(as_tuple_awaitable);
       if (ec || exit_code_) co_return;
-      queue(ChatCore::ping_frame());
+      if (connected_ && core_.authenticated()) queue(ChatCore::ping_frame());
     }
   }
 
@@ -265,6 +316,10 @@ class ChatApp {
   asio::steady_timer deadline_;  // connect/auth timeout, then ack grace, then linger
   asio::signal_set signals_;
   std::optional<int> exit_code_;
+  std::string token_;
+  bool connected_ = false;           // a socket is up (maybe not signed in yet)
+  bool ever_authenticated_ = false;  // only a client that signed in reconnects
+  bool unauthorized_ = false;        // the server refused the token: no reconnect
   bool eof_ = false;
   bool lingering_ = false;
   // Last member: destroyed (joined) first, before anything its posts touch.

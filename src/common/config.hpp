@@ -55,8 +55,9 @@ struct AmqpConfig {
 struct LimitsConfig {
   std::size_t max_body_bytes = 4096;
   std::chrono::seconds dedupe_window{24 * 3600};
-  // Messages kept per room in Redis for gap repair and history.
-  std::size_t room_log_length = 10000;
+  // Messages kept per room in Redis for gap repair, resuming joins (`since`)
+  // and recent history; older ones are in PostgreSQL.
+  std::size_t room_log_length = 1000;
   // Times the sequencing script may fail for one ingest message before the
   // sequencer moves it to the dead-letter queue. Only the script's own
   // errors count: connection failures, timeouts and a Redis that refuses

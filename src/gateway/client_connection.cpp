@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
@@ -19,6 +20,8 @@ using protocol::Ref;
 
 namespace {
 constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
+// Seqs per room-log read of a replay or a repair.
+constexpr std::int64_t kReplayChunk = 100;
 
 // Names are unique regardless of case (common/names.hpp) and ASCII.
 bool same_user(std::string_view a, std::string_view b) {
@@ -61,7 +64,8 @@ ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionSer
       idle_timer_(executor_),
       send_slot_(executor_),
       id_(services_.counters.next_connection_id.fetch_add(1, std::memory_order_relaxed)),
-      last_line_(std::chrono::steady_clock::now()) {}
+      last_line_(std::chrono::steady_clock::now()),
+      streams_(RoomStreams::Limits{services_.config.send_queue_bytes / 4, kReplayChunk}) {}
 
 void ClientConnection::start() {
   index_.add(shared_from_this());
@@ -222,6 +226,14 @@ asio::awaitable<void> ClientConnection::login_session_watch() {
   }
 }
 
+// A join with `since` answers `joined` (with `recovered`), then replays
+// (since, seq] from the room log, then goes live; RoomStreams holds the live
+// frames meanwhile, so the seam has neither gap nor duplicate. `since` above
+// the room's seq is a bad_frame and the join does not happen (a membership it
+// started is undone). A join of a room the connection is already in changes
+// nothing and answers `joined` with the current seq; with `since` it also
+// replays nothing and says `recovered: false` (the client pages history for
+// anything it thinks it missed): that connection's stream already has no hole.
 asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, Ref ref) {
   if (!services_.access.allowed(user_, request.room, auth::RoomAccess::Action::join)) {
     fail(ErrorCode::forbidden, "room " + request.room + " is not open to you", ref);
@@ -237,20 +249,54 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
   }
   const bool added = join.result == RoomStreams::JoinResult::added;
   if (added) index_.join(request.room, shared_from_this());
+  auto undo_membership = [&] {
+    if (!added) return;
+    streams_.abandon(request.room, join.membership);
+    if (!streams_.contains(request.room)) index_.leave(request.room, this);
+  };
   std::int64_t seq = 0;
   try {
     seq = co_await services_.rooms.current_seq(request.room);
   } catch (const std::exception& error) {
     spdlog::warn("join: room store unavailable: {}", error.what());
     if (state_ != State::open) co_return;
-    if (added) {
-      streams_.abandon(request.room, join.membership);
-      if (!streams_.contains(request.room)) index_.leave(request.room, this);
-    }
+    undo_membership();
     fail(ErrorCode::unavailable, "cannot join now; retry", ref);
     co_return;
   }
   if (state_ != State::open) co_return;
+  if (request.since && *request.since > seq) {
+    undo_membership();
+    fail(ErrorCode::bad_frame,
+         "\"since\" " + std::to_string(*request.since) + " is above room " + request.room + "'s seq " +
+             std::to_string(seq),
+         ref);
+    co_return;
+  }
+  // The first chunk of the replay is read before `joined`, which must say
+  // whether the log still starts at since + 1.
+  std::optional<RoomStreams::Repair> first;
+  std::vector<RoomReader::LogFrame> first_frames;
+  bool recovered = false;
+  if (request.since && added) {
+    recovered = *request.since == seq;
+    if (!recovered) {
+      first = streams_.replay_start(request.room, join.membership, *request.since, seq);
+      try {
+        first_frames = co_await services_.rooms.range(first->room, first->from, first->to);
+      } catch (const std::exception& error) {
+        spdlog::warn("join: room log unavailable: {}", error.what());
+        if (state_ != State::open) co_return;
+        undo_membership();
+        fail(ErrorCode::unavailable, "cannot join now; retry", ref);
+        co_return;
+      }
+      if (state_ != State::open) co_return;
+      recovered = !first_frames.empty() && first_frames.front().first == *request.since + 1;
+    }
+    auto& counter = recovered ? services_.counters.resumed : services_.counters.not_recovered;
+    counter.fetch_add(1, std::memory_order_relaxed);
+  }
   if (added) {
     try {
       auto step = services_.presence.joined(request.room, user_);
@@ -258,8 +304,7 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
     } catch (const std::exception& error) {
       spdlog::warn("join: presence unavailable: {}", error.what());
       if (state_ != State::open) co_return;
-      streams_.abandon(request.room, join.membership);
-      if (!streams_.contains(request.room)) index_.leave(request.room, this);
+      undo_membership();
       fail(ErrorCode::unavailable, "cannot join now; retry", ref);
       co_return;
     }
@@ -271,7 +316,8 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
     }
     presence_rooms_.insert(request.room);
   }
-  reply(protocol::joined_frame(request.room, seq, ref));
+  reply(request.since ? protocol::joined_frame(request.room, seq, recovered, ref)
+                      : protocol::joined_frame(request.room, seq, ref));
   // The reply may have closed the connection (its queue over the bound) and
   // so cleared every stream: look the room up again, by name and membership.
   if (!added || state_ != State::open) co_return;
@@ -279,8 +325,18 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
   // repairs gaps and catches up after reconnects for this room too.
   services_.room_seeds.add(request.room, seq);
   out_.clear();
-  streams_.joined(request.room, join.membership, seq, out_);
+  if (!first || !recovered) {
+    streams_.joined(request.room, join.membership, seq, out_);
+    emit(out_);
+    co_return;
+  }
+  if (streams_.resume(*first, std::move(first_frames), seq, replay_budget(), out_) !=
+      RoomStreams::RepairResult::applied)
+    co_return;
+  const bool reading = out_.repair.has_value();
   emit(out_);
+  if (!reading && state_ == State::open && streams_.buffered(request.room, join.membership))
+    asio::co_spawn(executor_, repair(request.room, join.membership, std::nullopt), on_coroutine_end());
 }
 
 asio::awaitable<void> ClientConnection::on_leave(protocol::LeaveRequest request, Ref ref) {
@@ -471,31 +527,91 @@ void ClientConnection::deliver_presence(const std::string& room, const std::stri
   enqueue(frame, Transport::Flush::after_batch);
 }
 
-void ClientConnection::emit(RoomStreams::Output& out) {
-  for (auto& frame : out.frames)
-    if (!enqueue(std::move(frame), Transport::Flush::after_batch)) return;
-  if (out.repair) asio::co_spawn(executor_, repair(std::move(*out.repair)), on_coroutine_end());
+void ClientConnection::deliver_gap(const std::string& room, std::int64_t from, std::int64_t to,
+                                   const SharedFrame& frame) {
+  if (state_ != State::open) return;
+  out_.clear();
+  streams_.deliver_gap(room, from, to, frame, out_);
+  emit(out_);
+  if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
 }
 
-asio::awaitable<void> ClientConnection::repair(RoomStreams::Repair request) {
+void ClientConnection::emit(RoomStreams::Output& out) {
+  count_gaps(out);
+  for (auto& frame : out.frames)
+    if (!enqueue(std::move(frame), Transport::Flush::after_batch)) return;
+  if (out.repair) {
+    auto room = out.repair->room;
+    const auto membership = out.repair->membership;
+    asio::co_spawn(executor_, repair(std::move(room), membership, std::move(out.repair)), on_coroutine_end());
+  }
+}
+
+void ClientConnection::count_gaps(const RoomStreams::Output& out) {
+  if (out.gaps == 0) return;
+  services_.counters.gaps.fetch_add(out.gaps, std::memory_order_relaxed);
+  services_.counters.gap_seqs.fetch_add(out.gap_seqs, std::memory_order_relaxed);
+}
+
+// What a replay chunk may add to the send queue: up to half the bound, less
+// what is queued. Held frames (at most a quarter, RoomStreams::Limits) fill
+// no more than the rest, so the replay alone never reaches the bound.
+std::size_t ClientConnection::replay_budget() const {
+  const std::size_t half = services_.config.send_queue_bytes / 2;
+  const std::size_t queued = transport_->queued_bytes();
+  return queued >= half ? 0 : half - queued;
+}
+
+// The transport has no "drained" event: a poll, only while a replay waits
+// on a full queue. It starts short (a reading client drains fast) and backs
+// off to 50 ms, so a client that stopped reading costs next to nothing
+// until the idle or slow-consumer cut ends it.
+asio::awaitable<void> ClientConnection::wait_for_send_queue() {
+  const std::size_t low = services_.config.send_queue_bytes / 4;
+  if (transport_->queued_bytes() <= low) co_return;
+  asio::steady_timer timer(executor_);
+  auto pause = std::chrono::milliseconds(1);
+  while (state_ == State::open && transport_->queued_bytes() > low) {
+    timer.expires_after(pause);
+    co_await timer.async_wait(nothrow_awaitable);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+}
+
+asio::awaitable<void> ClientConnection::repair(std::string room, std::uint64_t membership,
+                                               std::optional<RoomStreams::Repair> next) {
   auto self = shared_from_this();
-  std::optional<std::vector<RoomReader::LogFrame>> frames;
-  try {
-    frames = co_await services_.rooms.range(request.room, request.from, request.to);
-  } catch (const std::exception& error) {
-    spdlog::warn("repair of room {}: {}", request.room, error.what());
-  }
-  if (state_ != State::open) co_return;
   RoomStreams::Output out;
-  auto result = streams_.repaired(request, std::move(frames), out);
-  if (result == RoomStreams::RepairResult::failed) {
-    // Better a clear cut than a silent hole: the client rejoins and knows
-    // from `joined` where it stands.
-    fail(ErrorCode::unavailable, "messages of room " + request.room + " could not be recovered; reconnect",
-         std::nullopt, CloseReason::lost_sync);
-    co_return;
+  for (;;) {
+    co_await wait_for_send_queue();
+    if (state_ != State::open) co_return;
+    out.clear();
+    RoomStreams::RepairResult result;
+    if (next) {
+      std::optional<std::vector<RoomReader::LogFrame>> frames;
+      try {
+        frames = co_await services_.rooms.range(next->room, next->from, next->to);
+      } catch (const std::exception& error) {
+        spdlog::warn("repair of room {}: {}", room, error.what());
+      }
+      if (state_ != State::open) co_return;
+      result = streams_.repaired(*next, std::move(frames), out, replay_budget());
+    } else {
+      result = streams_.pump(room, membership, replay_budget(), out);
+    }
+    if (result == RoomStreams::RepairResult::stale) co_return;
+    if (result == RoomStreams::RepairResult::failed) {
+      // Better a clear cut than a silent hole: the client rejoins and knows
+      // from `joined` where it stands.
+      fail(ErrorCode::unavailable, "messages of room " + room + " could not be recovered; reconnect",
+           std::nullopt, CloseReason::lost_sync);
+      co_return;
+    }
+    next = std::exchange(out.repair, std::nullopt);
+    emit(out);
+    if (state_ != State::open) co_return;
+    if (!next && !streams_.buffered(room, membership)) co_return;
   }
-  emit(out);
 }
 
 void ClientConnection::reply(std::string frame) {

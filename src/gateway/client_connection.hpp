@@ -107,6 +107,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   // A sequenced frame of a room this connection may be in; queued but not
   // written: the transport writes after the io thread's batch.
   void deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame);
+  // Seqs [from, to] of a room that the fan-out thread could not read from
+  // the log; `frame` is their `gap` frame. Queued in the room's order.
+  void deliver_gap(const std::string& room, std::int64_t from, std::int64_t to, const SharedFrame& frame);
   // A presence event about `user` in `room` (not sequenced): queued like a
   // delivery if this connection's join of the room was recorded and it is
   // not `user`'s own connection; else ignored.
@@ -138,7 +141,14 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   // Presence calls that must not fail the connection: errors are logged.
   boost::asio::awaitable<void> report_left(std::string room);
   boost::asio::awaitable<void> report_disconnected(std::string user, std::vector<std::string> rooms);
-  boost::asio::awaitable<void> repair(RoomStreams::Repair repair);
+  // Reads the room log and hands it out, chunk by chunk, each started only
+  // once the send queue has drained below a quarter of its bound: a
+  // replay or a repair of any length never cuts the client as a slow
+  // consumer. Starts with `next` or, without it, with what was read already.
+  boost::asio::awaitable<void> repair(std::string room, std::uint64_t membership,
+                                      std::optional<RoomStreams::Repair> next);
+  boost::asio::awaitable<void> wait_for_send_queue();
+  std::size_t replay_budget() const;
   boost::asio::awaitable<void> run_cleanup(bool connected, std::vector<std::string> rooms);
   void on_confirmed(std::uint64_t number, std::string reply);
 
@@ -151,6 +161,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void close_with(CloseReason reason, SharedFrame last, bool drop_queued);
   // Hands what RoomStreams produced to the transport; starts its repair.
   void emit(RoomStreams::Output& out);
+  void count_gaps(const RoomStreams::Output& out);
   // Queues a frame if the byte bound allows, else cuts a slow consumer.
   bool enqueue(SharedFrame frame, Transport::Flush when);
   bool over_byte_bound(std::size_t extra) const;

@@ -38,6 +38,13 @@ struct GatewayCounters {
   // Source of ClientConnection::id(): unique per gateway process (presence
   // records are keyed by gateway and connection id). fetch_add(1) is the id.
   std::atomic<std::uint64_t> next_connection_id{1};
+  // `gap` frames sent to clients, and the seqs they covered (a range lost
+  // to one client counts once per client that was owed it).
+  std::atomic<std::uint64_t> gaps{0};
+  std::atomic<std::uint64_t> gap_seqs{0};
+  // Joins with `since`, by whether the log still covered the range.
+  std::atomic<std::uint64_t> resumed{0};
+  std::atomic<std::uint64_t> not_recovered{0};
 };
 
 }  // namespace rtmc::gateway

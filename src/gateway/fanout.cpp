@@ -16,23 +16,38 @@ namespace {
 constexpr std::size_t kMaxBatch = 128;
 
 // Frames [from, to] of a room from its log in Redis, in seq order. Frames
-// trimmed from the log, or in a log that is not a stream, are gone for this
-// gateway's clients; that is logged. Redis I/O failures throw RedisError.
+// trimmed from the log (or never written), or in a log that is not a stream,
+// are gone for this gateway's clients: the caller reports them as a gap.
+// Redis I/O failures throw RedisError.
 rooms::LogFrames fetch_range(redis::Connection& redis, std::uint32_t shards, const std::string& room,
                              std::int64_t from, std::int64_t to) {
-  rooms::LogFrames frames;
   try {
-    frames = rooms::read_log(redis, shards, room, from, to);
+    return rooms::read_log(redis, shards, room, from, to);
   } catch (const rooms::BadRoomData& error) {
     spdlog::error("fanout: room {}: {}", room, error.what());
   }
-  if (static_cast<std::int64_t>(frames.size()) != to - from + 1)
-    spdlog::error("fanout: room {} seqs {}..{} only partly in the Redis log ({} of {})", room, from, to,
-                  frames.size(), to - from + 1);
-  return frames;
+  return {};
 }
 
 }  // namespace
+
+void add_log_range(const std::string& room, std::int64_t from, std::int64_t to,
+                   std::vector<std::pair<std::int64_t, SharedFrame>> found, SequencedBatch& batch) {
+  auto add_gap = [&](std::int64_t first, std::int64_t last) {
+    spdlog::warn("fanout: room {} seqs {}..{} are not in the Redis log; reported as a gap", room, first,
+                 last);
+    batch.push_back(
+        {room, last, std::make_shared<const std::string>(protocol::gap_frame(room, first, last)), {}, first});
+  };
+  std::int64_t next = from;
+  for (auto& [seq, frame] : found) {
+    if (seq < next || seq > to) continue;
+    if (seq > next) add_gap(next, seq - 1);
+    batch.push_back({room, seq, std::move(frame), {}});
+    next = seq + 1;
+  }
+  if (next <= to) add_gap(next, to);
+}
 
 // Presence events are not sequenced: no cursor, no ordering, no repair.
 bool add_presence_items(std::string_view body, SequencedBatch& batch) {
@@ -74,16 +89,17 @@ void Fanout::run() {
   Backoff backoff;
 
   SequencedBatch batch;
+  // Frames [from, to] from the log, with a gap item for each run of seqs
+  // it no longer has; the cursor ends at `to` either way.
+  auto fill = [&](const std::string& room, std::int64_t from, std::int64_t to) {
+    add_log_range(room, from, to, fetch_range(*redis, shards, room, from, to), batch);
+    cursors.delivered(room, to);
+  };
   auto deliver_in_order = [&](const std::string& room, std::int64_t seq, SharedFrame frame) {
     auto decision = cursors.on_arrival(room, seq);
     if (decision.kind == RoomCursors::Decision::Kind::duplicate) return;
-    if (decision.kind == RoomCursors::Decision::Kind::fill_gap) {
-      for (auto& [missing_seq, missing] :
-           fetch_range(*redis, shards, room, decision.gap_from, decision.gap_to)) {
-        batch.push_back({room, missing_seq, std::move(missing), {}});
-        cursors.delivered(room, missing_seq);
-      }
-    }
+    if (decision.kind == RoomCursors::Decision::Kind::fill_gap)
+      fill(room, decision.gap_from, decision.gap_to);
     batch.push_back({room, seq, std::move(frame), {}});
     cursors.delivered(room, seq);
   };
@@ -113,8 +129,7 @@ void Fanout::run() {
           continue;
         }
         if (head <= last) continue;
-        for (auto& [seq, frame] : fetch_range(*redis, shards, room, last + 1, head))
-          deliver_in_order(room, seq, std::move(frame));
+        fill(room, last + 1, head);
       }
       hand_over();
       mq.consume(queue);

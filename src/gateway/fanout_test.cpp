@@ -45,5 +45,45 @@ TEST(AddPresenceItems, LeavesMessagesAlone) {
   EXPECT_TRUE(batch.empty());
 }
 
+// ---- the fan-out's fill from the room log (issue 7: gaps are reported)
+
+TEST(AddLogRange, MissingRunsBecomeGapItemsInTheirPlace) {
+  std::vector<std::pair<std::int64_t, SharedFrame>> found;
+  for (std::int64_t seq : {5, 6, 9}) found.emplace_back(seq, std::make_shared<const std::string>("m\n"));
+  SequencedBatch batch;
+  add_log_range("r", 3, 11, std::move(found), batch);
+  ASSERT_EQ(batch.size(), 6u);
+  auto gap = [&](std::size_t i, std::int64_t from, std::int64_t to) {
+    EXPECT_EQ(batch[i].gap_from, from) << i;
+    EXPECT_EQ(batch[i].seq, to) << i;
+    EXPECT_EQ(*batch[i].frame, protocol::gap_frame("r", from, to)) << i;
+  };
+  gap(0, 3, 4);
+  EXPECT_EQ(batch[1].seq, 5);
+  EXPECT_EQ(batch[1].gap_from, 0);
+  EXPECT_EQ(batch[2].seq, 6);
+  gap(3, 7, 8);
+  EXPECT_EQ(batch[4].seq, 9);
+  gap(5, 10, 11);
+}
+
+TEST(AddLogRange, AFullRangeHasNoGap) {
+  std::vector<std::pair<std::int64_t, SharedFrame>> found;
+  for (std::int64_t seq = 1; seq <= 3; ++seq)
+    found.emplace_back(seq, std::make_shared<const std::string>("m\n"));
+  SequencedBatch batch;
+  add_log_range("r", 1, 3, std::move(found), batch);
+  ASSERT_EQ(batch.size(), 3u);
+  for (const auto& item : batch) EXPECT_EQ(item.gap_from, 0);
+}
+
+TEST(AddLogRange, NothingFoundIsOneGap) {
+  SequencedBatch batch;
+  add_log_range("r", 4, 7, {}, batch);
+  ASSERT_EQ(batch.size(), 1u);
+  EXPECT_EQ(batch[0].gap_from, 4);
+  EXPECT_EQ(batch[0].seq, 7);
+}
+
 }  // namespace
 }  // namespace rtmc::gateway

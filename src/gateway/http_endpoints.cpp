@@ -26,6 +26,10 @@ ConnectionCountsSource counts_of(const GatewayCounters& counters) {
     for (int i = 0; i < static_cast<int>(CloseReason::count_); ++i)
       counts.closed_by_reason.emplace_back(to_string(static_cast<CloseReason>(i)),
                                            counters.closed[i].load(std::memory_order_relaxed));
+    counts.gaps = counters.gaps.load(std::memory_order_relaxed);
+    counts.gap_seqs = counters.gap_seqs.load(std::memory_order_relaxed);
+    counts.resumed = counters.resumed.load(std::memory_order_relaxed);
+    counts.not_recovered = counters.not_recovered.load(std::memory_order_relaxed);
     return counts;
   };
 }
@@ -47,7 +51,17 @@ void add_connection_metrics(metrics::Registry& registry, ConnectionCountsSource 
         metrics::gauge_family("rtmc_gateway_connections_open", "Client connections open now.",
                               {{{}, static_cast<double>(open)}}),
         metrics::counter_family("rtmc_gateway_connections_closed_total",
-                                "Client connections closed, by reason.", by_reason)};
+                                "Client connections closed, by reason.", by_reason),
+        metrics::counter_family("rtmc_gateway_gaps_total",
+                                "gap frames sent to clients: seqs they were owed that the room log lacked.",
+                                {{{}, static_cast<double>(now.gaps)}}),
+        metrics::counter_family("rtmc_gateway_gap_seqs_total",
+                                "Seqs covered by the gap frames sent to clients.",
+                                {{{}, static_cast<double>(now.gap_seqs)}}),
+        metrics::counter_family("rtmc_gateway_resumes_total",
+                                "Joins with since, by whether the room log still covered the range.",
+                                {{{{"recovered", "true"}}, static_cast<double>(now.resumed)},
+                                 {{{"recovered", "false"}}, static_cast<double>(now.not_recovered)}})};
   });
 }
 

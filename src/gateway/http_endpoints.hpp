@@ -50,6 +50,12 @@ struct ConnectionCounts {
   std::uint64_t accepted = 0;
   // Every close reason, zeros included, so each series exists from the start.
   std::vector<std::pair<std::string, std::uint64_t>> closed_by_reason;
+  // `gap` frames sent and the seqs they covered; joins with `since` by
+  // whether the room log still covered the range.
+  std::uint64_t gaps = 0;
+  std::uint64_t gap_seqs = 0;
+  std::uint64_t resumed = 0;
+  std::uint64_t not_recovered = 0;
 };
 using ConnectionCountsSource = std::function<ConnectionCounts()>;
 

@@ -34,6 +34,9 @@ class IoThread {
       if (item.seq == 0) {
         for (const auto& [_, connection] : *members)
           connection->deliver_presence(item.room, item.user, item.frame);
+      } else if (item.gap_from > 0) {
+        for (const auto& [_, connection] : *members)
+          connection->deliver_gap(item.room, item.gap_from, item.seq, item.frame);
       } else {
         for (const auto& [_, connection] : *members) connection->deliver(item.room, item.seq, item.frame);
       }

@@ -13,8 +13,11 @@
 
 #include <atomic>
 #include <functional>
+#include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "gateway/gateway.hpp"
 #include "gateway/room_cursor.hpp"
@@ -29,6 +32,13 @@ namespace rtmc::gateway {
 // that is not a presence frame is dropped with a log line. Returns false,
 // appending nothing, for anything else (a sequenced message frame).
 bool add_presence_items(std::string_view body, SequencedBatch& batch);
+
+// Appends what the room log returned for seqs [from, to] of `room` (`found`,
+// in seq order) to `batch`, with one gap item (Sequenced::gap_from, a `gap`
+// frame) for each run of seqs it lacks: every local member owed them learns
+// it, once, in its place in the room's order.
+void add_log_range(const std::string& room, std::int64_t from, std::int64_t to,
+                   std::vector<std::pair<std::int64_t, SharedFrame>> found, SequencedBatch& batch);
 
 class Fanout {
  public:

@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
+#include <limits>
+
+#include "protocol/frames.hpp"
+
 namespace rtmc::gateway {
 namespace {
 
@@ -25,6 +31,30 @@ std::vector<RoomStreams::LogFrame> log(std::int64_t from, std::int64_t to) {
 }
 
 using Strings = std::vector<std::string>;
+
+std::string gap(const std::string& room, std::int64_t from, std::int64_t to) {
+  return protocol::gap_frame(room, from, to);
+}
+
+// A log with seqs [from, to] less `missing`.
+std::vector<RoomStreams::LogFrame> log_without(std::int64_t from, std::int64_t to,
+                                               std::vector<std::int64_t> missing) {
+  std::vector<RoomStreams::LogFrame> frames;
+  for (auto seq = from; seq <= to; ++seq)
+    if (std::find(missing.begin(), missing.end(), seq) == missing.end()) frames.emplace_back(seq, frame(seq));
+  return frames;
+}
+
+Strings range_texts(std::int64_t from, std::int64_t to) {
+  Strings result;
+  for (auto seq = from; seq <= to; ++seq) result.push_back(*frame(seq));
+  return result;
+}
+
+Strings concat(Strings a, const Strings& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
 
 TEST(RoomStreams, FramesBeforeJoinedAreHeldThenReleasedAboveTheJoinedSeq) {
   RoomStreams streams;
@@ -108,7 +138,9 @@ TEST(RoomStreams, AStaleJoinAnswerLeavesTheNewMembershipAlone) {
   EXPECT_EQ(texts(out), Strings{"f2"});
 }
 
-TEST(RoomStreams, TrimmedFramesAreSkipped) {
+// The rule changed with issue 7: trimmed seqs were skipped silently; they
+// are now a `gap` frame in their place.
+TEST(RoomStreams, TrimmedFramesBecomeAGap) {
   RoomStreams streams;
   RoomStreams::Output out;
   auto join = streams.join("r", 10);
@@ -117,7 +149,9 @@ TEST(RoomStreams, TrimmedFramesAreSkipped) {
   auto repair = *out.repair;  // 1..5, but 1..3 were trimmed
   out.clear();
   EXPECT_EQ(streams.repaired(repair, log(4, 5), out), RoomStreams::RepairResult::applied);
-  EXPECT_EQ(texts(out), (Strings{"f4", "f5", "f6"}));
+  EXPECT_EQ(texts(out), (Strings{gap("r", 1, 3), "f4", "f5", "f6"}));
+  EXPECT_EQ(out.gaps, 1u);
+  EXPECT_EQ(out.gap_seqs, 3u);
   out.clear();
   EXPECT_EQ(streams.repaired(repair, log(4, 5), out), RoomStreams::RepairResult::applied);
   EXPECT_TRUE(out.frames.empty()) << "a repeated answer delivers nothing twice";
@@ -132,7 +166,7 @@ TEST(RoomStreams, AllTrimmedStillMovesOn) {
   auto repair = *out.repair;
   out.clear();
   streams.repaired(repair, std::vector<RoomStreams::LogFrame>{}, out);
-  EXPECT_EQ(texts(out), Strings{"f4"});
+  EXPECT_EQ(texts(out), (Strings{gap("r", 1, 3), "f4"}));
 }
 
 TEST(RoomStreams, ASecondHoleInHeldFramesStartsAnotherRepair) {
@@ -170,6 +204,239 @@ TEST(RoomStreams, FramesOfOtherRoomsAreIgnored) {
   streams.deliver("nope", 1, frame(1), out);
   EXPECT_TRUE(out.frames.empty());
   EXPECT_FALSE(streams.leave("nope"));
+}
+
+// ---- join with since (replay), chunking, gaps
+
+// Drives a resume as ClientConnection does: the first chunk, then every
+// further read answered from `log` (which lacks `missing`), pumping with
+// `budget` bytes each time. Live frames come from `live` before each step.
+struct Replayer {
+  RoomStreams& streams;
+  std::vector<std::int64_t> missing;
+  std::size_t budget = std::numeric_limits<std::size_t>::max();
+  int reads = 0;
+  int pumps = 0;
+
+  void run(const RoomStreams::Repair& first, std::int64_t seq, RoomStreams::Output& all,
+           const std::function<void(RoomStreams::Output&)>& between = {}) {
+    RoomStreams::Output out;
+    ++reads;
+    ASSERT_EQ(streams.resume(first, log_without(first.from, first.to, missing), seq, budget, out),
+              RoomStreams::RepairResult::applied);
+    for (;;) {
+      take(out, all);
+      auto next = std::exchange(out.repair, std::nullopt);
+      if (!next && !streams.buffered(first.room, first.membership)) return;
+      out.clear();
+      if (between) between(out);
+      take(out, all);
+      out.clear();
+      if (next) {
+        ++reads;
+        EXPECT_LE(next->to - next->from + 1, 100) << "a read covers at most one chunk";
+        ASSERT_EQ(streams.repaired(*next, log_without(next->from, next->to, missing), out, budget),
+                  RoomStreams::RepairResult::applied);
+      } else {
+        ++pumps;
+        ASSERT_EQ(streams.pump(first.room, first.membership, budget, out),
+                  RoomStreams::RepairResult::applied);
+      }
+    }
+  }
+  static void take(RoomStreams::Output& out, RoomStreams::Output& all) {
+    for (auto& f : out.frames) all.frames.push_back(f);
+    all.gaps += out.gaps;
+    all.gap_seqs += out.gap_seqs;
+    out.frames.clear();
+  }
+};
+
+TEST(RoomStreams, SinceReplaysTheRangeInChunksThenGoesLive) {
+  RoomStreams streams;
+  RoomStreams::Output out;
+  auto join = streams.join("r", 10);
+  streams.deliver("r", 251, frame(251), out);  // live while joining: held
+  auto first = streams.replay_start("r", join.membership, 0, 250);
+  EXPECT_EQ(first.from, 1);
+  EXPECT_EQ(first.to, 100);
+  Replayer replayer{streams, {}};
+  RoomStreams::Output all;
+  replayer.run(first, 250, all);
+  EXPECT_EQ(replayer.reads, 3) << "250 seqs in chunks of 100";
+  EXPECT_EQ(texts(all), range_texts(1, 251));
+  EXPECT_EQ(streams.held_bytes(), 0u);
+  out.clear();
+  streams.deliver("r", 252, frame(252), out);
+  EXPECT_EQ(texts(out), Strings{"f252"});
+}
+
+TEST(RoomStreams, ReplaySeamWithLiveFramesHasNoGapAndNoDuplicate) {
+  RoomStreams streams;
+  RoomStreams::Output out;
+  auto join = streams.join("r", 10);
+  // The room is at 300 when the join reads its seq; frames go on arriving
+  // during the whole replay, some of them again (the fan-out may repeat).
+  for (std::int64_t seq = 299; seq <= 302; ++seq) streams.deliver("r", seq, frame(seq), out);
+  std::int64_t live = 302;
+  Replayer replayer{streams, {}};
+  RoomStreams::Output all;
+  replayer.run(streams.replay_start("r", join.membership, 120, 300), 300, all, [&](RoomStreams::Output& o) {
+    ++live;
+    streams.deliver("r", live, frame(live), o);
+    streams.deliver("r", live - 1, frame(live - 1), o);
+  });
+  EXPECT_EQ(texts(all), range_texts(121, live));
+  out.clear();
+  streams.deliver("r", live + 1, frame(live + 1), out);
+  EXPECT_EQ(texts(out), Strings{*frame(live + 1)});
+}
+
+TEST(RoomStreams, ReplayHandsOutNoMoreThanTheBudgetPerCall) {
+  RoomStreams streams;
+  auto join = streams.join("r", 10);
+  Replayer replayer{streams, {}, 10};  // frames are 2-4 bytes: about 3 per call
+  RoomStreams::Output all;
+  int calls = 0;
+  std::size_t most = 0;
+  replayer.run(streams.replay_start("r", join.membership, 0, 30), 30, all, [&](RoomStreams::Output&) {
+    ++calls;
+    most = std::max(most, all.frames.size());
+  });
+  EXPECT_EQ(texts(all), range_texts(1, 30));
+  EXPECT_EQ(replayer.reads, 1) << "30 seqs: one read";
+  EXPECT_GE(replayer.pumps, 8) << "at most 10 bytes per call";
+}
+
+TEST(RoomStreams, ASingleFrameOverTheBudgetStillGoesOut) {
+  RoomStreams streams;
+  auto join = streams.join("r", 10);
+  Replayer replayer{streams, {}, 0};
+  RoomStreams::Output all;
+  replayer.run(streams.replay_start("r", join.membership, 0, 5), 5, all);
+  EXPECT_EQ(texts(all), range_texts(1, 5));
+  EXPECT_EQ(replayer.pumps, 4);
+}
+
+TEST(RoomStreams, MissingSeqsInAReplayBecomeGapFrames) {
+  RoomStreams streams;
+  auto join = streams.join("r", 10);
+  // 150..160 never written (a skipped range), 250 at a chunk's end, 300 the last.
+  std::vector<std::int64_t> missing;
+  for (std::int64_t seq = 150; seq <= 160; ++seq) missing.push_back(seq);
+  missing.push_back(200);
+  missing.push_back(300);
+  Replayer replayer{streams, missing};
+  RoomStreams::Output all;
+  replayer.run(streams.replay_start("r", join.membership, 0, 300), 300, all);
+  Strings expected = concat(range_texts(1, 149), Strings{gap("r", 150, 160)});
+  expected = concat(expected, range_texts(161, 199));
+  expected.push_back(gap("r", 200, 200));
+  expected = concat(expected, range_texts(201, 299));
+  expected.push_back(gap("r", 300, 300));
+  EXPECT_EQ(texts(all), expected);
+  EXPECT_EQ(all.gaps, 3u);
+  EXPECT_EQ(all.gap_seqs, 13u);
+}
+
+TEST(RoomStreams, ARangeMissingAcrossChunksIsOneGap) {
+  RoomStreams streams;
+  auto join = streams.join("r", 10);
+  // 101..1000 skipped (a Redis data loss), the room goes on at 1001.
+  std::vector<std::int64_t> missing;
+  for (std::int64_t seq = 101; seq <= 1000; ++seq) missing.push_back(seq);
+  Replayer replayer{streams, missing};
+  RoomStreams::Output all;
+  replayer.run(streams.replay_start("r", join.membership, 50, 1003), 1003, all);
+  Strings expected = concat(range_texts(51, 100), Strings{gap("r", 101, 1000)});
+  EXPECT_EQ(texts(all), concat(expected, range_texts(1001, 1003)));
+  EXPECT_EQ(all.gaps, 1u);
+  EXPECT_EQ(all.gap_seqs, 900u);
+}
+
+TEST(RoomStreams, ReplayOverTheHoldBoundDropsLiveFramesAndReadsThemFromTheLog) {
+  RoomStreams streams({.hold_bytes = 8, .chunk = 10});
+  RoomStreams::Output out;
+  auto join = streams.join("r", 10);
+  std::int64_t live = 50;
+  std::size_t most_held = 0;
+  Replayer replayer{streams, {}};
+  RoomStreams::Output all;
+  int steps = 0;
+  replayer.run(streams.replay_start("r", join.membership, 0, 50), 50, all, [&](RoomStreams::Output& o) {
+    // More than the hold bound takes per step (3-byte frames), for a while.
+    for (int i = 0; i < 3 && live < 120; ++i) {
+      ++live;
+      streams.deliver("r", live, frame(live), o);
+    }
+    most_held = std::max(most_held, streams.held_bytes());
+    ++steps;
+  });
+  EXPECT_LT(steps, 40);
+  EXPECT_LE(most_held, 8u);
+  EXPECT_EQ(texts(all), range_texts(1, live)) << "dropped frames came back from the log, in order";
+  EXPECT_EQ(all.gaps, 0u);
+}
+
+TEST(RoomStreams, AJoinWhoseHeldFramesOverflowReadsThemBack) {
+  RoomStreams streams({.hold_bytes = 4, .chunk = 100});
+  RoomStreams::Output out;
+  auto join = streams.join("r", 10);
+  for (std::int64_t seq = 11; seq <= 15; ++seq) streams.deliver("r", seq, frame(seq), out);
+  EXPECT_LE(streams.held_bytes(), 4u);
+  streams.joined("r", join.membership, 10, out);
+  ASSERT_TRUE(out.repair);
+  auto repair = *out.repair;
+  out.clear();
+  streams.repaired(repair, log(repair.from, repair.to), out);
+  EXPECT_EQ(texts(out), range_texts(11, 15));
+}
+
+TEST(RoomStreams, AGapFromTheFanoutIsCutToWhatTheClientIsOwed) {
+  RoomStreams streams;
+  RoomStreams::Output out;
+  auto join = streams.join("r", 10);
+  streams.joined("r", join.membership, 5, out);
+  const auto whole = std::make_shared<const std::string>(gap("r", 3, 8));
+  streams.deliver_gap("r", 3, 8, whole, out);
+  streams.deliver_gap("r", 3, 8, whole, out);  // again: nothing
+  streams.deliver("r", 9, frame(9), out);
+  EXPECT_EQ(texts(out), (Strings{gap("r", 6, 8), "f9"}));
+  EXPECT_EQ(out.gaps, 1u);
+  EXPECT_EQ(out.gap_seqs, 3u);
+  out.clear();
+  streams.deliver_gap("r", 10, 12, std::make_shared<const std::string>(gap("r", 10, 12)), out);
+  EXPECT_EQ(texts(out), (Strings{gap("r", 10, 12)})) << "the fan-out's own frame when it fits";
+}
+
+TEST(RoomStreams, AGapAfterAHoleWaitsForTheRepair) {
+  RoomStreams streams;
+  RoomStreams::Output out;
+  auto join = streams.join("r", 10);
+  streams.joined("r", join.membership, 0, out);
+  streams.deliver_gap("r", 3, 4, std::make_shared<const std::string>(gap("r", 3, 4)), out);
+  ASSERT_TRUE(out.repair);
+  EXPECT_EQ(out.repair->from, 1);
+  EXPECT_EQ(out.repair->to, 2);
+  auto repair = *out.repair;
+  out.clear();
+  streams.deliver("r", 5, frame(5), out);
+  streams.repaired(repair, log(1, 2), out);
+  EXPECT_EQ(texts(out), (Strings{"f1", "f2", gap("r", 3, 4), "f5"}));
+}
+
+TEST(RoomStreams, LeavingDuringAReplayMakesItsAnswersStale) {
+  RoomStreams streams;
+  RoomStreams::Output out;
+  auto join = streams.join("r", 10);
+  auto first = streams.replay_start("r", join.membership, 0, 500);
+  ASSERT_EQ(streams.resume(first, log(1, 100), 500, 50, out), RoomStreams::RepairResult::applied);
+  EXPECT_TRUE(streams.buffered("r", join.membership));
+  streams.leave("r");
+  out.clear();
+  EXPECT_EQ(streams.pump("r", join.membership, 1000, out), RoomStreams::RepairResult::stale);
+  EXPECT_FALSE(streams.buffered("r", join.membership));
+  EXPECT_TRUE(out.frames.empty());
 }
 
 }  // namespace

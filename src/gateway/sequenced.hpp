@@ -19,6 +19,9 @@ struct Sequenced {
   std::int64_t seq = 0;
   SharedFrame frame;
   std::string user;  // presence items only: whom the event is about
+  // Gap items only: seqs [gap_from, seq] could not be read from the room log
+  // (trimmed, or never written) and `frame` is their `gap` frame.
+  std::int64_t gap_from = 0;
 };
 // Frames that arrived together travel together: one post per io thread and
 // one gathered write per connection for the whole batch.

@@ -115,7 +115,18 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
   if (*type == "join" || *type == "leave") {
     std::string room;
     if (auto error = room_of(room)) return *error;
-    if (*type == "join") return Frame{JoinRequest{std::move(room)}, ref};
+    if (*type == "join") {
+      JoinRequest join{std::move(room), std::nullopt};
+      if (const json::value* since = object.if_contains("since")) {
+        // An integer JSON number (Boost.JSON keeps those that fit as int64);
+        // 10.0, "10" or one beyond int64 is refused.
+        if (!since->is_int64()) return fail(ErrorCode::bad_frame, "\"since\" must be an integer", ref);
+        const std::int64_t value = since->get_int64();
+        if (value < 0) return fail(ErrorCode::bad_frame, "\"since\" must not be negative", ref);
+        join.since = value;
+      }
+      return Frame{std::move(join), ref};
+    }
     return Frame{LeaveRequest{std::move(room)}, ref};
   }
   if (*type == "send") {
@@ -192,6 +203,14 @@ std::string auth_ok_frame(std::string_view user, int heartbeat_s, const Ref& ref
 
 std::string joined_frame(std::string_view room, std::int64_t seq, const Ref& ref) {
   return finish({{"type", "joined"}, {"room", room}, {"seq", seq}}, ref);
+}
+
+std::string joined_frame(std::string_view room, std::int64_t seq, bool recovered, const Ref& ref) {
+  return finish({{"type", "joined"}, {"room", room}, {"seq", seq}, {"recovered", recovered}}, ref);
+}
+
+std::string gap_frame(std::string_view room, std::int64_t from, std::int64_t to) {
+  return finish({{"type", "gap"}, {"room", room}, {"from", from}, {"to", to}}, std::nullopt);
 }
 
 std::string left_frame(std::string_view room, const Ref& ref) {

@@ -41,6 +41,10 @@ struct AuthRequest {
 };
 struct JoinRequest {
   std::string room;
+  // Resume after this seq (`since`): the messages above it are replayed
+  // after `joined`. Parsed as a non-negative integer; whether it is above the
+  // room's seq is the connection's to check.
+  std::optional<std::int64_t> since;
 };
 struct LeaveRequest {
   std::string room;
@@ -98,6 +102,13 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
 // Server frames, each ending in '\n'.
 std::string auth_ok_frame(std::string_view user, int heartbeat_s, const Ref& ref);
 std::string joined_frame(std::string_view room, std::int64_t seq, const Ref& ref);
+// The answer to a join with `since`: `recovered` says whether the replay
+// covers every seq in (since, seq].
+std::string joined_frame(std::string_view room, std::int64_t seq, bool recovered, const Ref& ref);
+// Seqs [from, to] of a room that this client is owed but that cannot be
+// read any more (trimmed from the room log, or never written): non-fatal,
+// delivery goes on after it.
+std::string gap_frame(std::string_view room, std::int64_t from, std::int64_t to);
 std::string left_frame(std::string_view room, const Ref& ref);
 std::string ack_frame(std::string_view room, std::string_view id, const Ref& ref);
 std::string pong_frame(const Ref& ref);

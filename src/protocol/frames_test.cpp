@@ -30,6 +30,28 @@ TEST(ParseClientFrame, RecognisesEveryRequest) {
   EXPECT_EQ(send.body, "hi");
 }
 
+TEST(ParseClientFrame, JoinSince) {
+  EXPECT_FALSE(std::get<JoinRequest>(frame_of(R"({"type":"join","room":"r"})").request).since);
+  EXPECT_EQ(std::get<JoinRequest>(frame_of(R"({"type":"join","room":"r","since":0})").request).since, 0);
+  EXPECT_EQ(std::get<JoinRequest>(frame_of(R"({"type":"join","room":"r","since":42})").request).since, 42);
+  EXPECT_EQ(error_of(R"({"type":"join","room":"r","since":-1})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"join","room":"r","since":"4"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"join","room":"r","since":4.5})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"join","room":"r","since":null})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"join","room":"r","since":18446744073709551615})").code,
+            ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"join","room":"r","since":-1,"ref":3})").ref, "3");
+}
+
+TEST(ParseClientFrame, JoinedAndGapFrames) {
+  EXPECT_EQ(joined_frame("r", 7, true, std::string("1")),
+            "{\"type\":\"joined\",\"room\":\"r\",\"seq\":7,\"recovered\":true,\"ref\":1}\n");
+  EXPECT_EQ(joined_frame("r", 7, false, std::nullopt),
+            "{\"type\":\"joined\",\"room\":\"r\",\"seq\":7,\"recovered\":false}\n");
+  EXPECT_EQ(joined_frame("r", 7, std::nullopt), "{\"type\":\"joined\",\"room\":\"r\",\"seq\":7}\n");
+  EXPECT_EQ(gap_frame("r", 3, 9), "{\"type\":\"gap\",\"room\":\"r\",\"from\":3,\"to\":9}\n");
+}
+
 TEST(ParseClientFrame, MakesAnIdWhenAbsent) {
   auto first = std::get<SendRequest>(frame_of(R"({"type":"send","room":"r","body":"x"})").request);
   auto second = std::get<SendRequest>(frame_of(R"({"type":"send","room":"r","body":"x"})").request);

@@ -93,7 +93,7 @@ struct SequenceRequest {
 struct SequenceSettings {
   std::uint32_t shards = 16;                      // ingest shards of the deployment
   std::chrono::seconds dedupe_window{24 * 3600};  // > 0
-  std::size_t log_length = 10000;                 // > 0; entries kept per room log
+  std::size_t log_length = 1000;                  // > 0; entries kept per room log
 };
 
 struct SequenceResult {
