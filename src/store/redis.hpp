@@ -76,10 +76,12 @@ class Connection {
   // Pipelined EVALSHA of one script over many calls.
   std::vector<Reply> eval_pipeline(const Script& script, const std::vector<EvalCall>& calls);
 
-  // Connections made so far. A call connects only at its start, and only
-  // when there is no connection (the first call, or one after a call that
-  // failed and threw): whatever a caller learnt about the server on one
-  // connection (its run_id) holds for every call while this stays the same.
+  // Whether a connection is open, and how many were made so far. A call
+  // connects only at its start, and only when there is no connection (the
+  // first call, or one after a call that failed and threw): what a caller
+  // learnt about the server on one connection (its run_id) holds for the next
+  // call if it is connected() now with the same connects().
+  bool connected() const { return context_ != nullptr; }
   std::uint64_t connects() const { return connects_; }
 
  private:
