@@ -254,7 +254,10 @@ class Loop {
     if (redis_.connected() && redis_.connects() == run_id_connects_ && !run_id_.empty()) return;
     auto run_id = rooms::server_run_id(redis_);
     run_id_connects_ = redis_.connects();
-    if (run_id != run_id_) spdlog::info("sequencer: Redis run_id {}", run_id);
+    if (run_id != run_id_) {
+      spdlog::info("sequencer: Redis run_id {}", run_id);
+      unused_blocks_.clear();  // reserved for another run: never installed now
+    }
     run_id_ = std::move(run_id);
   }
 
@@ -306,7 +309,8 @@ class Loop {
     try {
       installed = rooms::install_seqs(redis_, settings_.shards, run_id_, blocks);
     } catch (const redis::RedisError& error) {
-      // The blocks stay reserved: the next reservation goes above them.
+      // The blocks stay in unused_blocks_: installed on the next attempt if
+      // it reaches the same Redis run, dropped otherwise.
       counters_.redis_failures.fetch_add(1, std::memory_order_relaxed);
       const auto delay = redis_backoff_.next();
       redis_retry_at_ = Clock::now() + delay;
