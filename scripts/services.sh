@@ -11,6 +11,9 @@
 # RabbitMQ's distribution port is AMQP_PORT+20000.
 # REDIS_MAXMEMORY caps Redis (default 1gb; any redis.conf size such as 512mb);
 # Redis never evicts (noeviction): a full Redis refuses writes instead.
+# REDIS_APPENDFSYNC is Redis' AOF fsync policy (default always: a script's
+# reply, and so the sequencer's ack of the message, waits for its fsync; see
+# docs/operations.md for why and what it costs; everysec or no to compare).
 # RTMC_SERVICES_EPHEMERAL=1 trades durability for speed (tests): no Redis AOF,
 # PostgreSQL without fsync.
 # SERVICES_TIMEOUT_S bounds each readiness wait (default 120 s).
@@ -52,7 +55,7 @@ log_tag=services
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] [REDIS_MAXMEMORY=1gb] $0 start|stop|status|env|wipe|restart-rabbitmq|stop-postgres|start-postgres DIR" >&2
+  echo "usage: [REDIS_PORT=..] [AMQP_PORT=..] [PG_PORT=..] [REDIS_MAXMEMORY=1gb] [REDIS_APPENDFSYNC=always] $0 start|stop|status|env|wipe|restart-rabbitmq|stop-postgres|start-postgres DIR" >&2
   exit 2
 }
 
@@ -75,6 +78,11 @@ if [[ -f $dir/ports ]] && { [[ $action != start ]] || compgen -G "$dir/pids/*" >
   fi
 fi
 REDIS_MAXMEMORY=${REDIS_MAXMEMORY:-1gb}
+REDIS_APPENDFSYNC=${REDIS_APPENDFSYNC:-always}
+case $REDIS_APPENDFSYNC in
+  always | everysec | no) ;;
+  *) die "REDIS_APPENDFSYNC must be always, everysec or no (got '$REDIS_APPENDFSYNC')" ;;
+esac
 DIST_PORT=$((AMQP_PORT + 20000))
 TIMEOUT_S=${SERVICES_TIMEOUT_S:-120}
 EPHEMERAL=${RTMC_SERVICES_EPHEMERAL:-0}
@@ -179,7 +187,10 @@ dir "$redis_dir"
 logfile ""
 save ""
 appendonly $aof
-appendfsync everysec
+# always: Redis writes and fsyncs the AOF once per event-loop turn, before it
+# sends the replies of that turn, so every script the sequencer saw succeed
+# (and acked the ingest message for) survives a machine crash.
+appendfsync $REDIS_APPENDFSYNC
 # Memory pressure must be an error the sequencer retries: an evicted seq
 # counter or dedupe key would silently break ordering or deduplication.
 maxmemory $REDIS_MAXMEMORY

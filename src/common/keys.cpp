@@ -45,6 +45,9 @@ std::string room_seq(std::uint32_t shard, std::string_view room) {
 std::string room_log(std::uint32_t shard, std::string_view room) {
   return concat({tag(shard), ":log:", room});
 }
+std::string room_seq_mark(std::uint32_t shard, std::string_view room) {
+  return concat({tag(shard), ":seqmark:", room});
+}
 // Rooms and user names cannot contain ':' but ids can, so the id goes last to
 // keep the key unambiguous.
 std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view sender, std::string_view id) {

@@ -22,6 +22,9 @@ namespace keys {
 std::string session(std::string_view jti);
 std::string room_seq(std::uint32_t shard, std::string_view room);
 std::string room_log(std::uint32_t shard, std::string_view room);
+// The room's seq mark (store/rooms.hpp): the seqs reserved in PostgreSQL and
+// the Redis run they were installed under.
+std::string room_seq_mark(std::uint32_t shard, std::string_view room);
 std::string dedupe(std::uint32_t shard, std::string_view room, std::string_view sender, std::string_view id);
 std::string sync_stream(std::uint32_t shard);
 // A rate-limit token bucket (store/rate_limits.hpp); `bucket` names the kind

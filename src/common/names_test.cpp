@@ -59,6 +59,7 @@ TEST(Keys, ShardIsStableAndKeysShareTheHashTag) {
   for (int i = 0; i < 200; ++i) used.insert(shard_of("room" + std::to_string(i), 16));
   EXPECT_EQ(used.size(), 16u);
   EXPECT_EQ(keys::room_seq(3, "r"), "{3}:seq:r");
+  EXPECT_EQ(keys::room_seq_mark(3, "r"), "{3}:seqmark:r");
   EXPECT_EQ(keys::sync_stream(3).substr(0, 3), "{3}");
   EXPECT_EQ(keys::dedupe(3, "r", "alice", "a:b"), "{3}:dedupe:r:alice:a:b");
   EXPECT_EQ(ingest_queue(5), "rtmc.ingest.5");

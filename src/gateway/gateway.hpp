@@ -47,6 +47,9 @@ struct GatewayConfig {
   // is closed. 0 = the open-file limit less a reserve for the process's own
   // files (64). Raise RLIMIT_NOFILE before start() to get more (main does).
   std::size_t max_connections = 0;
+  // Seqs the sequencer reserves per room at a time in PostgreSQL (the seq
+  // guard, gateway/sequencer.hpp).
+  std::int64_t seq_block = 1000;
   // TCP sends per user, one budget with the api's REST publishes
   // (store::messages_bucket; rate_limited beyond). No limit by default.
   store::Rate sends_per_user;

@@ -80,7 +80,19 @@ void add_sequencer_metrics(metrics::Registry& registry, const SequencerCounters&
                                 "Ingest messages and attempts of the sequencer, by result.", by_result),
         metrics::counter_family("rtmc_gateway_sequencer_amqp_connections_total",
                                 "RabbitMQ connections the sequencer opened for consuming.",
-                                {{{}, read(counters.amqp_connections)}})};
+                                {{{}, read(counters.amqp_connections)}}),
+        metrics::counter_family("rtmc_gateway_sequencer_seq_blocks_total",
+                                "Seq blocks reserved in PostgreSQL and installed in Redis.",
+                                {{{}, read(counters.seq_blocks)}}),
+        metrics::counter_family("rtmc_gateway_sequencer_seq_reservation_failures_total",
+                                "Seq reservation statements PostgreSQL did not complete.",
+                                {{{}, read(counters.pg_failures)}}),
+        metrics::counter_family("rtmc_gateway_sequencer_seq_skips_total",
+                                "Rooms whose seq continued above their reservation after a Redis run change.",
+                                {{{}, read(counters.seq_skips)}}),
+        metrics::counter_family("rtmc_gateway_sequencer_seqs_skipped_total",
+                                "Seqs jumped over by those skips (reported to clients as gaps).",
+                                {{{}, read(counters.seqs_skipped)}})};
   });
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <iterator>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -15,8 +16,10 @@
 #include "gateway/gateway.hpp"
 #include "protocol/frames.hpp"
 #include "store/amqp.hpp"
+#include "store/postgres.hpp"
 #include "store/redis.hpp"
 #include "store/rooms.hpp"
+#include "store/seq_reservations.hpp"
 
 namespace rtmc::gateway {
 namespace {
@@ -60,7 +63,8 @@ class Loop {
         limits_{common.limits.max_body_bytes},
         settings_{common.amqp.ingest_shards, common.limits.dedupe_window, common.limits.room_log_length},
         max_attempts_(std::max<std::uint32_t>(1, common.limits.max_sequence_attempts)),
-        redis_(common.redis) {}
+        redis_(common.redis),
+        pg_(common.pg, pg::Options{options.pg_timeout}) {}
 
   void run() {
     while (!stopping_) {
@@ -198,7 +202,8 @@ class Loop {
 
     std::vector<rooms::SequenceResult> results;
     try {
-      results = rooms::sequence(redis_, settings_, requests);
+      read_run_id();
+      results = rooms::sequence(redis_, settings_, run_id_, requests);
     } catch (const redis::RedisError& error) {
       // Nothing is known about which scripts ran; the dedupe keys make the
       // retry safe. No message is charged for the outage.
@@ -212,6 +217,7 @@ class Loop {
 
     const std::string* refusal = nullptr;
     bool sequenced_any = false;
+    std::vector<std::string> need_seqs;
     for (std::size_t k = 0; k < batch.size(); ++k) {
       auto& pending = pending_[batch[k]];
       const auto& result = results[k];
@@ -224,8 +230,10 @@ class Loop {
         case rooms::SequenceResult::Status::failed: on_failed_attempt(pending, result.error, now); break;
         case rooms::SequenceResult::Status::refused: refusal = &result.error; break;
         case rooms::SequenceResult::Status::not_run: break;
+        case rooms::SequenceResult::Status::needs_seqs: need_seqs.push_back(pending.message->room); break;
       }
     }
+    if (!need_seqs.empty() && refusal == nullptr) reserve_seqs(need_seqs, now);
     if (refusal != nullptr) {
       counters_.redis_refusals.fetch_add(1, std::memory_order_relaxed);
       const auto delay = redis_backoff_.next();
@@ -237,6 +245,122 @@ class Loop {
     }
     // Only a batch that went through shows the whole path works again.
     if (sequenced_any) amqp_backoff_.reset();
+  }
+
+  // The run_id of the Redis process this connection reaches, read on the
+  // connection the next script runs on (redis.hpp: a call reconnects only
+  // when not connected()).
+  void read_run_id() {
+    if (redis_.connected() && redis_.connects() == run_id_connects_ && !run_id_.empty()) return;
+    auto run_id = rooms::server_run_id(redis_);
+    run_id_connects_ = redis_.connects();
+    if (run_id != run_id_) {
+      spdlog::info("sequencer: Redis run_id {}", run_id);
+      unused_blocks_.clear();  // reserved for another run: never installed now
+    }
+    run_id_ = std::move(run_id);
+  }
+
+  // Reserves a block for each room in PostgreSQL and installs the blocks in
+  // Redis; the rooms' messages stay open and run again in the next round,
+  // or wait with backoff when that failed.
+  void reserve_seqs(const std::vector<std::string>& rooms, Clock::time_point now) {
+    // A block reserved under this run whose install Redis refused or did not
+    // answer is installed again rather than reserving another (the room
+    // would skip the first). Under another run it is dropped: another
+    // sequencer may have given seqs above it since.
+    std::vector<rooms::SeqBlock> blocks;
+    std::vector<seq_reservations::Request> requests;
+    for (const auto& room : rooms) {
+      if (const auto unused = unused_blocks_.find(room); unused != unused_blocks_.end()) {
+        if (unused->second.first == run_id_) {
+          blocks.push_back(unused->second.second);
+          continue;
+        }
+        unused_blocks_.erase(unused);
+      }
+      const auto floor = floors_.find(room);
+      requests.push_back({room, floor == floors_.end() ? 0 : floor->second});
+    }
+    try {
+      if (!requests.empty()) {
+        auto reserved = seq_reservations::reserve(pg_, requests, options_.seq_block);
+        for (auto& block : reserved) unused_blocks_[block.room] = {run_id_, block};
+        blocks.insert(blocks.end(), std::make_move_iterator(reserved.begin()),
+                      std::make_move_iterator(reserved.end()));
+      }
+    } catch (const pg::PgError& error) {
+      counters_.pg_failures.fetch_add(1, std::memory_order_relaxed);
+      const auto delay = pg_backoff_.next();
+      for (const auto& request : requests) hold(request.room, now + delay);
+      if (!pg_failing_)
+        spdlog::warn("sequencer: reserving seqs in PostgreSQL: {}; {} room(s) wait, retrying with backoff",
+                     error.what(), rooms.size());
+      pg_failing_ = true;
+      return;
+    }
+    if (!requests.empty()) {
+      if (pg_failing_) spdlog::info("sequencer: seq reservations in PostgreSQL work again");
+      pg_failing_ = false;
+      pg_backoff_.reset();
+    }
+
+    std::vector<rooms::InstallResult> installed;
+    try {
+      installed = rooms::install_seqs(redis_, settings_.shards, run_id_, blocks);
+    } catch (const redis::RedisError& error) {
+      // The blocks stay in unused_blocks_: installed on the next attempt if
+      // it reaches the same Redis run, dropped otherwise.
+      counters_.redis_failures.fetch_add(1, std::memory_order_relaxed);
+      const auto delay = redis_backoff_.next();
+      redis_retry_at_ = Clock::now() + delay;
+      spdlog::warn("sequencer: installing seq blocks: {}; retrying in {} ms", error.what(), delay.count());
+      return;
+    }
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      const auto& block = blocks[i];
+      const auto& result = installed[i];
+      if (!result.error.empty()) {
+        if (redis::is_refusal(result.error)) {
+          counters_.redis_refusals.fetch_add(1, std::memory_order_relaxed);
+          redis_retry_at_ = Clock::now() + redis_backoff_.next();
+        } else {
+          unused_blocks_.erase(block.room);
+          spdlog::error("sequencer: room {}: installing seqs up to {}: {}", block.room, block.reserved,
+                        result.error);
+          hold(block.room, now + message_backoff_.delay_after(3));
+        }
+        continue;
+      }
+      unused_blocks_.erase(block.room);
+      counters_.seq_blocks.fetch_add(1, std::memory_order_relaxed);
+      if (result.skipped()) {
+        counters_.seq_skips.fetch_add(1, std::memory_order_relaxed);
+        counters_.seqs_skipped.fetch_add(static_cast<std::uint64_t>(result.seq - result.seq_before),
+                                         std::memory_order_relaxed);
+        spdlog::warn(
+            "sequencer: room {}: Redis (run {}) held no reservation of its own; seq {} continues at {} "
+            "(seqs up to {} may have been given before: {}..{} are skipped, a gap for clients)",
+            block.room, run_id_, result.seq_before, result.seq + 1, block.previous, result.seq_before + 1,
+            result.seq);
+      }
+      // A seq at or above its new mark (a room from before the guard): the
+      // next block starts above it.
+      if (result.seq >= result.reserved)
+        floors_[block.room] = result.seq;
+      else
+        floors_.erase(block.room);
+    }
+  }
+
+  // Makes the room's first open message (and so the room) wait until `until`.
+  void hold(const std::string& room, Clock::time_point until) {
+    for (auto& pending : pending_) {
+      if (pending.outcome != Pending::Outcome::open || !pending.message || pending.message->room != room)
+        continue;
+      pending.not_before = std::max(pending.not_before, until);
+      return;
+    }
   }
 
   void on_failed_attempt(Pending& pending, const std::string& error, Clock::time_point now) {
@@ -332,21 +456,41 @@ class Loop {
   const std::uint32_t max_attempts_;
 
   redis::Connection redis_;
+  std::string run_id_;                 // of the server redis_ reached ...
+  std::uint64_t run_id_connects_ = 0;  // ... on its connection number this
+  pg::Connection pg_;
+  bool pg_failing_ = false;
+  // Rooms whose seq was at or above a block just installed: the next
+  // reservation must end above it.
+  std::unordered_map<std::string, std::int64_t> floors_;
+  // Blocks reserved but not installed yet, with the run_id they were
+  // reserved under.
+  std::unordered_map<std::string, std::pair<std::string, rooms::SeqBlock>> unused_blocks_;
   std::unique_ptr<amqp::Connection> dead_letters_;
   std::deque<Pending> pending_;  // delivered, not yet acked, in delivery order
   std::unordered_map<std::string, Attempts> attempts_;
   Backoff amqp_backoff_;
   Backoff redis_backoff_;
   Backoff message_backoff_;
+  Backoff pg_backoff_;
   Clock::time_point redis_retry_at_{};
 };
 
 }  // namespace
 
-Sequencer::Sequencer(const GatewayConfig& config) : Sequencer(config.common, Options{}) {}
+namespace {
+Sequencer::Options options_of(const GatewayConfig& config) {
+  Sequencer::Options options;
+  options.seq_block = config.seq_block;
+  return options;
+}
+}  // namespace
+
+Sequencer::Sequencer(const GatewayConfig& config) : Sequencer(config.common, options_of(config)) {}
 
 Sequencer::Sequencer(const CommonOptions& common, Options options)
     : common_(common), options_(std::move(options)) {
+  if (options_.seq_block <= 0) throw std::invalid_argument("the seq block must be positive");
   thread_ = std::thread([this] {
     Loop loop(common_, options_, counters_, stopping_);
     loop.run();

@@ -18,8 +18,21 @@
 //    of one sender's messages to a room still follow the order sent.
 //  - RabbitMQ lost: reconnect with backoff; un-acked messages are redelivered.
 //    The backoff is reset only once a batch has been sequenced again.
+//  - A room without seqs reserved under the current Redis run (the seq guard
+//    of store/rooms.hpp; after every Redis restart, and every `seq_block`
+//    messages): the sequencer reserves a block for every such room of the
+//    batch in one PostgreSQL statement (store/seq_reservations.hpp), installs
+//    them, and runs those rooms' messages again. PostgreSQL unreachable: the
+//    rooms that need a block wait (un-acked, retried with backoff, never
+//    dead-lettered) while rooms with seqs left flow; a statement waits at most
+//    Options::pg_timeout, on this thread.
+//
+// The Redis run_id the script checks is read (INFO server) on every new Redis
+// connection before anything is sequenced on it, so a script never runs with
+// the run_id of another server process.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,6 +48,7 @@ struct GatewayConfig;
 
 // Where messages the script keeps failing for end up (durable quorum queue).
 inline constexpr std::string_view kDeadLetterQueue = "rtmc.ingest.dead";
+inline constexpr std::int64_t kDefaultSeqBlock = 1000;
 
 // Monotonic counts for logs and metrics; read from any thread.
 struct SequencerCounters {
@@ -44,6 +58,10 @@ struct SequencerCounters {
   std::atomic<std::uint64_t> redis_refusals{0};    // batches Redis refused (OOM, loading, busy, ...)
   std::atomic<std::uint64_t> redis_failures{0};    // Redis I/O errors and timeouts
   std::atomic<std::uint64_t> amqp_connections{0};  // RabbitMQ connections opened for consuming
+  std::atomic<std::uint64_t> seq_blocks{0};        // seq blocks reserved in PostgreSQL and installed
+  std::atomic<std::uint64_t> seq_skips{0};         // installs that moved a room's seq up (Redis run change)
+  std::atomic<std::uint64_t> seqs_skipped{0};      // seqs jumped over by those installs
+  std::atomic<std::uint64_t> pg_failures{0};       // failed reservation statements
 };
 
 class Sequencer {
@@ -55,6 +73,10 @@ class Sequencer {
     // the room and `ingest_shards`.
     std::vector<std::string> queues;
     std::string dead_letter_queue{kDeadLetterQueue};
+    // Seqs reserved per room at a time (> 0): one PostgreSQL round trip per
+    // block; after a Redis restart each room skips what is left of its block.
+    std::int64_t seq_block = kDefaultSeqBlock;
+    std::chrono::milliseconds pg_timeout{1000};
   };
 
   explicit Sequencer(const GatewayConfig& config);

@@ -24,7 +24,10 @@
 #include "gateway/sequencer.hpp"
 #include "protocol/frames.hpp"
 #include "store/amqp.hpp"
+#include "store/postgres.hpp"
 #include "store/redis.hpp"
+#include "store/rooms.hpp"
+#include "store/seq_reservations.hpp"
 
 namespace rtmc::gateway {
 namespace {
@@ -59,6 +62,12 @@ class SequencerTest : public ::testing::Test {
     ASSERT_NE(redis, nullptr)
         << "RTMC_TEST_REDIS is not set: it must name a Redis (host:port or redis:// URL)";
     ASSERT_NE(amqp, nullptr) << "RTMC_TEST_AMQP is not set: it must name a RabbitMQ (AMQP URL)";
+    const char* pg = std::getenv("RTMC_TEST_PG");
+    ASSERT_NE(pg, nullptr)
+        << "RTMC_TEST_PG is not set: it must be a libpq connection string (seq reservations)";
+    common_.pg.conninfo = pg;
+    database_ = std::make_unique<pg::Connection>(common_.pg);
+    pg::migrate(*database_);
     common_.redis = RedisConfig::parse(redis);  // host:port or redis:// with credentials
     common_.redis.timeout = 2000ms;
     common_.amqp.url = amqp;
@@ -88,6 +97,9 @@ class SequencerTest : public ::testing::Test {
         for (const auto& key : keys.elements) admin_->command({"DEL", key.str});
       }
     }
+    if (database_)
+      for (const auto& room : rooms_)
+        database_->exec("DELETE FROM room_seq_reservations WHERE room = $1", {room});
   }
 
   std::string room(const std::string& name) {
@@ -130,8 +142,15 @@ class SequencerTest : public ::testing::Test {
     return admin_->command({"EXISTS", keys::dedupe(shard_, room, "alice", id)}).integer == 1;
   }
 
+  std::string mark_of(const std::string& room) {
+    auto reply = admin_->command({"HMGET", keys::room_seq_mark(0, room), "reserved", "run"});
+    return (reply.elements.at(0).is_nil() ? "" : reply.elements[0].str) + "/" +
+           (reply.elements.at(1).is_nil() ? "" : reply.elements[1].str);
+  }
+
   CommonOptions common_;
   Sequencer::Options options_;
+  std::unique_ptr<pg::Connection> database_;
   std::unique_ptr<redis::Connection> admin_;
   std::unique_ptr<amqp::Connection> broker_;
   std::unique_ptr<Sequencer> sequencer_;
@@ -293,6 +312,66 @@ TEST_F(SequencerTest, ARedisOutageIsRetriedWithBackoffOnTheSameRabbitConnection)
   EXPECT_EQ(log_of(name).size(), 5u);
   EXPECT_EQ(sync_entries_of(name), 5u);
   EXPECT_EQ(counters().dead_lettered, 0u);
+}
+
+// Seqs come in blocks reserved in PostgreSQL before they are used. When the
+// Redis run changes under a room (simulated: the mark's run rewritten, the
+// seq set back as an older AOF would have it), the room continues above its
+// last reservation: no seq is given twice.
+TEST_F(SequencerTest, SeqsAreReservedInBlocksAndARunChangeContinuesAboveThem) {
+  options_.seq_block = 3;
+  const auto name = room("blocks");
+  for (int n = 1; n <= 7; ++n) publish(name, std::string("m") + std::to_string(n));
+  start();
+  ASSERT_TRUE(eventually([&] { return seq_of(name) == "7" && counters().sequenced == 7; }))
+      << "seq '" << seq_of(name) << "'";
+  EXPECT_EQ(seq_reservations::reserved(*database_, name), 9);
+  EXPECT_EQ(counters().seq_blocks, 3u);
+  EXPECT_EQ(counters().seq_skips, 0u);
+  const auto run_id = rooms::server_run_id(*admin_);
+  EXPECT_EQ(mark_of(name), "9/" + run_id);
+
+  admin_->command({"HSET", keys::room_seq_mark(0, name), "run", std::string(40, '0')});
+  admin_->command({"SET", keys::room_seq(0, name), "4"});
+  publish(name, "after");
+  ASSERT_TRUE(eventually([&] { return seq_of(name) == "10"; })) << "seq '" << seq_of(name) << "'";
+  const auto log = log_of(name);
+  ASSERT_FALSE(log.empty());
+  EXPECT_EQ(log.back().first, "10-0");
+  EXPECT_NE(log.back().second.find("\"id\":\"after\""), std::string::npos) << log.back().second;
+  EXPECT_EQ(counters().seq_skips, 1u);
+  EXPECT_EQ(counters().seqs_skipped, 5u);  // 5..9
+  EXPECT_EQ(seq_reservations::reserved(*database_, name), 12);
+  EXPECT_EQ(mark_of(name), "12/" + run_id);
+}
+
+// PostgreSQL unreachable: a room that needs a block waits, un-acked and never
+// dead-lettered, while a room with seqs left flows; the waiting message is
+// sequenced once a sequencer can reserve again.
+TEST_F(SequencerTest, WithoutPostgresRoomsThatNeedSeqsWaitAndOthersFlow) {
+  const auto reserved = room("reserved");
+  const auto waiting = room("waiting");
+  const auto run_id = rooms::server_run_id(*admin_);
+  ASSERT_TRUE(rooms::install_seqs(*admin_, 1, run_id, {{reserved, 0, 100}}).at(0).error.empty());
+  const auto real_pg = common_.pg;
+  common_.pg.conninfo = "host=127.0.0.1 port=1 dbname=rtmc user=rtmc connect_timeout=1";
+  publish(waiting, "w1");
+  publish(reserved, "r1");
+  publish(reserved, "r2");
+  start();
+  ASSERT_TRUE(eventually([&] { return seq_of(reserved) == "2"; })) << "the reserved room did not flow";
+  ASSERT_TRUE(eventually([&] { return counters().pg_failures >= 2; }));
+  EXPECT_EQ(seq_of(waiting), "");
+  EXPECT_EQ(counters().dead_lettered, 0u);
+  EXPECT_EQ(counters().script_failures, 0u);
+  EXPECT_EQ(counters().sequenced, 2u);
+
+  sequencer_.reset();  // its un-acked message goes back to the queue
+  common_.pg = real_pg;
+  start();
+  ASSERT_TRUE(eventually([&] { return seq_of(waiting) == "1"; })) << "seq '" << seq_of(waiting) << "'";
+  EXPECT_EQ(log_of(waiting).size(), 1u);
+  EXPECT_EQ(seq_reservations::reserved(*database_, waiting), kDefaultSeqBlock);
 }
 
 }  // namespace

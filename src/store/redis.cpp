@@ -183,6 +183,7 @@ redisContext* Connection::context() {
     }
   }
   context_ = ctx;
+  ++connects_;
   return context_;
 }
 

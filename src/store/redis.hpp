@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -75,6 +76,14 @@ class Connection {
   // Pipelined EVALSHA of one script over many calls.
   std::vector<Reply> eval_pipeline(const Script& script, const std::vector<EvalCall>& calls);
 
+  // Whether a connection is open, and how many were made so far. A call
+  // connects only at its start, and only when there is no connection (the
+  // first call, or one after a call that failed and threw): what a caller
+  // learnt about the server on one connection (its run_id) holds for the next
+  // call if it is connected() now with the same connects().
+  bool connected() const { return context_ != nullptr; }
+  std::uint64_t connects() const { return connects_; }
+
  private:
   redisContext* context();  // connects when needed; throws RedisError
   void drop();
@@ -82,6 +91,7 @@ class Connection {
 
   RedisConfig config_;
   redisContext* context_ = nullptr;
+  std::uint64_t connects_ = 0;
   std::vector<std::pair<std::string, std::string>> loaded_;  // source -> sha1
 };
 

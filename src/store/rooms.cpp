@@ -1,5 +1,6 @@
 #include "store/rooms.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <unordered_map>
@@ -10,9 +11,10 @@ namespace rtmc::rooms {
 namespace {
 
 // Sequences the messages of one room, in order (contract in rooms.hpp).
-// KEYS: room seq, room log, shard sync stream, then one dedupe key per message.
-// ARGV: dedupe ttl (s), log length, room, then frame prefix and suffix per
-// message.
+// KEYS: room seq, room log, shard sync stream, room seq mark, then one dedupe
+// key per message.
+// ARGV: dedupe ttl (s), log length, room, the Redis run_id the caller read on
+// this connection, then frame prefix and suffix per message.
 // Returns one entry per message run: {seq, frame, 1 if a repeat} or an error
 // reply. It stops at the first message that fails, so no later message of the
 // room can take a seq before it.
@@ -23,9 +25,16 @@ namespace {
 // still fail: a failed message leaves nothing behind. Seq and log can
 // disagree only if someone edits them by hand; then the XADD refuses the id
 // instead of silently bumping the seq past a missing log entry.
+//
+// The seq guard is one of those checks: a new seq must be covered by the
+// room's mark, installed by kInstallScript under this very Redis run (a
+// restarted Redis, one restored from an older AOF or a promoted replica has
+// another run_id). Otherwise the message gets NEEDSEQ: nothing is written
+// and the caller reserves seqs in PostgreSQL first. Repeats need no new seq
+// and pass.
 const redis::Script kSequenceScript{R"lua(
-local seq_key, log_key, sync_key = KEYS[1], KEYS[2], KEYS[3]
-local ttl, log_length, room = ARGV[1], ARGV[2], ARGV[3]
+local seq_key, log_key, sync_key, mark_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl, log_length, room, run_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local function fail(text) error({err = text}) end
 
@@ -40,8 +49,19 @@ local function check_sync()
   sync_checked = true
 end
 
+local reserved = nil
+local function check_reserved(seq)
+  if reserved == nil then
+    local mark = redis.call('HMGET', mark_key, 'reserved', 'run')
+    if not mark[1] or mark[2] ~= run_id then fail('NEEDSEQ ' .. room) end
+    if not is_count(mark[1]) then fail('ERR ' .. mark_key .. ' does not hold a reservation') end
+    reserved = tonumber(mark[1])
+  end
+  if seq > reserved then fail('NEEDSEQ ' .. room) end
+end
+
 local function sequence_one(i)
-  local dedupe, prefix, suffix = KEYS[3 + i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local dedupe, prefix, suffix = KEYS[4 + i], ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   local known = redis.call('GET', dedupe)
   if known then
     if not is_count(known) then fail('ERR ' .. dedupe .. ' does not hold a seq') end
@@ -51,8 +71,9 @@ local function sequence_one(i)
   end
   local current = redis.call('GET', seq_key) or '0'
   if not is_count(current) then fail('ERR ' .. seq_key .. ' does not hold a seq') end
-  check_sync()
   local seq = tonumber(current) + 1
+  check_reserved(seq)
+  check_sync()
   local text = string.format('%d', seq)
   local frame = prefix .. text .. suffix
   redis.call('XADD', log_key, 'MAXLEN', '~', log_length, text .. '-0', 'f', frame)
@@ -63,7 +84,7 @@ local function sequence_one(i)
 end
 
 local results = {}
-for i = 1, #KEYS - 3 do
+for i = 1, #KEYS - 4 do
   local ok, result = pcall(sequence_one, i)
   if not ok then
     -- redis.call raises the error reply's text (code first, e.g. OOM);
@@ -78,6 +99,45 @@ for i = 1, #KEYS - 3 do
   results[i] = result
 end
 return results
+)lua"};
+
+// Installs a block reserved in PostgreSQL as the room's mark (contract at
+// install_seqs in rooms.hpp).
+// KEYS: room seq, room seq mark. ARGV: run_id, previous reservation (every
+// seq ever given in the room is <= it), new reservation.
+// Returns {seq before, seq after, reserved after}.
+//
+// A mark of this run: this Redis has lost nothing since it installed the
+// mark, so the seq stays and only the mark grows. No mark or a mark of
+// another run may be a Redis that lost writes: the seq continues at least at
+// the previous reservation, above every seq any client can have seen. Checks
+// come before the writes; the SET (a write that can fail, out of memory)
+// comes first, and a seq raised without its mark only leads to another
+// reservation.
+const redis::Script kInstallScript{R"lua(
+local seq_key, mark_key = KEYS[1], KEYS[2]
+local run_id, previous, reserved = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local function is_count(text) return #text <= 15 and string.match(text, '^%d+$') ~= nil end
+
+local current = redis.call('GET', seq_key)
+if current and not is_count(current) then
+  return redis.error_reply('ERR ' .. seq_key .. ' does not hold a seq')
+end
+local mark = redis.call('HMGET', mark_key, 'reserved', 'run')
+if mark[1] and not is_count(mark[1]) then
+  return redis.error_reply('ERR ' .. mark_key .. ' does not hold a reservation')
+end
+local before = tonumber(current or '0')
+if mark[1] and mark[2] == run_id then
+  local kept = math.max(tonumber(mark[1]), reserved)
+  redis.call('HSET', mark_key, 'reserved', string.format('%d', kept))
+  return {before, before, kept}
+end
+local seq = math.max(before, previous)
+if seq > before then redis.call('SET', seq_key, string.format('%d', seq)) end
+redis.call('HSET', mark_key, 'reserved', string.format('%d', reserved), 'run', run_id)
+return {before, seq, reserved}
 )lua"};
 
 std::int64_t parse_count(std::string_view text) {
@@ -114,8 +174,15 @@ bool fill_sequenced(const redis::Reply& reply, SequenceResult& result) {
   return true;
 }
 
+constexpr std::string_view kNeedSeqs = "NEEDSEQ ";
+
 void mark_error(SequenceResult& result, const std::string& error) {
-  result.status = redis::is_refusal(error) ? SequenceResult::Status::refused : SequenceResult::Status::failed;
+  if (std::string_view(error).substr(0, kNeedSeqs.size()) == kNeedSeqs)
+    result.status = SequenceResult::Status::needs_seqs;
+  else if (redis::is_refusal(error))
+    result.status = SequenceResult::Status::refused;
+  else
+    result.status = SequenceResult::Status::failed;
   result.error = error;
 }
 
@@ -234,14 +301,16 @@ const char* to_string(SequenceResult::Status status) {
     case SequenceResult::Status::failed: return "failed";
     case SequenceResult::Status::refused: return "refused";
     case SequenceResult::Status::not_run: return "not_run";
+    case SequenceResult::Status::needs_seqs: return "needs_seqs";
   }
   return "unknown";
 }
 
 std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
-                                     const std::vector<SequenceRequest>& requests) {
+                                     std::string_view run_id, const std::vector<SequenceRequest>& requests) {
   if (settings.dedupe_window.count() <= 0 || settings.log_length == 0)
     throw std::invalid_argument("sequencing needs a positive dedupe window and log length");
+  if (run_id.empty()) throw std::invalid_argument("sequencing needs the Redis run_id");
   std::vector<SequenceResult> results(requests.size());
   // One script call per room, its messages in request order; rooms in the
   // order they first appear.
@@ -260,8 +329,9 @@ std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSet
     const auto& room = requests[members.front()].room;
     const auto shard = shard_of(room, settings.shards);
     redis::Connection::EvalCall call;
-    call.keys = {keys::room_seq(shard, room), keys::room_log(shard, room), keys::sync_stream(shard)};
-    call.args = {ttl, log_length, room};
+    call.keys = {keys::room_seq(shard, room), keys::room_log(shard, room), keys::sync_stream(shard),
+                 keys::room_seq_mark(shard, room)};
+    call.args = {ttl, log_length, room, std::string(run_id)};
     for (auto index : members) {
       const auto& request = requests[index];
       call.keys.push_back(keys::dedupe(shard, room, request.sender, request.id));
@@ -273,6 +343,64 @@ std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSet
   if (calls.empty()) return results;
   const auto replies = redis.eval_pipeline(kSequenceScript, calls);
   for (std::size_t g = 0; g < groups.size(); ++g) apply(replies[g], groups[g], results);
+  return results;
+}
+
+// ------------------------------------------------------------- seq guard
+
+std::string server_run_id(redis::Connection& redis) {
+  const auto reply = redis.command({"INFO", "server"});
+  if (reply.type == redis::Reply::Type::string) {
+    constexpr std::string_view kField = "run_id:";
+    std::string_view text = reply.str;
+    for (std::size_t at = 0; at < text.size();) {
+      auto end = text.find('\n', at);
+      if (end == std::string_view::npos) end = text.size();
+      auto line = text.substr(at, end - at);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.substr(0, kField.size()) == kField && line.size() > kField.size())
+        return std::string(line.substr(kField.size()));
+      at = end + 1;
+    }
+  }
+  throw redis::RedisError("INFO server gave no run_id" +
+                          (reply.is_error() ? ": " + reply.str : std::string()));
+}
+
+std::vector<InstallResult> install_seqs(redis::Connection& redis, std::uint32_t shards,
+                                        std::string_view run_id, const std::vector<SeqBlock>& blocks) {
+  if (run_id.empty()) throw std::invalid_argument("installing seqs needs the Redis run_id");
+  std::vector<InstallResult> results(blocks.size());
+  if (blocks.empty()) return results;
+  std::vector<redis::Connection::EvalCall> calls;
+  calls.reserve(blocks.size());
+  for (const auto& block : blocks) {
+    if (block.previous < 0 || block.reserved <= block.previous)
+      throw std::invalid_argument("a seq block must reserve above its previous mark");
+    const auto shard = shard_of(block.room, shards);
+    redis::Connection::EvalCall call;
+    call.keys = {keys::room_seq(shard, block.room), keys::room_seq_mark(shard, block.room)};
+    call.args = {std::string(run_id), std::to_string(block.previous), std::to_string(block.reserved)};
+    calls.push_back(std::move(call));
+  }
+  const auto replies = redis.eval_pipeline(kInstallScript, calls);
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    const auto& reply = replies[i];
+    auto& result = results[i];
+    if (reply.is_error()) {
+      result.error = reply.str;
+      continue;
+    }
+    if (reply.type != redis::Reply::Type::array || reply.elements.size() != 3 ||
+        std::any_of(reply.elements.begin(), reply.elements.end(),
+                    [](const redis::Reply& e) { return e.type != redis::Reply::Type::integer; })) {
+      result.error = "ERR unexpected reply of the seq install script";
+      continue;
+    }
+    result.seq_before = reply.elements[0].integer;
+    result.seq = reply.elements[1].integer;
+    result.reserved = reply.elements[2].integer;
+  }
   return results;
 }
 

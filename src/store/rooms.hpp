@@ -9,6 +9,19 @@
 //                                      (expires after the dedupe window)
 //   {k}:sync                           the shard's sequenced messages, for the
 //                                      syncer: fields room, seq, f
+//   {k}:seqmark:<room>                 hash: reserved (seqs up to it are
+//                                      reserved in PostgreSQL) and run (the
+//                                      Redis run_id it was installed under)
+//
+// Seq guard: Redis may lose writes (an AOF older than what was acked, a
+// replica promoted before it had everything), and the room's seq would then
+// go back and give seqs clients already saw to other messages. So a room only
+// sequences up to its mark: a block of seqs reserved first in PostgreSQL
+// (store/seq_reservations.hpp, durable, never goes back), installed under the
+// run_id of the Redis process. A Redis that restarted has another run_id and
+// no valid mark: the next reservation makes the room continue above the
+// previous one, i.e. above every seq ever given (the skipped range is a gap
+// the gateways report).
 //
 // Threading: free functions without state. The synchronous ones run on the
 // thread that owns the redis::Connection; the async ones may be awaited from
@@ -110,9 +123,14 @@ struct SequenceResult {
     // it was written.
     refused,
     // Not run: an earlier message of the same room in this call was not
-    // sequenced (failed or refused), and a room's messages are sequenced in
-    // the order given. Nothing of it was written.
+    // sequenced (failed, refused or needs_seqs), and a room's messages are
+    // sequenced in the order given. Nothing of it was written.
     not_run,
+    // The room has no seq reserved for it under this Redis run (no mark, a
+    // mark of another run, or the mark is used up): reserve a block and
+    // install it (install_seqs), then run it again. Nothing of it was
+    // written; not the message's fault.
+    needs_seqs,
   };
   Status status = Status::not_run;
   std::int64_t seq = 0;
@@ -127,11 +145,47 @@ const char* to_string(SequenceResult::Status status);
 // appended to the room log (id <seq>-0) and to the shard's sync stream, or
 // nothing at all. A room's messages get their seqs in request order, and a
 // message is only run after every earlier one of its room in this call was
-// sequenced.
+// sequenced. A new seq must be covered by the room's mark installed under
+// `run_id`, which must be server_run_id() read on this connection (same
+// redis.connects()); otherwise needs_seqs.
 // Throws redis::RedisError when the connection fails or times out: some
 // messages may then have been sequenced, and calling again with the same
 // requests is safe (the dedupe keys answer those as repeats).
 std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
-                                     const std::vector<SequenceRequest>& requests);
+                                     std::string_view run_id, const std::vector<SequenceRequest>& requests);
+
+// ------------------------------------------------------------- seq guard
+
+// The run_id of the Redis process behind the connection (INFO server): new
+// for every start of a server, different on every replica. Connects if
+// needed; throws redis::RedisError (also for a reply without a run_id).
+std::string server_run_id(redis::Connection& redis);
+
+// A block of a room's seqs reserved in PostgreSQL: every seq ever given in the
+// room is <= previous, and the seqs up to `reserved` may now be given.
+struct SeqBlock {
+  std::string room;
+  std::int64_t previous = 0;
+  std::int64_t reserved = 0;
+};
+
+struct InstallResult {
+  // Empty: installed. Otherwise the error reply (a refusal such as OOM, or a
+  // key not of this module's shape); nothing of it was written.
+  std::string error;
+  std::int64_t seq_before = 0;  // the room's seq before
+  std::int64_t seq = 0;         // and after: above seq_before when the seq skipped to `previous`
+  std::int64_t reserved = 0;    // the room's mark now
+  bool skipped() const { return seq > seq_before; }
+};
+
+// Installs each block as its room's mark, one round trip; results in order.
+// Under the same run (the mark is of `run_id`) the seq stays and the mark
+// becomes max(mark, reserved). Otherwise (no mark, a mark of another run)
+// this Redis may have lost seqs it gave: the seq becomes
+// max(seq, previous) and the mark `reserved` under `run_id`. `run_id` must be
+// server_run_id() of this connection. Throws redis::RedisError.
+std::vector<InstallResult> install_seqs(redis::Connection& redis, std::uint32_t shards,
+                                        std::string_view run_id, const std::vector<SeqBlock>& blocks);
 
 }  // namespace rtmc::rooms

@@ -3,7 +3,9 @@
 // their keys; the shard sync stream is shared, so sync entries are counted
 // per room. The test stack runs a syncer over shards 0-15 (scripts/test.sh),
 // which would trim the sync entries these tests look at: their rooms live on
-// shards above it, which no syncer reads. OutOfMemoryIsARefusal changes maxmemory for every client of that
+// shards above it, which no syncer reads. room() installs a large block of seqs for the room under the
+// server's run_id, as the sequencer does after a reservation, except for the
+// seq guard tests (unguarded_room()). OutOfMemoryIsARefusal changes maxmemory for every client of that
 // Redis and runs alone (RUN_SERIAL).
 #include <gtest/gtest.h>
 
@@ -41,6 +43,7 @@ class RoomsTest : public ::testing::Test {
     settings_.shards = kShards;
     settings_.dedupe_window = std::chrono::seconds(600);
     settings_.log_length = 1000;
+    run_id_ = server_run_id(*redis_);
   }
   void TearDown() override {
     if (!redis_) return;
@@ -50,13 +53,26 @@ class RoomsTest : public ::testing::Test {
     }
   }
 
-  std::string room(const std::string& name) {
+  std::string unguarded_room(const std::string& name) {
     std::string candidate;
     do {
       candidate = std::string("rooms-itest-") + name + "-" + random_digits();
     } while (shard_of(candidate, kShards) < kFirstUnsyncedShard);
     rooms_.push_back(candidate);
     return rooms_.back();
+  }
+  std::string room(const std::string& name) {
+    auto created = unguarded_room(name);
+    const auto installed = install_seqs(*redis_, kShards, run_id_, {{created, 0, 1'000'000'000}});
+    EXPECT_TRUE(installed.at(0).error.empty()) << installed.at(0).error;
+    return created;
+  }
+  std::string mark_key(const std::string& room) { return keys::room_seq_mark(shard_of(room, kShards), room); }
+  // The mark as "reserved/run".
+  std::string mark(const std::string& room) {
+    auto reply = redis_->command({"HMGET", mark_key(room), "reserved", "run"});
+    return (reply.elements.at(0).is_nil() ? "(nil)" : reply.elements[0].str) + "/" +
+           (reply.elements.at(1).is_nil() ? "(nil)" : reply.elements[1].str);
   }
   static SequenceRequest request(const std::string& room, const std::string& id,
                                  const std::string& sender = "alice") {
@@ -95,6 +111,7 @@ class RoomsTest : public ::testing::Test {
 
   RedisConfig config_;
   std::unique_ptr<redis::Connection> redis_;
+  std::string run_id_;
   SequenceSettings settings_;
   std::vector<std::string> rooms_;
 };
@@ -102,7 +119,7 @@ class RoomsTest : public ::testing::Test {
 TEST_F(RoomsTest, SequencesARoomInOrderIntoItsLogAndTheSyncStream) {
   const auto name = room("order");
   std::vector<SequenceRequest> requests{request(name, "a"), request(name, "b"), request(name, "c")};
-  const auto results = sequence(*redis_, settings_, requests);
+  const auto results = sequence(*redis_, settings_, run_id_, requests);
   ASSERT_EQ(results.size(), 3u);
   for (std::size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(results[i].status, Status::sequenced) << results[i].error;
@@ -124,19 +141,19 @@ TEST_F(RoomsTest, SequencesARoomInOrderIntoItsLogAndTheSyncStream) {
   EXPECT_LE(ttl, 600);
 
   // A later call continues the count.
-  const auto more = sequence(*redis_, settings_, {request(name, "d")});
+  const auto more = sequence(*redis_, settings_, run_id_, {request(name, "d")});
   EXPECT_EQ(more[0].seq, 4);
   EXPECT_EQ(get(seq_key(name)), "4");
 }
 
 TEST_F(RoomsTest, ARepeatedIdGetsItsFirstSeqAndFrameAndIsWrittenOnce) {
   const auto name = room("dedupe");
-  const auto first = sequence(*redis_, settings_, {request(name, "x")});
+  const auto first = sequence(*redis_, settings_, run_id_, {request(name, "x")});
   ASSERT_EQ(first[0].status, Status::sequenced);
   // The retry renders differently (a later ts): the logged frame wins.
   auto retry = request(name, "x");
   retry.frame_suffix = " later>";
-  const auto again = sequence(*redis_, settings_, {retry, retry, request(name, "y")});
+  const auto again = sequence(*redis_, settings_, run_id_, {retry, retry, request(name, "y")});
   for (std::size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(again[i].status, Status::sequenced);
     EXPECT_TRUE(again[i].repeat);
@@ -153,7 +170,7 @@ TEST_F(RoomsTest, ARepeatedIdGetsItsFirstSeqAndFrameAndIsWrittenOnce) {
 TEST_F(RoomsTest, DedupeIsPerSenderAndRoomsAreIndependent) {
   const auto one = room("one");
   const auto two = room("two");
-  const auto results = sequence(*redis_, settings_,
+  const auto results = sequence(*redis_, settings_, run_id_,
                                 {request(one, "same", "alice"), request(two, "same", "alice"),
                                  request(one, "same", "bob"), request(two, "other", "alice")});
   EXPECT_EQ(results[0].seq, 1);
@@ -170,7 +187,7 @@ TEST_F(RoomsTest, TheLogIsCappedAndKeepsItsNewestEntries) {
   settings_.log_length = 10;
   std::vector<SequenceRequest> requests;
   for (int i = 0; i < 400; ++i) requests.push_back(request(name, std::to_string(i)));
-  const auto results = sequence(*redis_, settings_, requests);
+  const auto results = sequence(*redis_, settings_, run_id_, requests);
   EXPECT_EQ(results.back().seq, 400);
   // MAXLEN ~ trims whole stream nodes (100 entries by default), so the log
   // keeps at least the cap and less than a node more.
@@ -190,7 +207,7 @@ TEST_F(RoomsTest, AFailedMessageLeavesNothingBehindAndHoldsBackItsRoomOnly) {
   const auto fine = room("fine");
   redis_->command({"SET", seq_key(broken), "not-a-number"});
   const auto results =
-      sequence(*redis_, settings_, {request(broken, "1"), request(fine, "1"), request(broken, "2")});
+      sequence(*redis_, settings_, run_id_, {request(broken, "1"), request(fine, "1"), request(broken, "2")});
   EXPECT_EQ(results[0].status, Status::failed);
   EXPECT_NE(results[0].error.find("does not hold a seq"), std::string::npos) << results[0].error;
   EXPECT_EQ(results[1].status, Status::sequenced);
@@ -209,7 +226,7 @@ TEST_F(RoomsTest, AFailedMessageLeavesNothingBehindAndHoldsBackItsRoomOnly) {
 TEST_F(RoomsTest, ALogAheadOfTheSeqFailsWithoutWritingAnything) {
   const auto name = room("ahead");
   redis_->command({"XADD", log_key(name), "5-0", "f", "old"});
-  const auto results = sequence(*redis_, settings_, {request(name, "1")});
+  const auto results = sequence(*redis_, settings_, run_id_, {request(name, "1")});
   EXPECT_EQ(results[0].status, Status::failed);
   EXPECT_EQ(get(seq_key(name)), "(nil)");
   EXPECT_EQ(get(dedupe_key(name, "1")), "(nil)");
@@ -220,7 +237,7 @@ TEST_F(RoomsTest, ALogAheadOfTheSeqFailsWithoutWritingAnything) {
 TEST_F(RoomsTest, AKeyOfAnotherTypeIsAFailureOfThatRoom) {
   const auto name = room("wrongtype");
   redis_->command({"HSET", log_key(name), "f", "v"});
-  const auto results = sequence(*redis_, settings_, {request(name, "1")});
+  const auto results = sequence(*redis_, settings_, run_id_, {request(name, "1")});
   EXPECT_EQ(results[0].status, Status::failed);
   EXPECT_EQ(results[0].error.rfind("WRONGTYPE", 0), 0u) << results[0].error;
   EXPECT_EQ(get(seq_key(name)), "(nil)");
@@ -238,7 +255,7 @@ TEST_F(RoomsTest, OutOfMemoryIsARefusal) {
   redis_->command({"CONFIG", "SET", "maxmemory", "1"});
   std::vector<SequenceResult> results;
   try {
-    results = sequence(*redis_, settings_, {request(name, "1"), request(name, "2")});
+    results = sequence(*redis_, settings_, run_id_, {request(name, "1"), request(name, "2")});
   } catch (...) {
     redis_->command({"CONFIG", "SET", "maxmemory", maxmemory});
     redis_->command({"CONFIG", "SET", "maxmemory-policy", policy});
@@ -254,7 +271,7 @@ TEST_F(RoomsTest, OutOfMemoryIsARefusal) {
   EXPECT_EQ(get(dedupe_key(name, "1")), "(nil)");
   EXPECT_TRUE(log(name).empty());
   // Once Redis takes writes again, the same messages go through.
-  const auto later = sequence(*redis_, settings_, {request(name, "1"), request(name, "2")});
+  const auto later = sequence(*redis_, settings_, run_id_, {request(name, "1"), request(name, "2")});
   EXPECT_EQ(later[1].seq, 2);
 }
 
@@ -262,7 +279,7 @@ TEST_F(RoomsTest, ReadsTheSeqAndTheLogSynchronouslyAndAsynchronously) {
   const auto name = room("read");
   EXPECT_EQ(current_seq(*redis_, kShards, name), 0);
   EXPECT_TRUE(read_log(*redis_, kShards, name, 1, 10).empty());
-  sequence(*redis_, settings_, {request(name, "a"), request(name, "b"), request(name, "c")});
+  sequence(*redis_, settings_, run_id_, {request(name, "a"), request(name, "b"), request(name, "c")});
   EXPECT_EQ(current_seq(*redis_, kShards, name), 3);
   const auto frames = read_log(*redis_, kShards, name, 2, 3);
   ASSERT_EQ(frames.size(), 2u);
@@ -287,8 +304,136 @@ TEST_F(RoomsTest, AnUnreachableRedisThrowsRedisError) {
   nowhere.address = HostPort::parse("127.0.0.1:1");
   nowhere.timeout = std::chrono::milliseconds(500);
   redis::Connection down(nowhere);
-  EXPECT_THROW(sequence(down, settings_, {request(room("down"), "1")}), redis::RedisError);
+  EXPECT_THROW(sequence(down, settings_, "run", {request(room("down"), "1")}), redis::RedisError);
   EXPECT_THROW(current_seq(down, kShards, "x"), redis::RedisError);
+}
+
+// ------------------------------------------------------------- seq guard
+
+TEST_F(RoomsTest, TheRunIdIsTheServersAndStableOnAConnection) {
+  EXPECT_EQ(run_id_.size(), 40u) << run_id_;
+  EXPECT_EQ(run_id_.find_first_not_of("0123456789abcdef"), std::string::npos) << run_id_;
+  redis::Connection other(config_);
+  EXPECT_EQ(server_run_id(other), run_id_);
+  EXPECT_EQ(server_run_id(*redis_), run_id_);
+}
+
+// Without a mark (a room never reserved, or data from before the guard) no
+// seq is given and nothing is written; the room's later messages wait, other
+// rooms go on.
+TEST_F(RoomsTest, ARoomWithoutAMarkNeedsSeqsAndWritesNothing) {
+  const auto bare = unguarded_room("bare");
+  const auto fine = room("fine");
+  const auto results =
+      sequence(*redis_, settings_, run_id_, {request(bare, "1"), request(fine, "1"), request(bare, "2")});
+  EXPECT_EQ(results[0].status, Status::needs_seqs);
+  EXPECT_EQ(results[0].error, "NEEDSEQ " + bare);
+  EXPECT_EQ(results[1].status, Status::sequenced);
+  EXPECT_EQ(results[2].status, Status::not_run);
+  EXPECT_EQ(get(seq_key(bare)), "(nil)");
+  EXPECT_EQ(get(dedupe_key(bare, "1")), "(nil)");
+  EXPECT_TRUE(log(bare).empty());
+  EXPECT_TRUE(sync_entries(bare).empty());
+}
+
+// A mark of another run is what a restarted Redis, one restored from an
+// older AOF or a promoted replica holds: it must not be used.
+TEST_F(RoomsTest, AMarkOfAnotherRunIsNotUsed) {
+  const auto name = unguarded_room("otherrun");
+  const std::string other(40, 'f');
+  ASSERT_TRUE(install_seqs(*redis_, kShards, other, {{name, 0, 1000}}).at(0).error.empty());
+  EXPECT_EQ(mark(name), "1000/" + other);
+  const auto results = sequence(*redis_, settings_, run_id_, {request(name, "1")});
+  EXPECT_EQ(results[0].status, Status::needs_seqs);
+  EXPECT_EQ(get(seq_key(name)), "(nil)");
+}
+
+// Seqs are given up to the mark and not one more; the next block of the same
+// run extends the mark and keeps the seq (this Redis lost nothing).
+TEST_F(RoomsTest, TheMarkBoundsTheSeqsAndTheSameRunExtendsIt) {
+  const auto name = unguarded_room("bound");
+  auto installed = install_seqs(*redis_, kShards, run_id_, {{name, 0, 3}});
+  ASSERT_TRUE(installed[0].error.empty()) << installed[0].error;
+  EXPECT_EQ(installed[0].seq_before, 0);
+  EXPECT_EQ(installed[0].seq, 0);
+  EXPECT_FALSE(installed[0].skipped());
+  std::vector<SequenceRequest> requests;
+  for (int i = 1; i <= 5; ++i) requests.push_back(request(name, std::to_string(i)));
+  auto results = sequence(*redis_, settings_, run_id_, requests);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(results[i].seq, i + 1);
+  EXPECT_EQ(results[3].status, Status::needs_seqs);
+  EXPECT_EQ(results[4].status, Status::not_run);
+  EXPECT_EQ(get(seq_key(name)), "3");
+  EXPECT_EQ(get(dedupe_key(name, "4")), "(nil)");
+  EXPECT_EQ(log(name).size(), 3u);
+
+  installed = install_seqs(*redis_, kShards, run_id_, {{name, 3, 6}});
+  ASSERT_TRUE(installed[0].error.empty()) << installed[0].error;
+  EXPECT_EQ(installed[0].seq, 3);
+  EXPECT_EQ(installed[0].reserved, 6);
+  EXPECT_FALSE(installed[0].skipped());
+  // A stale, lower block of the same run never lowers the mark.
+  installed = install_seqs(*redis_, kShards, run_id_, {{name, 0, 4}});
+  EXPECT_EQ(installed[0].reserved, 6);
+  EXPECT_EQ(mark(name), "6/" + run_id_);
+
+  results = sequence(*redis_, settings_, run_id_, {requests[3], requests[4], requests[0]});
+  EXPECT_EQ(results[0].seq, 4);
+  EXPECT_EQ(results[1].seq, 5);
+  EXPECT_EQ(results[2].seq, 1);  // a repeat needs no new seq
+  EXPECT_TRUE(results[2].repeat);
+}
+
+// A Redis that lost writes (simulated: the seq set back and the mark of an
+// earlier run) continues above the previous reservation, so no seq any client
+// may have seen is given again.
+TEST_F(RoomsTest, AnotherRunContinuesAboveThePreviousReservation) {
+  const auto name = unguarded_room("rollback");
+  const std::string earlier(40, 'e');
+  ASSERT_TRUE(install_seqs(*redis_, kShards, earlier, {{name, 0, 10}}).at(0).error.empty());
+  // The lost state: the seq was 7 when Redis crashed, its AOF had 2.
+  redis_->command({"SET", seq_key(name), "2"});
+  const auto installed = install_seqs(*redis_, kShards, run_id_, {{name, 10, 20}});
+  ASSERT_TRUE(installed[0].error.empty()) << installed[0].error;
+  EXPECT_EQ(installed[0].seq_before, 2);
+  EXPECT_EQ(installed[0].seq, 10);
+  EXPECT_EQ(installed[0].reserved, 20);
+  EXPECT_TRUE(installed[0].skipped());
+  EXPECT_EQ(mark(name), "20/" + run_id_);
+  const auto results = sequence(*redis_, settings_, run_id_, {request(name, "next")});
+  ASSERT_EQ(results[0].status, Status::sequenced) << results[0].error;
+  EXPECT_EQ(results[0].seq, 11);
+  EXPECT_EQ(log(name).back().first, "11-0");
+}
+
+// A room sequenced before the guard existed has a seq and no mark: its seq is
+// kept (previous 0), and a block ending above it makes it go on.
+TEST_F(RoomsTest, ARoomFromBeforeTheGuardKeepsItsSeq) {
+  const auto name = unguarded_room("legacy");
+  redis_->command({"SET", seq_key(name), "5000"});
+  redis_->command({"XADD", log_key(name), "5000-0", "f", "old"});
+  auto installed = install_seqs(*redis_, kShards, run_id_, {{name, 0, 1000}});
+  EXPECT_EQ(installed[0].seq_before, 5000);
+  EXPECT_EQ(installed[0].seq, 5000);
+  EXPECT_FALSE(installed[0].skipped());
+  EXPECT_EQ(sequence(*redis_, settings_, run_id_, {request(name, "a")})[0].status, Status::needs_seqs);
+  installed = install_seqs(*redis_, kShards, run_id_, {{name, 5000, 6000}});
+  EXPECT_EQ(installed[0].seq, 5000);
+  const auto results = sequence(*redis_, settings_, run_id_, {request(name, "a")});
+  EXPECT_EQ(results[0].seq, 5001);
+}
+
+TEST_F(RoomsTest, InstallingOverKeysOfAnotherShapeFailsThatRoomOnly) {
+  const auto broken = unguarded_room("badmark");
+  const auto fine = unguarded_room("goodmark");
+  redis_->command({"HSET", mark_key(broken), "reserved", "lots"});
+  const auto installed = install_seqs(*redis_, kShards, run_id_, {{broken, 0, 10}, {fine, 0, 10}});
+  EXPECT_NE(installed[0].error.find("does not hold a reservation"), std::string::npos) << installed[0].error;
+  EXPECT_TRUE(installed[1].error.empty()) << installed[1].error;
+  EXPECT_EQ(mark(broken), "lots/(nil)");
+  EXPECT_THROW(install_seqs(*redis_, kShards, run_id_, {{fine, 10, 10}}), std::invalid_argument);
+  EXPECT_THROW(install_seqs(*redis_, kShards, "", {{fine, 10, 20}}), std::invalid_argument);
+  EXPECT_THROW(sequence(*redis_, settings_, "", {request(fine, "1")}), std::invalid_argument);
 }
 
 TEST(RoomsRefusal, ErrorCodesThatMeanNotNow) {
