@@ -121,7 +121,12 @@ class HistoryTest : public ::testing::Test {
       requests.push_back(
           {room, id_of(seq), sender_of(seq), std::move(parts.prefix), std::move(parts.suffix)});
     }
-    auto results = rooms::sequence(*redis_, settings, requests);
+    // The seq guard needs a block installed under this Redis' run, as the
+    // sequencer installs after reserving it in PostgreSQL.
+    const auto run_id = rooms::server_run_id(*redis_);
+    const auto installed = rooms::install_seqs(*redis_, kShards, run_id, {{room, 0, 1'000'000'000}});
+    ASSERT_TRUE(installed.at(0).error.empty()) << installed.at(0).error;
+    auto results = rooms::sequence(*redis_, settings, run_id, requests);
     for (std::int64_t seq = 1; seq <= count; ++seq) {
       const auto& result = results[seq - 1];
       ASSERT_EQ(result.status, rooms::SequenceResult::Status::sequenced) << result.error;
