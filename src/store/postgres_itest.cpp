@@ -114,7 +114,8 @@ TEST_F(PostgresTest, MigrateIsIdempotent) {
               {schema_});
   std::vector<std::string> names;
   for (const auto& row : tables.rows) names.push_back(*row[0]);
-  EXPECT_EQ(names, (std::vector<std::string>{"messages", "schema_migrations", "users"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"messages", "room_seq_reservations", "rooms",
+                                             "schema_migrations", "users"}));
 }
 
 TEST_F(PostgresTest, ConcurrentMigratorsApplyEachMigrationOnce) {
