@@ -209,8 +209,10 @@ class FakeHistory final : public HistoryReader {
     std::int64_t from = std::max<std::int64_t>(1, stored - request.limit + 1);
     std::int64_t to = stored;
     if (request.after_seq) {
-      from = *request.after_seq + 1;
-      to = std::min(stored, *request.after_seq + request.limit);
+      // Clamped first: after_seq may be the largest int64.
+      const auto after = std::min(*request.after_seq, stored);
+      from = after + 1;
+      to = std::min(stored, after + request.limit);
     } else if (request.before_seq) {
       to = std::min(stored, *request.before_seq - 1);
       from = std::max<std::int64_t>(1, to - request.limit + 1);
