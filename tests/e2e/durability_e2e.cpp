@@ -280,12 +280,6 @@ bool publish(const HttpClient& http, const TestUser& user, const std::string& ro
   return false;
 }
 
-// Whether the gateways report a skipped range with a `gap` frame (the
-// recovery part of issue 7). Until it is merged they skip it silently and
-// the tests assert the seq jump alone; with it, set this to true: exactly one
-// gap frame for the skipped range.
-constexpr bool kGapFramesExpected = false;
-
 TEST(Durability, KillNineOfRedisWhileMessagesFlowLosesNothingAcknowledged) {
   OwnRedis redis;
   Stack stack(redis);
@@ -459,14 +453,10 @@ TEST(Durability, RedisRestoredFromAnOlderAofNeverReusesASeq) {
   std::vector<boost::json::object> gaps;
   for (const auto& frame : frames)
     if (str(frame, "type") == "gap") gaps.push_back(frame);
-  if (kGapFramesExpected) {
-    ASSERT_EQ(gaps.size(), 1u);
-    EXPECT_EQ(str(gaps[0], "room"), room);
-    EXPECT_EQ(num(gaps[0], "from"), 2 * kPhase + 1);
-    EXPECT_EQ(num(gaps[0], "to"), block);
-  } else {
-    EXPECT_TRUE(gaps.empty());
-  }
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(str(gaps[0], "room"), room);
+  EXPECT_EQ(num(gaps[0], "from"), 2 * kPhase + 1);
+  EXPECT_EQ(num(gaps[0], "to"), block);
 }
 
 }  // namespace
