@@ -143,7 +143,7 @@ class SequencerTest : public ::testing::Test {
   }
 
   std::string mark_of(const std::string& room) {
-    auto reply = admin_->command({"HMGET", keys::room_seq_mark(0, room), "reserved", "run"});
+    auto reply = admin_->command({"HMGET", keys::room_seq_mark(shard_, room), "reserved", "run"});
     return (reply.elements.at(0).is_nil() ? "" : reply.elements[0].str) + "/" +
            (reply.elements.at(1).is_nil() ? "" : reply.elements[1].str);
   }
@@ -331,8 +331,8 @@ TEST_F(SequencerTest, SeqsAreReservedInBlocksAndARunChangeContinuesAboveThem) {
   const auto run_id = rooms::server_run_id(*admin_);
   EXPECT_EQ(mark_of(name), "9/" + run_id);
 
-  admin_->command({"HSET", keys::room_seq_mark(0, name), "run", std::string(40, '0')});
-  admin_->command({"SET", keys::room_seq(0, name), "4"});
+  admin_->command({"HSET", keys::room_seq_mark(shard_, name), "run", std::string(40, '0')});
+  admin_->command({"SET", keys::room_seq(shard_, name), "4"});
   publish(name, "after");
   ASSERT_TRUE(eventually([&] { return seq_of(name) == "10"; })) << "seq '" << seq_of(name) << "'";
   const auto log = log_of(name);
@@ -352,7 +352,7 @@ TEST_F(SequencerTest, WithoutPostgresRoomsThatNeedSeqsWaitAndOthersFlow) {
   const auto reserved = room("reserved");
   const auto waiting = room("waiting");
   const auto run_id = rooms::server_run_id(*admin_);
-  ASSERT_TRUE(rooms::install_seqs(*admin_, 1, run_id, {{reserved, 0, 100}}).at(0).error.empty());
+  ASSERT_TRUE(rooms::install_seqs(*admin_, kShards, run_id, {{reserved, 0, 100}}).at(0).error.empty());
   const auto real_pg = common_.pg;
   common_.pg.conninfo = "host=127.0.0.1 port=1 dbname=rtmc user=rtmc connect_timeout=1";
   publish(waiting, "w1");

@@ -159,6 +159,9 @@ TEST(Recovery, AClientThatMissed500MessagesResumesWithEveryMessageOnceWhileTraff
   // Messages keep flowing from another client through the whole test.
   Trickle trickle(kGateway, trickle_user, room, 3ms);
   publish(publisher, published, acked, room, "b", 500, "missed");
+  // An ack means RabbitMQ has the message, not that it is sequenced yet: the
+  // reader comes back once the publisher, a member, has seen seq 520.
+  ASSERT_TRUE(published.wait_until([](const auto& f) { return has_seq(f, 520); }, 30s));
 
   LineClient reader(kGateway, 0, "reader-again");
   reader.auth(reader_user.token, reader_user.name);
