@@ -155,7 +155,9 @@ mkdir -p "$test_stack"
 exec 9<"$test_stack"
 flock -n 9 || die "another scripts/test.sh is using $test_stack"
 services_started=1
-# Leftovers of an interrupted run: stopped by their recorded PIDs, then deleted.
+# Leftovers of an interrupted run: stopped by their recorded PIDs (the
+# syncer first: the wipe would delete its PID file), then deleted.
+stop_pid_file "$test_stack/pids/syncer" rtmc-syncer 15
 bash "$repo_root/scripts/services.sh" wipe "$test_stack" 9<&-
 # 9<&-: the services must not inherit the lock, or a service outliving a
 # killed run would block every later one.
@@ -179,6 +181,15 @@ syncer_pid_file=$test_stack/pids/syncer
 RTMC_SYNCER_HTTP_LISTEN=127.0.0.1:0 RTMC_INGEST_SHARDS=16 \
   setsid "$build_dir/src/syncer/rtmc-syncer" </dev/null >>"$test_stack/logs/syncer.log" 2>&1 9<&- &
 echo $! >"$syncer_pid_file"
+# Up means in its consumer group: tests that count on it must not wait on a
+# syncer that died at start.
+syncer_deadline=$((SECONDS + 30))
+until grep -q "in group" "$test_stack/logs/syncer.log" 2>/dev/null; do
+  live_pid "$syncer_pid_file" rtmc-syncer >/dev/null ||
+    { tail -n 20 "$test_stack/logs/syncer.log" >&2; die "the test stack's syncer exited at start"; }
+  ((SECONDS < syncer_deadline)) || die "the test stack's syncer did not join its group within 30s"
+  sleep 0.2
+done
 log "syncer pid $(<"$syncer_pid_file"), log $test_stack/logs/syncer.log"
 end_phase syncer
 

@@ -469,6 +469,19 @@ Effects ChatCore::on_server_line(std::string_view line) {
     if (!ref.empty()) {
       if (ref.rfind(join_ref_prefix, 0) == 0) {
         std::string room = ref.substr(join_ref_prefix.size());
+        auto view = views_.find(room);
+        if (code == "bad_frame" && view != views_.end() && view->second.since >= 0) {
+          // The room's seq is below the one this client resumes from: its
+          // Redis lost data and has not given a seq since. Resuming cannot
+          // work, staying out of the room would be worse: join it afresh.
+          effects.notices.push_back("! #" + printable(room) + ": cannot resume from seq " +
+                                    std::to_string(view->second.since) + " (" + printable(message) +
+                                    "); joining at the room's current seq");
+          view->second.since = -1;
+          view->second.known = false;
+          effects.frames.push_back(frame({{"type", "join"}, {"room", room}, {"ref", ref}}));
+          return effects;
+        }
         joined_.erase(room);
         views_.erase(room);
         if (current_room_ == room) current_room_ = joined_.empty() ? std::string() : *joined_.begin();

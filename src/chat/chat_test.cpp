@@ -585,6 +585,29 @@ TEST(ChatRecovery, AfterADropEveryRoomResumesWithSinceAndUnackedSendsAreResent) 
   EXPECT_EQ(bodies(replay), range_bodies(4, 7));
 }
 
+// After Redis lost data the room's seq may be below the client's resume
+// point until the next message: the server refuses that `since`
+// (bad_frame). The client joins afresh rather than losing the room.
+TEST(ChatRecovery, ASinceTheServerRefusesBecomesAPlainJoin) {
+  ChatCore core = fresh_core();
+  core.on_server_line(R"({"type":"joined","room":"lobby","seq":0})");
+  for (std::int64_t seq = 1; seq <= 3; ++seq) core.on_server_line(message_line("lobby", seq));
+  core.on_disconnected();
+  auto resumed = frames_of(core.on_server_line(R"({"type":"auth_ok","user":"alice","heartbeat_s":30})"));
+  ASSERT_EQ(resumed.size(), 1u);
+  EXPECT_EQ(resumed[0].at("since"), 3);
+  Effects refused = core.on_server_line(
+      R"({"type":"error","code":"bad_frame","message":"since 3 is above the room's seq 1","ref":"join:lobby"})");
+  auto frames = frames_of(refused);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0], (json::object{{"type", "join"}, {"room", "lobby"}, {"ref", "join:lobby"}}));
+  EXPECT_EQ(core.joined_rooms().count("lobby"), 1u) << "the room stays joined";
+  auto recent = frames_of(core.on_server_line(R"({"type":"joined","room":"lobby","seq":1})"));
+  ASSERT_EQ(recent.size(), 1u);
+  EXPECT_EQ(recent[0].at("type"), "history");
+  EXPECT_EQ(core.last_seq("lobby"), 1);
+}
+
 TEST(ChatRecovery, ARangeTooOldToRecoverIsSaidAndHistoryPagesBackFromIt) {
   ChatCore core = fresh_core();
   core.on_server_line(R"({"type":"joined","room":"lobby","seq":0})");

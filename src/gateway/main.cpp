@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   app.add_option("--seq-block", config.seq_block,
                  "Seqs reserved per room at a time in PostgreSQL (the durable seq guard)")
       ->envname("RTMC_SEQ_BLOCK")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1'000'000'000}))
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1'000'000}))
       ->capture_default_str();
   app.add_option("--room-log-length", config.common.limits.room_log_length, "Messages kept per room in Redis")
       ->envname("RTMC_ROOM_LOG_LENGTH")

@@ -282,6 +282,13 @@ class Loop {
       const auto floor = floors_.find(room);
       requests.push_back({room, floor == floors_.end() ? 0 : floor->second});
     }
+    // While PostgreSQL is failing, a room new to the wait does not try again
+    // before the backoff ends: each try may block this thread for the whole
+    // statement timeout, and rooms with seqs left must keep flowing.
+    if (!requests.empty() && now < pg_retry_at_) {
+      for (const auto& request : requests) hold(request.room, pg_retry_at_);
+      requests.clear();
+    }
     try {
       if (!requests.empty()) {
         auto reserved = seq_reservations::reserve(pg_, requests, options_.seq_block);
@@ -292,7 +299,8 @@ class Loop {
     } catch (const pg::PgError& error) {
       counters_.pg_failures.fetch_add(1, std::memory_order_relaxed);
       const auto delay = pg_backoff_.next();
-      for (const auto& request : requests) hold(request.room, now + delay);
+      pg_retry_at_ = now + delay;
+      for (const auto& request : requests) hold(request.room, pg_retry_at_);
       if (!pg_failing_)
         spdlog::warn("sequencer: reserving seqs in PostgreSQL: {}; {} room(s) wait, retrying with backoff",
                      error.what(), rooms.size());
@@ -305,6 +313,7 @@ class Loop {
       pg_backoff_.reset();
     }
 
+    if (blocks.empty()) return;
     std::vector<rooms::InstallResult> installed;
     try {
       installed = rooms::install_seqs(redis_, settings_.shards, run_id_, blocks);
@@ -474,6 +483,7 @@ class Loop {
   Backoff message_backoff_;
   Backoff pg_backoff_;
   Clock::time_point redis_retry_at_{};
+  Clock::time_point pg_retry_at_{};  // no seq reservation before it
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <charconv>
+#include <string_view>
 
 #include "common/names.hpp"
 
@@ -149,14 +150,18 @@ std::vector<pg::Param> insert_params(const std::vector<Row>& rows) {
           pg::text_array(senders), pg::text_array(bodies), pg::text_array(times)};
 }
 
+// Only an error about the values themselves may drop a message: data
+// exceptions (class 22: bad encoding, out of range), integrity violations
+// (23: a check the row breaks) and program limits (54: a value too large).
+// Everything else is about the server, not the row — down, a read-only
+// standby after a failover (25006), a missing grant (42501), a schema not
+// migrated yet (42P01, 42703), a deadlock (40P01) — and dropping on it would
+// delete acknowledged messages from the streams: the batch waits instead.
 Failure classify(const pg::PgError& error) {
   if (error.unavailable()) return Failure::transient;
-  const auto& state = error.sqlstate();
-  // Deadlock, serialization failure: another transaction's timing, not the data.
-  if (state == "40P01" || state == "40001") return Failure::transient;
-  // Undefined table: the migrations have not run yet (the api applies them).
-  if (state == "42P01") return Failure::transient;
-  return Failure::rejected;
+  const auto state = std::string_view(error.sqlstate()).substr(0, 2);
+  if (state == "22" || state == "23" || state == "54") return Failure::rejected;
+  return Failure::transient;
 }
 
 std::chrono::milliseconds BatchPolicy::time_left(std::size_t in_hand, Clock::time_point first_at,

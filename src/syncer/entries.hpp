@@ -66,8 +66,8 @@ std::vector<pg::Param> insert_params(const std::vector<Row>& rows);
 
 // What a failed batch statement means for the batch.
 enum class Failure {
-  transient,  // keep the batch, retry with backoff (server down, deadlock, schema not there yet)
-  rejected,   // the data itself is refused: find the row, drop it
+  transient,  // keep the batch, retry with backoff: anything not about the values
+  rejected,   // the values themselves are refused (SQLSTATE 22, 23, 54): find the row, drop it
 };
 Failure classify(const pg::PgError& error);
 

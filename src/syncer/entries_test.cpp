@@ -128,6 +128,11 @@ TEST(SyncerEntries, OutagesDeadlocksAndAMissingSchemaAreRetriedDataErrorsAreNot)
   EXPECT_EQ(classify(pg::PgError("deadlock", "40P01")), Failure::transient);
   EXPECT_EQ(classify(pg::PgError("serialization", "40001")), Failure::transient);
   EXPECT_EQ(classify(pg::PgError("no table", "42P01")), Failure::transient);
+  EXPECT_EQ(classify(pg::PgError("read-only standby", "25006")), Failure::transient);
+  EXPECT_EQ(classify(pg::PgError("no grant", "42501")), Failure::transient);
+  EXPECT_EQ(classify(pg::PgError("no column", "42703")), Failure::transient);
+  EXPECT_EQ(classify(pg::PgError("unknown", "XX000")), Failure::transient);
+  EXPECT_EQ(classify(pg::PgError("too large", "54000")), Failure::rejected);
   EXPECT_EQ(classify(pg::PgError("bad utf8", "22021")), Failure::rejected);
   EXPECT_EQ(classify(pg::PgError("check", "23514")), Failure::rejected);
 }
