@@ -150,7 +150,8 @@ cmd_up() {
   cat <<EOF
 
 rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
-  api      http://$api_listen     (GET /healthz, /users/NAME/status, POST /register, /login, /publishMessage)
+  api      http://$api_listen     (GET /healthz, /users/NAME/status, /rooms, /rooms/NAME/messages,
+                                     POST /register, /login, /logout, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
            http://$gateway_http_listen     (GET /healthz, /metrics)
   syncer   http://$syncer_http_listen     (GET /healthz with the backlog per shard, /metrics)
