@@ -24,20 +24,6 @@ namespace {
 const std::uint16_t kGateway = e2e_port(17008);
 
 // A loopback port that was free a moment ago: nothing answers there.
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof address;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
-    throw std::runtime_error("cannot find a free port");
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 std::string unreachable_amqp() {
   return "amqp://guest:guest@127.0.0.1:" + std::to_string(free_port()) + "/";
 }

@@ -177,6 +177,20 @@ std::string random_secret() {
   return hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16) + hex(rng()(), 16);
 }
 
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  const bool found = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+                     ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!found) throw std::runtime_error("cannot find a free port");
+  return ntohs(address.sin_port);
+}
+
 // ---------------------------------------------------------------- Process
 
 Process::Process(std::string name, std::string binary, std::vector<std::string> args,

@@ -57,6 +57,9 @@ std::string unique_name(std::string_view prefix);
 std::string numbered(std::string_view prefix, std::int64_t n);
 // A random 32-byte hex secret.
 std::string random_secret();
+// A loopback TCP port nothing listens on right now (for a server a test
+// starts itself, or an address that must refuse connections).
+std::uint16_t free_port();
 
 // ---------------------------------------------------------------- processes
 
