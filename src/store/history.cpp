@@ -68,7 +68,8 @@ void check_reply(const redis::Reply& reply) {
 
 // A statement whose server cannot be reached (down, timed out, overloaded)
 // is the store being unavailable (503 / `unavailable`), not a bug.
-boost::asio::awaitable<pg::Result> query(pg::Pool& pool, std::string sql, std::vector<pg::Param> params) {
+boost::asio::awaitable<pg::Result> exec_or_unavailable(pg::Pool& pool, std::string sql,
+                                                       std::vector<pg::Param> params) {
   pg::Result result;
   try {
     result = co_await pool.exec(std::move(sql), std::move(params));
@@ -192,7 +193,7 @@ boost::asio::awaitable<Items> History::from_database(const std::string& room, co
     case Query::Mode::latest: sql += "ORDER BY seq DESC LIMIT $2"; break;
   }
   params.emplace_back(std::to_string(query.limit));
-  const pg::Result result = co_await query(pool_, std::move(sql), std::move(params));
+  const pg::Result result = co_await exec_or_unavailable(pool_, std::move(sql), std::move(params));
   Items items;
   items.reserve(result.rows.size());
   for (const auto& row : result.rows) {
@@ -218,7 +219,7 @@ boost::asio::awaitable<RoomPage> History::list_rooms(std::optional<std::string> 
     sql += "ORDER BY room LIMIT $1";
   }
   params.emplace_back(std::to_string(limit + 1));
-  const pg::Result result = co_await query(pool_, std::move(sql), std::move(params));
+  const pg::Result result = co_await exec_or_unavailable(pool_, std::move(sql), std::move(params));
   RoomPage page;
   for (const auto& row : result.rows) {
     if (row.size() != 3) throw std::runtime_error("history: unexpected row");
