@@ -17,6 +17,7 @@
 #include "chat/http_client.hpp"
 #include "common/config.hpp"
 #include "common/names.hpp"
+#include "conns.hpp"
 #include "load.hpp"
 #include "pin.hpp"
 #include "processes.hpp"
@@ -402,6 +403,8 @@ int main(int argc, char** argv) {
       ->envname("STACK_DIR")
       ->capture_default_str();
   app.add_option("--pin-pid", options.pin_pids, "more server PIDs to pin with --pin")->delimiter(',');
+  ConnsOptions conns_options;
+  add_conns_options(app, conns_options);
   CLI11_PARSE(app, argc, argv);
   if (options.pin) {
     try {
@@ -421,7 +424,9 @@ int main(int argc, char** argv) {
   }
   std::uint64_t fd_limit = raise_fd_limit();
   std::uint64_t fds_needed =
-      options.presence_storm
+      conns_options.connections > 0
+          ? static_cast<std::uint64_t>(std::min(conns_options.connections, conns_options.per_process)) + 64
+      : options.presence_storm
           ? static_cast<std::uint64_t>(std::min(options.storm_clients, options.storm_per_process)) + 64
           : static_cast<std::uint64_t>(options.subscribers + options.publishers) + 64;
   if (fd_limit < fds_needed) {
@@ -431,6 +436,18 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (conns_options.seed_users > 0 || conns_options.connections > 0) {
+    ConnsContext context{
+        parse_gateways(options.gateways), options.gateway_pids,      options.stack_dir, options.threads,
+        options.ramp_in_flight,           options.connect_timeout_s, options.json_path, progress};
+    try {
+      return conns_options.seed_users > 0 ? run_seed_command(conns_options, context)
+                                          : run_connections_command(conns_options, context);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rtmc-bench: %s\n", e.what());
+      return 1;
+    }
+  }
   if (options.presence_storm) {
     try {
       return presence_storm(options);
