@@ -50,6 +50,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto as_tuple_awaitable = asio::as_tuple(use_awaitable);
+constexpr int kMaxAuthAttempts = 20;
 
 std::string stack_file(const std::string& flag_value, const std::string& stack_dir, const char* relative) {
   return flag_value.empty() ? stack_dir + "/" + relative : flag_value;
@@ -100,6 +101,7 @@ struct ConnsWorker {
   std::atomic<std::uint64_t> authenticated{0};
   std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> dropped{0};
+  std::atomic<std::uint64_t> retries{0};
   std::atomic<std::int64_t> last_auth_ns{0};
   std::atomic<std::int64_t> handshake_max_ns{0};
   std::atomic<std::int64_t> handshake_sum_ns{0};
@@ -256,6 +258,7 @@ ConnsTally run_slice(const ConnsOptions&, const ConnsContext& context, const std
   for (auto& worker : workers) {
     tally.authenticated += worker->authenticated.load();
     tally.failed += worker->failed.load();
+    tally.retries += worker->retries.load();
     tally.last_auth_ns = std::max(tally.last_auth_ns, worker->last_auth_ns.load());
     tally.handshake_max_ns = std::max(tally.handshake_max_ns, worker->handshake_max_ns.load());
     tally.handshake_sum_ns += worker->handshake_sum_ns.load();
@@ -323,6 +326,9 @@ ConnsTally run_all(const ConnsOptions& options, const ConnsContext& context,
     return run_slice(options, context, tokens, 0, static_cast<int>(tokens.size()), source_of(0), start_ns,
                      settled);
   }
+  // --ramp-in-flight is for the whole run: the gateways see the sum.
+  ConnsContext shared = context;
+  shared.ramp_in_flight = std::max(1, context.ramp_in_flight / static_cast<int>(ranges.size()));
   // The same start for every child, far enough ahead for all to be ready.
   std::int64_t start_ns = steady_ns() + 1'000'000'000;
   std::vector<Child> children;
@@ -345,7 +351,7 @@ ConnsTally run_all(const ConnsOptions& options, const ConnsContext& context,
       bool reported = false;
       const auto range = ranges[p];
       try {
-        ConnsContext own = context;
+        ConnsContext own = shared;
         own.progress = [&context, range, source = source_of(p)](const std::string& text) {
           if (context.progress)
             context.progress(fmt::format("[clients {}..{}{}] {}", range.first, range.second - 1,
@@ -516,6 +522,7 @@ int run_connections_command(const ConnsOptions& options, const ConnsContext& con
                        tally.clients, processes, sources.empty() ? 1 : std::min(sources.size(), processes));
   table += fmt::format("  authenticated / failed / dropped   {} / {} / {}\n", tally.authenticated,
                        tally.failed, tally.dropped);
+  table += fmt::format("  auth retries after `unavailable`   {}\n", tally.retries);
   table +=
       fmt::format("  connect+auth storm                 {:.3f} s ({:.0f} connections/s)\n", tally.storm_s(),
                   tally.storm_s() > 0 ? static_cast<double>(tally.authenticated) / tally.storm_s() : 0.0);
@@ -538,12 +545,12 @@ int run_connections_command(const ConnsOptions& options, const ConnsContext& con
   if (!context.json_path.empty()) {
     std::ofstream json(context.json_path);
     json << fmt::format(
-        R"({{"mode":"connections","clients":{},"processes":{},"authenticated":{},"failed":{},"dropped":{},)"
+        R"({{"mode":"connections","clients":{},"processes":{},"authenticated":{},"failed":{},"dropped":{},"retries":{},)"
         R"("storm_s":{:.6f},"handshake_max_ms":{:.3f},"rss_before_kib":{},"rss_after_kib":{},"kib_per_connection":{}}})"
         "\n",
-        tally.clients, processes, tally.authenticated, tally.failed, tally.dropped, tally.storm_s(),
-        static_cast<double>(tally.handshake_max_ns) / 1e6, before ? std::to_string(before->rss_kib) : "null",
-        after ? std::to_string(after->rss_kib) : "null",
+        tally.clients, processes, tally.authenticated, tally.failed, tally.dropped, tally.retries,
+        tally.storm_s(), static_cast<double>(tally.handshake_max_ns) / 1e6,
+        before ? std::to_string(before->rss_kib) : "null", after ? std::to_string(after->rss_kib) : "null",
         before && after
             ? fmt::format("{:.3f}", kib_per_connection(before->rss_kib, after->rss_kib, tally.authenticated))
             : std::string("null"));

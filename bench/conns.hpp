@@ -45,6 +45,7 @@ struct ConnsTally {
   std::uint64_t authenticated = 0;  // auth_ok received
   std::uint64_t failed = 0;         // no auth_ok (connect, auth refused, timeout)
   std::uint64_t dropped = 0;        // closed by the server after auth_ok
+  std::uint64_t retries = 0;        // auths sent again after `unavailable` (the server asks for a retry)
   std::int64_t start_ns = 0;        // steady_clock (CLOCK_MONOTONIC): the storm's start
   std::int64_t last_auth_ns = 0;
   std::int64_t handshake_max_ns = 0;  // one client's connect -> auth_ok

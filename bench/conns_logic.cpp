@@ -16,6 +16,7 @@ void ConnsTally::merge(const ConnsTally& other) {
   authenticated += other.authenticated;
   failed += other.failed;
   dropped += other.dropped;
+  retries += other.retries;
   last_auth_ns = std::max(last_auth_ns, other.last_auth_ns);
   handshake_max_ns = std::max(handshake_max_ns, other.handshake_max_ns);
   handshake_sum_ns += other.handshake_sum_ns;
@@ -24,8 +25,8 @@ void ConnsTally::merge(const ConnsTally& other) {
 
 std::string ConnsTally::to_line() const {
   std::ostringstream out;
-  out << clients << ' ' << authenticated << ' ' << failed << ' ' << dropped << ' ' << start_ns << ' '
-      << last_auth_ns << ' ' << handshake_max_ns << ' ' << handshake_sum_ns << ' ';
+  out << clients << ' ' << authenticated << ' ' << failed << ' ' << dropped << ' ' << retries << ' '
+      << start_ns << ' ' << last_auth_ns << ' ' << handshake_max_ns << ' ' << handshake_sum_ns << ' ';
   for (char c : first_error) out << (c == '\n' || c == '\r' ? ' ' : c);
   out << '\n';
   return out.str();
@@ -34,8 +35,8 @@ std::string ConnsTally::to_line() const {
 std::optional<ConnsTally> ConnsTally::from_line(std::string_view line) {
   std::istringstream in{std::string(line)};
   ConnsTally tally;
-  in >> tally.clients >> tally.authenticated >> tally.failed >> tally.dropped >> tally.start_ns >>
-      tally.last_auth_ns >> tally.handshake_max_ns >> tally.handshake_sum_ns;
+  in >> tally.clients >> tally.authenticated >> tally.failed >> tally.dropped >> tally.retries >>
+      tally.start_ns >> tally.last_auth_ns >> tally.handshake_max_ns >> tally.handshake_sum_ns;
   if (!in || in.get() != ' ') return std::nullopt;
   std::getline(in, tally.first_error);
   return tally;

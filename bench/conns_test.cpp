@@ -22,6 +22,7 @@ TEST(ConnsTest, TallyRoundTripsThroughItsPipeLine) {
   tally.authenticated = 18990;
   tally.failed = 10;
   tally.dropped = 2;
+  tally.retries = 7;
   tally.start_ns = 1'000'000'000;
   tally.last_auth_ns = 4'500'000'000;
   tally.handshake_max_ns = 70'000'000;
@@ -33,6 +34,7 @@ TEST(ConnsTest, TallyRoundTripsThroughItsPipeLine) {
   EXPECT_EQ(back->authenticated, 18990u);
   EXPECT_EQ(back->failed, 10u);
   EXPECT_EQ(back->dropped, 2u);
+  EXPECT_EQ(back->retries, 7u);
   EXPECT_EQ(back->last_auth_ns, 4'500'000'000);
   EXPECT_EQ(back->handshake_sum_ns, 123456789);
   EXPECT_EQ(back->first_error, "auth refused: unauthorized: session ended");
@@ -53,6 +55,7 @@ TEST(ConnsTest, MergeSumsCountsAndKeepsTheExtremes) {
   b.failed = 2;
   b.last_auth_ns = 1500;
   b.handshake_max_ns = 70;
+  b.retries = 3;
   b.first_error = "connection refused";
   ConnsTally total;
   total.merge(a);
@@ -60,6 +63,7 @@ TEST(ConnsTest, MergeSumsCountsAndKeepsTheExtremes) {
   EXPECT_EQ(total.clients, 20u);
   EXPECT_EQ(total.authenticated, 18u);
   EXPECT_EQ(total.failed, 2u);
+  EXPECT_EQ(total.retries, 3u);
   EXPECT_EQ(total.start_ns, 100);
   EXPECT_EQ(total.last_auth_ns, 1500);
   EXPECT_EQ(total.handshake_max_ns, 70);
