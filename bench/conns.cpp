@@ -143,16 +143,24 @@ awaitable<void> handshake(std::shared_ptr<IdleClient> client, tcp::endpoint endp
     socket.bind(tcp::endpoint(asio::ip::make_address_v4(source), 0));
   }
   co_await socket.async_connect(endpoint, use_awaitable);
-  std::string auth = auth_frame(token);
+  const std::string auth = auth_frame(token);
   co_await asio::async_write(socket, asio::buffer(auth), use_awaitable);
-  for (;;) {
+  asio::steady_timer pause(socket.get_executor());
+  for (int attempt = 1;; ++attempt) {
     GatewayLine line = co_await read_gateway_line(*client);
     if (line.kind == GatewayLine::Kind::auth_ok) {
       client->heartbeat_s = line.heartbeat_s;
       co_return;
     }
-    if (line.kind == GatewayLine::Kind::error)
+    if (line.kind != GatewayLine::Kind::error) continue;
+    // `unavailable` (not fatal: the connection stays open) asks for a retry,
+    // e.g. when the gateway's Redis queue is full; a real client retries too.
+    if (line.code != "unavailable" || attempt >= kMaxAuthAttempts)
       throw std::runtime_error("auth refused: " + line.code + ": " + line.message);
+    client->worker.retries.fetch_add(1, std::memory_order_relaxed);
+    pause.expires_after(std::chrono::milliseconds(50 * attempt));
+    co_await pause.async_wait(use_awaitable);
+    co_await asio::async_write(socket, asio::buffer(auth), use_awaitable);
   }
 }
 
@@ -503,7 +511,7 @@ int run_connections_command(const ConnsOptions& options, const ConnsContext& con
   std::optional<ProcessSample> after;
   const auto processes = split_clients(options.connections, options.per_process).size();
   progress(
-      fmt::format("storm: {} clients in {} process(es), {} handshakes in flight each, to {} gateway "
+      fmt::format("storm: {} clients in {} process(es), {} handshakes in flight in all, to {} gateway "
                   "address(es)",
                   options.connections, processes, context.ramp_in_flight, context.gateways.size()));
   ConnsTally tally = run_all(options, context, tokens, sources, [&](const ConnsTally& settled) {
