@@ -245,13 +245,23 @@ void consume(Conn& conn, std::string_view data, std::int64_t now_ns, const LoadC
     throw std::runtime_error("server sent an unterminated frame over 1 MiB");
 }
 
-// Waits for `wanted`; an error frame ends the handshake with that error.
-awaitable<GatewayLine> expect_gateway(Conn& conn, GatewayLine::Kind wanted, const char* step) {
-  for (;;) {
+// Sends `request` and waits for `wanted`; an error frame ends the handshake
+// with that error, except `unavailable` (the gateway's store queue is full
+// during a ramp), which asks for a retry: sent again after a pause.
+awaitable<GatewayLine> request_gateway(Conn& conn, const std::string& request, GatewayLine::Kind wanted,
+                                       const char* step) {
+  constexpr int kMaxAttempts = 20;
+  co_await asio::async_write(conn.socket, asio::buffer(request), use_awaitable);
+  asio::steady_timer pause(conn.socket.get_executor());
+  for (int attempt = 1;;) {
     GatewayLine line = co_await read_gateway_line(conn);
     if (line.kind == wanted) co_return line;
-    if (line.kind == GatewayLine::Kind::error)
+    if (line.kind != GatewayLine::Kind::error) continue;
+    if (line.code != "unavailable" || attempt >= kMaxAttempts)
       throw std::runtime_error(std::string(step) + " refused: " + line.code + ": " + line.message);
+    pause.expires_after(std::chrono::milliseconds(50 * attempt++));
+    co_await pause.async_wait(use_awaitable);
+    co_await asio::async_write(conn.socket, asio::buffer(request), use_awaitable);
   }
 }
 
@@ -260,13 +270,12 @@ awaitable<void> gateway_handshake(Conn& conn, const tcp::endpoint& endpoint, con
                                   const std::string& room) {
   co_await conn.socket.async_connect(endpoint, use_awaitable);
   conn.socket.set_option(tcp::no_delay(true));
-  std::string auth = auth_frame(token);
-  co_await asio::async_write(conn.socket, asio::buffer(auth), use_awaitable);
-  GatewayLine auth_ok = co_await expect_gateway(conn, GatewayLine::Kind::auth_ok, "auth");
+  // Named locals, not temporaries inside co_await (GCC 12, STYLE.md).
+  const std::string auth = auth_frame(token);
+  GatewayLine auth_ok = co_await request_gateway(conn, auth, GatewayLine::Kind::auth_ok, "auth");
   conn.heartbeat_s = auth_ok.heartbeat_s;
-  std::string join = join_frame(room);
-  co_await asio::async_write(conn.socket, asio::buffer(join), use_awaitable);
-  GatewayLine joined = co_await expect_gateway(conn, GatewayLine::Kind::joined, "join");
+  const std::string join = join_frame(room);
+  GatewayLine joined = co_await request_gateway(conn, join, GatewayLine::Kind::joined, "join");
   conn.seq.start(joined.seq);
 }
 
