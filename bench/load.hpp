@@ -30,7 +30,10 @@ struct LoadConfig {
   std::string run_tag;                        // prefix of message ids, unique per run
   int subscribers = 1000;
   int publishers = 1;
-  double rate = 1000;  // messages per second, all publishers together
+  double rate = 1000;  // messages per second, all publishers together (open loop; unused with window)
+  // 0: open loop at `rate`. >0: full speed, each publisher keeps this many
+  // messages unanswered (window.hpp) for duration_s.
+  int window = 0;
   double duration_s = 10;
   std::size_t body_bytes = 128;
   double drain_s = 3;

@@ -17,7 +17,9 @@
 #include "chat/http_client.hpp"
 #include "common/config.hpp"
 #include "common/names.hpp"
+#include "conns.hpp"
 #include "load.hpp"
+#include "pin.hpp"
 #include "processes.hpp"
 #include "report.hpp"
 #include "storm.hpp"
@@ -52,6 +54,12 @@ struct BenchOptions {
   int storm_per_process = 15000;
   std::string storm_user_prefix = "storm";
   int storm_sign_in_concurrency = 16;
+  int window = 0;
+  bool pin = false;
+  std::string pin_server_cpus = "0";
+  std::string pin_bench_cpus = "1";
+  std::string stack_dir = ".stack";
+  std::vector<int> pin_pids;
 };
 
 void progress(const std::string& text) {
@@ -64,6 +72,26 @@ void progress(const std::string& text) {
   std::strftime(clock, sizeof clock, "%H:%M:%S", &parts);
   std::fprintf(stderr, "%s.%03d rtmc-bench: %s\n", clock, static_cast<int>(millis), text.c_str());
   std::fflush(stderr);
+}
+
+// --pin: this process (before any thread starts) on the bench CPUs; the stack's
+// servers, the --gateway-pid/--pin-pid processes and their descendants on the
+// server CPUs. Nothing is restored.
+void apply_pin(const BenchOptions& options) {
+  pin_self(parse_cpu_list(options.pin_bench_cpus));
+  std::vector<pid_t> roots = stack_server_pids(options.stack_dir);
+  for (int pid : options.gateway_pids) roots.push_back(pid);
+  for (int pid : options.pin_pids) roots.push_back(pid);
+  PinOutcome outcome = pin_process_trees(roots, parse_cpu_list(options.pin_server_cpus));
+  std::string listed;
+  for (pid_t pid : roots) listed += fmt::format(" {}", pid);
+  progress(
+      fmt::format("pinned: bench on CPU {}; servers{} and their children ({} processes, {} threads) on "
+                  "CPU {}",
+                  options.pin_bench_cpus, listed, outcome.processes, outcome.tasks, options.pin_server_cpus));
+  for (const auto& failure : outcome.failures) progress("pin failed: " + failure);
+  if (roots.empty())
+    progress("pin: no server PIDs found (no " + options.stack_dir + "/pids, no --gateway-pid)");
 }
 
 std::vector<HostPort> parse_gateways(const std::string& list) {
@@ -132,6 +160,7 @@ LoadConfig base_config(const BenchOptions& options, const std::string& room, con
   config.threads = options.threads;
   config.ramp_in_flight = options.ramp_in_flight;
   config.connect_timeout_s = options.connect_timeout_s;
+  config.window = options.window;
   config.progress = progress;
   return config;
 }
@@ -182,6 +211,11 @@ RunReport redis_run(const BenchOptions& options, const std::string& room, const 
     progress("redis run: redis-server pid " + std::to_string(redis.pid()) +
              " on 127.0.0.1:" + std::to_string(redis.port()));
     config.servers = {HostPort{"127.0.0.1", redis.port()}};
+    if (options.pin) {
+      PinOutcome pinned = pin_process_trees({redis.pid()}, parse_cpu_list(options.pin_server_cpus));
+      progress(
+          fmt::format("pinned redis-server ({} threads) on CPU {}", pinned.tasks, options.pin_server_cpus));
+    }
     report.server_before = sample_process(redis.pid());
     config.before_close = [&] { report.server_after = sample_process(redis.pid()); };
     report.load = run_load(config);
@@ -351,7 +385,35 @@ int main(int argc, char** argv) {
                  "presence storm: register/login calls in flight")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
+  app.add_option("--window", options.window,
+                 "full speed instead of -r: each publisher keeps N messages unanswered (gateway ack, Redis "
+                 "PUBLISH reply) and sends the next on each answer, for -d seconds (like redis-benchmark -P)")
+      ->check(CLI::Range(1, 100000));
+  app.add_flag(
+      "--pin", options.pin,
+      "bench threads on --pin-bench-cpus, the servers (STACK_DIR/pids, --gateway-pid, --pin-pid, all "
+      "their threads and child processes) and the comparison redis-server on --pin-server-cpus; "
+      "not undone afterwards");
+  app.add_option("--pin-server-cpus", options.pin_server_cpus, "CPUs for the servers with --pin")
+      ->capture_default_str();
+  app.add_option("--pin-bench-cpus", options.pin_bench_cpus, "CPUs for this process with --pin")
+      ->capture_default_str();
+  app.add_option("--stack-dir", options.stack_dir,
+                 "scripts/stack.sh's STACK_DIR (its pids/, jwt-secret, secrets/)")
+      ->envname("STACK_DIR")
+      ->capture_default_str();
+  app.add_option("--pin-pid", options.pin_pids, "more server PIDs to pin with --pin")->delimiter(',');
+  ConnsOptions conns_options;
+  add_conns_options(app, conns_options);
   CLI11_PARSE(app, argc, argv);
+  if (options.pin) {
+    try {
+      apply_pin(options);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rtmc-bench: --pin: %s\n", e.what());
+      return 2;
+    }
+  }
 
   if (options.threads == 0) options.threads = std::max(2u, std::thread::hardware_concurrency());
   const std::string tag = rtmc::make_message_id().substr(0, 8);
@@ -362,7 +424,9 @@ int main(int argc, char** argv) {
   }
   std::uint64_t fd_limit = raise_fd_limit();
   std::uint64_t fds_needed =
-      options.presence_storm
+      conns_options.connections > 0
+          ? static_cast<std::uint64_t>(std::min(conns_options.connections, conns_options.per_process)) + 64
+      : options.presence_storm
           ? static_cast<std::uint64_t>(std::min(options.storm_clients, options.storm_per_process)) + 64
           : static_cast<std::uint64_t>(options.subscribers + options.publishers) + 64;
   if (fd_limit < fds_needed) {
@@ -372,6 +436,18 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (conns_options.seed_users > 0 || conns_options.connections > 0) {
+    ConnsContext context{
+        parse_gateways(options.gateways), options.gateway_pids,      options.stack_dir, options.threads,
+        options.ramp_in_flight,           options.connect_timeout_s, options.json_path, progress};
+    try {
+      return conns_options.seed_users > 0 ? run_seed_command(conns_options, context)
+                                          : run_connections_command(conns_options, context);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rtmc-bench: %s\n", e.what());
+      return 1;
+    }
+  }
   if (options.presence_storm) {
     try {
       return presence_storm(options);
@@ -396,7 +472,7 @@ int main(int argc, char** argv) {
   }
 
   BenchParameters parameters{options.subscribers, options.publishers, options.rate, options.duration_s,
-                             options.body_bytes,  options.threads,    options.room};
+                             options.body_bytes,  options.threads,    options.room, options.window};
   print_report(stdout, parameters, runs);
   if (!options.json_path.empty()) {
     std::ofstream json(options.json_path);

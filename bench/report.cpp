@@ -106,11 +106,13 @@ std::vector<Row> rows(const BenchParameters& parameters) {
 }  // namespace
 
 void print_report(std::FILE* out, const BenchParameters& parameters, const std::vector<RunReport>& runs) {
-  fmt::print(out,
-             "\nrtmc-bench: S={} subscribers, P={} publishers, R={} msg/s, D={} s, body {} B, {} io threads, "
-             "room {}\n",
-             parameters.subscribers, parameters.publishers, parameters.rate, parameters.duration_s,
-             parameters.body_bytes, parameters.threads, parameters.room);
+  const std::string pace = parameters.window > 0
+                               ? fmt::format("full speed with {} in flight per publisher", parameters.window)
+                               : fmt::format("R={} msg/s", parameters.rate);
+  fmt::print(
+      out, "\nrtmc-bench: S={} subscribers, P={} publishers, {}, D={} s, body {} B, {} io threads, room {}\n",
+      parameters.subscribers, parameters.publishers, pace, parameters.duration_s, parameters.body_bytes,
+      parameters.threads, parameters.room);
   constexpr int label_width = 28;
   constexpr int column_width = 18;
   std::string header = fmt::format("{:<{}}", "", label_width);
@@ -139,6 +141,7 @@ std::string report_json(const BenchParameters& parameters, const std::vector<Run
   json::object root{{"subscribers", parameters.subscribers},
                     {"publishers", parameters.publishers},
                     {"rate", parameters.rate},
+                    {"window", parameters.window},
                     {"duration_s", parameters.duration_s},
                     {"body_bytes", parameters.body_bytes},
                     {"threads", parameters.threads},

@@ -30,6 +30,7 @@ struct BenchParameters {
   std::size_t body_bytes = 0;
   int threads = 0;
   std::string room;
+  int window = 0;  // full speed with this window per publisher; 0 = open loop at `rate`
 };
 
 void print_report(std::FILE* out, const BenchParameters& parameters, const std::vector<RunReport>& runs);

@@ -81,6 +81,41 @@ TEST(GatewayLine, ReadsFramesWithOtherSpacingAndOrder) {
   EXPECT_EQ(line.stamp->counter, 5u);
 }
 
+TEST(GatewayLine, CompactFramesInAnotherKeyOrderStillParse) {
+  // The fast path searches each key after the previous one; these orders
+  // miss it and must come out of the full parse the same.
+  std::string body;
+  append_body(body, BodyStamp{2, 8, 9}, 60);
+  for (const std::string& text : {R"({"type":"message","body":")" + body + R"(","room":"r","seq":11})",
+                                  R"({"seq":11,"type":"message","room":"r","body":")" + body + R"("})",
+                                  R"({"room":"r","type":"message","body":")" + body + R"(","seq":11})"}) {
+    GatewayLine line = parse_gateway_line(text);
+    ASSERT_EQ(line.kind, GatewayLine::Kind::message) << text;
+    EXPECT_EQ(line.seq, 11) << text;
+    ASSERT_TRUE(line.stamp) << text;
+    EXPECT_EQ(line.stamp->publisher, 2u);
+    EXPECT_EQ(line.stamp->counter, 8u);
+  }
+}
+
+TEST(GatewayLine, ServerLayoutFastPathAndItsTruncation) {
+  std::string body;
+  append_body(body, BodyStamp{3, 123456789, 42}, 64);
+  const std::string frame =
+      R"({"type":"message","room":"bench-1","seq":9007199254740991,"id":"run-3-123456789",)"
+      R"("from":"bench1p3","body":")" +
+      body + R"(","ts":1700000000000})";
+  GatewayLine line = parse_gateway_line(frame);
+  ASSERT_EQ(line.kind, GatewayLine::Kind::message);
+  EXPECT_EQ(line.seq, 9007199254740991);
+  ASSERT_TRUE(line.stamp);
+  EXPECT_EQ(line.stamp->publisher, 3u);
+  EXPECT_EQ(line.stamp->counter, 123456789u);
+  EXPECT_EQ(line.stamp->send_ns, 42);
+  // Cut inside the body: neither path may invent a message.
+  EXPECT_EQ(parse_gateway_line(frame.substr(0, frame.find(body) + 10)).kind, GatewayLine::Kind::unreadable);
+}
+
 TEST(GatewayLine, PeopleTextIsAMessageWithoutStamp) {
   GatewayLine line = parse_gateway_line(message_line(R"(say "type":"ack" \ here)", 3));
   ASSERT_EQ(line.kind, GatewayLine::Kind::message);
