@@ -128,6 +128,11 @@ int main(int argc, char** argv) {
       ->envname("RTMC_PUBLISH_BATCH")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}))
       ->capture_default_str();
+  app.add_option("--publish-window", config.publish_window,
+                 "RabbitMQ messages (batches) awaiting their confirm at once")
+      ->envname("RTMC_PUBLISH_WINDOW")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{65'535}))
+      ->capture_default_str();
   app.add_option("--trusted-proxy", trusted_proxies,
                  "IP address of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
       ->envname("RTMC_TRUSTED_PROXY")

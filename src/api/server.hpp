@@ -43,7 +43,9 @@ struct ApiConfig {
   server::HttpLimits http;
   // A publish not confirmed within this time is answered 503.
   std::chrono::milliseconds publish_give_up{5000};
-  std::size_t publish_window = 500;  // unconfirmed AMQP messages (each a batch)
+  // AMQP messages (batches) awaiting their confirm at once; small so that
+  // under load publishes go out batched (see gateway ingest_window).
+  std::size_t publish_window = 64;
   // Publishes accepted and not yet confirmed; beyond it a publish is
   // answered 503 overloaded with Retry-After at once (0 = no bound).
   std::size_t publish_backlog = 10000;

@@ -61,7 +61,7 @@ struct Gateway::Impl {
         redis(std::make_unique<redis::Client>(config.common.redis, 2,
                                               WorkerLimits{kRedisQueueLimit, config.common.redis.timeout})),
         publisher(std::make_unique<amqp::Publisher>(
-            config.common.amqp, amqp::Publisher::Options{.window = 500,
+            config.common.amqp, amqp::Publisher::Options{.window = config.ingest_window,
                                                          .give_up_after = std::chrono::milliseconds(5000),
                                                          .batch_messages = config.ingest_batch,
                                                          .ingest_shards = config.common.amqp.ingest_shards})),

@@ -105,6 +105,11 @@ int main(int argc, char** argv) {
       ->envname("RTMC_INGEST_BATCH")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}))
       ->capture_default_str();
+  app.add_option("--ingest-window", config.ingest_window,
+                 "RabbitMQ messages (batches) awaiting their confirm at once")
+      ->envname("RTMC_INGEST_WINDOW")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{65'535}))
+      ->capture_default_str();
   app.add_option("--max-connections", config.max_connections,
                  "Client connections per gateway (server_full beyond); 0 = the open-file limit less 64")
       ->envname("RTMC_MAX_CONNECTIONS")
