@@ -158,6 +158,7 @@ class Loop {
         if (pending.outcome != Pending::Outcome::open) continue;
         if (!pending.message) return 0ms;
         if (!seen.insert(pending.message->room).second) continue;  // not its room's head
+        if (pending.not_before <= now) return 0ms;                 // due: no need to look further
         until = std::min(until, pending.not_before);
       }
     }
@@ -510,7 +511,12 @@ class Loop {
       // (the ack was lost) goes straight back to the dead-letter queue.
       if (!pending.key.empty()) attempts_.erase(pending.key);
     }
-    std::erase_if(pending_, [](const Pending& pending) { return pending.acked; });
+    // The acked ones are mostly a prefix: dropping it from the front of the
+    // deque moves nothing, where erase_if would move every message behind.
+    std::size_t prefix = 0;
+    while (prefix < pending_.size() && pending_[prefix].acked) ++prefix;
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(prefix));
+    if (!single.empty()) std::erase_if(pending_, [](const Pending& pending) { return pending.acked; });
     counters_.sequenced.fetch_add(sequenced, std::memory_order_relaxed);
     counters_.dead_lettered.fetch_add(dead, std::memory_order_relaxed);
   }
