@@ -71,6 +71,10 @@ Response json(http::status status, const boost::json::object& body) {
   return json_response(status, boost::json::serialize(body));
 }
 
+// What an `overloaded` answer asks the client to wait: the backlog it met
+// drains within about a second at the broker's pace.
+constexpr std::chrono::seconds kOverloadedRetryAfter{1};
+
 HttpError rate_limited(std::string what, std::chrono::microseconds retry_after) {
   const auto seconds = std::to_string(store::retry_after_seconds(retry_after));
   return HttpError(http::status::too_many_requests, "rate_limited",
@@ -374,6 +378,14 @@ boost::asio::awaitable<Response> ApiService::publish_message(const Request& requ
   message.mandatory = true;
   auto status = co_await backends_.publisher.publish(std::move(message));
   metrics_.count_publish(status);
+  // The broker is busy, not down: the client learns at once and backs off.
+  // Not 429: that is the client's own rate limit.
+  if (status == amqp::PublishStatus::overloaded)
+    throw HttpError(
+        http::status::service_unavailable, "overloaded",
+        "the server is overloaded; the message was not accepted, retry after " +
+            std::to_string(kOverloadedRetryAfter.count()) + " s",
+        HttpError::Headers{{http::field::retry_after, std::to_string(kOverloadedRetryAfter.count())}});
   if (status != amqp::PublishStatus::confirmed)
     throw HttpError(http::status::service_unavailable, "unavailable",
                     std::string("the message broker did not take the message (") + amqp::to_string(status) +

@@ -596,6 +596,20 @@ TEST_F(ApiServiceTest, PublishNotConfirmedIs503) {
   EXPECT_EQ(metrics.publishes(amqp::PublishStatus::confirmed), 0u);
 }
 
+// Contract C of the scale design: a full publisher backlog is answered at
+// once with 503 overloaded and a Retry-After, not 429 (the client's own
+// limit) and not `unavailable`.
+TEST_F(ApiServiceTest, PublishOverloadedIs503OverloadedWithRetryAfter) {
+  auto token = registered_token();
+  publisher.status = amqp::PublishStatus::overloaded;
+  auto response = post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, token);
+  EXPECT_EQ(response.result(), http::status::service_unavailable);
+  EXPECT_EQ(error_of(response), "overloaded");
+  EXPECT_EQ(response[http::field::retry_after], "1");
+  EXPECT_EQ(metrics.publishes(amqp::PublishStatus::overloaded), 1u);
+  EXPECT_EQ(metrics.publishes(amqp::PublishStatus::unavailable), 0u);
+}
+
 // ---- user status ----
 
 TEST_F(ApiServiceTest, StatusOfAnOnlineUserWithoutAToken) {

@@ -117,6 +117,22 @@ int main(int argc, char** argv) {
       ->envname("RTMC_PUBLISH_BURST")
       ->check(CLI::Range(0u, 1'000'000'000u))
       ->capture_default_str();
+  app.add_option(
+         "--publish-backlog", config.publish_backlog,
+         "publishes awaiting RabbitMQ's confirm before a publish is answered 503 overloaded (0 = no bound)")
+      ->envname("RTMC_PUBLISH_BACKLOG")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{10'000'000}))
+      ->capture_default_str();
+  app.add_option("--publish-batch", config.publish_batch,
+                 "publishes to one ingest queue sent as one RabbitMQ message at most (1 = no batching)")
+      ->envname("RTMC_PUBLISH_BATCH")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}))
+      ->capture_default_str();
+  app.add_option("--publish-window", config.publish_window,
+                 "RabbitMQ messages (batches) awaiting their confirm at once")
+      ->envname("RTMC_PUBLISH_WINDOW")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{65'535}))
+      ->capture_default_str();
   app.add_option("--trusted-proxy", trusted_proxies,
                  "IP address of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
       ->envname("RTMC_TRUSTED_PROXY")

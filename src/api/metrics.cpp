@@ -4,7 +4,8 @@ namespace rtmc::api {
 namespace {
 
 constexpr std::array kPublishStatuses{amqp::PublishStatus::confirmed, amqp::PublishStatus::nacked,
-                                      amqp::PublishStatus::unroutable, amqp::PublishStatus::unavailable};
+                                      amqp::PublishStatus::unroutable, amqp::PublishStatus::unavailable,
+                                      amqp::PublishStatus::overloaded};
 
 std::size_t publish_index(amqp::PublishStatus result) {
   for (std::size_t i = 0; i < kPublishStatuses.size(); ++i)
@@ -20,6 +21,7 @@ const char* publish_label(amqp::PublishStatus result) {
     case amqp::PublishStatus::nacked: return "nacked";
     case amqp::PublishStatus::unroutable: return "unroutable";
     case amqp::PublishStatus::unavailable: return "unavailable";
+    case amqp::PublishStatus::overloaded: return "overloaded";
   }
   return "unavailable";
 }

@@ -52,7 +52,7 @@ class Metrics {
   std::string render(bool amqp_connected) const;
 
  private:
-  static constexpr std::size_t kPublishResults = 4;
+  static constexpr std::size_t kPublishResults = 5;
   explicit Metrics(std::unique_ptr<metrics::Registry> own);
 
   std::unique_ptr<metrics::Registry> own_registry_;  // only with Metrics()

@@ -37,6 +37,8 @@ amqp::Publisher::Options publisher_options(const ApiConfig& config) {
   amqp::Publisher::Options options;
   options.window = config.publish_window;
   options.give_up_after = config.publish_give_up;
+  options.batch_messages = config.publish_batch;
+  options.max_backlog = config.publish_backlog;
   options.ingest_shards = config.common.amqp.ingest_shards;
   return options;
 }

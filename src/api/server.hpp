@@ -43,7 +43,15 @@ struct ApiConfig {
   server::HttpLimits http;
   // A publish not confirmed within this time is answered 503.
   std::chrono::milliseconds publish_give_up{5000};
-  std::size_t publish_window = 500;
+  // AMQP messages (batches) awaiting their confirm at once; small so that
+  // under load publishes go out batched (see gateway ingest_window).
+  std::size_t publish_window = 64;
+  // Publishes accepted and not yet confirmed; beyond it a publish is
+  // answered 503 overloaded with Retry-After at once (0 = no bound).
+  std::size_t publish_backlog = 10000;
+  // Publishes to one ingest queue sent as one AMQP message at most (1 = no
+  // batching; amqp::Publisher::Options::batch_messages).
+  std::size_t publish_batch = 256;
   // Argon2id threads for logins and, apart, for registrations, so a flood
   // of one cannot starve the other.
   std::size_t login_password_workers = 2;

@@ -22,6 +22,9 @@ namespace {
 constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
 // Seqs per room-log read of a replay or a repair.
 constexpr std::int64_t kReplayChunk = 100;
+// How often a connection stopped only by the shared ingest backlog looks
+// again (nothing of its own wakes it then).
+constexpr std::chrono::milliseconds kBacklogPoll{10};
 
 // Names are unique regardless of case (common/names.hpp) and ASCII.
 bool same_user(std::string_view a, std::string_view b) {
@@ -472,12 +475,22 @@ asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, R
   }
   const std::size_t bytes = request.room.size() + request.id.size() + user_.size() + request.body.size();
   // Back-pressure: stop reading this client until RabbitMQ catches up, by
-  // count and by bytes (one send always fits, however large).
+  // count and by bytes (one send always fits, however large), and while the
+  // publisher's backlog of all connections is full (overload: the sender is
+  // slowed, never refused). Its own confirms wake it (on_confirmed); a
+  // backlog of other connections' sends does not, so that is polled.
   const auto& config = services_.config;
-  while (state_ == State::open &&
-         (unconfirmed_.size() >= config.max_unconfirmed_sends ||
-          (unconfirmed_bytes_ > 0 && unconfirmed_bytes_ + bytes > config.max_unconfirmed_bytes))) {
-    send_slot_.expires_at(std::chrono::steady_clock::time_point::max());
+  for (;;) {
+    if (state_ != State::open) co_return;
+    const bool own_bound =
+        unconfirmed_.size() >= config.max_unconfirmed_sends ||
+        (unconfirmed_bytes_ > 0 && unconfirmed_bytes_ + bytes > config.max_unconfirmed_bytes);
+    if (!own_bound && services_.ingest.has_room()) break;
+    if (own_bound || !unconfirmed_.empty()) {
+      send_slot_.expires_at(std::chrono::steady_clock::time_point::max());
+    } else {
+      send_slot_.expires_after(kBacklogPoll);
+    }
     co_await send_slot_.async_wait(nothrow_awaitable);
   }
   if (state_ != State::open) co_return;

@@ -144,11 +144,20 @@ void Fanout::run() {
           last_tag = delivery->delivery_tag;
           if (add_presence_items(delivery->body, batch)) {
             // Presence events bypass the cursors.
-          } else if (auto header = protocol::peek_message(delivery->body)) {
-            deliver_in_order(header->room, header->seq,
-                             std::make_shared<const std::string>(std::move(delivery->body)));
           } else {
-            spdlog::error("fanout: dropping a malformed frame");
+            // A sequencer's body: one room's frames in seq order, each
+            // ending in '\n' (scale design, Contract B).
+            std::string_view body = delivery->body;
+            while (!body.empty()) {
+              const auto end = body.find('\n');
+              const auto line = body.substr(0, end == std::string_view::npos ? body.size() : end + 1);
+              body.remove_prefix(line.size());
+              if (auto header = protocol::peek_message(line)) {
+                deliver_in_order(header->room, header->seq, std::make_shared<const std::string>(line));
+              } else if (line != "\n") {
+                spdlog::error("fanout: dropping a malformed frame");
+              }
+            }
           }
           delivery = taken + 1 < kMaxBatch ? mq.next(std::chrono::milliseconds(0)) : std::nullopt;
         }

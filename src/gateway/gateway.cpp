@@ -61,12 +61,13 @@ struct Gateway::Impl {
         redis(std::make_unique<redis::Client>(config.common.redis, 2,
                                               WorkerLimits{kRedisQueueLimit, config.common.redis.timeout})),
         publisher(std::make_unique<amqp::Publisher>(
-            config.common.amqp, amqp::Publisher::Options{.window = 500,
+            config.common.amqp, amqp::Publisher::Options{.window = config.ingest_window,
                                                          .give_up_after = std::chrono::milliseconds(5000),
+                                                         .batch_messages = config.ingest_batch,
                                                          .ingest_shards = config.common.amqp.ingest_shards})),
         login_sessions(*redis),
         room_reader(*redis, config.common.amqp.ingest_shards),
-        ingest(*publisher, config.common.amqp.ingest_shards),
+        ingest(*publisher, config.common.amqp.ingest_shards, config.ingest_backlog),
         limited_sends(config.sends_per_user.limited()
                           ? std::make_unique<RedisSendLimiter>(*redis, config.sends_per_user)
                           : nullptr),

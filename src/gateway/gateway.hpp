@@ -39,6 +39,17 @@ struct GatewayConfig {
   // ... and the bytes those sends may hold, so a stalled broker cannot grow
   // a connection to megabytes (one send is always allowed).
   std::size_t max_unconfirmed_bytes = 1024 * 1024;
+  // Sends of all connections accepted and not yet confirmed by RabbitMQ;
+  // at it, every connection that sends stops being read until there is
+  // room (0 = no bound).
+  std::size_t ingest_backlog = 20000;
+  // Sends to one ingest queue sent as one RabbitMQ message at most (1 = no
+  // batching; amqp::Publisher::Options::batch_messages).
+  std::size_t ingest_batch = 256;
+  // AMQP messages awaiting RabbitMQ's confirm at once. Small on purpose:
+  // what waits behind a full window goes out batched, so under load the
+  // broker sees few large messages instead of many small ones.
+  std::size_t ingest_window = 64;
   // Rooms one connection may be in (too_many_rooms beyond).
   std::size_t max_rooms_per_connection = 1000;
   // Serialized size of a request's `ref` (bad_frame beyond).

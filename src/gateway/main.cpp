@@ -93,6 +93,23 @@ int main(int argc, char** argv) {
       ->envname("RTMC_MAX_UNCONFIRMED_BYTES")
       ->check(CLI::Range(1024, 1 << 30))
       ->capture_default_str();
+  app.add_option(
+         "--ingest-backlog", config.ingest_backlog,
+         "Sends awaiting RabbitMQ's confirm, all connections together, before sending connections are no "
+         "longer read (0 = no bound)")
+      ->envname("RTMC_INGEST_BACKLOG")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{10'000'000}))
+      ->capture_default_str();
+  app.add_option("--ingest-batch", config.ingest_batch,
+                 "Sends to one ingest queue sent as one RabbitMQ message at most (1 = no batching)")
+      ->envname("RTMC_INGEST_BATCH")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}))
+      ->capture_default_str();
+  app.add_option("--ingest-window", config.ingest_window,
+                 "RabbitMQ messages (batches) awaiting their confirm at once")
+      ->envname("RTMC_INGEST_WINDOW")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{65'535}))
+      ->capture_default_str();
   app.add_option("--max-connections", config.max_connections,
                  "Client connections per gateway (server_full beyond); 0 = the open-file limit less 64")
       ->envname("RTMC_MAX_CONNECTIONS")

@@ -51,6 +51,10 @@ class IngestPublisher {
   // Never blocks; `done` runs exactly once, on any thread, with `confirmed`
   // only after the broker's publisher confirm.
   virtual void publish(protocol::IngestMessage message, std::function<void(amqp::PublishStatus)> done) = 0;
+  // False while the publisher's backlog is at its bound: the connection
+  // stops reading (a TCP sender is slowed, never refused) until it is true.
+  // Any thread.
+  virtual bool has_room() const { return true; }
 };
 
 // Per-user send limits (rate_limited). Off by default.

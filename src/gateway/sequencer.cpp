@@ -27,9 +27,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr std::size_t kBatch = 256;
-// Per consumer (RabbitMQ applies a non-global basic.qos to each consumer), so
-// a shard whose messages wait does not hold back the other shards.
+// Chat messages sequenced per round (one pipelined batch of scripts, one
+// script per room): large enough that Redis' fsync per event-loop turn
+// (appendfsync always) and the round trip are shared by many messages.
+constexpr std::size_t kBatch = 2048;
+// Deliveries (each may hold many chat messages, Contract A), per consumer:
+// RabbitMQ applies a non-global basic.qos to each consumer, so a shard whose
+// messages wait does not hold back the other shards.
 constexpr std::uint16_t kPrefetch = 512;
 constexpr std::chrono::milliseconds kIdleWait{200};
 constexpr std::chrono::milliseconds kDeadLetterConfirmTimeout{5000};
@@ -37,13 +41,18 @@ constexpr std::chrono::milliseconds kDeadLetterConfirmTimeout{5000};
 // went to another gateway, or they were settled by an earlier connection.
 constexpr std::chrono::minutes kForgetAttemptsAfter{10};
 
+// One chat message: a line of an ingest delivery (Contract A of the scale
+// design). Outcomes, attempts and dead letters are per chat message; the
+// delivery is acked once all of its messages are settled.
 struct Pending {
   enum class Outcome { open, sequenced, dead_lettered, dropped };
-  amqp::Delivery delivery;
+  std::uint64_t delivery_tag = 0;
+  std::string line;                                // as published: what a dead letter holds
   std::optional<protocol::IngestMessage> message;  // nullopt: malformed
   std::string key;                                 // room, sender and id: attempts are counted under it
   Clock::time_point not_before{};                  // after a failed attempt
   Outcome outcome = Outcome::open;
+  bool acked = false;  // its delivery is acked: forget it
 };
 
 struct Attempts {
@@ -114,10 +123,19 @@ class Loop {
     }
   }
 
+  // One Pending per line of the body; an empty body is one malformed
+  // message, so the delivery is still settled and acked.
   void add(amqp::Delivery delivery) {
+    const auto lines = amqp::split_batch(delivery.body);
+    for (const auto line : lines) add_message(delivery.delivery_tag, line);
+    if (lines.empty()) add_message(delivery.delivery_tag, {});
+  }
+
+  void add_message(std::uint64_t delivery_tag, std::string_view line) {
     Pending pending;
-    pending.message = protocol::decode_ingest(delivery.body, limits_);
-    pending.delivery = std::move(delivery);
+    pending.delivery_tag = delivery_tag;
+    pending.line = line;
+    pending.message = protocol::decode_ingest(line, limits_);
     if (pending.message) {
       // Room and user names cannot contain a newline.
       pending.key = pending.message->room + '\n' + pending.message->from + '\n' + pending.message->id;
@@ -140,6 +158,7 @@ class Loop {
         if (pending.outcome != Pending::Outcome::open) continue;
         if (!pending.message) return 0ms;
         if (!seen.insert(pending.message->room).second) continue;  // not its room's head
+        if (pending.not_before <= now) return 0ms;                 // due: no need to look further
         until = std::min(until, pending.not_before);
       }
     }
@@ -162,8 +181,7 @@ class Loop {
       if (!pending.message) {
         // Publishers validate before publishing, so this is a foreign or
         // corrupt message; requeueing it would loop forever.
-        spdlog::error("sequencer: dropping a malformed ingest message ({} bytes)",
-                      pending.delivery.body.size());
+        spdlog::error("sequencer: dropping a malformed ingest message ({} bytes)", pending.line.size());
         pending.outcome = Pending::Outcome::dropped;
         continue;
       }
@@ -218,21 +236,30 @@ class Loop {
     const std::string* refusal = nullptr;
     bool sequenced_any = false;
     std::vector<std::string> need_seqs;
+    // Contract B: one fan-out message per room of the batch, its frames in
+    // seq order, published before any of them is acked.
+    std::vector<std::pair<std::string_view, std::vector<const rooms::SequenceResult*>>> fanout;
+    std::unordered_map<std::string_view, std::size_t> fanout_of;
     for (std::size_t k = 0; k < batch.size(); ++k) {
       auto& pending = pending_[batch[k]];
       const auto& result = results[k];
       switch (result.status) {
-        case rooms::SequenceResult::Status::sequenced:
-          mq.publish({std::string(kFanoutExchange), pending.message->room, result.frame, false, false});
+        case rooms::SequenceResult::Status::sequenced: {
+          const std::string_view room = pending.message->room;
+          const auto [it, added] = fanout_of.try_emplace(room, fanout.size());
+          if (added) fanout.emplace_back(room, std::vector<const rooms::SequenceResult*>{});
+          fanout[it->second].second.push_back(&result);
           pending.outcome = Pending::Outcome::sequenced;
           sequenced_any = true;
           break;
+        }
         case rooms::SequenceResult::Status::failed: on_failed_attempt(pending, result.error, now); break;
         case rooms::SequenceResult::Status::refused: refusal = &result.error; break;
         case rooms::SequenceResult::Status::not_run: break;
         case rooms::SequenceResult::Status::needs_seqs: need_seqs.push_back(pending.message->room); break;
       }
     }
+    for (auto& [room, frames] : fanout) publish_frames(mq, room, frames);
     if (!need_seqs.empty() && refusal == nullptr) reserve_seqs(need_seqs, now);
     if (refusal != nullptr) {
       counters_.redis_refusals.fetch_add(1, std::memory_order_relaxed);
@@ -245,6 +272,25 @@ class Loop {
     }
     // Only a batch that went through shows the whole path works again.
     if (sequenced_any) amqp_backoff_.reset();
+  }
+
+  // A room's new frames as one fan-out message. A repeat (redelivered,
+  // deduplicated) carries its first seq, which may be below the others.
+  static void publish_frames(amqp::Connection& mq, std::string_view room,
+                             std::vector<const rooms::SequenceResult*>& frames) {
+    std::stable_sort(frames.begin(), frames.end(),
+                     [](const auto* a, const auto* b) { return a->seq < b->seq; });
+    std::string body;
+    std::size_t size = 0;
+    for (const auto* frame : frames) size += frame->frame.size();
+    body.reserve(size);
+    std::int64_t last = 0;
+    for (const auto* frame : frames) {
+      if (frame->seq == last) continue;
+      last = frame->seq;
+      body.append(frame->frame);
+    }
+    mq.publish({std::string(kFanoutExchange), std::string(room), std::move(body), false, false});
   }
 
   // The run_id of the Redis process this connection reaches, read on the
@@ -408,7 +454,7 @@ class Loop {
           dead_letters_->declare_dead_letter_queue(options_.dead_letter_queue);
           dead_letters_->confirm_select();
         }
-        const amqp::Message letter{"", options_.dead_letter_queue, pending.delivery.body, true, true};
+        const amqp::Message letter{"", options_.dead_letter_queue, pending.line, true, true};
         const auto status = dead_letters_->publish_confirmed(letter, kDeadLetterConfirmTimeout);
         if (status != amqp::PublishStatus::confirmed) {
           spdlog::error("sequencer: dead-lettering room {} message {} from {}: {}", message.room, message.id,
@@ -427,25 +473,50 @@ class Loop {
     return false;
   }
 
-  // Acks every settled delivery and forgets it. Deliveries are in tag order:
-  // the settled ones before the first open one go with one multiple ack (the
+  // Acks every delivery whose messages are all settled, and forgets them.
+  // Deliveries are in tag order and their messages adjacent: the settled
+  // ones before the first with an open message go with one multiple ack (the
   // usual case: the whole batch), later ones one by one.
   void ack_settled(amqp::Connection& mq) {
-    std::size_t prefix = 0;
-    while (prefix < pending_.size() && pending_[prefix].outcome != Pending::Outcome::open) ++prefix;
-    if (prefix > 0) mq.ack(pending_[prefix - 1].delivery.delivery_tag, true);
-    for (std::size_t i = prefix; i < pending_.size(); ++i)
-      if (pending_[i].outcome != Pending::Outcome::open) mq.ack(pending_[i].delivery.delivery_tag);
+    std::uint64_t prefix_tag = 0;
+    bool in_prefix = true;
+    std::vector<std::uint64_t> single;
+    for (std::size_t first = 0; first < pending_.size();) {
+      const auto tag = pending_[first].delivery_tag;
+      std::size_t end = first;
+      bool settled = true;
+      for (; end < pending_.size() && pending_[end].delivery_tag == tag; ++end)
+        settled = settled && pending_[end].outcome != Pending::Outcome::open;
+      if (!settled) {
+        in_prefix = false;
+      } else {
+        for (auto i = first; i < end; ++i) pending_[i].acked = true;
+        if (in_prefix) {
+          prefix_tag = tag;
+        } else {
+          single.push_back(tag);
+        }
+      }
+      first = end;
+    }
+    if (prefix_tag != 0) mq.ack(prefix_tag, true);
+    for (const auto tag : single) mq.ack(tag);
     std::uint64_t sequenced = 0;
     std::uint64_t dead = 0;
     for (const auto& pending : pending_) {
+      if (!pending.acked) continue;
       if (pending.outcome == Pending::Outcome::sequenced) ++sequenced;
       if (pending.outcome == Pending::Outcome::dead_lettered) ++dead;
       // Forgotten only once acked: a message dead-lettered but redelivered
       // (the ack was lost) goes straight back to the dead-letter queue.
-      if (pending.outcome != Pending::Outcome::open && !pending.key.empty()) attempts_.erase(pending.key);
+      if (!pending.key.empty()) attempts_.erase(pending.key);
     }
-    std::erase_if(pending_, [](const Pending& pending) { return pending.outcome != Pending::Outcome::open; });
+    // The acked ones are mostly a prefix: dropping it from the front of the
+    // deque moves nothing, where erase_if would move every message behind.
+    std::size_t prefix = 0;
+    while (prefix < pending_.size() && pending_[prefix].acked) ++prefix;
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(prefix));
+    if (!single.empty()) std::erase_if(pending_, [](const Pending& pending) { return pending.acked; });
     counters_.sequenced.fetch_add(sequenced, std::memory_order_relaxed);
     counters_.dead_lettered.fetch_add(dead, std::memory_order_relaxed);
   }

@@ -117,6 +117,18 @@ class SequencerTest : public ::testing::Test {
     return text;
   }
 
+  // Several ingest messages as one AMQP message (scale design, Contract A).
+  std::vector<std::string> publish_batch(
+      const std::vector<std::pair<std::string, std::string>>& rooms_and_ids) {
+    std::vector<std::string> lines;
+    for (const auto& [room, id] : rooms_and_ids)
+      lines.push_back(protocol::encode_ingest({room, id, "alice", "hi"}));
+    broker_->publish({"", options_.queues.front(),
+                      amqp::join_batch(std::vector<std::string_view>(lines.begin(), lines.end())), true,
+                      true});
+    return lines;
+  }
+
   void start() { sequencer_ = std::make_unique<Sequencer>(common_, options_); }
   const SequencerCounters& counters() const { return sequencer_->counters(); }
 
@@ -227,6 +239,98 @@ TEST_F(SequencerTest, LaterMessagesOfAFailingRoomWaitBehindItAndKeepTheirOrder) 
   EXPECT_EQ(log[1].first, "12-0");
   EXPECT_NE(log[1].second.find("\"id\":\"second\""), std::string::npos) << log[1].second;
   EXPECT_EQ(counters().dead_lettered, 0u);
+}
+
+// A delivery holding several messages (Contract A) where one of them keeps
+// failing: the others are sequenced meanwhile, the delivery stays un-acked
+// (stopping the sequencer brings the whole body back), and once the failing
+// one is dead-lettered -- its own line alone -- the delivery is acked.
+TEST_F(SequencerTest, AFailingMessageOfABatchedDeliveryIsRetriedAloneAndTheDeliveryAckedAtTheEnd) {
+  common_.limits.max_sequence_attempts = 1000;
+  const auto poisoned = room("poisoned");
+  const auto healthy = room("healthy");
+  admin_->command({"SET", keys::room_seq(shard_, poisoned), "not-a-number"});
+  const auto lines = publish_batch({{healthy, "h1"}, {poisoned, "p1"}, {healthy, "h2"}});
+  start();
+  ASSERT_TRUE(eventually([&] { return seq_of(healthy) == "2" && counters().script_failures >= 2; }))
+      << "seq of the healthy room: " << seq_of(healthy);
+  EXPECT_EQ(counters().sequenced, 0u) << "nothing is acked while a message of the delivery is open";
+  sequencer_.reset();
+  {
+    amqp::Connection reader(common_.amqp);
+    reader.consume(options_.queues.front());
+    auto back = reader.next(5000ms);
+    ASSERT_TRUE(back.has_value()) << "the delivery was acked with a message still open";
+    EXPECT_EQ(amqp::split_batch(back->body).size(), 3u);
+    // Closing the reader without an ack requeues it.
+  }
+
+  // Now the poisoned one fails for good: dead-lettered alone, the healthy
+  // ones (redelivered) are repeats, and the delivery is acked.
+  common_.limits.max_sequence_attempts = 2;
+  start();
+  ASSERT_TRUE(eventually([&] { return counters().dead_lettered == 1; })) << "nothing was dead-lettered";
+  ASSERT_TRUE(eventually([&] { return counters().sequenced == 2; }));
+  EXPECT_EQ(seq_of(healthy), "2");
+  EXPECT_EQ(log_of(healthy).size(), 2u);
+  amqp::Connection reader(common_.amqp);
+  reader.consume(options_.dead_letter_queue);
+  auto dead = reader.next(5000ms);
+  ASSERT_TRUE(dead.has_value()) << "the dead-letter queue is empty";
+  EXPECT_EQ(dead->body, lines[1]);
+  reader.ack(dead->delivery_tag);
+  sequencer_.reset();
+  amqp::Connection leftovers(common_.amqp);
+  leftovers.consume(options_.queues.front());
+  EXPECT_FALSE(leftovers.next(500ms).has_value()) << "the delivery was left un-acked";
+}
+
+// A batched delivery is sequenced per message, its room's new frames go out
+// as one fan-out message in seq order (Contract B), and the same batch
+// delivered again (a publisher's resend) is deduplicated message by message.
+TEST_F(SequencerTest, ABatchIsFannedOutPerRoomInSeqOrderAndARedeliveredBatchIsDeduplicated) {
+  const auto room_a = room("a");
+  const auto room_b = room("b");
+  amqp::Connection fanout(common_.amqp);
+  fanout.declare_fanout_exchange();
+  const auto queue = fanout.declare_private_queue();
+  fanout.bind(queue, std::string(kFanoutExchange), room_a);
+  fanout.consume(queue);
+
+  const std::vector<std::pair<std::string, std::string>> batch{
+      {room_a, "1"}, {room_b, "1"}, {room_a, "2"}, {room_a, "3"}};
+  publish_batch(batch);
+  start();
+  ASSERT_TRUE(eventually([&] { return counters().sequenced == 4; }));
+  EXPECT_EQ(seq_of(room_a), "3");
+  EXPECT_EQ(seq_of(room_b), "1");
+
+  // Every frame of room a, once, in seq order; the body holds only room a.
+  std::vector<std::int64_t> seqs;
+  std::size_t bodies = 0;
+  while (seqs.size() < 3) {
+    auto delivery = fanout.next(5000ms);
+    ASSERT_TRUE(delivery.has_value()) << seqs.size() << " frames of room a arrived";
+    fanout.ack(delivery->delivery_tag);
+    if (delivery->routing_key != room_a) continue;  // an exchange of type fanout delivers every room
+    ++bodies;
+    ASSERT_EQ(delivery->body.back(), '\n');
+    for (const auto line : amqp::split_batch(delivery->body)) {
+      auto header = protocol::peek_message(line);
+      ASSERT_TRUE(header.has_value()) << line;
+      EXPECT_EQ(header->room, room_a);
+      seqs.push_back(header->seq);
+    }
+  }
+  EXPECT_EQ(seqs, (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_EQ(bodies, 1u) << "one fan-out message per room per sequenced batch";
+
+  publish_batch(batch);
+  ASSERT_TRUE(eventually([&] { return counters().sequenced == 8; })) << "the repeat was not acked";
+  EXPECT_EQ(seq_of(room_a), "3");
+  EXPECT_EQ(seq_of(room_b), "1");
+  EXPECT_EQ(log_of(room_a).size(), 3u);
+  EXPECT_EQ(sync_entries_of(room_a), 3u);
 }
 
 // Restores a Redis setting on every exit path.

@@ -70,13 +70,18 @@ class StoreHistoryReader final : public HistoryReader {
 
 class AmqpIngestPublisher final : public IngestPublisher {
  public:
-  AmqpIngestPublisher(amqp::Publisher& publisher, std::uint32_t ingest_shards)
-      : publisher_(publisher), shards_(ingest_shards) {}
+  // `max_backlog`: sends accepted and not confirmed, all connections
+  // together, before has_room() says no (0 = no bound). The publisher itself
+  // has no bound, so a send that passed has_room() is never refused.
+  AmqpIngestPublisher(amqp::Publisher& publisher, std::uint32_t ingest_shards, std::size_t max_backlog = 0)
+      : publisher_(publisher), shards_(ingest_shards), max_backlog_(max_backlog) {}
   void publish(protocol::IngestMessage message, std::function<void(amqp::PublishStatus)> done) override;
+  bool has_room() const override { return max_backlog_ == 0 || publisher_.backlog() < max_backlog_; }
 
  private:
   amqp::Publisher& publisher_;
   std::uint32_t shards_;
+  std::size_t max_backlog_;
 };
 
 }  // namespace rtmc::gateway

@@ -23,6 +23,7 @@
 #include <map>
 #include <mutex>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -37,8 +38,32 @@ const char* to_string(PublishStatus status) {
     case PublishStatus::nacked: return "nacked";
     case PublishStatus::unroutable: return "unroutable";
     case PublishStatus::unavailable: return "unavailable";
+    case PublishStatus::overloaded: return "overloaded";
   }
   return "unknown";
+}
+
+std::string join_batch(const std::vector<std::string_view>& bodies) {
+  std::size_t size = bodies.empty() ? 0 : bodies.size() - 1;
+  for (const auto body : bodies) size += body.size();
+  std::string joined;
+  joined.reserve(size);
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    if (i > 0) joined.push_back('\n');
+    joined.append(bodies[i]);
+  }
+  return joined;
+}
+
+std::vector<std::string_view> split_batch(std::string_view body) {
+  std::vector<std::string_view> bodies;
+  while (!body.empty()) {
+    const auto end = body.find('\n');
+    const auto line = body.substr(0, end);
+    body.remove_prefix(end == std::string_view::npos ? body.size() : end + 1);
+    if (!line.empty()) bodies.push_back(line);
+  }
+  return bodies;
 }
 
 namespace {
@@ -532,17 +557,17 @@ constexpr Timeouts kPublisherTimeouts{std::chrono::milliseconds(2000), std::chro
                                       std::chrono::milliseconds(5000)};
 
 struct Pending {
-  std::uint64_t id = 0;  // publisher-local, sent as message_id to match basic.return
+  std::uint64_t id = 0;  // publisher-local
   Message message;
   std::function<void(PublishStatus)> done;  // empty once answered
-  Clock::time_point deadline;
-  Clock::time_point sent_at;  // on the current connection
-  bool returned = false;      // basic.return seen: the coming ack means `unroutable`
+  Clock::time_point accepted;               // publish()
+  std::atomic<std::size_t>* backlog = nullptr;
 
   void answer(PublishStatus status) {
     if (!done) return;
     auto callback = std::move(done);
     done = nullptr;
+    backlog->fetch_sub(1, std::memory_order_relaxed);
     try {
       callback(status);
     } catch (const std::exception& error) {
@@ -550,6 +575,44 @@ struct Pending {
     } catch (...) {
       spdlog::error("amqp publisher: a publish callback threw");
     }
+  }
+};
+
+// One AMQP message on the wire: one or more publishes for the same exchange
+// and routing key, bodies joined by '\n' (Contract A of the scale design).
+// Every item gets the batch's answer.
+struct Batch {
+  std::uint64_t id = 0;  // sent as message_id, to match basic.return
+  std::vector<Pending> items;
+  std::string body;
+  Clock::time_point first_sent{};  // on any connection: the give-up counts from here
+  Clock::time_point sent_at{};     // on the current connection
+  bool returned = false;           // basic.return seen: the coming ack means `unroutable`
+
+  const Message& head() const { return items.front().message; }
+  bool answered() const {
+    return std::all_of(items.begin(), items.end(), [](const Pending& item) { return !item.done; });
+  }
+  void answer(PublishStatus status) {
+    for (auto& item : items) item.answer(status);
+  }
+  void build_body() {
+    if (items.size() == 1) {
+      body = items.front().message.body;
+      return;
+    }
+    std::vector<std::string_view> bodies;
+    bodies.reserve(items.size());
+    for (const auto& item : items) bodies.emplace_back(item.message.body);
+    body = join_batch(bodies);
+  }
+  // Drops the items answered already (given up on); false if none is left.
+  bool prune() {
+    const auto before = items.size();
+    std::erase_if(items, [](const Pending& item) { return !item.done; });
+    if (items.empty()) return false;
+    if (items.size() != before) build_body();
+    return true;
   }
 };
 
@@ -645,6 +708,8 @@ struct Publisher::State {
   Options options;
   EventFd wake;
   std::atomic<bool> is_connected{false};
+  // Accepted by publish() and not answered yet (unsent ones included).
+  std::atomic<std::size_t> backlog{0};
 
   // Shared with publish() callers.
   std::mutex mutex;
@@ -654,19 +719,29 @@ struct Publisher::State {
 
   // Publisher thread only.
   std::unique_ptr<Session> session;
-  std::unique_ptr<Connector> connector;   // a connection attempt in progress
-  std::deque<Pending> waiting;            // not sent on the current connection, in publish order
-  std::map<std::uint64_t, Pending> sent;  // by delivery tag; answered entries stay until the
-                                          // broker confirms them, so they still count
-                                          // against the window
+  std::unique_ptr<Connector> connector;  // a connection attempt in progress
+  // Not sent yet, one lane per batch key (exchange, routing key, flags) in
+  // publish order; `ready` names the lanes with messages, round robin, so
+  // one busy queue does not starve the others. Without batching there is
+  // one lane: strict publish order.
+  std::unordered_map<std::string, std::deque<Pending>> lanes;
+  std::deque<std::string> ready;
+  // Batches sent on a lost connection, to go first on the next one, in
+  // their original order.
+  std::deque<Batch> resend;
+  std::map<std::uint64_t, Batch> sent;  // by delivery tag; answered batches stay until the
+                                        // broker confirms them, so they still count
+                                        // against the window
   std::uint64_t next_tag = 1;
   Backoff backoff{kReconnectBackoff};
   Clock::time_point next_attempt{};
+  Clock::time_point disconnected_since = Clock::now();
 
   std::thread thread;  // last: starts after everything above exists
 
   State(AmqpConfig config_in, Options options_in) : config(std::move(config_in)), options(options_in) {
     if (options.window == 0) options.window = 1;
+    if (options.batch_messages == 0) options.batch_messages = 1;
     thread = std::thread([this] { run(); });
   }
 
@@ -693,7 +768,17 @@ struct Publisher::State {
     shut_down();
   }
 
-  // Moves new requests into `waiting`; false once the destructor asked to stop.
+  std::string lane_of(const Message& message) const {
+    if (options.batch_messages <= 1) return {};
+    std::string key;
+    key.reserve(message.exchange.size() + message.routing_key.size() + 3);
+    key.append(message.exchange).push_back('\n');
+    key.append(message.routing_key).push_back(message.persistent ? 'p' : '-');
+    key.push_back(message.mandatory ? 'm' : '-');
+    return key;
+  }
+
+  // Moves new requests into their lanes; false once the destructor asked to stop.
   bool take_incoming() {
     wake.clear();  // before taking: a publish after this wakes the next wait
     std::deque<Pending> taken;
@@ -702,21 +787,45 @@ struct Publisher::State {
       if (stopping) return false;
       taken.swap(incoming);
     }
-    for (auto& pending : taken) waiting.push_back(std::move(pending));
+    for (auto& pending : taken) {
+      auto key = lane_of(pending.message);
+      auto& lane = lanes[key];
+      if (lane.empty()) ready.push_back(std::move(key));
+      lane.push_back(std::move(pending));
+    }
     return true;
   }
 
+  // When a message not yet written gives up: only while there is no
+  // connection (a busy broker is not an unavailable one), give_up_after
+  // from its publish() or from the loss of the connection, whichever is later.
+  Clock::time_point unsent_deadline(const Pending& pending) const {
+    return std::max(pending.accepted, disconnected_since) + options.give_up_after;
+  }
+  Clock::time_point sent_deadline(const Batch& batch) const {
+    return batch.first_sent + options.give_up_after;
+  }
+
   // Answers `unavailable` for everything past its deadline. Deadlines grow
-  // with publish order and both containers are in publish order, so each
+  // with publish order within a lane and with send order in `sent`, so each
   // scan stops at the first live entry.
   void expire(Clock::time_point now) {
-    while (!waiting.empty() && waiting.front().deadline <= now) {
-      waiting.front().answer(PublishStatus::unavailable);
-      waiting.pop_front();
+    if (!session) {
+      for (auto it = lanes.begin(); it != lanes.end();) {
+        auto& lane = it->second;
+        while (!lane.empty() && unsent_deadline(lane.front()) <= now) {
+          lane.front().answer(PublishStatus::unavailable);
+          lane.pop_front();
+        }
+        it = lane.empty() ? lanes.erase(it) : std::next(it);
+      }
     }
-    for (auto& [tag, pending] : sent) {
-      if (pending.deadline > now) break;
-      pending.answer(PublishStatus::unavailable);
+    for (auto& batch : resend)
+      if (sent_deadline(batch) <= now) batch.answer(PublishStatus::unavailable);
+    std::erase_if(resend, [](const Batch& batch) { return batch.answered(); });
+    for (auto& [tag, batch] : sent) {
+      if (sent_deadline(batch) > now) break;
+      batch.answer(PublishStatus::unavailable);
     }
   }
 
@@ -725,7 +834,7 @@ struct Publisher::State {
   // answered `unavailable` would fill the window for as long as the broker
   // keeps the connection open without confirming (a stuck queue, a half-open
   // link that still carries our heartbeats out), and every new message would
-  // time out in the queue.
+  // wait in its lane.
   bool stalled(Clock::time_point now) const {
     return !sent.empty() && now - sent.begin()->second.sent_at >= 2 * options.give_up_after;
   }
@@ -750,7 +859,7 @@ struct Publisher::State {
     next_tag = 1;
     backoff.reset();
     is_connected = true;
-    spdlog::info("amqp publisher: connected ({} message(s) to send)", waiting.size());
+    spdlog::info("amqp publisher: connected ({} message(s) to send)", backlog.load());
   }
 
   void schedule_retry(const std::string& why) {
@@ -759,38 +868,73 @@ struct Publisher::State {
     spdlog::warn("amqp publisher: {}; retrying in {} ms", why, delay.count());
   }
 
-  // Everything sent but not confirmed goes back to the front of `waiting`, in
-  // its original order, to be re-sent on the next connection; entries
-  // already answered `unavailable` are not re-sent.
+  // Every batch sent but not confirmed goes back to the front of `resend`,
+  // in its original order, to be sent again on the next connection.
   void drop_connection(const std::string& why) {
+    if (session) disconnected_since = Clock::now();
     session.reset();
     is_connected = false;
-    std::deque<Pending> resend;
-    for (auto& [tag, pending] : sent) {
-      if (pending.done) resend.push_back(std::move(pending));
-    }
+    for (auto it = sent.rbegin(); it != sent.rend(); ++it)
+      if (!it->second.answered()) resend.push_front(std::move(it->second));
     sent.clear();
-    for (auto it = resend.rbegin(); it != resend.rend(); ++it) waiting.push_front(std::move(*it));
     schedule_retry(why);
   }
 
+  // The next batch to send from the lanes: the first lane's oldest messages,
+  // as many as the caps allow (formed from what is pending now: no timer).
+  bool form_batch(Batch& batch) {
+    while (!ready.empty()) {
+      auto key = std::move(ready.front());
+      ready.pop_front();
+      const auto found = lanes.find(key);
+      if (found == lanes.end() || found->second.empty()) continue;
+      auto& lane = found->second;
+      std::size_t bytes = lane.front().message.body.size();
+      batch.items.push_back(std::move(lane.front()));
+      lane.pop_front();
+      while (!lane.empty() && batch.items.size() < options.batch_messages &&
+             bytes + 1 + lane.front().message.body.size() <= options.batch_bytes) {
+        bytes += 1 + lane.front().message.body.size();
+        batch.items.push_back(std::move(lane.front()));
+        lane.pop_front();
+      }
+      if (lane.empty()) {
+        lanes.erase(found);
+      } else {
+        ready.push_back(std::move(key));
+      }
+      batch.id = batch.items.front().id;
+      batch.build_body();
+      return true;
+    }
+    return false;
+  }
+
   void send_window() {
-    while (!waiting.empty() && sent.size() < options.window) {
-      // Moved to `sent` first: if the send fails half-way the message is
-      // re-sent after the reconnect.
+    while (sent.size() < options.window) {
+      Batch next;
+      if (!resend.empty()) {
+        next = std::move(resend.front());
+        resend.pop_front();
+        if (!next.prune()) continue;
+      } else if (!form_batch(next)) {
+        return;
+      }
+      // Moved to `sent` first: if the send fails half-way the batch is
+      // sent again after the reconnect.
       const std::uint64_t tag = next_tag++;
-      Pending& pending = sent.emplace(tag, std::move(waiting.front())).first->second;
-      waiting.pop_front();
-      pending.sent_at = Clock::now();
-      pending.returned = false;  // a return seen on an earlier connection does not count
-      const std::string message_id = std::to_string(pending.id);
-      amqp_basic_properties_t properties = properties_for(pending.message);
+      Batch& batch = sent.emplace(tag, std::move(next)).first->second;
+      batch.sent_at = Clock::now();
+      if (batch.first_sent == Clock::time_point{}) batch.first_sent = batch.sent_at;
+      batch.returned = false;  // a return seen on an earlier connection does not count
+      const std::string message_id = std::to_string(batch.id);
+      const Message& head = batch.head();
+      amqp_basic_properties_t properties = properties_for(head);
       properties._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
       properties.message_id = bytes_of(message_id);
       session->check_status(
-          amqp_basic_publish(session->get(), kChannel, bytes_of(pending.message.exchange),
-                             bytes_of(pending.message.routing_key), pending.message.mandatory ? 1 : 0, 0,
-                             &properties, bytes_of(pending.message.body)),
+          amqp_basic_publish(session->get(), kChannel, bytes_of(head.exchange), bytes_of(head.routing_key),
+                             head.mandatory ? 1 : 0, 0, &properties, bytes_of(batch.body)),
           "basic.publish");
     }
   }
@@ -835,9 +979,9 @@ struct Publisher::State {
           std::from_chars(text.data(), text.data() + text.size(), id);
         }
         amqp_destroy_message(&returned);
-        for (auto& [tag, pending] : sent) {
-          if (pending.id == id) {
-            pending.returned = true;
+        for (auto& [tag, batch] : sent) {
+          if (batch.id == id) {
+            batch.returned = true;
             break;
           }
         }
@@ -852,11 +996,11 @@ struct Publisher::State {
   }
 
   void settle(std::uint64_t delivery_tag, bool multiple, bool nacked) {
-    auto answer = [nacked](Pending& pending) {
+    auto answer = [nacked](Batch& batch) {
       if (nacked) {
-        pending.answer(PublishStatus::nacked);
+        batch.answer(PublishStatus::nacked);
       } else {
-        pending.answer(pending.returned ? PublishStatus::unroutable : PublishStatus::confirmed);
+        batch.answer(batch.returned ? PublishStatus::unroutable : PublishStatus::confirmed);
       }
     };
     if (multiple) {
@@ -875,10 +1019,14 @@ struct Publisher::State {
   void wait() {
     const auto now = Clock::now();
     auto until = now + kMaxWait;
-    if (!waiting.empty()) until = std::min(until, waiting.front().deadline);
-    for (const auto& [tag, pending] : sent) {
-      if (pending.done) {
-        until = std::min(until, pending.deadline);
+    if (!session) {
+      for (const auto& [key, lane] : lanes)
+        if (!lane.empty()) until = std::min(until, unsent_deadline(lane.front()));
+    }
+    for (const auto& batch : resend) until = std::min(until, sent_deadline(batch));
+    for (const auto& [tag, batch] : sent) {
+      if (!batch.answered()) {
+        until = std::min(until, sent_deadline(batch));
         break;
       }
     }
@@ -903,10 +1051,14 @@ struct Publisher::State {
       std::lock_guard lock(mutex);
       late.swap(incoming);
     }
-    for (auto& [tag, pending] : sent) pending.answer(PublishStatus::unavailable);
+    for (auto& [tag, batch] : sent) batch.answer(PublishStatus::unavailable);
     sent.clear();
-    for (auto& pending : waiting) pending.answer(PublishStatus::unavailable);
-    waiting.clear();
+    for (auto& batch : resend) batch.answer(PublishStatus::unavailable);
+    resend.clear();
+    for (auto& [key, lane] : lanes)
+      for (auto& pending : lane) pending.answer(PublishStatus::unavailable);
+    lanes.clear();
+    ready.clear();
     for (auto& pending : late) pending.answer(PublishStatus::unavailable);
     connector.reset();  // aborts an attempt in progress
     session.reset();
@@ -930,13 +1082,19 @@ void Publisher::publish(Message message, std::function<void(PublishStatus)> done
   Pending pending;
   pending.message = std::move(message);
   pending.done = std::move(done);
-  pending.deadline = Clock::now() + state_->options.give_up_after;
+  pending.accepted = Clock::now();
+  pending.backlog = &state_->backlog;
   std::unique_lock lock(state_->mutex);
-  if (state_->stopping) {  // the publisher is being destroyed
+  const auto bound = state_->options.max_backlog;
+  if (state_->stopping || (bound > 0 && state_->backlog.load(std::memory_order_relaxed) >= bound)) {
+    // Being destroyed, or full: answered here, never counted.
+    const auto status = state_->stopping ? PublishStatus::unavailable : PublishStatus::overloaded;
     lock.unlock();
-    pending.answer(PublishStatus::unavailable);
+    auto callback = std::move(pending.done);
+    callback(status);
     return;
   }
+  state_->backlog.fetch_add(1, std::memory_order_relaxed);
   pending.id = state_->next_id++;
   // The thread takes the whole queue at once, so only the first publish
   // into an empty queue needs to wake it.
@@ -975,6 +1133,15 @@ boost::asio::awaitable<PublishStatus> Publisher::async_publish(Message message) 
 
 bool Publisher::connected() const {
   return state_->is_connected.load();
+}
+
+std::size_t Publisher::backlog() const {
+  return state_->backlog.load(std::memory_order_relaxed);
+}
+
+bool Publisher::overloaded() const {
+  const auto bound = state_->options.max_backlog;
+  return bound > 0 && backlog() >= bound;
 }
 
 }  // namespace rtmc::amqp

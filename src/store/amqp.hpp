@@ -13,7 +13,9 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "common/config.hpp"
 
@@ -46,8 +48,16 @@ enum class PublishStatus {
   nacked,       // basic.nack
   unroutable,   // basic.return: no queue bound
   unavailable,  // not confirmed within the give-up time (broker down, ...)
+  overloaded,   // refused at once: the publisher's backlog is at its bound (Options::max_backlog)
 };
 const char* to_string(PublishStatus status);
+
+// A batched body (scale design, Contract A): one or more one-line bodies
+// joined by '\n'. A body without '\n' is a batch of one, so unbatched
+// publishers and consumers stay compatible.
+std::string join_batch(const std::vector<std::string_view>& bodies);
+// The bodies of a batched body, in order; empty lines are skipped.
+std::vector<std::string_view> split_batch(std::string_view body);
 
 // A connection with one channel (1), owned by one thread.
 class Connection {
@@ -105,8 +115,17 @@ class Connection {
 // `window` messages unconfirmed. On connection loss it reconnects with backoff
 // and jitter and re-sends everything not yet confirmed (consumers dedupe).
 // Each message's callback runs exactly once, on the publisher thread (or on
-// the caller's thread for a publish() that races with destruction); it must
-// not block and must not call back into this Publisher's destructor.
+// the caller's thread, inside publish(), for a publish() answered
+// `overloaded` or racing with destruction); it must not block and must not
+// call back into this Publisher's destructor.
+//
+// Batching (Options::batch_messages > 1): the messages for one exchange and
+// routing key that are pending when the publisher thread gets to them go out
+// as one AMQP message, their bodies joined by '\n' (so each body must be one
+// line), within the caps; nothing waits for a batch to fill, so a lone
+// message goes out at once. Every message of a batch gets the batch's answer.
+// The window counts AMQP messages. Only for consumers that split bodies into
+// lines (the ingest queues: scale design, Contract A).
 // `confirmed` is only ever reported for a real basic.ack; `unavailable` means
 // "not known to be stored": the message may still arrive (a retry with the
 // same id is deduplicated downstream).
@@ -116,11 +135,22 @@ class Connection {
 class Publisher {
  public:
   struct Options {
-    std::size_t window = 500;
-    // A message not confirmed within this time is answered `unavailable`
-    // (counted from publish()). A connection on which a message waits twice
-    // as long for its confirm is treated as lost and replaced.
+    std::size_t window = 500;  // unconfirmed AMQP messages (batches)
+    // A message not confirmed within this time after it was written to the
+    // broker is answered `unavailable`; so is one not written while there is
+    // no connection, this long after its publish() or the connection loss,
+    // whichever is later. A message waiting behind a full window of a live
+    // connection (a busy broker) does not give up: the backlog bound answers
+    // new ones `overloaded` instead. A connection on which a message waits
+    // twice as long for its confirm is treated as lost and replaced.
     std::chrono::milliseconds give_up_after{5000};
+    // At most this many messages per AMQP message, and this many body bytes
+    // (a single larger message still goes alone). 1 = no batching.
+    std::size_t batch_messages = 1;
+    std::size_t batch_bytes = 64 * 1024;
+    // publish() answers `overloaded` at once while this many messages are
+    // accepted and not yet answered (sent or not). 0 = no bound.
+    std::size_t max_backlog = 0;
     // Ingest queues declared on every (re)connect, so publishing works before
     // any gateway ran. 0 declares none.
     std::uint32_t ingest_shards = 16;
@@ -139,6 +169,10 @@ class Publisher {
   boost::asio::awaitable<PublishStatus> async_publish(Message message);
   // True while connected to the broker (for /healthz and metrics).
   bool connected() const;
+  // Messages accepted and not answered yet; any thread.
+  std::size_t backlog() const;
+  // backlog() at Options::max_backlog: publish() would answer `overloaded`.
+  bool overloaded() const;
 
  private:
   struct State;

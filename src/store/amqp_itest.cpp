@@ -929,6 +929,87 @@ TEST_F(AmqpTest, PublisherReconnectsWhenConfirmsStopComing) {
   EXPECT_GE(proxy.accepted(), 2);
 }
 
+// Contract A of the scale design: publishes for one queue that are pending
+// together go out as fewer AMQP messages ('\n'-joined bodies, within the
+// cap); every callback gets the confirm, and the consumer sees every body
+// once, in publish order.
+TEST_F(AmqpTest, BatchingPublisherSendsFewerAmqpMessagesEveryOneConfirmedInOrder) {
+  constexpr std::size_t kCount = 5000;
+  constexpr std::size_t kCap = 100;
+  const std::string queue = ingest_style_queue();
+  Results results(kCount);
+  {
+    auto batching = options(4, 60s);  // a small window: what waits behind it forms batches
+    batching.batch_messages = kCap;
+    Publisher publisher(config_, batching);
+    for (std::size_t i = 0; i < kCount; ++i)
+      publisher.publish(to_queue(queue, std::to_string(i)), results.slot(i));
+    ASSERT_TRUE(results.wait_all(60s)) << results.answered() << " answered";
+    EXPECT_EQ(publisher.backlog(), 0u);
+  }
+  EXPECT_EQ(results.count(PublishStatus::confirmed), kCount);
+  EXPECT_EQ(results.duplicate_callbacks(), 0);
+
+  Connection consumer(config_);
+  consumer.qos(500);
+  consumer.consume(queue);
+  std::vector<std::string> bodies;
+  std::size_t deliveries = 0;
+  while (bodies.size() < kCount) {
+    auto delivery = consumer.next(2s);
+    if (!delivery) break;
+    consumer.ack(delivery->delivery_tag);
+    ++deliveries;
+    const auto lines = rtmc::amqp::split_batch(delivery->body);
+    EXPECT_LE(lines.size(), kCap);
+    bodies.insert(bodies.end(), lines.begin(), lines.end());
+  }
+  ASSERT_EQ(bodies.size(), kCount);
+  for (std::size_t i = 0; i < kCount; ++i) ASSERT_EQ(bodies[i], std::to_string(i)) << "at " << i;
+  EXPECT_LT(deliveries, kCount / 10) << "hardly batched";
+  EXPECT_FALSE(consumer.next(200ms).has_value()) << "a body came twice";
+}
+
+// Contract C: at its backlog bound the publisher answers `overloaded` inside
+// publish(), without queueing; what it accepted is answered as usual.
+TEST_F(AmqpTest, BeyondItsBacklogBoundAPublishIsAnsweredOverloadedAtOnce) {
+  AmqpConfig nowhere;
+  nowhere.url = with_port(config_.url, closed_port());
+  Results results(4);
+  {
+    auto bounded = options(500, 60s);
+    bounded.max_backlog = 3;
+    Publisher publisher(nowhere, bounded);
+    for (std::size_t i = 0; i < 3; ++i) publisher.publish(to_queue("q", "x"), results.slot(i));
+    EXPECT_EQ(publisher.backlog(), 3u);
+    EXPECT_TRUE(publisher.overloaded());
+    publisher.publish(to_queue("q", "y"), results.slot(3));
+    EXPECT_EQ(results.answered(), 1u) << "the refusal must come from publish() itself";
+    EXPECT_EQ(results.status(3), PublishStatus::overloaded);
+    EXPECT_EQ(publisher.backlog(), 3u);
+  }
+  EXPECT_EQ(results.count(PublishStatus::unavailable), 3u);
+  EXPECT_EQ(results.duplicate_callbacks(), 0);
+}
+
+// Answered messages leave the backlog: a bounded publisher takes new ones
+// once its earlier ones are confirmed.
+TEST_F(AmqpTest, ABoundedPublisherHasRoomAgainOnceItsMessagesAreConfirmed) {
+  const std::string queue = ingest_style_queue();
+  auto bounded = options(500, 60s);
+  bounded.max_backlog = 2;
+  bounded.batch_messages = 10;
+  Publisher publisher(config_, bounded);
+  for (int round = 0; round < 3; ++round) {
+    Results results(2);
+    publisher.publish(to_queue(queue, "a"), results.slot(0));
+    publisher.publish(to_queue(queue, "b"), results.slot(1));
+    ASSERT_TRUE(results.wait_all(10s));
+    EXPECT_EQ(results.count(PublishStatus::confirmed), 2u) << "round " << round;
+    EXPECT_FALSE(publisher.overloaded());
+  }
+}
+
 TEST_F(AmqpTest, InFlightMessagesGiveUpWhenTheBrokerStaysAway) {
   const std::string queue = ingest_style_queue();
   const auto upstream = split_url(config_.url);
