@@ -518,7 +518,7 @@ void ClientConnection::deliver(const std::string& room, std::int64_t seq, const 
   out_.clear();
   streams_.deliver(room, seq, frame, out_);
   emit(out_);
-  if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
+  if (state_ == State::open) within_send_limits(0);
 }
 
 void ClientConnection::deliver_presence(const std::string& room, const std::string& user,
@@ -533,7 +533,7 @@ void ClientConnection::deliver_gap(const std::string& room, std::int64_t from, s
   out_.clear();
   streams_.deliver_gap(room, from, to, frame, out_);
   emit(out_);
-  if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
+  if (state_ == State::open) within_send_limits(0);
 }
 
 void ClientConnection::emit(RoomStreams::Output& out) {
@@ -619,31 +619,89 @@ void ClientConnection::reply(std::string frame) {
   enqueue(std::make_shared<const std::string>(std::move(frame)), Transport::Flush::now);
 }
 
-bool ClientConnection::over_byte_bound(std::size_t extra) const {
-  // Frames held for a join or a repair are owed to the client as much as
-  // queued ones: they count too.
-  return transport_->queued_bytes() + streams_.held_bytes() + extra > services_.config.send_queue_bytes;
+std::size_t ClientConnection::owed_bytes() const {
+  return transport_->queued_bytes() + streams_.held_bytes();
+}
+
+// Redis' client-output-buffer-limit: a burst may take the queue over the
+// soft limit for a while, a client that does not drain stays over it. The
+// clock costs nothing until the soft limit is crossed, and a timer exists
+// only for connections that once crossed it.
+bool ClientConnection::within_send_limits(std::size_t extra) {
+  const auto& config = services_.config;
+  const std::size_t bytes = owed_bytes() + extra;
+  if (bytes > config.effective_send_queue_hard_bytes()) {
+    cut_slow_consumer(SlowCut::hard);
+    return false;
+  }
+  if (bytes <= config.send_queue_bytes) {
+    over_soft_since_ = {};
+    return true;
+  }
+  if (config.send_queue_soft_time.count() <= 0) {
+    cut_slow_consumer(SlowCut::soft);
+    return false;
+  }
+  if (over_soft_since_ == std::chrono::steady_clock::time_point{}) {
+    over_soft_since_ = std::chrono::steady_clock::now();
+    if (!soft_watch_running_) {
+      soft_watch_running_ = true;
+      if (!soft_timer_) soft_timer_ = std::make_unique<asio::steady_timer>(executor_);
+      asio::co_spawn(executor_, soft_limit_watch(), on_coroutine_end());
+    }
+  }
+  return true;
+}
+
+void ClientConnection::on_drained() {
+  if (over_soft_since_ != std::chrono::steady_clock::time_point{} &&
+      owed_bytes() <= services_.config.send_queue_bytes)
+    over_soft_since_ = {};
+}
+
+// Wakes at the soft deadline of the current crossing; a clock stopped and
+// restarted meanwhile moves the deadline. Ends when the queue is back under
+// the soft limit, so an idle connection has no watch and no pending timer.
+asio::awaitable<void> ClientConnection::soft_limit_watch() {
+  auto self = shared_from_this();
+  const auto soft_time = services_.config.send_queue_soft_time;
+  while (state_ == State::open && over_soft_since_ != std::chrono::steady_clock::time_point{}) {
+    if (owed_bytes() <= services_.config.send_queue_bytes) {
+      over_soft_since_ = {};
+      break;
+    }
+    const auto deadline = over_soft_since_ + soft_time;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      cut_slow_consumer(SlowCut::soft);
+      break;
+    }
+    soft_timer_->expires_at(deadline);
+    co_await soft_timer_->async_wait(nothrow_awaitable);
+  }
+  soft_watch_running_ = false;
 }
 
 bool ClientConnection::enqueue(SharedFrame frame, Transport::Flush when) {
   if (state_ != State::open) return false;
-  if (over_byte_bound(frame->size())) {
-    cut_slow_consumer();
-    return false;
-  }
+  if (!within_send_limits(frame->size())) return false;
   transport_->send(std::move(frame), when);
   return true;
 }
 
-void ClientConnection::cut_slow_consumer() {
-  const auto bound = services_.config.send_queue_bytes;
-  // Whatever waits is dropped; the error frame jumps the byte bound.
-  close_with(
-      CloseReason::slow_consumer,
-      std::make_shared<const std::string>(protocol::error_frame(
-          ErrorCode::slow_consumer,
-          "send queue exceeded " + std::to_string(bound) + " bytes; reconnect and catch up", std::nullopt)),
-      true);
+void ClientConnection::cut_slow_consumer(SlowCut why) {
+  const auto& config = services_.config;
+  std::string message =
+      why == SlowCut::hard
+          ? "send queue exceeded " + std::to_string(config.effective_send_queue_hard_bytes()) + " bytes"
+          : "send queue stayed over " + std::to_string(config.send_queue_bytes) + " bytes for " +
+                std::to_string(config.send_queue_soft_time.count()) + " ms";
+  spdlog::info("connection of '{}' is a slow consumer: {} ({} bytes owed)", user_, message, owed_bytes());
+  message += "; reconnect and catch up";
+  // Whatever waits is dropped; the error frame jumps the limits.
+  close_with(CloseReason::slow_consumer,
+             std::make_shared<const std::string>(
+                 protocol::error_frame(ErrorCode::slow_consumer, message, std::nullopt)),
+             true);
 }
 
 void ClientConnection::fail(ErrorCode code, std::string_view message, const Ref& ref,
@@ -694,6 +752,7 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
   watch_timer_.cancel();
   idle_timer_.cancel();
   send_slot_.cancel();
+  if (soft_timer_) soft_timer_->cancel();
   // Removal is posted: IoThread::deliver may be iterating a room right now.
   asio::post(executor_, [self = shared_from_this(), rooms = streams_.clear()] {
     self->index_.remove(self.get(), rooms);

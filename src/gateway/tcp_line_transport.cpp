@@ -128,7 +128,11 @@ void TcpLineTransport::send(SharedFrame frame, Flush when) {
   if (closing_ || closed_) return;
   queued_bytes_ += frame->size();
   queue_.push_back(std::move(frame));
-  if (when == Flush::now) {
+  // A queue that already fills a whole write goes out now: waiting for the
+  // batch's end would save no syscall, and an io thread that is behind
+  // would otherwise pile every pending batch into the queue of a client
+  // that reads fine (the send-queue limits count it).
+  if (when == Flush::now || (!writing_ && queue_.size() >= kMaxFramesPerWrite)) {
     flush();
   } else if (!flush_deferred_) {
     flush_deferred_ = true;
@@ -196,6 +200,7 @@ void TcpLineTransport::flush() {
                           return;
                         }
                         self->flush();
+                        if (auto connection = self->connection_.lock()) connection->on_drained();
                       });
     return;
   }
