@@ -24,6 +24,7 @@
 #include "gateway/store_ports.hpp"
 #include "gateway/tcp_line_transport.hpp"
 #include "server/limits.hpp"
+#include "server/listener.hpp"
 #include "store/amqp.hpp"
 #include "store/postgres.hpp"
 #include "store/redis.hpp"
@@ -229,10 +230,7 @@ void Gateway::start() {
   auto& io0 = impl.io_threads.front()->io;
   asio::ip::tcp::endpoint endpoint(asio::ip::make_address(impl.config.listen.host), impl.config.listen.port);
   impl.acceptor = std::make_unique<asio::ip::tcp::acceptor>(io0);
-  impl.acceptor->open(endpoint.protocol());
-  impl.acceptor->set_option(asio::socket_base::reuse_address(true));
-  impl.acceptor->bind(endpoint);
-  impl.acceptor->listen(asio::socket_base::max_listen_connections);
+  server::listen_on(*impl.acceptor, endpoint, impl.config.reuse_port);
   // Bound right after the client port, so a taken port fails before the
   // pipeline threads start.
   impl.http = std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters));

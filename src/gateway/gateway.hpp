@@ -16,6 +16,9 @@ namespace rtmc::gateway {
 struct GatewayConfig {
   CommonOptions common;
   HostPort listen{"127.0.0.1", 7000};
+  // SO_REUSEPORT on the client listener: several gateway processes share
+  // `listen` (each with its own http_listen); the kernel spreads connections.
+  bool reuse_port = false;
   // GET /healthz and /metrics (gateway/http_endpoints.hpp); one per process.
   HostPort http_listen{"127.0.0.1", 7080};
   std::size_t io_threads = 0;  // 0 = one per core

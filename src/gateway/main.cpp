@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "Client TCP address host:port")
       ->envname("RTMC_GATEWAY_LISTEN")
       ->capture_default_str();
+  app.add_flag("--reuse-port", config.reuse_port,
+               "SO_REUSEPORT on the client listener, so several gateways share --listen (each with its own "
+               "--http-listen)")
+      ->envname("RTMC_GATEWAY_REUSE_PORT");
   app.add_option("--http-listen", http_listen, "HTTP address for /healthz and /metrics host:port")
       ->envname("RTMC_GATEWAY_HTTP_LISTEN")
       ->capture_default_str();
