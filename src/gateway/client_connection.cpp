@@ -59,9 +59,7 @@ ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionSer
       services_(services),
       index_(index),
       transport_(std::move(transport)),
-      auth_timer_(executor_),
       watch_timer_(executor_),
-      idle_timer_(executor_),
       send_slot_(executor_),
       id_(services_.counters.next_connection_id.fetch_add(1, std::memory_order_relaxed)),
       last_line_(std::chrono::steady_clock::now()),
@@ -69,25 +67,44 @@ ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionSer
 
 void ClientConnection::start() {
   index_.add(shared_from_this());
-  asio::co_spawn(executor_, auth_deadline(), on_coroutine_end());
-  asio::co_spawn(executor_, idle_watch(), on_coroutine_end());
+  next_check_ = std::chrono::steady_clock::now() + services_.config.auth_timeout;
+  arm_watch();
 }
 
-// A timer at the last line's deadline, re-armed when a line came meanwhile,
-// cuts a silent connection no earlier than the timeout and, unlike a check
-// on a periodic tick, no later than the timer's own latency after it.
-asio::awaitable<void> ClientConnection::idle_watch() {
-  auto self = shared_from_this();
-  const auto timeout = services_.config.effective_idle_timeout();
-  while (state_ == State::open) {
-    const auto deadline = last_line_ + timeout;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      close(CloseReason::idle_timeout);
-      co_return;
-    }
-    idle_timer_.expires_at(deadline);
-    co_await idle_timer_.async_wait(nothrow_awaitable);
+// The timer waits for the earliest deadline: the idle one (the last line's,
+// re-checked on waking, since a line may have come meanwhile: a silent
+// connection is cut no earlier than the timeout and no later than the
+// timer's own latency after it), and the auth deadline or the next session
+// re-check. The handler holds the connection; the close step cancels it.
+void ClientConnection::arm_watch() {
+  const auto idle_deadline = last_line_ + services_.config.effective_idle_timeout();
+  watch_timer_.expires_at(std::min(idle_deadline, next_check_));
+  watch_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->on_watch();
+  });
+}
+
+void ClientConnection::on_watch() {
+  if (state_ != State::open) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= last_line_ + services_.config.effective_idle_timeout()) {
+    close(CloseReason::idle_timeout);
+    return;
   }
+  if (now >= next_check_) {
+    if (!authenticated_) {
+      fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt,
+           CloseReason::auth_timeout);
+      return;
+    }
+    next_check_ = now + services_.config.heartbeat;
+    // A check still waiting for Redis (it has a deadline) is not doubled.
+    if (!session_check_running_) {
+      session_check_running_ = true;
+      asio::co_spawn(executor_, check_login_session(), on_coroutine_end());
+    }
+  }
+  arm_watch();
 }
 
 // A bug must cost one connection, not the process or a silently stuck
@@ -102,15 +119,6 @@ std::function<void(std::exception_ptr)> ClientConnection::on_coroutine_end() {
     }
     self->fail(ErrorCode::internal, "internal error", std::nullopt, CloseReason::internal);
   };
-}
-
-asio::awaitable<void> ClientConnection::auth_deadline() {
-  auto self = shared_from_this();
-  auth_timer_.expires_after(services_.config.auth_timeout);
-  auto [ec] = co_await auth_timer_.async_wait(nothrow_awaitable);
-  if (ec || authenticated_ || state_ != State::open) co_return;
-  fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt,
-       CloseReason::auth_timeout);
 }
 
 asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
@@ -196,33 +204,30 @@ asio::awaitable<void> ClientConnection::on_auth(protocol::AuthRequest request, R
   user_ = claims->user;
   jti_ = claims->jti;
   token_expires_at_ms_ = claims->expires_at_ms;
-  auth_timer_.cancel();
+  // The watch timer, armed for the auth deadline, moves on to the session
+  // re-checks when it wakes.
+  next_check_ = std::chrono::steady_clock::now() + services_.config.heartbeat;
   reply(protocol::auth_ok_frame(user_, static_cast<int>(services_.config.heartbeat.count()), ref));
-  asio::co_spawn(executor_, login_session_watch(), on_coroutine_end());
 }
 
-asio::awaitable<void> ClientConnection::login_session_watch() {
+asio::awaitable<void> ClientConnection::check_login_session() {
   auto self = shared_from_this();
-  const auto period = services_.config.heartbeat;
-  while (state_ == State::open) {
-    watch_timer_.expires_after(period);
-    auto [ec] = co_await watch_timer_.async_wait(nothrow_awaitable);
-    if (ec || state_ != State::open) co_return;
-    if (now_ms() >= token_expires_at_ms_) {
-      fail(ErrorCode::unauthorized, "token expired", std::nullopt);
-      co_return;
-    }
-    try {
-      const bool exists = co_await services_.login_sessions.exists(jti_);
-      if (state_ != State::open) co_return;
-      if (!exists) {
-        fail(ErrorCode::unauthorized, "session ended (logged out)", std::nullopt);
-        co_return;
-      }
-    } catch (const std::exception& error) {
-      // The store being away is no reason to drop everyone; check next period.
-      spdlog::debug("login session check skipped: {}", error.what());
-    }
+  struct Done {
+    bool& running;
+    ~Done() { running = false; }
+  } done{session_check_running_};
+  if (state_ != State::open) co_return;
+  if (now_ms() >= token_expires_at_ms_) {
+    fail(ErrorCode::unauthorized, "token expired", std::nullopt);
+    co_return;
+  }
+  try {
+    const bool exists = co_await services_.login_sessions.exists(jti_);
+    if (state_ != State::open) co_return;
+    if (!exists) fail(ErrorCode::unauthorized, "session ended (logged out)", std::nullopt);
+  } catch (const std::exception& error) {
+    // The store being away is no reason to drop everyone; check next period.
+    spdlog::debug("login session check skipped: {}", error.what());
   }
 }
 
@@ -748,9 +753,7 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
   else
     spdlog::info("connection of '{}' closed: {}", user_.empty() ? "(unauthenticated)" : user_,
                  to_string(reason));
-  auth_timer_.cancel();
   watch_timer_.cancel();
-  idle_timer_.cancel();
   send_slot_.cancel();
   if (soft_timer_) soft_timer_->cancel();
   // Removal is posted: IoThread::deliver may be iterating a room right now.

@@ -30,7 +30,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -42,6 +41,7 @@
 #include "auth/room_access.hpp"
 #include "gateway/close_reason.hpp"
 #include "gateway/connection_index.hpp"
+#include "gateway/fifo.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/ports.hpp"
 #include "gateway/room_cursor.hpp"
@@ -140,9 +140,14 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   boost::asio::awaitable<void> on_status(protocol::StatusRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_members(protocol::MembersRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_history(protocol::HistoryRequest request, protocol::Ref ref);
-  boost::asio::awaitable<void> auth_deadline();
-  boost::asio::awaitable<void> login_session_watch();
-  boost::asio::awaitable<void> idle_watch();
+  // One timer serves every deadline of the connection: the auth deadline
+  // (before auth), the idle cut, and the login session re-check every
+  // heartbeat (after auth). A plain completion handler rather than a
+  // coroutine per deadline: an idle connection holds one pending wait and
+  // no coroutine frame (docs/operations.md, memory per connection).
+  void arm_watch();
+  void on_watch();
+  boost::asio::awaitable<void> check_login_session();
   // Presence calls that must not fail the connection: errors are logged.
   boost::asio::awaitable<void> report_left(std::string room);
   boost::asio::awaitable<void> report_disconnected(std::string user, std::vector<std::string> rooms);
@@ -188,9 +193,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   ConnectionServices& services_;
   ConnectionIndex& index_;
   std::shared_ptr<Transport> transport_;
-  boost::asio::steady_timer auth_timer_;
   boost::asio::steady_timer watch_timer_;
-  boost::asio::steady_timer idle_timer_;
   boost::asio::steady_timer send_slot_;
   // Made the first time the queue goes over the soft limit: a connection
   // that never does pays one pointer for it.
@@ -211,6 +214,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::string jti_;
   std::int64_t token_expires_at_ms_ = 0;
   std::chrono::steady_clock::time_point last_line_;
+  // Before auth: the auth deadline; after: the next login session re-check.
+  std::chrono::steady_clock::time_point next_check_;
+  bool session_check_running_ = false;
   RoomStreams streams_;
   RoomStreams::Output out_;  // reused: the delivery path allocates nothing
 
@@ -219,7 +225,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     std::string reply;  // empty until RabbitMQ answered
     std::size_t bytes = 0;
   };
-  std::deque<PendingSend> unconfirmed_;
+  Fifo<PendingSend> unconfirmed_;  // empty on most connections: no memory then
   std::uint64_t first_unconfirmed_ = 0;
   std::size_t unconfirmed_bytes_ = 0;
 };

@@ -34,8 +34,11 @@ namespace rtmc::gateway {
 namespace asio = boost::asio;
 
 namespace {
-// Redis calls waiting per worker of the connections' Redis client.
-constexpr std::size_t kRedisQueueLimit = 256;
+// Redis calls waiting per worker of the connections' Redis client. A
+// connect storm queues one session check per connection (19,000 within a
+// few seconds): the deadline (--redis-timeout) still answers `unavailable`
+// at once when Redis stalls, so the queue may be deep.
+constexpr std::size_t kRedisQueueLimit = 4096;
 // History's PostgreSQL pool: connections, statements waiting per
 // connection, and each statement's deadline (queue time included).
 constexpr std::size_t kHistoryPgConnections = 2;

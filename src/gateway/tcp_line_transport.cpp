@@ -211,7 +211,7 @@ void TcpLineTransport::close(SharedFrame last, bool drop_queued) {
   if (closing_ || closed_) return;
   closing_ = true;
   if (drop_queued) {
-    for (auto& frame : queue_) queued_bytes_ -= frame->size();
+    for (std::size_t i = 0; i < queue_.size(); ++i) queued_bytes_ -= queue_[i]->size();
     queue_.clear();
   }
   if (last) {

@@ -16,10 +16,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
-#include <deque>
 #include <memory>
 #include <vector>
 
+#include "gateway/fifo.hpp"
 #include "gateway/line_framer.hpp"
 #include "gateway/transport.hpp"
 
@@ -63,7 +63,7 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   LineFramer framer_;
   boost::asio::steady_timer close_timer_;
 
-  std::deque<SharedFrame> queue_;
+  Fifo<SharedFrame> queue_;
   std::vector<SharedFrame> in_flight_;
   std::size_t queued_bytes_ = 0;
   bool writing_ = false;
