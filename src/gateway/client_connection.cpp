@@ -62,9 +62,7 @@ ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionSer
       services_(services),
       index_(index),
       transport_(std::move(transport)),
-      auth_timer_(executor_),
       watch_timer_(executor_),
-      idle_timer_(executor_),
       send_slot_(executor_),
       id_(services_.counters.next_connection_id.fetch_add(1, std::memory_order_relaxed)),
       last_line_(std::chrono::steady_clock::now()),
@@ -72,25 +70,44 @@ ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionSer
 
 void ClientConnection::start() {
   index_.add(shared_from_this());
-  asio::co_spawn(executor_, auth_deadline(), on_coroutine_end());
-  asio::co_spawn(executor_, idle_watch(), on_coroutine_end());
+  next_check_ = std::chrono::steady_clock::now() + services_.config.auth_timeout;
+  arm_watch();
 }
 
-// A timer at the last line's deadline, re-armed when a line came meanwhile,
-// cuts a silent connection no earlier than the timeout and, unlike a check
-// on a periodic tick, no later than the timer's own latency after it.
-asio::awaitable<void> ClientConnection::idle_watch() {
-  auto self = shared_from_this();
-  const auto timeout = services_.config.effective_idle_timeout();
-  while (state_ == State::open) {
-    const auto deadline = last_line_ + timeout;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      close(CloseReason::idle_timeout);
-      co_return;
-    }
-    idle_timer_.expires_at(deadline);
-    co_await idle_timer_.async_wait(nothrow_awaitable);
+// The timer waits for the earliest deadline: the idle one (the last line's,
+// re-checked on waking, since a line may have come meanwhile: a silent
+// connection is cut no earlier than the timeout and no later than the
+// timer's own latency after it), and the auth deadline or the next session
+// re-check. The handler holds the connection; the close step cancels it.
+void ClientConnection::arm_watch() {
+  const auto idle_deadline = last_line_ + services_.config.effective_idle_timeout();
+  watch_timer_.expires_at(std::min(idle_deadline, next_check_));
+  watch_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->on_watch();
+  });
+}
+
+void ClientConnection::on_watch() {
+  if (state_ != State::open) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= last_line_ + services_.config.effective_idle_timeout()) {
+    close(CloseReason::idle_timeout);
+    return;
   }
+  if (now >= next_check_) {
+    if (!authenticated_) {
+      fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt,
+           CloseReason::auth_timeout);
+      return;
+    }
+    next_check_ = now + services_.config.heartbeat;
+    // A check still waiting for Redis (it has a deadline) is not doubled.
+    if (!session_check_running_) {
+      session_check_running_ = true;
+      asio::co_spawn(executor_, check_login_session(), on_coroutine_end());
+    }
+  }
+  arm_watch();
 }
 
 // A bug must cost one connection, not the process or a silently stuck
@@ -105,15 +122,6 @@ std::function<void(std::exception_ptr)> ClientConnection::on_coroutine_end() {
     }
     self->fail(ErrorCode::internal, "internal error", std::nullopt, CloseReason::internal);
   };
-}
-
-asio::awaitable<void> ClientConnection::auth_deadline() {
-  auto self = shared_from_this();
-  auth_timer_.expires_after(services_.config.auth_timeout);
-  auto [ec] = co_await auth_timer_.async_wait(nothrow_awaitable);
-  if (ec || authenticated_ || state_ != State::open) co_return;
-  fail(ErrorCode::unauthorized, "no auth frame within the auth timeout", std::nullopt,
-       CloseReason::auth_timeout);
 }
 
 asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
@@ -199,33 +207,30 @@ asio::awaitable<void> ClientConnection::on_auth(protocol::AuthRequest request, R
   user_ = claims->user;
   jti_ = claims->jti;
   token_expires_at_ms_ = claims->expires_at_ms;
-  auth_timer_.cancel();
+  // The watch timer, armed for the auth deadline, moves on to the session
+  // re-checks when it wakes.
+  next_check_ = std::chrono::steady_clock::now() + services_.config.heartbeat;
   reply(protocol::auth_ok_frame(user_, static_cast<int>(services_.config.heartbeat.count()), ref));
-  asio::co_spawn(executor_, login_session_watch(), on_coroutine_end());
 }
 
-asio::awaitable<void> ClientConnection::login_session_watch() {
+asio::awaitable<void> ClientConnection::check_login_session() {
   auto self = shared_from_this();
-  const auto period = services_.config.heartbeat;
-  while (state_ == State::open) {
-    watch_timer_.expires_after(period);
-    auto [ec] = co_await watch_timer_.async_wait(nothrow_awaitable);
-    if (ec || state_ != State::open) co_return;
-    if (now_ms() >= token_expires_at_ms_) {
-      fail(ErrorCode::unauthorized, "token expired", std::nullopt);
-      co_return;
-    }
-    try {
-      const bool exists = co_await services_.login_sessions.exists(jti_);
-      if (state_ != State::open) co_return;
-      if (!exists) {
-        fail(ErrorCode::unauthorized, "session ended (logged out)", std::nullopt);
-        co_return;
-      }
-    } catch (const std::exception& error) {
-      // The store being away is no reason to drop everyone; check next period.
-      spdlog::debug("login session check skipped: {}", error.what());
-    }
+  struct Done {
+    bool& running;
+    ~Done() { running = false; }
+  } done{session_check_running_};
+  if (state_ != State::open) co_return;
+  if (now_ms() >= token_expires_at_ms_) {
+    fail(ErrorCode::unauthorized, "token expired", std::nullopt);
+    co_return;
+  }
+  try {
+    const bool exists = co_await services_.login_sessions.exists(jti_);
+    if (state_ != State::open) co_return;
+    if (!exists) fail(ErrorCode::unauthorized, "session ended (logged out)", std::nullopt);
+  } catch (const std::exception& error) {
+    // The store being away is no reason to drop everyone; check next period.
+    spdlog::debug("login session check skipped: {}", error.what());
   }
 }
 
@@ -531,7 +536,7 @@ void ClientConnection::deliver(const std::string& room, std::int64_t seq, const 
   out_.clear();
   streams_.deliver(room, seq, frame, out_);
   emit(out_);
-  if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
+  if (state_ == State::open) within_send_limits(0);
 }
 
 void ClientConnection::deliver_presence(const std::string& room, const std::string& user,
@@ -546,7 +551,7 @@ void ClientConnection::deliver_gap(const std::string& room, std::int64_t from, s
   out_.clear();
   streams_.deliver_gap(room, from, to, frame, out_);
   emit(out_);
-  if (state_ == State::open && over_byte_bound(0)) cut_slow_consumer();
+  if (state_ == State::open) within_send_limits(0);
 }
 
 void ClientConnection::emit(RoomStreams::Output& out) {
@@ -632,31 +637,89 @@ void ClientConnection::reply(std::string frame) {
   enqueue(std::make_shared<const std::string>(std::move(frame)), Transport::Flush::now);
 }
 
-bool ClientConnection::over_byte_bound(std::size_t extra) const {
-  // Frames held for a join or a repair are owed to the client as much as
-  // queued ones: they count too.
-  return transport_->queued_bytes() + streams_.held_bytes() + extra > services_.config.send_queue_bytes;
+std::size_t ClientConnection::owed_bytes() const {
+  return transport_->queued_bytes() + streams_.held_bytes();
+}
+
+// Redis' client-output-buffer-limit: a burst may take the queue over the
+// soft limit for a while, a client that does not drain stays over it. The
+// clock costs nothing until the soft limit is crossed, and a timer exists
+// only for connections that once crossed it.
+bool ClientConnection::within_send_limits(std::size_t extra) {
+  const auto& config = services_.config;
+  const std::size_t bytes = owed_bytes() + extra;
+  if (bytes > config.effective_send_queue_hard_bytes()) {
+    cut_slow_consumer(SlowCut::hard);
+    return false;
+  }
+  if (bytes <= config.send_queue_bytes) {
+    over_soft_since_ = {};
+    return true;
+  }
+  if (config.send_queue_soft_time.count() <= 0) {
+    cut_slow_consumer(SlowCut::soft);
+    return false;
+  }
+  if (over_soft_since_ == std::chrono::steady_clock::time_point{}) {
+    over_soft_since_ = std::chrono::steady_clock::now();
+    if (!soft_watch_running_) {
+      soft_watch_running_ = true;
+      if (!soft_timer_) soft_timer_ = std::make_unique<asio::steady_timer>(executor_);
+      asio::co_spawn(executor_, soft_limit_watch(), on_coroutine_end());
+    }
+  }
+  return true;
+}
+
+void ClientConnection::on_drained() {
+  if (over_soft_since_ != std::chrono::steady_clock::time_point{} &&
+      owed_bytes() <= services_.config.send_queue_bytes)
+    over_soft_since_ = {};
+}
+
+// Wakes at the soft deadline of the current crossing; a clock stopped and
+// restarted meanwhile moves the deadline. Ends when the queue is back under
+// the soft limit, so an idle connection has no watch and no pending timer.
+asio::awaitable<void> ClientConnection::soft_limit_watch() {
+  auto self = shared_from_this();
+  const auto soft_time = services_.config.send_queue_soft_time;
+  while (state_ == State::open && over_soft_since_ != std::chrono::steady_clock::time_point{}) {
+    if (owed_bytes() <= services_.config.send_queue_bytes) {
+      over_soft_since_ = {};
+      break;
+    }
+    const auto deadline = over_soft_since_ + soft_time;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      cut_slow_consumer(SlowCut::soft);
+      break;
+    }
+    soft_timer_->expires_at(deadline);
+    co_await soft_timer_->async_wait(nothrow_awaitable);
+  }
+  soft_watch_running_ = false;
 }
 
 bool ClientConnection::enqueue(SharedFrame frame, Transport::Flush when) {
   if (state_ != State::open) return false;
-  if (over_byte_bound(frame->size())) {
-    cut_slow_consumer();
-    return false;
-  }
+  if (!within_send_limits(frame->size())) return false;
   transport_->send(std::move(frame), when);
   return true;
 }
 
-void ClientConnection::cut_slow_consumer() {
-  const auto bound = services_.config.send_queue_bytes;
-  // Whatever waits is dropped; the error frame jumps the byte bound.
-  close_with(
-      CloseReason::slow_consumer,
-      std::make_shared<const std::string>(protocol::error_frame(
-          ErrorCode::slow_consumer,
-          "send queue exceeded " + std::to_string(bound) + " bytes; reconnect and catch up", std::nullopt)),
-      true);
+void ClientConnection::cut_slow_consumer(SlowCut why) {
+  const auto& config = services_.config;
+  std::string message =
+      why == SlowCut::hard
+          ? "send queue exceeded " + std::to_string(config.effective_send_queue_hard_bytes()) + " bytes"
+          : "send queue stayed over " + std::to_string(config.send_queue_bytes) + " bytes for " +
+                std::to_string(config.send_queue_soft_time.count()) + " ms";
+  spdlog::info("connection of '{}' is a slow consumer: {} ({} bytes owed)", user_, message, owed_bytes());
+  message += "; reconnect and catch up";
+  // Whatever waits is dropped; the error frame jumps the limits.
+  close_with(CloseReason::slow_consumer,
+             std::make_shared<const std::string>(
+                 protocol::error_frame(ErrorCode::slow_consumer, message, std::nullopt)),
+             true);
 }
 
 void ClientConnection::fail(ErrorCode code, std::string_view message, const Ref& ref,
@@ -703,10 +766,9 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
   else
     spdlog::info("connection of '{}' closed: {}", user_.empty() ? "(unauthenticated)" : user_,
                  to_string(reason));
-  auth_timer_.cancel();
   watch_timer_.cancel();
-  idle_timer_.cancel();
   send_slot_.cancel();
+  if (soft_timer_) soft_timer_->cancel();
   // Removal is posted: IoThread::deliver may be iterating a room right now.
   asio::post(executor_, [self = shared_from_this(), rooms = streams_.clear()] {
     self->index_.remove(self.get(), rooms);

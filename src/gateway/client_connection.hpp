@@ -30,7 +30,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -42,6 +41,7 @@
 #include "auth/room_access.hpp"
 #include "gateway/close_reason.hpp"
 #include "gateway/connection_index.hpp"
+#include "gateway/fifo.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/ports.hpp"
 #include "gateway/room_cursor.hpp"
@@ -102,6 +102,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   bool reading() const { return state_ == State::open; }
   // A framing error the transport found (frame_too_large): fatal.
   void fail_framing(protocol::ErrorCode code, std::string_view message);
+  // A write the transport had to wait for has completed (its queue shrank):
+  // a queue back under the soft limit stops the soft clock. Writes that
+  // complete at once need no call: the queue only stays over the soft limit
+  // while a write waits for the socket.
+  void on_drained();
 
   // ---- from the io thread
   // A sequenced frame of a room this connection may be in; queued but not
@@ -135,9 +140,14 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   boost::asio::awaitable<void> on_status(protocol::StatusRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_members(protocol::MembersRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_history(protocol::HistoryRequest request, protocol::Ref ref);
-  boost::asio::awaitable<void> auth_deadline();
-  boost::asio::awaitable<void> login_session_watch();
-  boost::asio::awaitable<void> idle_watch();
+  // One timer serves every deadline of the connection: the auth deadline
+  // (before auth), the idle cut, and the login session re-check every
+  // heartbeat (after auth). A plain completion handler rather than a
+  // coroutine per deadline: an idle connection holds one pending wait and
+  // no coroutine frame (docs/operations.md, memory per connection).
+  void arm_watch();
+  void on_watch();
+  boost::asio::awaitable<void> check_login_session();
   // Presence calls that must not fail the connection: errors are logged.
   boost::asio::awaitable<void> report_left(std::string room);
   boost::asio::awaitable<void> report_disconnected(std::string user, std::vector<std::string> rooms);
@@ -162,20 +172,35 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   // Hands what RoomStreams produced to the transport; starts its repair.
   void emit(RoomStreams::Output& out);
   void count_gaps(const RoomStreams::Output& out);
-  // Queues a frame if the byte bound allows, else cuts a slow consumer.
+  // Queues a frame if the send-queue limits allow, else cuts a slow
+  // consumer.
   bool enqueue(SharedFrame frame, Transport::Flush when);
-  bool over_byte_bound(std::size_t extra) const;
-  void cut_slow_consumer();
+  // Bytes owed to the client: queued in the transport, and held for a join
+  // or a repair (owed as much as queued ones).
+  std::size_t owed_bytes() const;
+  // The limits applied to the queue with `extra` more bytes: over the hard
+  // limit the client is cut (false); over the soft limit the soft clock
+  // starts, if it is not running, and a watch cuts the client when it is
+  // still over the soft limit once the soft time has passed; under it the
+  // clock stops.
+  bool within_send_limits(std::size_t extra);
+  boost::asio::awaitable<void> soft_limit_watch();
+  enum class SlowCut { hard, soft };
+  void cut_slow_consumer(SlowCut why = SlowCut::hard);
   std::function<void(std::exception_ptr)> on_coroutine_end();
 
   boost::asio::any_io_executor executor_;
   ConnectionServices& services_;
   ConnectionIndex& index_;
   std::shared_ptr<Transport> transport_;
-  boost::asio::steady_timer auth_timer_;
   boost::asio::steady_timer watch_timer_;
-  boost::asio::steady_timer idle_timer_;
   boost::asio::steady_timer send_slot_;
+  // Made the first time the queue goes over the soft limit: a connection
+  // that never does pays one pointer for it.
+  std::unique_ptr<boost::asio::steady_timer> soft_timer_;
+  // When the queue went over the soft limit; time_point{} when it is not.
+  std::chrono::steady_clock::time_point over_soft_since_{};
+  bool soft_watch_running_ = false;
 
   const std::uint64_t id_;
   State state_ = State::open;
@@ -189,6 +214,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::string jti_;
   std::int64_t token_expires_at_ms_ = 0;
   std::chrono::steady_clock::time_point last_line_;
+  // Before auth: the auth deadline; after: the next login session re-check.
+  std::chrono::steady_clock::time_point next_check_;
+  bool session_check_running_ = false;
   RoomStreams streams_;
   RoomStreams::Output out_;  // reused: the delivery path allocates nothing
 
@@ -197,7 +225,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     std::string reply;  // empty until RabbitMQ answered
     std::size_t bytes = 0;
   };
-  std::deque<PendingSend> unconfirmed_;
+  Fifo<PendingSend> unconfirmed_;  // empty on most connections: no memory then
   std::uint64_t first_unconfirmed_ = 0;
   std::size_t unconfirmed_bytes_ = 0;
 };

@@ -243,6 +243,8 @@ class ConnectionTest : public ::testing::Test {
     config_.auth_timeout = std::chrono::seconds(5);
     config_.heartbeat = std::chrono::seconds(30);
     config_.send_queue_bytes = 4096;
+    config_.send_queue_hard_bytes = 4 * 4096;
+    config_.send_queue_soft_time = std::chrono::seconds(10);
     config_.max_rooms_per_connection = 3;
     config_.max_unconfirmed_sends = 3;
     config_.max_unconfirmed_bytes = 1 << 20;
@@ -554,7 +556,7 @@ TEST_F(ConnectionTest, HeldFramesAreBoundedAndReadBackFromTheLog) {
 TEST_F(ConnectionTest, AJoinedReplyThatOverflowsTheQueueClosesCleanly) {
   auto connection = authenticated();
   transport_->stalled = true;
-  transport_->queued = config_.send_queue_bytes - 10;  // `joined` will not fit
+  transport_->queued = config_.send_queue_hard_bytes - 10;  // `joined` will not fit
   rooms_.seq_gate = std::make_unique<Gate>(io_);
   line(connection, R"({"type":"join","room":"r"})");
   connection->deliver("r", 1, FakeRoomReader::frame_of("r", 1));  // held while joining
@@ -887,7 +889,7 @@ TEST_F(ConnectionTest, PresenceCountsAgainstTheByteBound) {
   line(connection, R"({"type":"join","room":"r"})");
   transport_->stalled = true;
   const auto frame = presence_of("r", "bob", true);
-  for (std::size_t sent = 0; sent <= config_.send_queue_bytes; sent += frame->size())
+  for (std::size_t sent = 0; sent <= config_.send_queue_hard_bytes; sent += frame->size())
     connection->deliver_presence("r", "bob", frame);
   settle();
   EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
@@ -1224,6 +1226,134 @@ TEST_F(ConnectionTest, AGapFromTheFanoutReachesTheClientInOrder) {
   EXPECT_EQ(transport_->sent, (std::vector<std::string>{*gap, *FakeRoomReader::frame_of("r", 6)}));
   EXPECT_EQ(counters_.gaps.load(), 1u);
   EXPECT_EQ(counters_.gap_seqs.load(), 3u);
+}
+
+// ---- send-queue limits (Redis' client-output-buffer-limit model)
+
+// Over the hard limit the client is cut at once, whatever the soft time.
+TEST_F(ConnectionTest, OverTheHardLimitTheClientIsCutAtOnce) {
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->stalled = true;
+  transport_->sent.clear();
+  const auto frame = FakeRoomReader::frame_of("r", 0, 1000);
+  std::int64_t seq = 0;
+  while (transport_->queued + frame->size() <= config_.send_queue_hard_bytes)
+    connection->deliver("r", ++seq, frame);
+  EXPECT_EQ(connection->state(), ClientConnection::State::open) << "at the hard limit, not over it";
+  connection->deliver("r", ++seq, frame);
+  EXPECT_NE(connection->state(), ClientConnection::State::open);
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
+  EXPECT_EQ(code_of(transport_->sent.back()), "slow_consumer");
+  EXPECT_TRUE(transport_->dropped_queue);
+}
+
+// A client that stops reading with its queue over the soft limit (under the
+// hard one) is cut once the soft time has passed, not before.
+TEST_F(ConnectionTest, AQueueOverTheSoftLimitIsCutAfterTheSoftTime) {
+  using Clock = std::chrono::steady_clock;
+  config_.send_queue_soft_time = std::chrono::milliseconds(300);
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->stalled = true;
+  const auto frame = FakeRoomReader::frame_of("r", 0, 1000);
+  const auto over_from = Clock::now();
+  for (std::int64_t seq = 1; transport_->queued <= 2 * config_.send_queue_bytes; ++seq)
+    connection->deliver("r", seq, frame);
+  settle();
+  EXPECT_EQ(connection->state(), ClientConnection::State::open) << "a burst over the soft limit is no cut";
+  const auto give_up = Clock::now() + std::chrono::seconds(20);
+  while (connection->state() == ClientConnection::State::open && Clock::now() < give_up) {
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(20));
+  }
+  const auto cut_after = Clock::now() - over_from;
+  ASSERT_NE(connection->state(), ClientConnection::State::open);
+  EXPECT_GE(cut_after, config_.send_queue_soft_time);
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
+  EXPECT_EQ(code_of(transport_->sent.back()), "slow_consumer");
+}
+
+// A reading client gets bursts far over the soft limit again and again, for
+// much longer than the soft time in all, and drains each one: the soft
+// clock restarts with each burst, so it is never cut.
+TEST_F(ConnectionTest, AClientThatDrainsEachBurstIsNeverCut) {
+  using Clock = std::chrono::steady_clock;
+  config_.send_queue_soft_time = std::chrono::milliseconds(100);
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->sent.clear();
+  transport_->stalled = true;
+  const auto frame = FakeRoomReader::frame_of("r", 0, 1000);
+  std::int64_t seq = 0;
+  const auto start = Clock::now();
+  int bursts = 0;
+  while (Clock::now() - start < 8 * config_.send_queue_soft_time) {
+    while (transport_->queued <= 3 * config_.send_queue_bytes) connection->deliver("r", ++seq, frame);
+    ++bursts;
+    // It reads a little at a time until the burst is gone.
+    while (transport_->queued > 0) {
+      transport_->queued -= std::min<std::size_t>(transport_->queued, 2000);
+      connection->on_drained();
+      io_.restart();
+      io_.run_for(std::chrono::milliseconds(5));
+    }
+  }
+  EXPECT_GE(bursts, 2);
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 0u);
+  EXPECT_EQ(transport_->sent.size(), static_cast<std::size_t>(seq));
+}
+
+// The soft clock of an earlier burst does not carry over: a queue that
+// drained under the soft limit (reported by on_drained) and went over it
+// again just before the old deadline is not cut at that deadline.
+TEST_F(ConnectionTest, DrainingUnderTheSoftLimitRestartsTheSoftClock) {
+  using Clock = std::chrono::steady_clock;
+  config_.send_queue_soft_time = std::chrono::milliseconds(400);
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->stalled = true;
+  const auto frame = FakeRoomReader::frame_of("r", 0, 1000);
+  std::int64_t seq = 0;
+  while (transport_->queued <= config_.send_queue_bytes) connection->deliver("r", ++seq, frame);
+  const auto first_over = Clock::now();
+  io_.restart();
+  io_.run_for(std::chrono::milliseconds(250));
+  // Drained under the soft limit, then over it again at once.
+  transport_->queued = 0;
+  connection->on_drained();
+  const auto second_over = Clock::now();
+  while (transport_->queued <= config_.send_queue_bytes) connection->deliver("r", ++seq, frame);
+  // Well past the first crossing's deadline.
+  while (Clock::now() - first_over < config_.send_queue_soft_time + std::chrono::milliseconds(100)) {
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(10));
+  }
+  if (Clock::now() - second_over < config_.send_queue_soft_time) {
+    EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  }
+  const auto give_up = Clock::now() + std::chrono::seconds(20);
+  while (connection->state() == ClientConnection::State::open && Clock::now() < give_up) {
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(Clock::now() - second_over, config_.send_queue_soft_time);
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
+}
+
+// With a soft time of 0 the soft limit is the old single bound: over it,
+// the client is cut at once.
+TEST_F(ConnectionTest, AZeroSoftTimeCutsAtTheSoftLimit) {
+  config_.send_queue_soft_time = std::chrono::milliseconds(0);
+  auto connection = authenticated();
+  line(connection, R"({"type":"join","room":"r"})");
+  transport_->stalled = true;
+  const auto frame = FakeRoomReader::frame_of("r", 0, 1000);
+  for (std::int64_t seq = 1; connection->state() == ClientConnection::State::open; ++seq)
+    connection->deliver("r", seq, frame);
+  EXPECT_LE(transport_->queued, config_.send_queue_bytes);
+  EXPECT_EQ(closed(CloseReason::slow_consumer), 1u);
 }
 
 }  // namespace

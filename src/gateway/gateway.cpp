@@ -24,6 +24,7 @@
 #include "gateway/store_ports.hpp"
 #include "gateway/tcp_line_transport.hpp"
 #include "server/limits.hpp"
+#include "server/listener.hpp"
 #include "store/amqp.hpp"
 #include "store/postgres.hpp"
 #include "store/redis.hpp"
@@ -33,8 +34,11 @@ namespace rtmc::gateway {
 namespace asio = boost::asio;
 
 namespace {
-// Redis calls waiting per worker of the connections' Redis client.
-constexpr std::size_t kRedisQueueLimit = 256;
+// Redis calls waiting per worker of the connections' Redis client. A
+// connect storm queues one session check per connection (19,000 within a
+// few seconds): the deadline (--redis-timeout) still answers `unavailable`
+// at once when Redis stalls, so the queue may be deep.
+constexpr std::size_t kRedisQueueLimit = 4096;
 // History's PostgreSQL pool: connections, statements waiting per
 // connection, and each statement's deadline (queue time included).
 constexpr std::size_t kHistoryPgConnections = 2;
@@ -230,10 +234,7 @@ void Gateway::start() {
   auto& io0 = impl.io_threads.front()->io;
   asio::ip::tcp::endpoint endpoint(asio::ip::make_address(impl.config.listen.host), impl.config.listen.port);
   impl.acceptor = std::make_unique<asio::ip::tcp::acceptor>(io0);
-  impl.acceptor->open(endpoint.protocol());
-  impl.acceptor->set_option(asio::socket_base::reuse_address(true));
-  impl.acceptor->bind(endpoint);
-  impl.acceptor->listen(asio::socket_base::max_listen_connections);
+  server::listen_on(*impl.acceptor, endpoint, impl.config.reuse_port);
   // Bound right after the client port, so a taken port fails before the
   // pipeline threads start.
   impl.http = std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters));

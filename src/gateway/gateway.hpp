@@ -16,11 +16,23 @@ namespace rtmc::gateway {
 struct GatewayConfig {
   CommonOptions common;
   HostPort listen{"127.0.0.1", 7000};
+  // SO_REUSEPORT on the client listener: several gateway processes share
+  // `listen` (each with its own http_listen); the kernel spreads connections.
+  bool reuse_port = false;
   // GET /healthz and /metrics (gateway/http_endpoints.hpp); one per process.
   HostPort http_listen{"127.0.0.1", 7080};
   std::size_t io_threads = 0;  // 0 = one per core
   std::size_t max_line_bytes = 64 * 1024;
+  // The send-queue limits of a connection (Redis' client-output-buffer-limit
+  // model; frames held for a join or a repair count too). Over the hard
+  // limit a client is cut at once; over the soft limit it is cut only when
+  // it stays over for send_queue_soft_time, so a client that keeps reading
+  // drains a burst instead of being cut for it (0 = the soft limit cuts at
+  // once). The soft limit also paces replays and caps held frames and
+  // history pages.
   std::size_t send_queue_bytes = 1024 * 1024;
+  std::size_t send_queue_hard_bytes = 8 * 1024 * 1024;
+  std::chrono::milliseconds send_queue_soft_time{10000};
   std::chrono::seconds auth_timeout{10};
   // Clients should ping at least this often (auth_ok.heartbeat_s); the
   // session is re-checked against Redis (logout) on the same period. Also
@@ -64,6 +76,11 @@ struct GatewayConfig {
   // TCP sends per user, one budget with the api's REST publishes
   // (store::messages_bucket; rate_limited beyond). No limit by default.
   store::Rate sends_per_user;
+
+  // Kept at least the soft limit, whatever was configured.
+  std::size_t effective_send_queue_hard_bytes() const {
+    return send_queue_hard_bytes > send_queue_bytes ? send_queue_hard_bytes : send_queue_bytes;
+  }
 
   std::chrono::milliseconds effective_idle_timeout() const {
     if (idle_timeout.count() > 0) return idle_timeout;

@@ -21,10 +21,15 @@ int main(int argc, char** argv) {
   std::size_t presence_ttl_s = 10;
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
   double publish_rate = 0;  // a second; 0 = off
+  double send_queue_soft_s = std::chrono::duration<double>(config.send_queue_soft_time).count();
   std::uint32_t publish_burst = 0;
   app.add_option("--listen", listen, "Client TCP address host:port")
       ->envname("RTMC_GATEWAY_LISTEN")
       ->capture_default_str();
+  app.add_flag("--reuse-port", config.reuse_port,
+               "SO_REUSEPORT on the client listener, so several gateways share --listen (each with its own "
+               "--http-listen)")
+      ->envname("RTMC_GATEWAY_REUSE_PORT");
   app.add_option("--http-listen", http_listen, "HTTP address for /healthz and /metrics host:port")
       ->envname("RTMC_GATEWAY_HTTP_LISTEN")
       ->capture_default_str();
@@ -35,9 +40,23 @@ int main(int argc, char** argv) {
       ->envname("RTMC_MAX_LINE")
       ->check(CLI::Range(64, 16 << 20))
       ->capture_default_str();
-  app.add_option("--send-queue-bytes", config.send_queue_bytes, "Per-connection send queue bound")
+  app.add_option("--send-queue-bytes", config.send_queue_bytes,
+                 "Soft limit of a connection's send queue: a client over it for --send-queue-soft-s is "
+                 "cut (slow_consumer); also paces replays")
       ->envname("RTMC_SEND_QUEUE_BYTES")
       ->check(CLI::Range(1024, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--send-queue-hard-bytes", config.send_queue_hard_bytes,
+                 "Hard limit of a connection's send queue: a client over it is cut at once (slow_consumer); "
+                 "at least --send-queue-bytes")
+      ->envname("RTMC_SEND_QUEUE_HARD_BYTES")
+      ->check(CLI::Range(1024, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--send-queue-soft-s", send_queue_soft_s,
+                 "Seconds a send queue may stay over --send-queue-bytes before the client is cut "
+                 "(0 = at once)")
+      ->envname("RTMC_SEND_QUEUE_SOFT_S")
+      ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
   app.add_option("--auth-timeout-s", auth_timeout_s, "Seconds a new connection has to authenticate")
       ->envname("RTMC_AUTH_TIMEOUT_S")
@@ -132,6 +151,8 @@ int main(int argc, char** argv) {
     config.auth_timeout = std::chrono::seconds(auth_timeout_s);
     config.heartbeat = std::chrono::seconds(heartbeat_s);
     config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
+    config.send_queue_soft_time =
+        std::chrono::milliseconds(static_cast<std::int64_t>(send_queue_soft_s * 1000.0 + 0.5));
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
     config.presence_ttl = std::chrono::seconds(presence_ttl_s);
     config.sends_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);

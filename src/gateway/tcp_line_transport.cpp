@@ -40,8 +40,7 @@ TcpLineTransport::TcpLineTransport(asio::ip::tcp::socket socket, IoThread& io_th
     : socket_(std::move(socket)),
       io_thread_(io_thread),
       max_line_bytes_(max_line_bytes),
-      heartbeat_(heartbeat),
-      close_timer_(socket_.get_executor()) {}
+      heartbeat_(heartbeat) {}
 
 void TcpLineTransport::start(const std::shared_ptr<ClientConnection>& connection) {
   connection_ = connection;
@@ -50,7 +49,26 @@ void TcpLineTransport::start(const std::shared_ptr<ClientConnection>& connection
   set_client_keepalive(socket_, heartbeat_);
   // flush() writes directly and must never block the io thread.
   socket_.non_blocking(true, ignored);
-  asio::co_spawn(socket_.get_executor(), read_loop(connection), [connection](std::exception_ptr error) {
+  wait_readable(connection);
+}
+
+// The wait holds the connection, as reading did: an idle connection is one
+// pending wait on its socket, with no coroutine frame (a frame per idle
+// connection was a third of its memory; docs/operations.md).
+void TcpLineTransport::wait_readable(const std::shared_ptr<ClientConnection>& connection) {
+  socket_.async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this(),
+                                                        connection](boost::system::error_code ec) {
+    if (!connection->reading()) return;
+    if (ec) {
+      connection->close(ec == asio::error::eof ? CloseReason::client_closed : CloseReason::read_error);
+      return;
+    }
+    self->start_reading(connection);
+  });
+}
+
+void TcpLineTransport::start_reading(const std::shared_ptr<ClientConnection>& connection) {
+  asio::co_spawn(socket_.get_executor(), read_lines(connection), [connection](std::exception_ptr error) {
     if (!error) return;
     try {
       std::rethrow_exception(error);
@@ -79,56 +97,60 @@ bool set_client_keepalive(asio::ip::tcp::socket& socket, std::chrono::seconds he
   return true;
 }
 
-// Reads into the io thread's scratch buffer and keeps only unprocessed bytes
-// here, so an idle connection holds no read buffer at all (10k idle clients
-// would otherwise pin 10k buffers). Waiting for readability before reading
-// also spares idle sockets a speculative read.
-asio::awaitable<void> TcpLineTransport::read_loop(std::shared_ptr<ClientConnection> connection) {
+// One read per readiness, then back to waiting (so a flooding client takes
+// its turn with the others of its io thread). Reads into the io thread's
+// scratch buffer and keeps only unprocessed bytes here, so an idle
+// connection holds no read buffer at all (10k idle clients would otherwise
+// pin 10k buffers). Waiting for readability before reading also spares
+// idle sockets a speculative read.
+asio::awaitable<void> TcpLineTransport::read_lines(std::shared_ptr<ClientConnection> connection) {
   auto self = shared_from_this();
   auto too_large = [&] {
     connection->fail_framing(protocol::ErrorCode::frame_too_large,
                              "line longer than " + std::to_string(max_line_bytes_) + " bytes");
   };
-  while (connection->reading()) {
-    auto [wait_ec] = co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, nothrow_awaitable);
-    if (!connection->reading()) co_return;
-    boost::system::error_code ec;
-    std::size_t n = 0;
-    if (!wait_ec) n = socket_.read_some(asio::buffer(io_thread_.scratch()), ec);
-    if (wait_ec || (ec && ec != asio::error::would_block)) {
-      auto error = wait_ec ? wait_ec : ec;
-      connection->close(error == asio::error::eof ? CloseReason::client_closed : CloseReason::read_error);
-      co_return;
-    }
-    if (n == 0) continue;
-    // A '\n' completes a line: that, not any byte, is a sign of life (a
-    // blank line too; a peer trickling one endless line is not alive). It
-    // counts on arrival, even while earlier lines are still being handled.
-    if (std::memchr(io_thread_.scratch().data(), '\n', n) != nullptr) connection->touch();
-    // Handlers may suspend (Redis, back-pressure) and the scratch buffer is
-    // shared by every connection of this thread, so the bytes move out first.
-    framer_.append(io_thread_.scratch().data(), n);
-    while (auto line = framer_.next_line()) {
-      if (line->size() > max_line_bytes_) {
-        too_large();
-        co_return;
-      }
-      if (!blank(*line)) co_await connection->on_line(*line);
-      if (!connection->reading()) co_return;
-    }
-    framer_.compact();
-    if (framer_.buffered() > max_line_bytes_) {
+  boost::system::error_code ec;
+  const std::size_t n = socket_.read_some(asio::buffer(io_thread_.scratch()), ec);
+  if (ec && ec != asio::error::would_block) {
+    connection->close(ec == asio::error::eof ? CloseReason::client_closed : CloseReason::read_error);
+    co_return;
+  }
+  if (n == 0) {
+    wait_readable(connection);
+    co_return;
+  }
+  // A '\n' completes a line: that, not any byte, is a sign of life (a
+  // blank line too; a peer trickling one endless line is not alive). It
+  // counts on arrival, even while earlier lines are still being handled.
+  if (std::memchr(io_thread_.scratch().data(), '\n', n) != nullptr) connection->touch();
+  // Handlers may suspend (Redis, back-pressure) and the scratch buffer is
+  // shared by every connection of this thread, so the bytes move out first.
+  framer_.append(io_thread_.scratch().data(), n);
+  while (auto line = framer_.next_line()) {
+    if (line->size() > max_line_bytes_) {
       too_large();
       co_return;
     }
+    if (!blank(*line)) co_await connection->on_line(*line);
+    if (!connection->reading()) co_return;
   }
+  framer_.compact();
+  if (framer_.buffered() > max_line_bytes_) {
+    too_large();
+    co_return;
+  }
+  if (connection->reading()) wait_readable(connection);
 }
 
 void TcpLineTransport::send(SharedFrame frame, Flush when) {
   if (closing_ || closed_) return;
   queued_bytes_ += frame->size();
   queue_.push_back(std::move(frame));
-  if (when == Flush::now) {
+  // A queue that already fills a whole write goes out now: waiting for the
+  // batch's end would save no syscall, and an io thread that is behind
+  // would otherwise pile every pending batch into the queue of a client
+  // that reads fine (the send-queue limits count it).
+  if (when == Flush::now || (!writing_ && queue_.size() >= kMaxFramesPerWrite)) {
     flush();
   } else if (!flush_deferred_) {
     flush_deferred_ = true;
@@ -196,6 +218,7 @@ void TcpLineTransport::flush() {
                           return;
                         }
                         self->flush();
+                        if (auto connection = self->connection_.lock()) connection->on_drained();
                       });
     return;
   }
@@ -206,7 +229,7 @@ void TcpLineTransport::close(SharedFrame last, bool drop_queued) {
   if (closing_ || closed_) return;
   closing_ = true;
   if (drop_queued) {
-    for (auto& frame : queue_) queued_bytes_ -= frame->size();
+    for (std::size_t i = 0; i < queue_.size(); ++i) queued_bytes_ -= queue_[i]->size();
     queue_.clear();
   }
   if (last) {
@@ -216,8 +239,10 @@ void TcpLineTransport::close(SharedFrame last, bool drop_queued) {
   if (writing_ || !queue_.empty()) {
     flush();
     if (closed_) return;
-    close_timer_.expires_after(kCloseGrace);
-    close_timer_.async_wait([self = shared_from_this()](boost::system::error_code) { self->finish_close(); });
+    close_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+    close_timer_->expires_after(kCloseGrace);
+    close_timer_->async_wait(
+        [self = shared_from_this()](boost::system::error_code) { self->finish_close(); });
     return;
   }
   finish_close();
@@ -226,7 +251,7 @@ void TcpLineTransport::close(SharedFrame last, bool drop_queued) {
 void TcpLineTransport::finish_close() {
   if (closed_) return;
   closed_ = true;
-  close_timer_.cancel();
+  if (close_timer_) close_timer_->cancel();
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

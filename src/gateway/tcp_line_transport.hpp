@@ -16,10 +16,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
-#include <deque>
 #include <memory>
 #include <vector>
 
+#include "gateway/fifo.hpp"
 #include "gateway/line_framer.hpp"
 #include "gateway/transport.hpp"
 
@@ -50,7 +50,9 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   void flush_deferred() override;
 
  private:
-  boost::asio::awaitable<void> read_loop(std::shared_ptr<ClientConnection> connection);
+  void wait_readable(const std::shared_ptr<ClientConnection>& connection);
+  void start_reading(const std::shared_ptr<ClientConnection>& connection);
+  boost::asio::awaitable<void> read_lines(std::shared_ptr<ClientConnection> connection);
   void flush();
   void write_failed();
   void finish_close();
@@ -61,9 +63,10 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   const std::chrono::seconds heartbeat_;
   std::weak_ptr<ClientConnection> connection_;
   LineFramer framer_;
-  boost::asio::steady_timer close_timer_;
+  // Made by close(): only a closing connection needs it.
+  std::unique_ptr<boost::asio::steady_timer> close_timer_;
 
-  std::deque<SharedFrame> queue_;
+  Fifo<SharedFrame> queue_;
   std::vector<SharedFrame> in_flight_;
   std::size_t queued_bytes_ = 0;
   bool writing_ = false;

@@ -1,10 +1,13 @@
 #include "server/listener.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <limits>
 #include <stdexcept>
 
 #include "server/limits.hpp"
@@ -20,10 +23,18 @@ Listener::Listener(net::io_context& context, const tcp::endpoint& endpoint, List
       options_(options),
       max_connections_(options.max_connections != 0 ? options.max_connections
                                                     : connection_cap_from_open_files()) {
-  acceptor_.open(endpoint.protocol());
-  acceptor_.set_option(net::socket_base::reuse_address(true));
-  acceptor_.bind(endpoint);
-  acceptor_.listen(net::socket_base::max_listen_connections);
+  listen_on(acceptor_, endpoint, options.reuse_port);
+}
+
+void listen_on(tcp::acceptor& acceptor, const tcp::endpoint& endpoint, bool reuse_port) {
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(net::socket_base::reuse_address(true));
+  const int on = 1;
+  if (reuse_port && ::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+    throw boost::system::system_error(errno, boost::system::system_category(), "SO_REUSEPORT");
+  acceptor.bind(endpoint);
+  // listen(2) silently caps the backlog at net.core.somaxconn.
+  acceptor.listen(std::numeric_limits<int>::max());
 }
 
 net::awaitable<void> Listener::run(std::vector<net::any_io_executor> targets, OnAccept on_accept,

@@ -56,6 +56,9 @@ class ConnectionSlot {
 struct ListenerOptions {
   // Connections open at once; 0 = connection_cap_from_open_files() (limits.hpp).
   std::size_t max_connections = 0;
+  // SO_REUSEPORT: several processes bind the same address and the kernel
+  // spreads new connections over their listeners.
+  bool reuse_port = false;
   // Pause after a failed accept (EMFILE, ENFILE, ENOBUFS, ...).
   std::chrono::milliseconds accept_error_pause{100};
 };
@@ -95,6 +98,14 @@ class Listener {
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> accept_failures_{0};
 };
+
+// Opens, binds and listens on `acceptor` (throws boost::system::system_error).
+// The backlog asked for is the largest there is; the kernel caps it at
+// net.core.somaxconn, so a connect storm waits in the kernel's queue up to
+// what the host allows instead of a compiled-in SOMAXCONN. With `reuse_port`
+// the socket gets SO_REUSEPORT before bind.
+void listen_on(boost::asio::ip::tcp::acceptor& acceptor, const boost::asio::ip::tcp::endpoint& endpoint,
+               bool reuse_port);
 
 // The address to bind for `address` (numeric host or a name; throws
 // std::runtime_error when it does not resolve).

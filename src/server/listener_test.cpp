@@ -36,8 +36,8 @@ bool eventually(const std::function<bool()>& done) {
 // slots are kept (on that thread) until release_one().
 class ListenerFixture {
  public:
-  explicit ListenerFixture(ListenerOptions options)
-      : listener(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0), options) {
+  explicit ListenerFixture(ListenerOptions options, std::uint16_t port = 0)
+      : listener(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), port), options) {
     std::vector<net::any_io_executor> targets{context.get_executor()};
     net::co_spawn(context,
                   listener.run(
@@ -155,6 +155,29 @@ TEST(Listener, OutOfDescriptorsPausesAndRecovers) {
   // one about five times (one per 100 ms).
   EXPECT_LE(failures, 20u);
   EXPECT_TRUE(eventually([&] { return fixture.listener.accepted() == 1; }));
+}
+
+// SO_REUSEPORT: two listeners (as two gateway processes would) bind one
+// port and the kernel hands each of them connections; without it the second
+// bind fails.
+TEST(Listener, ReusePortLetsTwoListenersShareAPortAndBothAccept) {
+  ListenerFixture first(ListenerOptions{.max_connections = 1000, .reuse_port = true});
+  const auto port = first.listener.local_endpoint().port();
+  {
+    net::io_context context;
+    EXPECT_THROW(Listener(context, tcp::endpoint(net::ip::make_address("127.0.0.1"), port)),
+                 boost::system::system_error);
+  }
+  ListenerFixture second(ListenerOptions{.max_connections = 1000, .reuse_port = true}, port);
+  ASSERT_EQ(second.listener.local_endpoint().port(), port);
+  // The kernel picks a listener by a hash of the connection's addresses:
+  // with 64 connections, one listener getting none has odds of 2^-63.
+  std::vector<tcp::socket> clients;
+  for (int i = 0; i < 64; ++i) clients.push_back(first.connect());
+  ASSERT_TRUE(
+      eventually([&] { return first.listener.accepted() + second.listener.accepted() == clients.size(); }));
+  EXPECT_GT(first.listener.accepted(), 0u);
+  EXPECT_GT(second.listener.accepted(), 0u);
 }
 
 }  // namespace

@@ -34,6 +34,28 @@ boost::asio::awaitable<bool> LoginSessions::exists(std::string jti) {
   co_return reply.integer > 0;
 }
 
+boost::asio::awaitable<std::vector<bool>> LoginSessions::exists_all(std::vector<std::string> jtis) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(jtis.size());
+  for (const auto& jti : jtis) commands.push_back({"EXISTS", keys::session(jti)});
+  std::vector<redis::Reply> replies;
+  try {
+    replies = co_await redis_.pipeline(std::move(commands));
+  } catch (const redis::RedisError& error) {
+    throw Unavailable(std::string("redis: ") + error.what());
+  } catch (const WorkerUnavailable& error) {
+    throw Unavailable(std::string("redis: ") + error.what());
+  }
+  std::vector<bool> found;
+  found.reserve(replies.size());
+  for (const auto& reply : replies) {
+    if (reply.is_error() && redis::is_refusal(reply.str)) throw Unavailable("redis refused: " + reply.str);
+    if (reply.is_error()) throw std::runtime_error("redis error reply: " + reply.str);
+    found.push_back(reply.integer > 0);
+  }
+  co_return found;
+}
+
 boost::asio::awaitable<bool> LoginSessions::remove(std::string jti) {
   std::vector<std::string> command{"DEL", keys::session(jti)};
   auto reply = co_await run(std::move(command));

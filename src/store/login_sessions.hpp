@@ -22,6 +22,10 @@ class LoginSessions {
 
   boost::asio::awaitable<void> put(std::string jti, std::string user, std::chrono::milliseconds ttl);
   boost::asio::awaitable<bool> exists(std::string jti);
+  // exists() for many sessions in one round trip (a pipeline): answers in
+  // the order of `jtis`. Throws like exists() when Redis cannot answer;
+  // an error reply for one session throws for all.
+  boost::asio::awaitable<std::vector<bool>> exists_all(std::vector<std::string> jtis);
   // true if a live session was removed; of two concurrent removes exactly
   // one gets true.
   boost::asio::awaitable<bool> remove(std::string jti);

@@ -70,6 +70,20 @@ TEST_F(RedisStoresTest, LoginSessionsPutExistsRemove) {
   EXPECT_FALSE(run(sessions.exists(jti)));
 }
 
+// One pipeline answers many sessions, in the order asked.
+TEST_F(RedisStoresTest, LoginSessionsExistsAllAnswersInOrder) {
+  LoginSessions sessions(*client_);
+  std::vector<std::string> jtis;
+  for (int i = 0; i < 50; ++i) {
+    jtis.push_back(unique("jti"));
+    if (i % 3 == 0) run(sessions.put(jtis.back(), "alice", 60s));
+  }
+  auto found = run(sessions.exists_all(jtis));
+  ASSERT_EQ(found.size(), jtis.size());
+  for (std::size_t i = 0; i < jtis.size(); ++i) EXPECT_EQ(found[i], i % 3 == 0) << i;
+  EXPECT_TRUE(run(sessions.exists_all({})).empty());
+}
+
 TEST_F(RedisStoresTest, BucketTakesUpToItsBurstThenRefusesWithRetryAfter) {
   RateLimiter limiter(*client_);
   const Bucket bucket{unique("test:burst:"), Rate::per_minute(6, 3)};  // one token back every 10 s

@@ -1,5 +1,7 @@
-// A client that stops reading is dropped as slow_consumer once its bounded
-// send queue overflows, and nobody else in the room notices.
+// A client that stops reading is dropped as slow_consumer once its send
+// queue goes over the hard limit, or stays over the soft limit for the soft
+// time, and nobody else in the room notices; a client that reads slowly
+// through a burst far over the soft limit is not cut.
 
 #include <gtest/gtest.h>
 
@@ -13,6 +15,8 @@ namespace {
 
 const std::uint16_t kGateway = e2e_port(17007);
 constexpr std::size_t kSendQueueBytes = 256 * 1024;
+// The first test is about the hard limit: the soft time never runs out.
+constexpr std::size_t kHardBytes = 1024 * 1024;
 constexpr std::size_t kBodyBytes = 4000;
 constexpr std::size_t kMaxBodyBytes = 4096;  // the default --max-body
 // Bursts well below the bound: the gateway counts a gathered write's bytes
@@ -28,7 +32,9 @@ TEST(SlowConsumer, ClientThatStopsReadingIsDroppedWhileOthersReceiveEverything) 
   auto secret = random_secret();
   auto api = start_api(services, secret, kApiPort);
   auto gateway =
-      start_gateway(services, secret, kGateway, {"--send-queue-bytes", std::to_string(kSendQueueBytes)});
+      start_gateway(services, secret, kGateway,
+                    {"--send-queue-bytes", std::to_string(kSendQueueBytes), "--send-queue-hard-bytes",
+                     std::to_string(kHardBytes), "--send-queue-soft-s", "3600"});
   HttpClient http(kApiPort);
   auto publisher_user = make_user(http, "pub");
   auto fast_user = make_user(http, "fast");
@@ -132,8 +138,9 @@ TEST(SlowConsumer, ClientThatStopsReadingIsDroppedWhileOthersReceiveEverything) 
   std::cerr << "slow client read " << leftovers.size() << " frames (last: "
             << (leftovers.empty() ? std::string("none") : to_text(leftovers.back()).substr(0, 80))
             << "), partial line " << slow.partial_line().size() << " bytes; " << sent << " sent\n";
-  // Only the slow client was dropped.
+  // Only the slow client was dropped, by the hard limit.
   EXPECT_EQ(gateway->count_in_log("closed: slow_consumer"), 1u);
+  EXPECT_EQ(gateway->count_in_log("send queue exceeded " + std::to_string(kHardBytes) + " bytes"), 1u);
   EXPECT_TRUE(gateway->running());
 }
 
@@ -194,6 +201,115 @@ TEST(SlowConsumer, ReadingClientsSurviveABurstLargerThanTheSendQueue) {
                           << (frames.empty() ? std::string("none") : to_text(frames.back()).substr(0, 160));
   }
   for (auto& collector : collectors) collector->stop();
+  EXPECT_EQ(gateway->count_in_log("closed: slow_consumer"), 0u);
+}
+
+}  // namespace
+}  // namespace rtmc::e2e
+
+namespace rtmc::e2e {
+namespace {
+
+std::string flood_lines(const std::string& room, int from, int count, const std::string& body) {
+  std::string lines;
+  for (int i = from; i < from + count; ++i)
+    lines += boost::json::serialize(boost::json::object{
+                 {"type", "send"}, {"room", room}, {"id", numbered("s", i)}, {"body", body}}) +
+             "\n";
+  return lines;
+}
+
+// Under the hard limit, a client that stopped reading is cut only once its
+// queue stayed over the soft limit for the soft time: never earlier than
+// that after the first message was sent (the queue cannot be over any limit
+// before). Only a lower bound is asserted.
+TEST(SlowConsumer, AClientThatStopsReadingIsCutAfterTheSoftTime) {
+  constexpr int kSoftSeconds = 2;
+  constexpr std::size_t kSoftBytes = 64 * 1024;
+  auto services = service_env();
+  auto secret = random_secret();
+  auto api = start_api(services, secret, kApiPort);
+  auto gateway =
+      start_gateway(services, secret, kGateway,
+                    {"--send-queue-bytes", std::to_string(kSoftBytes), "--send-queue-hard-bytes",
+                     std::to_string(256 << 20), "--send-queue-soft-s", std::to_string(kSoftSeconds)});
+  HttpClient http(kApiPort);
+  auto publisher_user = make_user(http, "pub");
+  auto stopped_user = make_user(http, "stopped");
+  const auto room = unique_name("soft-");
+  LineClient stopped(kGateway, 4096, "stopped");
+  stopped.auth(stopped_user.token, stopped_user.name);
+  ASSERT_EQ(stopped.join(room), 0);
+  LineClient publisher(kGateway, 0, "publisher");
+  publisher.auth(publisher_user.token, publisher_user.name);
+  ASSERT_EQ(publisher.join(room), 0);
+  auto publisher_frames = std::make_unique<Collector>(publisher);
+
+  const std::string body(kBodyBytes, 's');
+  const auto first_send = std::chrono::steady_clock::now();
+  int sent = 0;
+  bool cut = false;
+  while (!cut && std::chrono::steady_clock::now() - first_send < 90s) {
+    publisher.send_raw(flood_lines(room, sent, kBatch, body));
+    sent += kBatch;
+    const auto want = static_cast<std::size_t>(sent);
+    ASSERT_TRUE(
+        publisher_frames->wait_until([&](const auto& f) { return count_type(f, "ack") >= want; }, 60s))
+        << "publisher has " << count_type(publisher_frames->frames(), "ack") << " acks of " << sent;
+    cut = gateway->count_in_log("closed: slow_consumer") > 0;
+    // Read after the log: a cut seen now happened before now.
+    const auto elapsed = std::chrono::steady_clock::now() - first_send;
+    if (cut) {
+      EXPECT_GE(elapsed, std::chrono::seconds(kSoftSeconds)) << "cut before the soft time had passed";
+    }
+    // The client is flooded steadily but not in one go: ~80 KB per 50 ms.
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(cut) << "the client that stopped reading was never cut; " << sent << " messages sent";
+  EXPECT_EQ(gateway->count_in_log("send queue stayed over " + std::to_string(kSoftBytes) + " bytes"), 1u);
+  publisher_frames->stop();
+  auto leftovers = stopped.expect_closed(15s);
+  ASSERT_FALSE(leftovers.empty());
+  expect_error(leftovers.back(), "slow_consumer");
+  EXPECT_LT(leftovers.size(), static_cast<std::size_t>(sent));
+  EXPECT_TRUE(gateway->running());
+}
+
+// A client that reads slowly but steadily (its receive buffer 4 KiB, about
+// 1 MB/s) gets a burst of 400 messages (1.7 MB, 26 times the soft limit)
+// and drains it within the soft time: it gets every message and is not cut.
+TEST(SlowConsumer, AClientReadingSlowlyThroughABurstFarOverTheSoftLimitIsNotCut) {
+  constexpr int kMessages = 400;
+  constexpr std::size_t kSoftBytes = 64 * 1024;
+  auto services = service_env();
+  auto secret = random_secret();
+  auto api = start_api(services, secret, kApiPort);
+  // The default soft time (10 s) and hard limit (8 MiB).
+  auto gateway =
+      start_gateway(services, secret, kGateway, {"--send-queue-bytes", std::to_string(kSoftBytes)});
+  HttpClient http(kApiPort);
+  auto publisher_user = make_user(http, "pub");
+  auto reader_user = make_user(http, "reader");
+  const auto room = unique_name("steady-");
+  LineClient reader(kGateway, 4096, "reader");
+  reader.auth(reader_user.token, reader_user.name);
+  ASSERT_EQ(reader.join(room), 0);
+  LineClient publisher(kGateway, 0, "publisher");
+  publisher.auth(publisher_user.token, publisher_user.name);
+  ASSERT_EQ(publisher.join(room), 0);
+  auto publisher_frames = std::make_unique<Collector>(publisher);
+
+  const std::string body(kMaxBodyBytes, 'r');
+  publisher.send_raw(flood_lines(room, 0, kMessages, body));
+  for (int i = 0; i < kMessages; ++i) {
+    auto frame = reader.next(30s);
+    expect_message(frame, room, i + 1, numbered("s", i), publisher_user.name, body);
+    std::this_thread::sleep_for(4ms);
+  }
+  ASSERT_TRUE(publisher_frames->wait_until(
+      [&](const auto& f) { return count_type(f, "message") >= static_cast<std::size_t>(kMessages); }, 60s));
+  publisher_frames->stop();
+  reader.ping(boost::json::value("still connected"));
   EXPECT_EQ(gateway->count_in_log("closed: slow_consumer"), 0u);
 }
 
