@@ -321,9 +321,10 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
   // The reply may have closed the connection (its queue over the bound) and
   // so cleared every stream: look the room up again, by name and membership.
   if (!added || state_ != State::open) co_return;
-  // The fan-out thread learns where this gateway's clients start, so it
-  // repairs gaps and catches up after reconnects for this room too.
-  services_.room_seeds.add(request.room, seq);
+  // The fan-out thread learns where this gateway's clients start: it binds
+  // the room if it is new here and catches up from seq, repairs gaps and
+  // catches up after reconnects (LocalRooms, fanout.cpp).
+  services_.local_rooms.joined(request.room, seq);
   out_.clear();
   if (!first || !recovered) {
     streams_.joined(request.room, join.membership, seq, out_);

@@ -309,7 +309,7 @@ class ConnectionTest : public ::testing::Test {
   CountingLimiter limiter_;
   FakePresence presence_;
   FakeHistory history_;
-  RoomSeeds seeds_;
+  LocalRooms seeds_;
   GatewayCounters counters_;
   int cleanups_ = 0;
   ConnectionServices services_{config_,
