@@ -20,6 +20,7 @@
 #include "load.hpp"
 #include "processes.hpp"
 #include "report.hpp"
+#include "rooms.hpp"
 #include "storm.hpp"
 #include "wire.hpp"
 
@@ -351,6 +352,8 @@ int main(int argc, char** argv) {
                  "presence storm: register/login calls in flight")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
+  RoomsOptions rooms;
+  add_rooms_options(app, rooms);
   CLI11_PARSE(app, argc, argv);
 
   if (options.threads == 0) options.threads = std::max(2u, std::thread::hardware_concurrency());
@@ -372,6 +375,16 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (rooms.enabled) {
+    try {
+      return rooms_main(
+          rooms, {options.api, options.gateways, options.gateway_pids, options.rate, options.duration_s,
+                  options.body_bytes, options.drain_s, options.threads, options.ramp_in_flight, progress});
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rtmc-bench: %s\n", e.what());
+      return 1;
+    }
+  }
   if (options.presence_storm) {
     try {
       return presence_storm(options);

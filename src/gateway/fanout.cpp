@@ -21,7 +21,7 @@ constexpr std::size_t kMaxBatch = 128;
 constexpr std::size_t kMaxBindingsPerPass = 256;
 // How long an idle fan-out thread waits for a delivery before it looks for
 // rooms to bind again (it cannot be woken from rabbitmq-c's wait).
-constexpr auto kIdlePoll = std::chrono::milliseconds(20);
+constexpr auto kIdlePoll = std::chrono::milliseconds(10);
 
 // Frames [from, to] of a room from its log in Redis, in seq order. Frames
 // trimmed from the log (or never written), or in a log that is not a stream,
@@ -114,8 +114,9 @@ void Fanout::add_metrics(metrics::Registry& registry) const {
                                 "AMQP messages this gateway's fan-out queue received.",
                                 {{{}, read(c.messages)}}),
         metrics::counter_family("rtmc_gateway_fanout_frames_total",
-                                "Frames (messages and presence events) in those messages.",
-                                {{{}, read(c.frames)}}),
+                                "Frames in those messages, by kind (message frames, presence events).",
+                                {{{{"kind", "message"}}, read(c.message_frames)},
+                                 {{{"kind", "presence"}}, read(c.presence_frames)}}),
         metrics::counter_family("rtmc_gateway_fanout_stale_frames_total",
                                 "Frames of rooms without local members (published before a binding or "
                                 "arriving after an unbind), dropped.",
@@ -175,14 +176,33 @@ void Fanout::run() {
   // members loses its cursor at once (its frames are dropped from here on)
   // and its binding soon; a room whose join reported a start and that has
   // no cursor gets one there and is (re)bound and caught up.
+  // Joins waiting until their room's binding is in effect.
+  std::unordered_map<std::string, std::vector<LocalRooms::Bound>> waiting;
+  auto release = [&](const std::string& room) {
+    auto it = waiting.find(room);
+    if (it == waiting.end()) return;
+    for (auto& bound : it->second) bound();
+    waiting.erase(it);
+  };
   auto apply_room_changes = [&] {
     for (auto& change : rooms_.take()) {
       if (!change.has_members) {
         cursors.forget(change.room);
         bindings.drop(change.room);
-      } else if (change.joined && !cursors.contains(change.room)) {
+        for (auto& bound : change.waiting) bound();
+        release(change.room);
+        continue;
+      }
+      if (change.joined && !cursors.contains(change.room)) {
         cursors.seed(change.room, *change.joined);
         bindings.want(change.room);
+      }
+      if (change.waiting.empty()) continue;
+      if (bindings.is_bound(change.room) && !bindings.bind_pending(change.room)) {
+        for (auto& bound : change.waiting) bound();
+      } else {
+        auto& list = waiting[change.room];
+        for (auto& bound : change.waiting) list.push_back(std::move(bound));
       }
     }
   };
@@ -200,6 +220,7 @@ void Fanout::run() {
     if (!binds.empty()) {
       mq.bind_keys(queue, exchange, binds);
       bindings.bound(binds);
+      for (const auto& room : binds) release(room);
       counters_.binds.fetch_add(binds.size(), std::memory_order_relaxed);
       std::vector<std::vector<std::string>> commands;
       commands.reserve(binds.size());
@@ -257,8 +278,9 @@ void Fanout::run() {
           counters_.messages.fetch_add(1, std::memory_order_relaxed);
           items.clear();
           split_fanout_body(std::move(delivery->body), items);
-          counters_.frames.fetch_add(items.size(), std::memory_order_relaxed);
           for (auto& item : items) {
+            (item.seq == 0 ? counters_.presence_frames : counters_.message_frames)
+                .fetch_add(1, std::memory_order_relaxed);
             if (item.seq == 0) {
               batch.push_back(std::move(item));
             } else if (cursors.contains(item.room)) {

@@ -39,6 +39,12 @@ struct GatewayConfig {
   // ... and the bytes those sends may hold, so a stalled broker cannot grow
   // a connection to megabytes (one send is always allowed).
   std::size_t max_unconfirmed_bytes = 1024 * 1024;
+  // A join of a room that has no other member on this gateway waits up to
+  // this long for the fan-out queue's binding of the room before it answers
+  // `joined`, so live frames and presence events reach the client from the
+  // queue at once (messages are caught up from the room log either way;
+  // presence events of the gap would be lost). 0 = no wait.
+  std::chrono::milliseconds join_bind_wait{1000};
   // Rooms one connection may be in (too_many_rooms beyond).
   std::size_t max_rooms_per_connection = 1000;
   // Serialized size of a request's `ref` (bad_frame beyond).

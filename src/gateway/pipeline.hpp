@@ -15,7 +15,8 @@
 //
 // Why a room's binding loses nothing (the bind race): a join reads the
 // room's seq S after the room is in its io thread's index, and reports S
-// (LocalRooms::joined) after `joined`; the fan-out thread then gives the
+// (LocalRooms::joined) before it answers `joined` (waiting, bounded, for the
+// binding, so presence events flow at once too); the fan-out thread gives the
 // room a cursor at S, binds it, waits for the binding to be in effect
 // (bind-ok), and only then reads the room's seq H from Redis and fills
 // (S, H] from the room log. A frame with seq > H was given its seq (INCR)
@@ -24,6 +25,9 @@
 // frame <= H can come both ways) and fills holes. Frames of a room without a
 // cursor (published before the binding, or arriving after the unbind) are
 // dropped: the catch-up covers the first kind, nobody is owed the second.
+// A room that already has a cursor (other local members) keeps it: every
+// frame above S it hands on got its seq after S was read, so after the new
+// member was in the index, and reaches it.
 
 #include <atomic>
 #include <cstdint>
@@ -59,8 +63,9 @@ void add_log_range(const std::string& room, std::int64_t from, std::int64_t to,
 
 // Counted by the fan-out thread, read by /metrics.
 struct FanoutCounters {
-  std::atomic<std::uint64_t> messages{0};      // AMQP messages received
-  std::atomic<std::uint64_t> frames{0};        // frames in them
+  std::atomic<std::uint64_t> messages{0};        // AMQP messages received
+  std::atomic<std::uint64_t> message_frames{0};  // frames in them, by kind
+  std::atomic<std::uint64_t> presence_frames{0};
   std::atomic<std::uint64_t> stale_frames{0};  // of rooms without local members: dropped
   std::atomic<std::uint64_t> binds{0};
   std::atomic<std::uint64_t> unbinds{0};

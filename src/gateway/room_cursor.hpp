@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -81,6 +82,12 @@ class RoomCursors {
 // not reported as having members.
 class LocalRooms {
  public:
+  // Run by the fan-out thread (it must only post) once the room's binding is
+  // in effect, or once nothing is to be waited for (the room has no members
+  // any more); never, while the fan-out has no broker: the caller bounds its
+  // wait.
+  using Bound = std::function<void()>;
+
   void occupied(const std::string& room) {
     std::lock_guard lock(mutex_);
     ++threads_[room];
@@ -92,11 +99,12 @@ class LocalRooms {
     if (it != threads_.end() && --it->second <= 0) threads_.erase(it);
     touched_.try_emplace(room);
   }
-  // A join of `room` answered `joined` with `seq`.
-  void joined(const std::string& room, std::int64_t seq) {
+  // A join of `room` answers (or answered) `joined` with `seq`.
+  void joined(const std::string& room, std::int64_t seq, Bound on_bound = {}) {
     std::lock_guard lock(mutex_);
-    auto& lowest = touched_[room];
-    if (!lowest || seq < *lowest) lowest = seq;
+    auto& touched = touched_[room];
+    if (!touched.joined || seq < *touched.joined) touched.joined = seq;
+    if (on_bound) touched.waiting.push_back(std::move(on_bound));
   }
 
   struct Change {
@@ -105,17 +113,19 @@ class LocalRooms {
     // The lowest seq a join of the room started from since the last take
     // (only while the room has members).
     std::optional<std::int64_t> joined;
+    std::vector<Bound> waiting;
   };
   // Every room touched since the last take, with whether it has members now.
   std::vector<Change> take() {
-    std::unordered_map<std::string, std::optional<std::int64_t>> touched;
+    std::unordered_map<std::string, Touched> touched;
     std::vector<Change> changes;
     std::lock_guard lock(mutex_);
     touched.swap(touched_);
     changes.reserve(touched.size());
-    for (auto& [room, seq] : touched) {
+    for (auto& [room, what] : touched) {
       const bool has_members = threads_.contains(room);
-      changes.push_back({room, has_members, has_members ? seq : std::nullopt});
+      changes.push_back(
+          {room, has_members, has_members ? what.joined : std::nullopt, std::move(what.waiting)});
     }
     return changes;
   }
@@ -127,9 +137,13 @@ class LocalRooms {
   }
 
  private:
+  struct Touched {
+    std::optional<std::int64_t> joined;
+    std::vector<Bound> waiting;
+  };
   mutable std::mutex mutex_;
   std::unordered_map<std::string, int> threads_;  // room -> io threads with members of it
-  std::unordered_map<std::string, std::optional<std::int64_t>> touched_;
+  std::unordered_map<std::string, Touched> touched_;
 };
 
 // Which rooms the fan-out queue is bound to and which bindings are still to
@@ -182,6 +196,7 @@ class RoomBindings {
 
   bool busy() const { return !pending_bind_.empty() || !pending_unbind_.empty(); }
   bool is_bound(const std::string& room) const { return bound_.contains(room); }
+  bool bind_pending(const std::string& room) const { return pending_bind_set_.contains(room); }
   std::size_t bound_count() const { return bound_.size(); }
   std::size_t pending_count() const { return pending_bind_.size() + pending_unbind_.size(); }
 

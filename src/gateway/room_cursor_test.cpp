@@ -117,11 +117,27 @@ TEST(LocalRooms, AJoinWhoseRoomWasLeftBeforeTheTakeIsNoMember) {
   EXPECT_EQ(rooms.size(), 0u);
 }
 
+TEST(LocalRooms, AJoinsWaiterTravelsWithItsRoom) {
+  LocalRooms rooms;
+  int called = 0;
+  rooms.occupied("r");
+  rooms.joined("r", 2, [&] { ++called; });
+  rooms.joined("r", 4, [&] { called += 10; });
+  auto changes = rooms.take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].joined, 2);
+  ASSERT_EQ(changes[0].waiting.size(), 2u);
+  for (auto& bound : changes[0].waiting) bound();
+  EXPECT_EQ(called, 11);
+  EXPECT_TRUE(rooms.take().empty());
+}
+
 TEST(RoomBindings, BindsInOrderInBatchesAndUnbindsOnlyWhatIsBound) {
   RoomBindings bindings;
   for (const char* room : {"a", "b", "c"}) bindings.want(room);
   bindings.want("a");
   EXPECT_EQ(bindings.pending_count(), 3u);
+  EXPECT_TRUE(bindings.bind_pending("a"));
   auto first = bindings.next_binds(2);
   EXPECT_EQ(first, (std::vector<std::string>{"a", "b"}));
   bindings.bound(first);

@@ -82,10 +82,11 @@ class Connection {
   // message published afterwards is routed to `queue`). A refused binding
   // closes the channel: this or the next call throws AmqpError.
   void bind_keys(const std::string& queue, const std::string& exchange, const std::vector<std::string>& keys);
-  // Sends one queue.unbind per key without waiting (AMQP has no no-wait
-  // unbind): next() skips the unbind-ok replies, and a later synchronous call
-  // on the channel sees them all done. Unbinding a missing binding is no
-  // error (RabbitMQ).
+  // The same for unbinding, which has no no-wait flag in AMQP: every
+  // queue.unbind is sent at once, then a passive declare of `exchange` (which
+  // must exist) is waited for; the broker answers in order, so every unbind
+  // is done when this returns. Their unbind-ok replies are skipped (by this
+  // wait and by next()). Unbinding a missing binding is no error (RabbitMQ).
   void unbind_keys(const std::string& queue, const std::string& exchange,
                    const std::vector<std::string>& keys);
   void qos(std::uint16_t prefetch);
