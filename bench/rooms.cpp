@@ -450,6 +450,11 @@ GatewayProcesses::GatewayProcesses(const std::string& binary, int count, std::ui
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   for (const auto& http : this->http())
     while (!read_metric(http, "rtmc_gateway_fanout_rooms_bound")) {
+      for (pid_t pid : pids_) {
+        int status = 0;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+          throw std::runtime_error(fmt::format("gateway pid {} exited at start (see its output above)", pid));
+      }
       if (Clock::now() > deadline)
         throw std::runtime_error("a gateway did not answer /metrics: " + http.str());
       std::this_thread::sleep_for(std::chrono::milliseconds(100));

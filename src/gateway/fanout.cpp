@@ -21,7 +21,7 @@ constexpr std::size_t kMaxBatch = 128;
 constexpr std::size_t kMaxBindingsPerPass = 256;
 // How long an idle fan-out thread waits for a delivery before it looks for
 // rooms to bind again (it cannot be woken from rabbitmq-c's wait).
-constexpr auto kIdlePoll = std::chrono::milliseconds(10);
+constexpr auto kIdlePoll = std::chrono::milliseconds(5);
 
 // Frames [from, to] of a room from its log in Redis, in seq order. Frames
 // trimmed from the log (or never written), or in a log that is not a stream,
