@@ -22,6 +22,7 @@
 #include "pin.hpp"
 #include "processes.hpp"
 #include "report.hpp"
+#include "rooms.hpp"
 #include "storm.hpp"
 #include "wire.hpp"
 
@@ -405,6 +406,8 @@ int main(int argc, char** argv) {
   app.add_option("--pin-pid", options.pin_pids, "more server PIDs to pin with --pin")->delimiter(',');
   ConnsOptions conns_options;
   add_conns_options(app, conns_options);
+  RoomsOptions rooms;
+  add_rooms_options(app, rooms);
   CLI11_PARSE(app, argc, argv);
   if (options.pin) {
     try {
@@ -443,6 +446,16 @@ int main(int argc, char** argv) {
     try {
       return conns_options.seed_users > 0 ? run_seed_command(conns_options, context)
                                           : run_connections_command(conns_options, context);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rtmc-bench: %s\n", e.what());
+      return 1;
+    }
+  }
+  if (rooms.enabled) {
+    try {
+      return rooms_main(
+          rooms, {options.api, options.gateways, options.gateway_pids, options.rate, options.duration_s,
+                  options.body_bytes, options.drain_s, options.threads, options.ramp_in_flight, progress});
     } catch (const std::exception& e) {
       std::fprintf(stderr, "rtmc-bench: %s\n", e.what());
       return 1;

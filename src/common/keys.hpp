@@ -15,8 +15,11 @@ std::uint32_t shard_of(std::string_view room, std::uint32_t shards);
 
 // Durable quorum queue carrying shard k's ingest messages.
 std::string ingest_queue(std::uint32_t shard);
-// Exchange the sequencer publishes sequenced frames to (routing key = room).
-inline constexpr std::string_view kFanoutExchange = "rtmc.fanout";
+// Direct exchange the sequencer publishes sequenced frames and the presence
+// service its events to, routing key = room: each gateway binds its queue to
+// the rooms it has members in. (Not "rtmc.fanout", the plain fanout exchange
+// of earlier versions: a broker refuses to re-declare a name with a new type.)
+inline constexpr std::string_view kFanoutExchange = "rtmc.rooms";
 
 namespace keys {
 std::string session(std::string_view jti);

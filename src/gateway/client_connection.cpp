@@ -324,14 +324,24 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
     }
     presence_rooms_.insert(request.room);
   }
+  // The fan-out thread learns where this gateway's clients start: it binds
+  // the room if it is new here and catches up from seq, repairs gaps and
+  // catches up after reconnects (LocalRooms, fanout.cpp). `joined` waits for
+  // the binding (bounded: the fan-out may have no broker now).
+  if (added && services_.config.join_bind_wait.count() > 0) {
+    auto bound = std::make_shared<asio::steady_timer>(executor_, services_.config.join_bind_wait);
+    services_.local_rooms.joined(
+        request.room, seq, [bound] { asio::post(bound->get_executor(), [bound] { bound->cancel(); }); });
+    co_await bound->async_wait(nothrow_awaitable);
+    if (state_ != State::open) co_return;
+  } else if (added) {
+    services_.local_rooms.joined(request.room, seq);
+  }
   reply(request.since ? protocol::joined_frame(request.room, seq, recovered, ref)
                       : protocol::joined_frame(request.room, seq, ref));
   // The reply may have closed the connection (its queue over the bound) and
   // so cleared every stream: look the room up again, by name and membership.
   if (!added || state_ != State::open) co_return;
-  // The fan-out thread learns where this gateway's clients start, so it
-  // repairs gaps and catches up after reconnects for this room too.
-  services_.room_seeds.add(request.room, seq);
   out_.clear();
   if (!first || !recovered) {
     streams_.joined(request.room, join.membership, seq, out_);

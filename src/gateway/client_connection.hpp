@@ -68,7 +68,7 @@ struct ConnectionServices {
   IngestPublisher& ingest;
   SendLimiter& send_limiter;
   PresencePort& presence;
-  RoomSeeds& room_seeds;
+  LocalRooms& local_rooms;
   GatewayCounters& counters;
   // Runs once per connection when it starts closing, on its executor, after
   // it left its rooms and after presence.disconnected() (if it had

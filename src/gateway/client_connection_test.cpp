@@ -240,6 +240,7 @@ class ConnectionTest : public ::testing::Test {
   ConnectionTest() : rooms_(io_) {
     services_.history = &history_;
     presence_.sent = &transport_->sent;
+    config_.join_bind_wait = std::chrono::milliseconds(0);  // no fan-out thread here
     config_.auth_timeout = std::chrono::seconds(5);
     config_.heartbeat = std::chrono::seconds(30);
     config_.send_queue_bytes = 4096;
@@ -311,7 +312,7 @@ class ConnectionTest : public ::testing::Test {
   CountingLimiter limiter_;
   FakePresence presence_;
   FakeHistory history_;
-  RoomSeeds seeds_;
+  LocalRooms seeds_;
   GatewayCounters counters_;
   int cleanups_ = 0;
   ConnectionServices services_{config_,

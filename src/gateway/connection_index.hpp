@@ -8,8 +8,13 @@
 //
 // A template only so its tests need no real connections; the gateway uses
 // ConnectionIndex = BasicConnectionIndex<ClientConnection>.
+//
+// The observer hears when a room gets its first member on this index and
+// when it loses its last (the fan-out binds and unbinds rooms on that,
+// through LocalRooms); it runs on the index's thread, on those edges only.
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -22,6 +27,10 @@ class BasicConnectionIndex {
  public:
   using Member = std::shared_ptr<Connection>;
   using Members = std::unordered_map<Connection*, Member>;
+  using RoomObserver = std::function<void(const std::string& room, bool occupied)>;
+
+  BasicConnectionIndex() = default;
+  explicit BasicConnectionIndex(RoomObserver observer) : observer_(std::move(observer)) {}
 
   void add(const Member& connection) { connections_.emplace(connection.get(), connection); }
 
@@ -33,7 +42,9 @@ class BasicConnectionIndex {
 
   void join(const std::string& room, const Member& connection) {
     ++room_lookups_;
-    rooms_[room].emplace(connection.get(), connection);
+    auto [it, created] = rooms_.try_emplace(room);
+    it->second.emplace(connection.get(), connection);
+    if (created && observer_) observer_(room, true);
   }
 
   void leave(const std::string& room, Connection* connection) {
@@ -41,7 +52,9 @@ class BasicConnectionIndex {
     auto it = rooms_.find(room);
     if (it == rooms_.end()) return;
     it->second.erase(connection);
-    if (it->second.empty()) rooms_.erase(it);
+    if (!it->second.empty()) return;
+    rooms_.erase(it);
+    if (observer_) observer_(room, false);
   }
 
   // nullptr when no local connection is in the room.
@@ -59,6 +72,7 @@ class BasicConnectionIndex {
   Members connections_;
   std::unordered_map<std::string, Members> rooms_;
   std::size_t room_lookups_ = 0;
+  RoomObserver observer_;
 };
 
 class ClientConnection;

@@ -38,5 +38,27 @@ TEST(ConnectionIndex, JoinLeave) {
   index.leave("r", a.get());
 }
 
+// The fan-out binds a room when its first local member joins and unbinds it
+// when the last one goes: the observer hears exactly those edges.
+TEST(ConnectionIndex, ObserverHearsFirstAndLastMemberOfARoom) {
+  std::vector<std::pair<std::string, bool>> heard;
+  BasicConnectionIndex<Dummy> index(
+      [&](const std::string& room, bool occupied) { heard.emplace_back(room, occupied); });
+  auto a = std::make_shared<Dummy>();
+  auto b = std::make_shared<Dummy>();
+  index.add(a);
+  index.add(b);
+  index.join("r", a);
+  index.join("r", b);
+  index.join("r", a);
+  index.join("s", b);
+  index.leave("r", a.get());
+  index.leave("x", a.get());
+  EXPECT_EQ(heard, (std::vector<std::pair<std::string, bool>>{{"r", true}, {"s", true}}));
+  index.remove(b.get(), {"r", "s"});
+  EXPECT_EQ(heard, (std::vector<std::pair<std::string, bool>>{
+                       {"r", true}, {"s", true}, {"r", false}, {"s", false}}));
+}
+
 }  // namespace
 }  // namespace rtmc::gateway

@@ -1,4 +1,4 @@
-// The fan-out thread's handling of presence bodies (no RabbitMQ needed).
+// The fan-out thread's handling of fan-out bodies and log fills (no RabbitMQ needed).
 
 #include <gtest/gtest.h>
 
@@ -8,41 +8,63 @@
 namespace rtmc::gateway {
 namespace {
 
-TEST(AddPresenceItems, SplitsABodyIntoSeqZeroItems) {
+TEST(SplitFanoutBody, PresenceFramesBecomeSeqZeroItems) {
   const auto join = protocol::presence_frame("lobby", "alice", true);
-  const auto leave = protocol::presence_frame("den", "Bob", false);
+  const auto leave = protocol::presence_frame("lobby", "Bob", false);
   SequencedBatch batch;
   batch.push_back({"r", 7, std::make_shared<const std::string>("m\n"), {}});
-  ASSERT_TRUE(add_presence_items(join + leave, batch));
+  EXPECT_EQ(split_fanout_body(join + leave, batch), 0u);
   ASSERT_EQ(batch.size(), 3u) << "appended after what was there";
   EXPECT_EQ(batch[1].room, "lobby");
   EXPECT_EQ(batch[1].user, "alice");
   EXPECT_EQ(batch[1].seq, 0);
   EXPECT_EQ(*batch[1].frame, join);
-  EXPECT_EQ(batch[2].room, "den");
   EXPECT_EQ(batch[2].user, "Bob");
   EXPECT_EQ(*batch[2].frame, leave);
 }
 
-TEST(AddPresenceItems, AcceptsAMissingLastNewlineAndDropsBadLines) {
-  auto join = protocol::presence_frame("lobby", "alice", true);
-  auto last = protocol::presence_frame("lobby", "carol", false);
-  last.pop_back();
+// Contract B: one message carries several frames of one room, message
+// frames in seq order and presence frames mixed in.
+TEST(SplitFanoutBody, AMultiFrameBodyKeepsItsOrder) {
+  const auto m3 = protocol::message_frame("lobby", 3, "m3", "alice", "hi", 1);
+  const auto m4 = protocol::message_frame("lobby", 4, "m4", "alice", "there", 2);
+  const auto join = protocol::presence_frame("lobby", "carol", true);
   SequencedBatch batch;
-  ASSERT_TRUE(
-      add_presence_items(join + "\n{\"type\":\"presence\",\"room\":\"bad room\"}\ngarbage\n" + last, batch));
+  EXPECT_EQ(split_fanout_body(m3 + join + m4, batch), 0u);
+  ASSERT_EQ(batch.size(), 3u);
+  EXPECT_EQ(batch[0].seq, 3);
+  EXPECT_EQ(batch[0].room, "lobby");
+  EXPECT_EQ(*batch[0].frame, m3);
+  EXPECT_EQ(batch[1].seq, 0);
+  EXPECT_EQ(batch[1].user, "carol");
+  EXPECT_EQ(batch[2].seq, 4);
+  EXPECT_EQ(*batch[2].frame, m4);
+}
+
+TEST(SplitFanoutBody, OneFrameBodiesAndAMissingLastNewline) {
+  const auto m1 = protocol::message_frame("den", 1, "m1", "alice", "hi", 1);
+  SequencedBatch batch;
+  EXPECT_EQ(split_fanout_body(m1, batch), 0u);
+  auto last = protocol::presence_frame("den", "carol", false);
+  last.pop_back();
+  EXPECT_EQ(split_fanout_body(last, batch), 0u);
   ASSERT_EQ(batch.size(), 2u);
-  EXPECT_EQ(*batch[0].frame, join);
+  EXPECT_EQ(*batch[0].frame, m1);
+  EXPECT_EQ(batch[0].seq, 1);
   EXPECT_EQ(batch[1].user, "carol");
   EXPECT_EQ(*batch[1].frame, last + "\n") << "every frame ends its line";
 }
 
-TEST(AddPresenceItems, LeavesMessagesAlone) {
+TEST(SplitFanoutBody, DropsBadLinesAndKeepsTheRest) {
+  const auto join = protocol::presence_frame("lobby", "alice", true);
   SequencedBatch batch;
-  EXPECT_FALSE(add_presence_items(protocol::message_frame("lobby", 3, "m1", "alice", "hi", 1), batch));
-  EXPECT_FALSE(add_presence_items("", batch));
-  EXPECT_FALSE(add_presence_items("garbage", batch));
-  EXPECT_TRUE(batch.empty());
+  EXPECT_EQ(split_fanout_body(join + "{\"type\":\"presence\",\"room\":\"bad room\"}\ngarbage\n\n", batch),
+            2u);
+  ASSERT_EQ(batch.size(), 1u);
+  EXPECT_EQ(*batch[0].frame, join);
+  EXPECT_EQ(split_fanout_body("", batch), 0u);
+  EXPECT_EQ(split_fanout_body("garbage", batch), 1u);
+  EXPECT_EQ(batch.size(), 1u);
 }
 
 // ---- the fan-out's fill from the room log (issue 7: gaps are reported)

@@ -90,12 +90,15 @@ struct Gateway::Impl {
                  ingest,
                  limited_sends ? static_cast<SendLimiter&>(*limited_sends) : unlimited_sends,
                  *presence,
-                 room_seeds,
+                 local_rooms,
                  counters,
                  {}} {
     std::size_t count =
         config.io_threads ? config.io_threads : std::max(1u, std::thread::hardware_concurrency());
-    for (std::size_t i = 0; i < count; ++i) io_threads.push_back(std::make_unique<IoThread>());
+    for (std::size_t i = 0; i < count; ++i)
+      io_threads.push_back(std::make_unique<IoThread>([this](const std::string& room, bool occupied) {
+        occupied ? local_rooms.occupied(room) : local_rooms.vacated(room);
+      }));
     services.history = &history;
   }
 
@@ -191,13 +194,15 @@ struct Gateway::Impl {
   }
 
   GatewayConfig config;
-  // Declared first so it is destroyed last: the io_contexts must outlive
+  // Written by the io threads' indexes, read by the fan-out thread: outlives
+  // both.
+  LocalRooms local_rooms;
+  // Declared before the rest so it is destroyed after it: the io_contexts must outlive
   // every thread and object that posts into them (see Gateway::stop).
   std::vector<std::unique_ptr<IoThread>> io_threads;
   auth::TokenService tokens;
   auth::RoomAccess access;
   GatewayCounters counters;
-  RoomSeeds room_seeds;
   std::unique_ptr<redis::Client> redis;
   std::unique_ptr<amqp::Publisher> publisher;
   RedisLoginSessions login_sessions;
@@ -241,13 +246,14 @@ void Gateway::start() {
   impl.http->start();
 
   impl.fanout = std::make_unique<Fanout>(
-      impl.config, impl.room_seeds,
+      impl.config, impl.local_rooms,
       [&impl](std::shared_ptr<const SequencedBatch> batch) { impl.deliver(std::move(batch)); });
   impl.sequencer = std::make_unique<Sequencer>(impl.config);
   // The registry is thread-safe; http is reset before the sequencer in
   // stop() (and declared after it), so no scrape reads freed counters.
   add_sequencer_metrics(impl.http->registry(), impl.sequencer->counters());
   impl.presence->add_metrics(impl.http->registry());
+  impl.fanout->add_metrics(impl.http->registry());
 
   for (auto& thread : impl.io_threads) {
     impl.guards.push_back(asio::make_work_guard(thread->io));

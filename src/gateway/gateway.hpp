@@ -62,6 +62,12 @@ struct GatewayConfig {
   // what waits behind a full window goes out batched, so under load the
   // broker sees few large messages instead of many small ones.
   std::size_t ingest_window = 64;
+  // A join of a room that has no other member on this gateway waits up to
+  // this long for the fan-out queue's binding of the room before it answers
+  // `joined`, so live frames and presence events reach the client from the
+  // queue at once (messages are caught up from the room log either way;
+  // presence events of the gap would be lost). 0 = no wait.
+  std::chrono::milliseconds join_bind_wait{1000};
   // Rooms one connection may be in (too_many_rooms beyond).
   std::size_t max_rooms_per_connection = 1000;
   // Serialized size of a request's `ref` (bad_frame beyond).

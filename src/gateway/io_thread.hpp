@@ -19,6 +19,10 @@ namespace rtmc::gateway {
 
 class IoThread {
  public:
+  IoThread() = default;
+  // `rooms` hears when a room gets its first or loses its last member here.
+  explicit IoThread(ConnectionIndex::RoomObserver rooms) : connections(std::move(rooms)) {}
+
   // First member: destroyed last, after everything whose handlers it holds.
   boost::asio::io_context io{1};
   ConnectionIndex connections;

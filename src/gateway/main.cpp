@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
   std::size_t idle_timeout_ms = config.idle_timeout.count();
+  std::size_t join_bind_wait_ms = config.join_bind_wait.count();
   std::size_t presence_ttl_s = 10;
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
   double publish_rate = 0;  // a second; 0 = off
@@ -92,6 +93,12 @@ int main(int argc, char** argv) {
       ->envname("RTMC_ROOM_LOG_LENGTH")
       ->check(CLI::Range(100, 10000000))
       ->capture_default_str();
+  app.add_option("--join-bind-wait-ms", join_bind_wait_ms,
+                 "Longest wait of a join for the fan-out binding of a room new on this gateway "
+                 "(0 = answer at once; frames are caught up from the room log either way)")
+      ->envname("RTMC_JOIN_BIND_WAIT_MS")
+      ->check(CLI::Range(0, 60000))
+      ->capture_default_str();
   app.add_option("--max-rooms-per-connection", config.max_rooms_per_connection,
                  "Rooms one connection may be in (too_many_rooms beyond)")
       ->envname("RTMC_MAX_ROOMS_PER_CONNECTION")
@@ -153,6 +160,7 @@ int main(int argc, char** argv) {
     config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
     config.send_queue_soft_time =
         std::chrono::milliseconds(static_cast<std::int64_t>(send_queue_soft_s * 1000.0 + 0.5));
+    config.join_bind_wait = std::chrono::milliseconds(join_bind_wait_ms);
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
     config.presence_ttl = std::chrono::seconds(presence_ttl_s);
     config.sends_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);

@@ -226,10 +226,11 @@ void PresenceService::publish_event(const std::string& room, const std::string& 
   bool flush_now = false;
   {
     std::lock_guard lock(mutex_);
-    if (!pending_events_.empty()) pending_events_ += '\n';
-    pending_events_ += protocol::presence_frame(room, user, joined);
+    auto frame = protocol::presence_frame(room, user, joined);
+    pending_bytes_ += frame.size();
+    pending_events_[room] += frame;
     counters_.events_published.fetch_add(1, std::memory_order_relaxed);
-    if (pending_events_.size() >= kMaxEventBytes || !executor_) {
+    if (pending_bytes_ >= kMaxEventBytes || !executor_) {
       flush_now = true;
     } else if (!flush_posted_) {
       flush_posted_ = true;
@@ -245,25 +246,41 @@ void PresenceService::publish_event(const std::string& room, const std::string& 
 }
 
 void PresenceService::flush_events(std::function<void(amqp::PublishStatus)> done) {
-  std::string body;
+  std::unordered_map<std::string, std::string> by_room;
   {
     std::lock_guard lock(mutex_);
     flush_posted_ = false;
-    body.swap(pending_events_);
+    pending_bytes_ = 0;
+    by_room.swap(pending_events_);
   }
-  if (body.empty()) {
+  if (by_room.empty()) {
     if (done) done(amqp::PublishStatus::confirmed);
     return;
   }
-  counters_.event_messages.fetch_add(1, std::memory_order_relaxed);
-  amqp::Message message{std::string(kFanoutExchange), "presence", std::move(body), /*persistent=*/false,
-                        /*mandatory=*/false};
-  // Best effort by design: after a reconnect `members` is the truth.
-  events_->publish(std::move(message), [done = std::move(done)](amqp::PublishStatus status) {
-    if (status != amqp::PublishStatus::confirmed)
-      spdlog::debug("presence: events not confirmed: {}", amqp::to_string(status));
-    if (done) done(status);
-  });
+  // `done` once for all messages of this flush, with a failure if any
+  // (callbacks normally run on the publisher thread; atomics for the one
+  // that races with the publisher's destruction).
+  struct Waiting {
+    std::atomic<std::size_t> left;
+    std::atomic<amqp::PublishStatus> status{amqp::PublishStatus::confirmed};
+    std::function<void(amqp::PublishStatus)> done;
+  };
+  auto waiting = std::make_shared<Waiting>();
+  waiting->left = by_room.size();
+  waiting->done = std::move(done);
+  for (auto& [room, body] : by_room) {
+    counters_.event_messages.fetch_add(1, std::memory_order_relaxed);
+    amqp::Message message{std::string(kFanoutExchange), room, std::move(body), /*persistent=*/false,
+                          /*mandatory=*/false};
+    // Best effort by design: after a reconnect `members` is the truth.
+    events_->publish(std::move(message), [waiting](amqp::PublishStatus status) {
+      if (status != amqp::PublishStatus::confirmed) {
+        spdlog::debug("presence: events not confirmed: {}", amqp::to_string(status));
+        waiting->status = status;
+      }
+      if (waiting->left.fetch_sub(1) == 1 && waiting->done) waiting->done(waiting->status.load());
+    });
+  }
 }
 
 void PresenceService::add_metrics(metrics::Registry& registry) const {
@@ -282,7 +299,8 @@ void PresenceService::add_metrics(metrics::Registry& registry) const {
                                 "Presence events (join/leave) this gateway published.",
                                 {{{}, read(counters_.events_published)}}),
         metrics::counter_family("rtmc_gateway_presence_event_messages_total",
-                                "AMQP messages carrying those events (several per message under load).",
+                                "AMQP messages carrying those events (one per room, several events of "
+                                "a room per message under load).",
                                 {{{}, read(counters_.event_messages)}}),
         metrics::counter_family("rtmc_gateway_presence_gateways_swept_total",
                                 "Dead gateways whose records this gateway removed.",

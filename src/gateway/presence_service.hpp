@@ -33,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -114,8 +115,9 @@ class PresenceService final : public PresencePort {
   boost::asio::awaitable<bool> remove_membership(const std::string& room, const std::string& user);
   void apply(const store::SweepResult& swept);
   void publish_event(const std::string& room, const std::string& user, bool joined);
-  // Hands what is pending to RabbitMQ as one message; `done` (if any) gets
-  // its confirm.
+  // Hands what is pending to RabbitMQ, one message per room (routing key =
+  // room: only gateways with members of the room get it); `done` (if any)
+  // runs once every message was answered, with the worst status.
   void flush_events(std::function<void(amqp::PublishStatus)> done = {});
 
   Options options_;
@@ -131,7 +133,9 @@ class PresenceService final : public PresencePort {
 
   std::mutex mutex_;
   std::vector<Retry> retries_;
-  std::string pending_events_;  // '\n'-separated presence frames
+  // Room -> its presence frames, each ending in '\n'; pending_bytes_ in all.
+  std::unordered_map<std::string, std::string> pending_events_;
+  std::size_t pending_bytes_ = 0;
   bool flush_posted_ = false;
 
   LeaseLost lease_lost_;

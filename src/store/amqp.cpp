@@ -326,9 +326,10 @@ void declare_ingest(Session& session, const std::string& queue) {
 }
 
 // Durable so bindings of a restarted broker need no special case; the
-// frames themselves are published transient.
+// frames themselves are published transient. Direct: a gateway's queue gets
+// only the rooms it is bound to (routing key = room).
 void declare_fanout(Session& session) {
-  amqp_exchange_declare(session.get(), kChannel, bytes_of(kFanoutExchange), amqp_cstring_bytes("fanout"),
+  amqp_exchange_declare(session.get(), kChannel, bytes_of(kFanoutExchange), amqp_cstring_bytes("direct"),
                         /*passive=*/0, /*durable=*/1, /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
   session.check(amqp_get_rpc_reply(session.get()), "exchange.declare");
 }
@@ -422,6 +423,41 @@ void Connection::bind(const std::string& queue, const std::string& exchange, con
   amqp_queue_bind(state_->session.get(), kChannel, bytes_of(queue), bytes_of(exchange), bytes_of(key),
                   amqp_empty_table);
   state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.bind");
+}
+
+void Connection::unbind(const std::string& queue, const std::string& exchange, const std::string& key) {
+  amqp_queue_unbind(state_->session.get(), kChannel, bytes_of(queue), bytes_of(exchange), bytes_of(key),
+                    amqp_empty_table);
+  state_->session.check(amqp_get_rpc_reply(state_->session.get()), "queue.unbind");
+}
+
+void Connection::bind_keys(const std::string& queue, const std::string& exchange,
+                           const std::vector<std::string>& keys) {
+  if (keys.empty()) return;
+  for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
+    amqp_queue_bind_t method{};
+    method.queue = bytes_of(queue);
+    method.exchange = bytes_of(exchange);
+    method.routing_key = bytes_of(keys[i]);
+    method.nowait = 1;
+    method.arguments = amqp_empty_table;
+    state_->session.check_status(
+        amqp_send_method(state_->session.get(), kChannel, AMQP_QUEUE_BIND_METHOD, &method), "queue.bind");
+  }
+  bind(queue, exchange, keys.back());
+}
+
+void Connection::unbind_keys(const std::string& queue, const std::string& exchange,
+                             const std::vector<std::string>& keys) {
+  for (const auto& key : keys) {
+    amqp_queue_unbind_t method{};
+    method.queue = bytes_of(queue);
+    method.exchange = bytes_of(exchange);
+    method.routing_key = bytes_of(key);
+    method.arguments = amqp_empty_table;
+    state_->session.check_status(
+        amqp_send_method(state_->session.get(), kChannel, AMQP_QUEUE_UNBIND_METHOD, &method), "queue.unbind");
+  }
 }
 
 void Connection::qos(std::uint16_t prefetch) {

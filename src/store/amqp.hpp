@@ -78,11 +78,26 @@ class Connection {
   // A durable quorum queue without a consumer of ours: where the sequencer
   // puts messages it gave up on. Idempotent.
   void declare_dead_letter_queue(const std::string& queue);
-  // The fanout exchange for sequenced frames (non-durable messages).
+  // The direct exchange kFanoutExchange for sequenced frames and presence
+  // events (routing key = room; the messages are transient).
   void declare_fanout_exchange();
   // Server-named, exclusive, auto-delete classic queue; returns its name.
   std::string declare_private_queue();
   void bind(const std::string& queue, const std::string& exchange, const std::string& key);
+  void unbind(const std::string& queue, const std::string& exchange, const std::string& key);
+  // Many bindings in about one round trip: every queue.bind but the last is
+  // sent no-wait, the last waits for its bind-ok. A channel carries out its
+  // methods in order, so when this returns every binding is in effect (a
+  // message published afterwards is routed to `queue`). A refused binding
+  // closes the channel: this or the next call throws AmqpError.
+  void bind_keys(const std::string& queue, const std::string& exchange, const std::vector<std::string>& keys);
+  // The same for unbinding, which has no no-wait flag in AMQP: every
+  // queue.unbind is sent at once, then a passive declare of `exchange` (which
+  // must exist) is waited for; the broker answers in order, so every unbind
+  // is done when this returns. Their unbind-ok replies are skipped (by this
+  // wait and by next()). Unbinding a missing binding is no error (RabbitMQ).
+  void unbind_keys(const std::string& queue, const std::string& exchange,
+                   const std::vector<std::string>& keys);
   void qos(std::uint16_t prefetch);
   void consume(const std::string& queue);
   // Waits up to `timeout` for the next delivery of any consumer on this

@@ -425,43 +425,69 @@ TEST_F(AmqpTest, ConnectionNextWaitsForItsTimeout) {
   EXPECT_LT(elapsed, 2s);
 }
 
-TEST_F(AmqpTest, FanoutExchangeDeliversToEveryBoundQueue) {
+// kFanoutExchange is direct: a queue gets the rooms (routing keys) it is
+// bound to, bind_keys binds many at once, unbind_keys stops a room.
+TEST_F(AmqpTest, FanoutExchangeRoutesEachRoomToTheQueuesBoundToIt) {
   Connection consumer(config_);
   consumer.declare_fanout_exchange();
   consumer.declare_fanout_exchange();  // idempotent
+  const std::string exchange(rtmc::kFanoutExchange);
+  const std::string room_a = unique_name("room-a-");
+  const std::string room_b = unique_name("room-b-");
   const std::string first = consumer.declare_private_queue();
   const std::string second = consumer.declare_private_queue();
-  consumer.bind(first, std::string(rtmc::kFanoutExchange), "room-a");
-  consumer.bind(second, std::string(rtmc::kFanoutExchange), "room-a");
+  consumer.bind(first, exchange, room_a);
+  consumer.bind_keys(second, exchange, {room_a, room_b});
   consumer.qos(50);
   consumer.consume(first);
   consumer.consume(second);
 
   Connection producer(config_);
-  Message frame;
-  frame.exchange = std::string(rtmc::kFanoutExchange);
-  frame.routing_key = "room-b";  // a fanout exchange ignores the key
-  frame.body = unique_name("fanout");
-  frame.persistent = false;
-  frame.mandatory = false;
-  producer.publish(frame);
-
-  // Other tests or a running stack may publish to the same exchange; only
-  // this test's body counts.
-  std::set<std::string> routing_keys;
-  int copies = 0;
+  auto publish = [&](const std::string& room) {
+    Message frame;
+    frame.exchange = exchange;
+    frame.routing_key = room;
+    frame.body = unique_name("frame-");
+    frame.persistent = false;
+    frame.mandatory = false;
+    producer.publish(frame);
+    return frame.body;
+  };
+  const std::string to_a = publish(room_a);
+  const std::string to_b = publish(room_b);
+  std::map<std::string, int> copies;
+  std::map<std::string, std::string> keys;
   const auto deadline = Clock::now() + 5s;
-  while (copies < 2 && Clock::now() < deadline) {
+  while ((copies[to_a] < 2 || copies[to_b] < 1) && Clock::now() < deadline) {
     auto delivery = consumer.next(500ms);
     if (!delivery) continue;
     consumer.ack(delivery->delivery_tag);
-    if (delivery->body != frame.body) continue;
-    ++copies;
-    EXPECT_EQ(delivery->exchange, rtmc::kFanoutExchange);
-    routing_keys.insert(delivery->routing_key);
+    ++copies[delivery->body];
+    keys[delivery->body] = delivery->routing_key;
   }
-  EXPECT_EQ(copies, 2);
-  EXPECT_EQ(routing_keys, std::set<std::string>{"room-b"});
+  EXPECT_EQ(copies[to_a], 2) << "both queues are bound to room a";
+  EXPECT_EQ(copies[to_b], 1) << "only the second queue is bound to room b";
+  EXPECT_EQ(keys[to_a], room_a);
+  EXPECT_EQ(keys[to_b], room_b);
+
+  consumer.unbind_keys(second, exchange, {room_a});
+  consumer.unbind(first, exchange, room_a);
+  // Synchronous after the unbinds on the same channel: they are all done.
+  consumer.bind(first, exchange, room_b);
+  const std::string late_a = publish(room_a);
+  const std::string late_b = publish(room_b);
+  copies.clear();
+  const auto later = Clock::now() + 5s;
+  while (copies[late_b] < 2 && Clock::now() < later) {
+    auto delivery = consumer.next(500ms);
+    if (!delivery) continue;
+    consumer.ack(delivery->delivery_tag);
+    ++copies[delivery->body];
+  }
+  EXPECT_EQ(copies[late_b], 2) << "both queues are bound to room b now";
+  // Frames of one publisher to one exchange arrive in publish order per
+  // queue: room a's frame, published first, would have come before.
+  EXPECT_EQ(copies[late_a], 0) << "no queue is bound to room a any more";
 }
 
 TEST_F(AmqpTest, ConnectionIgnoresReturnsOfItsOwnMandatoryPublishes) {
