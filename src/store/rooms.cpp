@@ -24,7 +24,9 @@ namespace {
 // an id not above the log's top, or out of memory) is the only one that can
 // still fail: a failed message leaves nothing behind. Seq and log can
 // disagree only if someone edits them by hand; then the XADD refuses the id
-// instead of silently bumping the seq past a missing log entry.
+// instead of silently bumping the seq past a missing log entry. The room's
+// seq is read once per call and written once at its end (two commands per
+// message fewer), so it is the seq of the last message that got one.
 //
 // The seq guard is one of those checks: a new seq must be covered by the
 // room's mark, installed by kInstallScript under this very Redis run (a
@@ -60,6 +62,20 @@ local function check_reserved(seq)
   if seq > reserved then fail('NEEDSEQ ' .. room) end
 end
 
+-- The room's seq is read once and written once, at the end: every message
+-- of the call that got a seq has its log entry, and a message that fails
+-- leaves the seq at the last one given before it.
+local last = nil
+local given = false
+local function last_seq()
+  if last == nil then
+    local current = redis.call('GET', seq_key) or '0'
+    if not is_count(current) then fail('ERR ' .. seq_key .. ' does not hold a seq') end
+    last = tonumber(current)
+  end
+  return last
+end
+
 local function sequence_one(i)
   local dedupe, prefix, suffix = KEYS[4 + i], ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   local known = redis.call('GET', dedupe)
@@ -69,18 +85,23 @@ local function sequence_one(i)
     if #entries > 0 then return {tonumber(known), entries[1][2][2], 1} end
     return {tonumber(known), prefix .. known .. suffix, 1}
   end
-  local current = redis.call('GET', seq_key) or '0'
-  if not is_count(current) then fail('ERR ' .. seq_key .. ' does not hold a seq') end
-  local seq = tonumber(current) + 1
+  local seq = last_seq() + 1
   check_reserved(seq)
   check_sync()
   local text = string.format('%d', seq)
   local frame = prefix .. text .. suffix
   redis.call('XADD', log_key, 'MAXLEN', '~', log_length, text .. '-0', 'f', frame)
-  redis.call('SET', seq_key, text)
+  last, given = seq, true
   redis.call('SET', dedupe, text, 'EX', ttl)
   redis.call('XADD', sync_key, '*', 'room', room, 'seq', text, 'f', frame)
   return {seq, frame, 0}
+end
+
+-- Once the script has written, Redis refuses none of its later writes for
+-- memory, and SET takes a key of any type: this write cannot fail.
+local function finish(results)
+  if given then redis.call('SET', seq_key, string.format('%d', last)) end
+  return results
 end
 
 local results = {}
@@ -94,11 +115,11 @@ for i = 1, #KEYS - 4 do
     else
       results[i] = {err = tostring(result)}
     end
-    return results
+    return finish(results)
   end
   results[i] = result
 end
-return results
+return finish(results)
 )lua"};
 
 // Installs a block reserved in PostgreSQL as the room's mark (contract at
