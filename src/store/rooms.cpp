@@ -15,9 +15,11 @@ namespace {
 // key per message.
 // ARGV: dedupe ttl (s), log length, room, the Redis run_id the caller read on
 // this connection, then frame prefix and suffix per message.
-// Returns one entry per message run: {seq, frame, 1 if a repeat} or an error
-// reply. It stops at the first message that fails, so no later message of the
-// room can take a seq before it.
+// Returns one entry per message run: {seq} for a new message (the caller
+// renders its frame from the same prefix and suffix, so the reply does not
+// carry every frame back), {seq, frame, 1} for a repeat (the frame it was
+// first given), or an error reply. It stops at the first message that
+// fails, so no later message of the room can take a seq before it.
 //
 // Redis does not roll back a script that fails half-way, so every check that
 // can fail comes before the first write, and that first write (the log entry:
@@ -94,7 +96,7 @@ local function sequence_one(i)
   last, given = seq, true
   redis.call('SET', dedupe, text, 'EX', ttl)
   redis.call('XADD', sync_key, '*', 'room', room, 'seq', text, 'f', frame)
-  return {seq, frame, 0}
+  return {seq}
 end
 
 -- Once the script has written, Redis refuses none of its later writes for
@@ -179,9 +181,22 @@ std::string entry_id(std::int64_t seq) {
   return std::to_string(seq) + "-0";
 }
 
-// A script result entry {seq, frame, repeat}.
-bool fill_sequenced(const redis::Reply& reply, SequenceResult& result) {
-  if (reply.type != redis::Reply::Type::array || reply.elements.size() != 3) return false;
+// A script result entry: {seq} for a new message, {seq, frame, 1} for a
+// repeat.
+bool fill_sequenced(const redis::Reply& reply, const SequenceRequest& request, SequenceResult& result) {
+  if (reply.type != redis::Reply::Type::array) return false;
+  if (reply.elements.size() == 1) {
+    const auto& seq = reply.elements[0];
+    if (seq.type != redis::Reply::Type::integer || seq.integer <= 0) return false;
+    result.status = SequenceResult::Status::sequenced;
+    result.seq = seq.integer;
+    const auto text = std::to_string(seq.integer);
+    result.frame.reserve(request.frame_prefix.size() + text.size() + request.frame_suffix.size());
+    result.frame.append(request.frame_prefix).append(text).append(request.frame_suffix);
+    result.repeat = false;
+    return true;
+  }
+  if (reply.elements.size() != 3) return false;
   const auto& seq = reply.elements[0];
   const auto& frame = reply.elements[1];
   const auto& repeat = reply.elements[2];
@@ -209,7 +224,7 @@ void mark_error(SequenceResult& result, const std::string& error) {
 
 // The results of one room's script call; `members` are the request indexes.
 void apply(const redis::Reply& reply, const std::vector<std::size_t>& members,
-           std::vector<SequenceResult>& results) {
+           const std::vector<SequenceRequest>& requests, std::vector<SequenceResult>& results) {
   if (reply.type == redis::Reply::Type::error) {
     // The script as a whole did not run to its per-message handling. A
     // refusal holds for every message; anything else is charged to the
@@ -232,7 +247,7 @@ void apply(const redis::Reply& reply, const std::vector<std::size_t>& members,
       mark_error(result, entry.str);
       return;
     }
-    if (!fill_sequenced(entry, result)) {
+    if (!fill_sequenced(entry, requests[members[i]], result)) {
       mark_error(result, "ERR unexpected reply of the sequencing script");
       return;
     }
@@ -363,7 +378,7 @@ std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSet
   }
   if (calls.empty()) return results;
   const auto replies = redis.eval_pipeline(kSequenceScript, calls);
-  for (std::size_t g = 0; g < groups.size(); ++g) apply(replies[g], groups[g], results);
+  for (std::size_t g = 0; g < groups.size(); ++g) apply(replies[g], groups[g], requests, results);
   return results;
 }
 
