@@ -15,16 +15,20 @@ namespace {
 // key per message.
 // ARGV: dedupe ttl (s), log length, room, the Redis run_id the caller read on
 // this connection, then frame prefix and suffix per message.
-// Returns one entry per message run: {seq, frame, 1 if a repeat} or an error
-// reply. It stops at the first message that fails, so no later message of the
-// room can take a seq before it.
+// Returns one entry per message run: {seq} for a new message (the caller
+// renders its frame from the same prefix and suffix, so the reply does not
+// carry every frame back), {seq, frame, 1} for a repeat (the frame it was
+// first given), or an error reply. It stops at the first message that
+// fails, so no later message of the room can take a seq before it.
 //
 // Redis does not roll back a script that fails half-way, so every check that
 // can fail comes before the first write, and that first write (the log entry:
 // an id not above the log's top, or out of memory) is the only one that can
 // still fail: a failed message leaves nothing behind. Seq and log can
 // disagree only if someone edits them by hand; then the XADD refuses the id
-// instead of silently bumping the seq past a missing log entry.
+// instead of silently bumping the seq past a missing log entry. The room's
+// seq is read once per call and written once at its end (two commands per
+// message fewer), so it is the seq of the last message that got one.
 //
 // The seq guard is one of those checks: a new seq must be covered by the
 // room's mark, installed by kInstallScript under this very Redis run (a
@@ -60,6 +64,20 @@ local function check_reserved(seq)
   if seq > reserved then fail('NEEDSEQ ' .. room) end
 end
 
+-- The room's seq is read once and written once, at the end: every message
+-- of the call that got a seq has its log entry, and a message that fails
+-- leaves the seq at the last one given before it.
+local last = nil
+local given = false
+local function last_seq()
+  if last == nil then
+    local current = redis.call('GET', seq_key) or '0'
+    if not is_count(current) then fail('ERR ' .. seq_key .. ' does not hold a seq') end
+    last = tonumber(current)
+  end
+  return last
+end
+
 local function sequence_one(i)
   local dedupe, prefix, suffix = KEYS[4 + i], ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   local known = redis.call('GET', dedupe)
@@ -69,18 +87,23 @@ local function sequence_one(i)
     if #entries > 0 then return {tonumber(known), entries[1][2][2], 1} end
     return {tonumber(known), prefix .. known .. suffix, 1}
   end
-  local current = redis.call('GET', seq_key) or '0'
-  if not is_count(current) then fail('ERR ' .. seq_key .. ' does not hold a seq') end
-  local seq = tonumber(current) + 1
+  local seq = last_seq() + 1
   check_reserved(seq)
   check_sync()
   local text = string.format('%d', seq)
   local frame = prefix .. text .. suffix
   redis.call('XADD', log_key, 'MAXLEN', '~', log_length, text .. '-0', 'f', frame)
-  redis.call('SET', seq_key, text)
+  last, given = seq, true
   redis.call('SET', dedupe, text, 'EX', ttl)
   redis.call('XADD', sync_key, '*', 'room', room, 'seq', text, 'f', frame)
-  return {seq, frame, 0}
+  return {seq}
+end
+
+-- Once the script has written, Redis refuses none of its later writes for
+-- memory, and SET takes a key of any type: this write cannot fail.
+local function finish(results)
+  if given then redis.call('SET', seq_key, string.format('%d', last)) end
+  return results
 end
 
 local results = {}
@@ -94,11 +117,11 @@ for i = 1, #KEYS - 4 do
     else
       results[i] = {err = tostring(result)}
     end
-    return results
+    return finish(results)
   end
   results[i] = result
 end
-return results
+return finish(results)
 )lua"};
 
 // Installs a block reserved in PostgreSQL as the room's mark (contract at
@@ -158,9 +181,22 @@ std::string entry_id(std::int64_t seq) {
   return std::to_string(seq) + "-0";
 }
 
-// A script result entry {seq, frame, repeat}.
-bool fill_sequenced(const redis::Reply& reply, SequenceResult& result) {
-  if (reply.type != redis::Reply::Type::array || reply.elements.size() != 3) return false;
+// A script result entry: {seq} for a new message, {seq, frame, 1} for a
+// repeat.
+bool fill_sequenced(const redis::Reply& reply, const SequenceRequest& request, SequenceResult& result) {
+  if (reply.type != redis::Reply::Type::array) return false;
+  if (reply.elements.size() == 1) {
+    const auto& seq = reply.elements[0];
+    if (seq.type != redis::Reply::Type::integer || seq.integer <= 0) return false;
+    result.status = SequenceResult::Status::sequenced;
+    result.seq = seq.integer;
+    const auto text = std::to_string(seq.integer);
+    result.frame.reserve(request.frame_prefix.size() + text.size() + request.frame_suffix.size());
+    result.frame.append(request.frame_prefix).append(text).append(request.frame_suffix);
+    result.repeat = false;
+    return true;
+  }
+  if (reply.elements.size() != 3) return false;
   const auto& seq = reply.elements[0];
   const auto& frame = reply.elements[1];
   const auto& repeat = reply.elements[2];
@@ -188,7 +224,7 @@ void mark_error(SequenceResult& result, const std::string& error) {
 
 // The results of one room's script call; `members` are the request indexes.
 void apply(const redis::Reply& reply, const std::vector<std::size_t>& members,
-           std::vector<SequenceResult>& results) {
+           const std::vector<SequenceRequest>& requests, std::vector<SequenceResult>& results) {
   if (reply.type == redis::Reply::Type::error) {
     // The script as a whole did not run to its per-message handling. A
     // refusal holds for every message; anything else is charged to the
@@ -211,7 +247,7 @@ void apply(const redis::Reply& reply, const std::vector<std::size_t>& members,
       mark_error(result, entry.str);
       return;
     }
-    if (!fill_sequenced(entry, result)) {
+    if (!fill_sequenced(entry, requests[members[i]], result)) {
       mark_error(result, "ERR unexpected reply of the sequencing script");
       return;
     }
@@ -342,7 +378,7 @@ std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSet
   }
   if (calls.empty()) return results;
   const auto replies = redis.eval_pipeline(kSequenceScript, calls);
-  for (std::size_t g = 0; g < groups.size(); ++g) apply(replies[g], groups[g], results);
+  for (std::size_t g = 0; g < groups.size(); ++g) apply(replies[g], groups[g], requests, results);
   return results;
 }
 

@@ -234,6 +234,46 @@ TEST_F(RoomsTest, ALogAheadOfTheSeqFailsWithoutWritingAnything) {
   EXPECT_TRUE(sync_entries(name).empty());
 }
 
+// The script reads the room's seq once and writes it once at the end: a
+// message that fails half-way through a call (here its dedupe key is of
+// another type) leaves the seq at the message before it, the earlier ones keep
+// consecutive seqs with their log and sync entries, and a retry continues
+// right after them.
+TEST_F(RoomsTest, AMessageFailingMidCallKeepsTheSeqOfTheOnesBeforeIt) {
+  const auto name = room("midcall");
+  ASSERT_EQ(sequence(*redis_, settings_, run_id_, {request(name, "0")}).at(0).seq, 1);
+  redis_->command({"HSET", dedupe_key(name, "3"), "f", "v"});
+  std::vector<SequenceRequest> requests{request(name, "1"), request(name, "0"), request(name, "2"),
+                                        request(name, "3"), request(name, "4")};
+  auto results = sequence(*redis_, settings_, run_id_, requests);
+  ASSERT_EQ(results.size(), 5u);
+  EXPECT_EQ(results[0].status, Status::sequenced) << results[0].error;
+  EXPECT_EQ(results[0].seq, 2);
+  EXPECT_TRUE(results[1].repeat);  // a repeat in between takes no seq
+  EXPECT_EQ(results[1].seq, 1);
+  EXPECT_EQ(results[2].seq, 3);
+  EXPECT_EQ(results[3].status, Status::failed);
+  EXPECT_EQ(results[3].error.rfind("WRONGTYPE", 0), 0u) << results[3].error;
+  EXPECT_EQ(results[4].status, Status::not_run);
+  EXPECT_EQ(get(seq_key(name)), "3");
+  EXPECT_EQ(get(dedupe_key(name, "2")), "3");
+  EXPECT_EQ(get(dedupe_key(name, "4")), "(nil)");
+  EXPECT_EQ(log(name).size(), 3u);
+  EXPECT_EQ(sync_entries(name).size(), 3u);
+
+  redis_->command({"DEL", dedupe_key(name, "3")});
+  results = sequence(*redis_, settings_, run_id_, {requests[3], requests[4]});
+  EXPECT_EQ(results[0].seq, 4) << results[0].error;
+  EXPECT_EQ(results[1].seq, 5) << results[1].error;
+  EXPECT_EQ(get(seq_key(name)), "5");
+  const auto entries = log(name);
+  ASSERT_EQ(entries.size(), 5u);
+  for (std::size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i].first, std::to_string(i + 1) + "-0");
+  const auto synced = sync_entries(name);
+  ASSERT_EQ(synced.size(), 5u);
+  for (std::size_t i = 0; i < synced.size(); ++i) EXPECT_EQ(synced[i].first, std::to_string(i + 1));
+}
+
 TEST_F(RoomsTest, AKeyOfAnotherTypeIsAFailureOfThatRoom) {
   const auto name = room("wrongtype");
   redis_->command({"HSET", log_key(name), "f", "v"});
