@@ -330,8 +330,15 @@ asio::awaitable<void> ClientConnection::on_join(protocol::JoinRequest request, R
   // the binding (bounded: the fan-out may have no broker now).
   if (added && services_.config.join_bind_wait.count() > 0) {
     auto bound = std::make_shared<asio::steady_timer>(executor_, services_.config.join_bind_wait);
-    services_.local_rooms.joined(
-        request.room, seq, [bound] { asio::post(bound->get_executor(), [bound] { bound->cancel(); }); });
+    // Holds the timer weakly: LocalRooms keeps the callback until the
+    // fan-out's next take (none while RabbitMQ is away) and is destroyed
+    // after the io threads, so owning the timer there would destroy it
+    // after its io_context.
+    services_.local_rooms.joined(request.room, seq, [executor = executor_, weak = std::weak_ptr(bound)] {
+      asio::post(executor, [weak] {
+        if (auto timer = weak.lock()) timer->cancel();
+      });
+    });
     co_await bound->async_wait(nothrow_awaitable);
     if (state_ != State::open) co_return;
   } else if (added) {
@@ -507,6 +514,9 @@ asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, R
       send_slot_.expires_after(kBacklogPoll);
     }
     co_await send_slot_.async_wait(nothrow_awaitable);
+    // Not read because of the gateway's own back-pressure: the silence is
+    // ours, so it must not earn the client an idle cut.
+    touch();
   }
   if (state_ != State::open) co_return;
   const auto number = first_unconfirmed_ + unconfirmed_.size();

@@ -14,6 +14,11 @@ namespace rtmc::gateway {
 namespace {
 
 constexpr std::size_t kMaxBatch = 128;
+// ...and at most about this many bytes of fan-out messages per hand-over
+// (a quarter of the default soft send-queue limit), so a backlog of large
+// batched messages reaches each member in steps its socket can take, not
+// as one burst over the hard limit.
+constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 // Bindings made (and removed) per pass between reads of the queue: a pass
 // costs about one broker and one Redis round trip plus the fills, so
 // deliveries of bound rooms wait at most that long behind a storm of joins
@@ -273,8 +278,10 @@ void Fanout::run() {
         auto delivery = mq.next(wait);
         std::uint64_t last_tag = 0;
         // Whatever has already arrived goes out as one batch.
+        std::size_t taken_bytes = 0;
         for (std::size_t taken = 0; delivery && taken < kMaxBatch; ++taken) {
           last_tag = delivery->delivery_tag;
+          taken_bytes += delivery->body.size();
           counters_.messages.fetch_add(1, std::memory_order_relaxed);
           items.clear();
           split_fanout_body(std::move(delivery->body), items);
@@ -289,7 +296,9 @@ void Fanout::run() {
               counters_.stale_frames.fetch_add(1, std::memory_order_relaxed);
             }
           }
-          delivery = taken + 1 < kMaxBatch ? mq.next(std::chrono::milliseconds(0)) : std::nullopt;
+          delivery = taken + 1 < kMaxBatch && taken_bytes < kMaxBatchBytes
+                         ? mq.next(std::chrono::milliseconds(0))
+                         : std::nullopt;
         }
         hand_over();
         if (last_tag != 0) mq.ack(last_tag, true);

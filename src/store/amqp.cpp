@@ -853,7 +853,14 @@ struct Publisher::State {
           lane.front().answer(PublishStatus::unavailable);
           lane.pop_front();
         }
-        it = lane.empty() ? lanes.erase(it) : std::next(it);
+        if (lane.empty()) {
+          // Its name leaves the round robin too, or a lane made again later
+          // would be listed twice and get a double share of the sends.
+          std::erase(ready, it->first);
+          it = lanes.erase(it);
+        } else {
+          ++it;
+        }
       }
     }
     for (auto& batch : resend)

@@ -91,11 +91,10 @@ class Connection {
   // message published afterwards is routed to `queue`). A refused binding
   // closes the channel: this or the next call throws AmqpError.
   void bind_keys(const std::string& queue, const std::string& exchange, const std::vector<std::string>& keys);
-  // The same for unbinding, which has no no-wait flag in AMQP: every
-  // queue.unbind is sent at once, then a passive declare of `exchange` (which
-  // must exist) is waited for; the broker answers in order, so every unbind
-  // is done when this returns. Their unbind-ok replies are skipped (by this
-  // wait and by next()). Unbinding a missing binding is no error (RabbitMQ).
+  // Sends a queue.unbind per key without waiting for the unbind-ok replies
+  // (next() skips them): frames of a room still routed here for a moment
+  // are dropped by the fan-out, which has forgotten the room. Unbinding a
+  // missing binding is no error (RabbitMQ).
   void unbind_keys(const std::string& queue, const std::string& exchange,
                    const std::vector<std::string>& keys);
   void qos(std::uint16_t prefetch);
