@@ -33,8 +33,10 @@ namespace rtmc::gateway {
 namespace asio = boost::asio;
 
 namespace {
-// Redis calls waiting per worker of the connections' Redis client.
-constexpr std::size_t kRedisQueueLimit = 256;
+// Redis calls waiting per worker of the connections' Redis client. A
+// worker writes its whole queue in one round trip (auto-pipelining), so a
+// connect storm needs a deep queue, not a slow one.
+constexpr std::size_t kRedisQueueLimit = 4096;
 // History's PostgreSQL pool: connections, statements waiting per
 // connection, and each statement's deadline (queue time included).
 constexpr std::size_t kHistoryPgConnections = 2;
