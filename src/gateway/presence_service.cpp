@@ -142,9 +142,9 @@ asio::awaitable<void> PresenceService::maintenance_step() {
     retries.swap(retries_);
   }
   // Retries go through the connections' client and may wait behind a storm:
-  // what does not fit in one period waits for the next step, so the next
-  // refresh is never late because of them.
-  const auto retry_until = std::chrono::steady_clock::now() + period();
+  // what does not fit in half a period (plus one call's deadline) waits for
+  // the next step, so the next refresh stays within the TTL.
+  const auto retry_until = std::chrono::steady_clock::now() + period() / 2;
   for (std::size_t i = 0; i < retries.size(); ++i) {
     const auto& retry = retries[i];
     if (std::chrono::steady_clock::now() >= retry_until) {
