@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <vector>
+
 namespace rtmc {
 
 BlockingWorker::BlockingWorker(std::string name, WorkerLimits limits)
@@ -20,6 +22,10 @@ BlockingWorker::~BlockingWorker() {
 }
 
 bool BlockingWorker::post(std::function<void()> job) {
+  return push(Job{[job = std::move(job)]() mutable { return std::move(job); }, false});
+}
+
+bool BlockingWorker::push(Job job) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return true;
@@ -31,18 +37,31 @@ bool BlockingWorker::post(std::function<void()> job) {
 }
 
 void BlockingWorker::loop() {
+  std::vector<Job> round;
+  std::vector<std::function<void()>> second_stages;
   for (;;) {
-    std::function<void()> job;
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
       // Pending jobs are finished before stopping so no awaiting coroutine is
       // left without an answer.
       if (jobs_.empty()) return;
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
+      const bool staged = jobs_.front().staged;
+      do {
+        round.push_back(std::move(jobs_.front()));
+        jobs_.pop_front();
+      } while (staged && !jobs_.empty() && jobs_.front().staged);
     }
-    job();
+    if (!round.front().staged) {
+      if (auto rest = round.front().start()) rest();
+    } else {
+      staged_rounds_.fetch_add(1, std::memory_order_relaxed);
+      for (auto& job : round)
+        if (auto rest = job.start()) second_stages.push_back(std::move(rest));
+      for (auto& rest : second_stages) rest();
+      second_stages.clear();
+    }
+    round.clear();
   }
 }
 

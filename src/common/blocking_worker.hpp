@@ -3,12 +3,20 @@
 // so io threads never block on it. Jobs run in FIFO order on the worker
 // thread; `run` resumes the awaiting coroutine on its own executor.
 //
+// Staged jobs (run_staged) are for clients that pipeline: a staged job is a
+// first stage (e.g. write a command) returning its second (read the reply).
+// When the worker wakes it takes every staged job queued back to back, runs
+// all their first stages, then all their second stages in the same order, so
+// they share one round trip. A plain job (run) is never batched: it runs
+// alone, after everything queued before it and before everything after it.
+//
 // Bounds (WorkerLimits): at most `max_queue` jobs wait; a run() over it throws
 // WorkerUnavailable at once instead of queueing. A run() with a deadline
 // throws WorkerUnavailable when the deadline passes first, whatever the job
 // is doing: a job still queued then is skipped, a running one finishes on the
-// worker and its result is dropped. So a stalled backend answers every caller
-// in bounded time and its queue drains at once when it comes back.
+// worker and its result is dropped (a staged job whose first stage ran always
+// gets its second stage run). So a stalled backend answers every caller in
+// bounded time and its queue drains at once when it comes back.
 //
 // Thread-safety: post/run may be called from any thread. The awaiting
 // coroutine's executor must outlive the worker's pending jobs.
@@ -25,6 +33,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -74,47 +83,75 @@ class BlockingWorker {
 
   // As run(), with an explicit deadline (kNoDeadline: none).
   template <class F>
-  auto run_until(F fn, Clock::time_point deadline) -> boost::asio::awaitable<std::invoke_result_t<F&>>;
+  auto run_until(F fn, Clock::time_point deadline) -> boost::asio::awaitable<std::invoke_result_t<F&>> {
+    return submit<std::invoke_result_t<F&>>([fn = std::move(fn)]() mutable { return std::move(fn); },
+                                            deadline, false);
+  }
+
+  // A staged job: `start()` runs on the worker and returns the second stage,
+  // whose result (or exception) is the caller's. An exception thrown by
+  // `start` is the caller's too (its second stage then does not run).
+  template <class Start>
+  using StagedResult = std::invoke_result_t<std::invoke_result_t<Start&>&>;
+  template <class Start>
+  auto run_staged(Start start) -> boost::asio::awaitable<StagedResult<Start>> {
+    const auto deadline = limits_.max_wait.count() > 0 ? Clock::now() + limits_.max_wait : kNoDeadline;
+    return submit<StagedResult<Start>>(std::move(start), deadline, true);
+  }
 
   const WorkerLimits& limits() const { return limits_; }
   const std::string& name() const { return name_; }
+  // Rounds of staged jobs run so far (each one or more jobs). Any thread.
+  std::uint64_t staged_rounds() const { return staged_rounds_.load(std::memory_order_relaxed); }
 
  private:
+  struct Job {
+    // Returns the second stage; empty when the job was skipped.
+    std::function<std::function<void()>()> start;
+    bool staged = false;
+  };
+  template <class Handler>
+  struct PendingCall {
+    PendingCall(Handler h, boost::asio::any_io_executor executor)
+        : handler(std::move(h)), timer(std::move(executor)) {}
+    std::atomic<bool> answered{false};
+    Handler handler;
+    boost::asio::steady_timer timer;
+  };
+
+  template <class R, class Start>
+  boost::asio::awaitable<R> submit(Start start, Clock::time_point deadline, bool staged);
+  bool push(Job job);
   void loop();
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::function<void()>> jobs_;
+  std::deque<Job> jobs_;
   bool stopping_ = false;
+  std::atomic<std::uint64_t> staged_rounds_{0};
   std::string name_;
   WorkerLimits limits_;
   std::thread thread_;
 };
 
-template <class F>
-auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
-    -> boost::asio::awaitable<std::invoke_result_t<F&>> {
-  using R = std::invoke_result_t<F&>;
+template <class R, class Start>
+boost::asio::awaitable<R> BlockingWorker::submit(Start start, Clock::time_point deadline, bool staged) {
   using Slot = std::conditional_t<std::is_void_v<R>, bool, std::optional<R>>;
+  using Finish = std::invoke_result_t<Start&>;
   auto caller = co_await boost::asio::this_coro::executor;
-  auto init = [this, caller, deadline, fn = std::move(fn)](auto handler) mutable {
-    using Handler = decltype(handler);
+  auto init = [this, caller, deadline, staged, start = std::move(start)](auto handler) mutable {
     // Whoever flips `answered` first (the job's completion, the deadline, or
     // a full queue) resumes the caller; the others do nothing.
-    struct Call {
-      Call(Handler h, boost::asio::any_io_executor executor)
-          : handler(std::move(h)), timer(std::move(executor)) {}
-      std::atomic<bool> answered{false};
-      Handler handler;
-      boost::asio::steady_timer timer;
-    };
+    using Call = PendingCall<decltype(handler)>;
     auto call = std::make_shared<Call>(std::move(handler), caller);
     const auto refuse = [call, name = name_](const char* why) {
       if (call->answered.exchange(true)) return;
       call->handler(std::make_exception_ptr(WorkerUnavailable(name + ": " + why)), Slot{});
     };
     auto guard = boost::asio::make_work_guard(caller);
-    const bool queued = post([call, guard, caller, deadline, fn = std::move(fn)]() mutable {
+    Job job;
+    job.staged = staged;
+    job.start = [call, guard, caller, deadline, start = std::move(start)]() mutable -> std::function<void()> {
       // What belongs to the caller's io_context (the call's timer, the work
       // guard) must not be let go on this thread after the caller may have
       // resumed: its io_context may be gone by then. So the completion takes
@@ -123,6 +160,7 @@ auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
       const auto skip = [&] {
         call.reset();
         guard.reset();
+        return std::function<void()>{};
       };
       // The caller gave up while it was queued, or will as soon as its io
       // thread runs (its deadline passed): the work would be wasted. The
@@ -131,25 +169,36 @@ auto BlockingWorker::run_until(F fn, Clock::time_point deadline)
       if (call->answered.load()) return skip();
       if (deadline != kNoDeadline && Clock::now() >= deadline) return skip();
       std::exception_ptr error;
-      Slot slot{};
+      std::optional<Finish> finish;
       try {
-        if constexpr (std::is_void_v<R>) {
-          fn();
-          slot = true;
-        } else {
-          slot.emplace(fn());
-        }
+        finish.emplace(start());
       } catch (...) {
         error = std::current_exception();
       }
-      boost::asio::post(caller, [call = std::move(call), guard = std::move(guard), error,
-                                 slot = std::move(slot)]() mutable {
-        if (call->answered.exchange(true)) return;
-        call->timer.cancel();
-        call->handler(error, std::move(slot));
-      });
-    });
-    if (!queued) {
+      return [call = std::move(call), guard = std::move(guard), caller, error,
+              finish = std::move(finish)]() mutable {
+        Slot slot{};
+        if (!error) {
+          try {
+            if constexpr (std::is_void_v<R>) {
+              (*finish)();
+              slot = true;
+            } else {
+              slot.emplace((*finish)());
+            }
+          } catch (...) {
+            error = std::current_exception();
+          }
+        }
+        boost::asio::post(caller, [call = std::move(call), guard = std::move(guard), error,
+                                   slot = std::move(slot)]() mutable {
+          if (call->answered.exchange(true)) return;
+          call->timer.cancel();
+          call->handler(error, std::move(slot));
+        });
+      };
+    };
+    if (!push(std::move(job))) {
       boost::asio::post(caller, [refuse] { refuse("queue full"); });
       return;
     }

@@ -8,7 +8,9 @@
 #include <boost/asio/io_context.hpp>
 #include <future>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace rtmc {
 namespace {
@@ -145,6 +147,86 @@ TEST(BlockingWorker, AJobPastItsDeadlineIsSkippedEvenWhenItsCallerNoLongerRuns) 
     release.set_value();
   }  // the worker drains its queue and joins
   EXPECT_FALSE(late_job_ran);
+}
+
+// Staged jobs queued back to back share one round: every first stage runs
+// before any second stage, in queue order; a plain job in between splits
+// the queue into two rounds and runs alone, in its FIFO place.
+TEST(BlockingWorker, StagedJobsQueuedTogetherRunAsOneRoundAroundPlainJobs) {
+  asio::io_context io;
+  BlockingWorker worker("test");
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::atomic<bool> started{false};
+  std::vector<std::string> trace;  // written by the worker thread only
+  asio::co_spawn(io, worker.run([released, &started] {
+    started = true;
+    released.wait();
+  }),
+                 asio::detached);
+  while (!started) io.poll();
+
+  std::vector<int> results(5, -1);
+  const auto staged = [&](int i) {
+    return [&, i] {
+      trace.push_back("start" + std::to_string(i));
+      return [&, i] {
+        trace.push_back("finish" + std::to_string(i));
+        if (i == 1) throw std::runtime_error("second stage failed");
+        return i * 10;
+      };
+    };
+  };
+  std::vector<std::string> errors;
+  for (int i = 0; i < 3; ++i)
+    asio::co_spawn(io, worker.run_staged(staged(i)), [&, i](std::exception_ptr error, int value) {
+      if (error) {
+        errors.push_back("job" + std::to_string(i));
+        return;
+      }
+      results[static_cast<std::size_t>(i)] = value;
+    });
+  asio::co_spawn(io, worker.run([&] { trace.push_back("plain"); }), asio::detached);
+  for (int i = 3; i < 5; ++i)
+    asio::co_spawn(io, worker.run_staged(staged(i)), [&, i](std::exception_ptr error, int value) {
+      if (error) errors.push_back("job" + std::to_string(i));
+      results[static_cast<std::size_t>(i)] = value;
+    });
+  io.poll();  // every job above is queued behind the stuck one
+  const auto rounds_before = worker.staged_rounds();
+  release.set_value();
+  io.run();
+
+  const std::vector<std::string> expected{"start0", "start1", "start2", "finish0", "finish1", "finish2",
+                                          "plain",  "start3", "start4", "finish3", "finish4"};
+  EXPECT_EQ(trace, expected);
+  EXPECT_EQ(worker.staged_rounds() - rounds_before, 2u);
+  EXPECT_EQ(errors, std::vector<std::string>{"job1"});
+  EXPECT_EQ(results, (std::vector<int>{0, -1, 20, 30, 40}));
+}
+
+// A first stage that throws answers its caller with that error and the
+// rest of the round is unaffected.
+TEST(BlockingWorker, AFirstStageErrorIsThatCallersAlone) {
+  asio::io_context io;
+  BlockingWorker worker("test");
+  int ok = 0;
+  std::string failed;
+  asio::co_spawn(io, worker.run_staged([]() -> std::function<int()> { throw std::runtime_error("append"); }),
+                 [&](std::exception_ptr error, int) {
+                   try {
+                     if (error) std::rethrow_exception(error);
+                   } catch (const std::runtime_error& e) {
+                     failed = e.what();
+                   }
+                 });
+  asio::co_spawn(io, worker.run_staged([] { return [] { return 7; }; }),
+                 [&](std::exception_ptr error, int value) {
+                   if (!error) ok = value;
+                 });
+  io.run();
+  EXPECT_EQ(failed, "append");
+  EXPECT_EQ(ok, 7);
 }
 
 }  // namespace

@@ -35,9 +35,8 @@ namespace asio = boost::asio;
 
 namespace {
 // Redis calls waiting per worker of the connections' Redis client. A
-// connect storm queues one session check per connection (19,000 within a
-// few seconds): the deadline (--redis-timeout) still answers `unavailable`
-// at once when Redis stalls, so the queue may be deep.
+// worker writes its whole queue in one round trip (auto-pipelining), so a
+// connect storm needs a deep queue, not a slow one.
 constexpr std::size_t kRedisQueueLimit = 4096;
 // History's PostgreSQL pool: connections, statements waiting per
 // connection, and each statement's deadline (queue time included).

@@ -20,17 +20,26 @@ namespace {
 // Redis calls waiting per worker of the presence client; beyond, a call
 // fails at once (auth and join answer `unavailable`) instead of queueing.
 constexpr std::size_t kRedisQueueLimit = 4096;
+// The maintenance connection has one step at a time, and stop()'s last one.
+constexpr std::size_t kMaintenanceQueueLimit = 4;
 // Presence frames per AMQP message, so one message stays small.
 constexpr std::size_t kMaxEventBytes = 64 * 1024;
 }  // namespace
 
 PresenceService::PresenceService(const CommonOptions& common, std::string gateway_id, Options options)
+    : PresenceService(common, std::move(gateway_id), options, common.redis) {}
+
+PresenceService::PresenceService(const CommonOptions& common, std::string gateway_id, Options options,
+                                 const RedisConfig& maintenance_redis)
     : options_(options),
       redis_(std::make_unique<redis::Client>(common.redis, 2,
                                              WorkerLimits{kRedisQueueLimit, common.redis.timeout})),
       pg_(std::make_unique<pg::Pool>(common.pg, 2, pg::Options{options.pg_timeout, 256})),
-      presence_(*redis_, std::move(gateway_id),
-                store::PresenceOptions{options.liveness_ttl, options.status_cache_ttl}),
+      presence_(*redis_, gateway_id, store::PresenceOptions{options.liveness_ttl, options.status_cache_ttl}),
+      maintenance_redis_(std::make_unique<redis::Client>(
+          maintenance_redis, 1, WorkerLimits{kMaintenanceQueueLimit, maintenance_redis.timeout})),
+      maintenance_(*maintenance_redis_, std::move(gateway_id),
+                   store::PresenceOptions{options.liveness_ttl, options.status_cache_ttl}),
       reader_(*redis_, *pg_, options.status_cache_ttl),
       writer_(std::make_unique<store::StatusWriter>(common.pg, options.status_write_lag)),
       events_(std::make_unique<amqp::Publisher>(
@@ -50,7 +59,7 @@ void PresenceService::start(asio::any_io_executor executor, LeaseLost lease_lost
   // Registered before the first connection is recorded, so a kill -9 right
   // after start still leaves its records to a sweeper.
   try {
-    asio::co_spawn(executor_, presence_.refresh(now_ms()), asio::use_future).get();
+    asio::co_spawn(executor_, maintenance_.refresh(now_ms()), asio::use_future).get();
     registered_ = true;
   } catch (const std::exception& error) {
     counters_.store_failures.fetch_add(1, std::memory_order_relaxed);
@@ -73,7 +82,7 @@ void PresenceService::stop() {
     auto swept = asio::co_spawn(
                      executor_,
                      [this]() -> asio::awaitable<store::SweepResult> {
-                       co_return co_await presence_.unregister(now_ms());
+                       co_return co_await maintenance_.unregister(now_ms());
                      },
                      asio::use_future)
                      .get();
@@ -117,7 +126,7 @@ asio::awaitable<void> PresenceService::maintenance_step() {
   // First, so nothing else in the step can delay it past the TTL.
   // Named locals, never co_await inside a condition: GCC 12 miscompiles it
   // (an illegal instruction at run time).
-  const bool added = co_await presence_.refresh(now_ms());
+  const bool added = co_await maintenance_.refresh(now_ms());
   if (added && registered_) {
     spdlog::error(
         "presence: gateway {} was swept as dead while alive (stalled past {} ms); dropping its "
@@ -132,8 +141,17 @@ asio::awaitable<void> PresenceService::maintenance_step() {
     std::lock_guard lock(mutex_);
     retries.swap(retries_);
   }
+  // Retries go through the connections' client and may wait behind a storm:
+  // what does not fit in half a period (plus one call's deadline) waits for
+  // the next step, so the next refresh stays within the TTL.
+  const auto retry_until = std::chrono::steady_clock::now() + period() / 2;
   for (std::size_t i = 0; i < retries.size(); ++i) {
     const auto& retry = retries[i];
+    if (std::chrono::steady_clock::now() >= retry_until) {
+      std::lock_guard lock(mutex_);
+      retries_.insert(retries_.end(), retries.begin() + static_cast<std::ptrdiff_t>(i), retries.end());
+      break;
+    }
     bool done = false;
     if (retry.connection_id != 0)
       done = co_await remove_connection(retry.connection_id, retry.user);
@@ -148,7 +166,7 @@ asio::awaitable<void> PresenceService::maintenance_step() {
     }
   }
 
-  auto swept = co_await presence_.sweep(now_ms());
+  auto swept = co_await maintenance_.sweep(now_ms());
   if (!swept.gateways.empty()) {
     counters_.gateways_swept.fetch_add(swept.gateways.size(), std::memory_order_relaxed);
     spdlog::warn("presence: swept dead gateway(s) {}: {} users offline, {} room leaves",

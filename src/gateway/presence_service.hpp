@@ -7,7 +7,8 @@
 //  - A user's first connection in a room and their last one leaving it emit
 //    `presence` events on the fan-out exchange, batched from what is pending
 //    when the publisher gets to them.
-//  - Every period (liveness TTL / 3) one maintenance step: refresh this
+//  - Every period (liveness TTL / 3) one maintenance step, on its own Redis
+//    connection (so client traffic never delays it): refresh this
 //    gateway's liveness key, sweep gateways whose key expired (kill -9: their
 //    users go offline, their rooms get `leave`), retry removals that failed.
 //    A gateway that finds it was swept (it stalled longer than the TTL)
@@ -67,6 +68,12 @@ class PresenceService final : public PresencePort {
 
   // `gateway_id` names this process in Redis (unique per process).
   PresenceService(const CommonOptions& common, std::string gateway_id, Options options);
+  // As above, with the maintenance step's own connection going to
+  // `maintenance_redis` (the other constructor: common.redis, the same
+  // server over another connection). For tests that stall only the
+  // connections' path (a proxy) to show the refresh does not wait for it.
+  PresenceService(const CommonOptions& common, std::string gateway_id, Options options,
+                  const RedisConfig& maintenance_redis);
   ~PresenceService() override;
   PresenceService(const PresenceService&) = delete;
   PresenceService& operator=(const PresenceService&) = delete;
@@ -127,6 +134,11 @@ class PresenceService final : public PresencePort {
   std::unique_ptr<redis::Client> redis_;
   std::unique_ptr<pg::Pool> pg_;
   store::Presence presence_;
+  // The maintenance step's own connection, used by nothing else: the
+  // liveness refresh must never queue behind a storm of connects and joins
+  // on redis_, or a busy gateway would be swept as dead while alive.
+  std::unique_ptr<redis::Client> maintenance_redis_;
+  store::Presence maintenance_;
   store::UserStatusReader reader_;
   std::unique_ptr<store::StatusWriter> writer_;
   std::unique_ptr<amqp::Publisher> events_;

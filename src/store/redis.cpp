@@ -8,6 +8,7 @@
 #include <array>
 #include <csignal>
 #include <ctime>
+#include <exception>
 
 namespace rtmc::redis {
 
@@ -143,6 +144,8 @@ void Connection::drop() {
   context_ = nullptr;
   // A new connection may reach a restarted server without our scripts.
   loaded_.clear();
+  appended_ = 0;
+  read_ = 0;
 }
 
 redisContext* Connection::context() {
@@ -187,19 +190,50 @@ redisContext* Connection::context() {
   return context_;
 }
 
-Reply Connection::command(const std::vector<std::string>& args) {
+Connection::Ticket Connection::append(const std::vector<std::string>& args) {
   if (args.empty()) throw std::invalid_argument("redis command without arguments");
   redisContext* ctx = context();
   ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv
-  const SigpipeGuard no_sigpipe;
-  ReplyPtr raw(
-      static_cast<redisReply*>(redisCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data())));
-  if (!raw) {
-    std::string message = "redis " + config_.address.str() + ": " + args.front() + ": " + ctx->errstr;
+  if (redisAppendCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data()) != REDIS_OK) {
+    // Only formatting happens here (out of memory): the output buffer may
+    // hold part of the command, so the connection is in no known state.
+    std::string message = "redis " + config_.address.str() + ": append " + args.front() + ": " + ctx->errstr;
     drop();
     throw RedisError(message);
   }
-  return convert(*raw);
+  return Ticket{connects_, appended_++};
+}
+
+Reply Connection::take(Ticket ticket) {
+  if (auto early = early_.find({ticket.connection, ticket.index}); early != early_.end()) {
+    Reply reply = std::move(early->second);
+    early_.erase(early);
+    return reply;
+  }
+  if (context_ == nullptr || ticket.connection != connects_)
+    throw RedisError("redis " + config_.address.str() +
+                     ": the connection failed before this command's reply was read");
+  if (ticket.index < read_ || ticket.index >= appended_)
+    throw std::logic_error("redis reply taken twice or never appended");
+  const SigpipeGuard no_sigpipe;
+  for (;;) {
+    void* out = nullptr;
+    // The first read of a round writes the whole output buffer first.
+    if (redisGetReply(context_, &out) != REDIS_OK || out == nullptr) {
+      std::string message = "redis " + config_.address.str() + ": reply " + std::to_string(ticket.index) +
+                            ": " + context_->errstr;
+      drop();
+      throw RedisError(message);
+    }
+    ReplyPtr raw(static_cast<redisReply*>(out));
+    const std::uint64_t index = read_++;
+    if (index == ticket.index) return convert(*raw);
+    early_.emplace(std::pair{connects_, index}, convert(*raw));
+  }
+}
+
+Reply Connection::command(const std::vector<std::string>& args) {
+  return take(append(args));
 }
 
 std::vector<Reply> Connection::pipeline(const std::vector<std::vector<std::string>>& commands) {
@@ -209,30 +243,26 @@ std::vector<Reply> Connection::pipeline(const std::vector<std::vector<std::strin
   // stray commands in the output buffer.
   for (const auto& args : commands)
     if (args.empty()) throw std::invalid_argument("redis command without arguments");
-  redisContext* ctx = context();
-  const SigpipeGuard no_sigpipe;
-  for (const auto& args : commands) {
-    ArgvView view(args);  // non-const: hiredis 0.14 takes const char** argv
-    if (redisAppendCommandArgv(ctx, view.argc(), view.argv.data(), view.argvlen.data()) != REDIS_OK) {
-      // Part of the batch may sit in the output buffer: the connection is no
-      // longer in a known state.
-      std::string message = "redis " + config_.address.str() + ": pipeline append: " + ctx->errstr;
-      drop();
-      throw RedisError(message);
+  std::vector<Ticket> tickets;
+  tickets.reserve(commands.size());
+  for (const auto& args : commands) tickets.push_back(append(args));
+  return take_all(tickets);
+}
+
+std::vector<Reply> Connection::take_all(const std::vector<Ticket>& tickets) {
+  std::vector<Reply> replies;
+  replies.reserve(tickets.size());
+  // Every ticket is taken even after one failed, so no reply read early is
+  // left behind; the first failure is the caller's.
+  std::exception_ptr failure;
+  for (const auto& ticket : tickets) {
+    try {
+      replies.push_back(take(ticket));
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
     }
   }
-  replies.reserve(commands.size());
-  for (std::size_t i = 0; i < commands.size(); ++i) {
-    void* out = nullptr;
-    if (redisGetReply(ctx, &out) != REDIS_OK || out == nullptr) {
-      std::string message = "redis " + config_.address.str() + ": pipeline reply " + std::to_string(i) +
-                            " of " + std::to_string(commands.size()) + ": " + ctx->errstr;
-      drop();
-      throw RedisError(message);
-    }
-    ReplyPtr raw(static_cast<redisReply*>(out));
-    replies.push_back(convert(*raw));
-  }
+  if (failure) std::rethrow_exception(failure);
   return replies;
 }
 
@@ -249,7 +279,17 @@ std::string Connection::load(const Script& script) {
 
 Reply Connection::eval(const Script& script, const std::vector<std::string>& keys,
                        const std::vector<std::string>& args) {
-  Reply reply = command(evalsha_args(load(script), keys, args));
+  return take_eval(append_eval(script, keys, args), script, keys, args);
+}
+
+Connection::Ticket Connection::append_eval(const Script& script, const std::vector<std::string>& keys,
+                                           const std::vector<std::string>& args) {
+  return append(evalsha_args(load(script), keys, args));
+}
+
+Reply Connection::take_eval(Ticket ticket, const Script& script, const std::vector<std::string>& keys,
+                            const std::vector<std::string>& args) {
+  Reply reply = take(ticket);
   if (!is_noscript(reply)) return reply;
   // The server lost its script cache (restart, SCRIPT FLUSH, failover).
   std::erase_if(loaded_, [&](const auto& e) { return e.first == script.source; });
@@ -280,6 +320,14 @@ std::vector<Reply> Connection::eval_pipeline(const Script& script, const std::ve
   return replies;
 }
 
+namespace {
+struct EvalArgs {
+  Script script;
+  std::vector<std::string> keys;
+  std::vector<std::string> args;
+};
+}  // namespace
+
 struct Client::Lane {
   Lane(RedisConfig config, std::string name, WorkerLimits limits)
       : connection(std::move(config)), worker(std::move(name), limits) {}
@@ -296,6 +344,12 @@ Client::Client(RedisConfig config, std::size_t connections, WorkerLimits limits)
 
 Client::~Client() = default;
 
+std::uint64_t Client::rounds() const {
+  std::uint64_t total = 0;
+  for (const auto& lane : lanes_) total += lane->worker.staged_rounds();
+  return total;
+}
+
 // The jobs are named locals rather than temporaries inside the co_await
 // expression: GCC 12 destroys such temporaries' captures twice (the
 // coroutine frame then double-frees the moved-from arguments).
@@ -303,27 +357,44 @@ Client::Lane& Client::pick() {
   return *lanes_[next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
 }
 
+// command, pipeline and eval are staged jobs (BlockingWorker::run_staged):
+// the first stage appends, the second takes the reply, so whatever is queued
+// on a lane when its worker wakes goes out in one write.
 boost::asio::awaitable<Reply> Client::command(std::vector<std::string> args) {
   Lane& lane = pick();
-  auto job = [&lane, args = std::move(args)] { return lane.connection.command(args); };
-  Reply reply = co_await lane.worker.run(std::move(job));
+  auto job = [&lane, args = std::move(args)] {
+    const auto ticket = lane.connection.append(args);
+    return [&lane, ticket] { return lane.connection.take(ticket); };
+  };
+  Reply reply = co_await lane.worker.run_staged(std::move(job));
   co_return reply;
 }
 
 boost::asio::awaitable<std::vector<Reply>> Client::pipeline(std::vector<std::vector<std::string>> commands) {
   Lane& lane = pick();
-  auto job = [&lane, commands = std::move(commands)] { return lane.connection.pipeline(commands); };
-  std::vector<Reply> replies = co_await lane.worker.run(std::move(job));
+  auto job = [&lane, commands = std::move(commands)] {
+    for (const auto& args : commands)
+      if (args.empty()) throw std::invalid_argument("redis command without arguments");
+    std::vector<Connection::Ticket> tickets;
+    tickets.reserve(commands.size());
+    for (const auto& args : commands) tickets.push_back(lane.connection.append(args));
+    return [&lane, tickets = std::move(tickets)] { return lane.connection.take_all(tickets); };
+  };
+  std::vector<Reply> replies = co_await lane.worker.run_staged(std::move(job));
   co_return replies;
 }
 
 boost::asio::awaitable<Reply> Client::eval(Script script, std::vector<std::string> keys,
                                            std::vector<std::string> args) {
   Lane& lane = pick();
-  auto job = [&lane, script = std::move(script), keys = std::move(keys), args = std::move(args)] {
-    return lane.connection.eval(script, keys, args);
+  auto call = std::make_shared<const EvalArgs>(EvalArgs{std::move(script), std::move(keys), std::move(args)});
+  auto job = [&lane, call] {
+    const auto ticket = lane.connection.append_eval(call->script, call->keys, call->args);
+    return [&lane, call, ticket] {
+      return lane.connection.take_eval(ticket, call->script, call->keys, call->args);
+    };
   };
-  Reply reply = co_await lane.worker.run(std::move(job));
+  Reply reply = co_await lane.worker.run_staged(std::move(job));
   co_return reply;
 }
 

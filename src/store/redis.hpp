@@ -1,16 +1,25 @@
 #pragma once
 // Redis access. `Connection` is hiredis' synchronous API owned by exactly one
 // thread (a BlockingWorker or a dedicated loop thread); `Client` is the async
-// facade io threads use, a few workers each owning a Connection.
+// facade io threads use, a few workers ("lanes") each owning a Connection.
+//
+// Client pipelines automatically (as ioredis and StackExchange.Redis do):
+// when a lane's worker wakes it writes every command, pipeline and eval
+// queued on it at once and then reads their replies in order, so a burst of
+// N callers costs one round trip, not N. Each caller still gets its own
+// reply or error; run() jobs, which need the connection to themselves, are
+// never part of such a round (FIFO order around them holds).
 
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/blocking_worker.hpp"
@@ -76,6 +85,30 @@ class Connection {
   // Pipelined EVALSHA of one script over many calls.
   std::vector<Reply> eval_pipeline(const Script& script, const std::vector<EvalCall>& calls);
 
+  // Split form of command(): append() queues the command (connecting if
+  // needed) without any I/O; take() flushes what is queued and returns that
+  // command's reply. Replies may be taken in any order: take() keeps the
+  // replies it reads before the one asked for until they are taken (every
+  // appended command's reply must be taken once, also after a failure). A
+  // take() whose reply was not read before the connection the command went
+  // out on failed throws RedisError.
+  struct Ticket {
+    std::uint64_t connection = 0;  // connects() when appended
+    std::uint64_t index = 0;       // position in that connection's reply stream
+  };
+  Ticket append(const std::vector<std::string>& args);
+  Reply take(Ticket ticket);
+  // take() of each, in order; all are taken, the first failure is thrown.
+  std::vector<Reply> take_all(const std::vector<Ticket>& tickets);
+  // EVALSHA of `script`, appended (SCRIPT LOAD first, synchronously, if this
+  // connection has not loaded it yet).
+  Ticket append_eval(const Script& script, const std::vector<std::string>& keys,
+                     const std::vector<std::string>& args);
+  // The reply of append_eval()'s ticket; on NOSCRIPT reloads the script and
+  // runs the call again (a NOSCRIPT call did not run).
+  Reply take_eval(Ticket ticket, const Script& script, const std::vector<std::string>& keys,
+                  const std::vector<std::string>& args);
+
   // Whether a connection is open, and how many were made so far. A call
   // connects only at its start, and only when there is no connection (the
   // first call, or one after a call that failed and threw): what a caller
@@ -93,6 +126,11 @@ class Connection {
   redisContext* context_ = nullptr;
   std::uint64_t connects_ = 0;
   std::vector<std::pair<std::string, std::string>> loaded_;  // source -> sha1
+  std::uint64_t appended_ = 0;                               // commands appended on this connection
+  std::uint64_t read_ = 0;                                   // replies read from it
+  // Read, not yet taken, by (connection, index). Kept across a drop(): the
+  // replies read before the connection failed are still their callers'.
+  std::map<std::pair<std::uint64_t, std::uint64_t>, Reply> early_;
 };
 
 class Client {
@@ -111,6 +149,9 @@ class Client {
   // With a deadline (limits.max_wait) the job may still run after its caller
   // gave up, so it must own what it touches (no captures by reference).
   boost::asio::awaitable<void> run(std::function<void(Connection&)> job);
+
+  // Pipelined rounds run so far, over all lanes (for tests and metrics).
+  std::uint64_t rounds() const;
 
  private:
   struct Lane;

@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <future>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -20,6 +23,13 @@ using rtmc::redis::Connection;
 using rtmc::redis::RedisError;
 using rtmc::redis::Reply;
 using rtmc::redis::Script;
+
+void itest_run(boost::asio::io_context& io, boost::asio::awaitable<void> task) {
+  io.restart();
+  auto done = boost::asio::co_spawn(io, std::move(task), boost::asio::use_future);
+  io.run();
+  done.get();
+}
 
 std::string random_suffix() {
   std::random_device rd;
@@ -339,6 +349,157 @@ TEST_F(RedisTest, AsyncClientFromCoroutines) {
       boost::asio::use_future);
   io.run();
   EXPECT_EQ(done.get(), "222");
+}
+
+// Holds a one-lane client's worker in a run() job until release(), so the
+// calls issued meanwhile all wait in its queue and go out as one round.
+class LaneBlocker {
+ public:
+  LaneBlocker(boost::asio::io_context& io, rtmc::redis::Client& client) {
+    io.restart();
+    auto released = release_.get_future().share();
+    auto started = started_;
+    boost::asio::co_spawn(io, client.run([released, started](Connection&) {
+      *started = true;
+      released.wait();
+    }),
+                          boost::asio::detached);
+    while (!*started) io.poll();
+  }
+  void release() { release_.set_value(); }
+
+ private:
+  std::promise<void> release_;
+  std::shared_ptr<std::atomic<bool>> started_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+// Auto-pipelining: many callers on one lane, their commands, pipelines and
+// evals written in one round, each gets its own reply.
+TEST_F(RedisTest, ManyConcurrentCallersOnOneLaneGetTheirOwnReplies) {
+  boost::asio::io_context io;
+  rtmc::redis::Client client(config_, 1);
+  constexpr int kCallers = 600;
+  std::vector<std::string> got(kCallers);
+  int failures = 0;
+  LaneBlocker blocker(io, client);
+  for (int i = 0; i < kCallers; ++i) {
+    boost::asio::co_spawn(
+        io,
+        [&, i]() -> boost::asio::awaitable<void> {
+          const std::string mine = "caller-" + std::to_string(i);
+          if (i % 3 == 0) {
+            std::vector<std::string> echo{"ECHO", mine};
+            Reply reply = co_await client.command(std::move(echo));
+            got[i] = reply.str;
+          } else if (i % 3 == 1) {
+            std::vector<std::vector<std::string>> commands{{"SET", key(mine), mine}, {"GET", key(mine)}};
+            auto replies = co_await client.pipeline(std::move(commands));
+            got[i] = replies.at(0).str == "OK" ? replies.at(1).str : "bad SET reply";
+          } else {
+            std::vector<std::string> args{mine};
+            Script script("return ARGV[1]");
+            std::vector<std::string> no_keys;
+            Reply reply = co_await client.eval(std::move(script), std::move(no_keys), std::move(args));
+            got[i] = reply.str;
+          }
+        },
+        [&](std::exception_ptr e) {
+          if (e) ++failures;
+        });
+  }
+  io.poll();  // every caller has queued its call behind the blocker
+  const auto rounds_before = client.rounds();
+  blocker.release();
+  io.run();
+  EXPECT_EQ(failures, 0);
+  for (int i = 0; i < kCallers; ++i) EXPECT_EQ(got[i], "caller-" + std::to_string(i));
+  EXPECT_EQ(client.rounds() - rounds_before, 1u);
+}
+
+// The script cache is flushed by a command in the middle of a round: the
+// evals after it get NOSCRIPT, reload and run again; every caller gets its
+// own answer, and no call runs twice.
+TEST_F(RedisTest, NoscriptInTheMiddleOfARoundIsRetriedPerCall) {
+  boost::asio::io_context io;
+  rtmc::redis::Client client(config_, 1);
+  const Script script("redis.call('INCR', KEYS[1]); return ARGV[1]");
+  std::vector<std::string> results(5);
+  const auto eval = [&](int slot, std::string value) -> boost::asio::awaitable<void> {
+    std::vector<std::string> keys{key("runs")};
+    std::vector<std::string> args{std::move(value)};
+    Script copy = script;
+    Reply reply = co_await client.eval(std::move(copy), std::move(keys), std::move(args));
+    results[static_cast<std::size_t>(slot)] = reply.is_error() ? "error: " + reply.str : reply.str;
+  };
+  const auto command = [&](int slot, std::vector<std::string> args) -> boost::asio::awaitable<void> {
+    Reply reply = co_await client.command(std::move(args));
+    results[static_cast<std::size_t>(slot)] = reply.str;
+  };
+  itest_run(io, eval(0, "loaded"));  // the connection has the script cached now
+  results[0].clear();
+
+  LaneBlocker blocker(io, client);
+  boost::asio::co_spawn(io, eval(0, "a"), boost::asio::detached);
+  std::vector<std::string> flush{"SCRIPT", "FLUSH"};
+  boost::asio::co_spawn(io, command(1, std::move(flush)), boost::asio::detached);
+  boost::asio::co_spawn(io, eval(2, "b"), boost::asio::detached);
+  std::vector<std::string> echo{"ECHO", "between"};
+  boost::asio::co_spawn(io, command(3, std::move(echo)), boost::asio::detached);
+  boost::asio::co_spawn(io, eval(4, "c"), boost::asio::detached);
+  io.poll();
+  const auto rounds_before = client.rounds();
+  blocker.release();
+  io.run();
+  EXPECT_EQ(results, (std::vector<std::string>{"a", "OK", "b", "between", "c"}));
+  EXPECT_EQ(client.rounds() - rounds_before, 1u);
+  Connection check(config_);
+  EXPECT_EQ(check.command({"GET", key("runs")}).str, "4");
+}
+
+// The server closes the connection in the middle of a round (QUIT): the
+// callers before it got their replies, every caller after it gets a
+// RedisError, and the next call reconnects.
+TEST_F(RedisTest, AConnectionDropMidRoundFailsThatRoundsCallersAndTheNextCallReconnects) {
+  boost::asio::io_context io;
+  rtmc::redis::Client client(config_, 1);
+  std::vector<std::string> results(4);
+  const auto command = [&](int slot, std::vector<std::string> args) -> boost::asio::awaitable<void> {
+    try {
+      Reply reply = co_await client.command(std::move(args));
+      results[static_cast<std::size_t>(slot)] = reply.str;
+    } catch (const RedisError&) {
+      results[static_cast<std::size_t>(slot)] = "RedisError";
+    }
+  };
+  const auto eval = [&](int slot) -> boost::asio::awaitable<void> {
+    try {
+      std::vector<std::string> args{"x"};
+      Script script("return ARGV[1]");
+      std::vector<std::string> no_keys;
+      Reply reply = co_await client.eval(std::move(script), std::move(no_keys), std::move(args));
+      results[static_cast<std::size_t>(slot)] = reply.str;
+    } catch (const RedisError&) {
+      results[static_cast<std::size_t>(slot)] = "RedisError";
+    }
+  };
+  LaneBlocker blocker(io, client);
+  std::vector<std::string> set{"SET", key("before"), "1"};
+  boost::asio::co_spawn(io, command(0, std::move(set)), boost::asio::detached);
+  std::vector<std::string> quit{"QUIT"};
+  boost::asio::co_spawn(io, command(1, std::move(quit)), boost::asio::detached);
+  std::vector<std::string> get{"GET", key("before")};
+  boost::asio::co_spawn(io, command(2, std::move(get)), boost::asio::detached);
+  boost::asio::co_spawn(io, eval(3), boost::asio::detached);
+  io.poll();
+  blocker.release();
+  io.run();
+  EXPECT_EQ(results, (std::vector<std::string>{"OK", "OK", "RedisError", "RedisError"}));
+
+  std::vector<std::string> again{"GET", key("before")};
+  io.restart();
+  auto reply = boost::asio::co_spawn(io, client.command(std::move(again)), boost::asio::use_future);
+  io.run();
+  EXPECT_EQ(reply.get().str, "1");
 }
 
 TEST_F(RedisTest, AsyncClientErrorsReachTheCoroutine) {
