@@ -292,34 +292,6 @@ ConnsTally run_slice(const ConnsOptions&, const ConnsContext& context, const std
   return tally;
 }
 
-std::string read_line_from(int fd) {
-  std::string line;
-  char c = 0;
-  while (true) {
-    ssize_t got = ::read(fd, &c, 1);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0 || c == '\n') break;
-    line += c;
-  }
-  return line;
-}
-
-void write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t wrote = ::write(fd, data.data(), data.size());
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote <= 0) return;
-    data.remove_prefix(static_cast<std::size_t>(wrote));
-  }
-}
-
-struct Child {
-  pid_t pid = -1;
-  int from_child = -1;  // its tally line
-  int to_child = -1;    // one byte (or EOF): close the connections now
-  std::pair<int, int> range;
-};
-
 // Runs every slice (forking above per_process) and calls `settled` with the
 // merged tally while every connection is still open.
 ConnsTally run_all(const ConnsOptions& options, const ConnsContext& context,

@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -196,6 +197,27 @@ std::uint64_t raise_fd_limit() {
     getrlimit(RLIMIT_NOFILE, &limit);
   }
   return limit.rlim_cur;
+}
+
+std::string read_line_from(int fd) {
+  std::string line;
+  char c = 0;
+  while (true) {
+    ssize_t got = ::read(fd, &c, 1);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0 || c == '\n') break;
+    line += c;
+  }
+  return line;
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t wrote = ::write(fd, data.data(), data.size());
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) return;
+    data.remove_prefix(static_cast<std::size_t>(wrote));
+  }
 }
 
 }  // namespace rtmc::bench

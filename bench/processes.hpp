@@ -1,12 +1,15 @@
 #pragma once
 // The processes around a bench run: the redis-server it starts for the
-// comparison, and the memory/CPU figures of a server process read from /proc.
+// comparison, the memory/CPU figures of a server process read from /proc, and
+// the pipes between a load run and the worker processes it forks.
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace rtmc::bench {
 
@@ -43,5 +46,21 @@ std::optional<ProcessSample> sample_process(pid_t pid);
 
 // Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
 std::uint64_t raise_fd_limit();
+
+// A forked load worker as its parent sees it: it writes one tally line, then
+// waits for one byte (or EOF) on its pipe before closing its connections.
+struct Child {
+  pid_t pid = -1;
+  int from_child = -1;  // its tally line
+  int to_child = -1;    // one byte (or EOF): close the connections now
+  std::pair<int, int> range;
+};
+
+// One line from a pipe, without its '\n' (what was read before EOF or an
+// error otherwise); retries on EINTR.
+std::string read_line_from(int fd);
+// Writes all of `data`, retrying on EINTR; stops silently when the reader is
+// gone (the parent sees a missing tally).
+void write_all(int fd, std::string_view data);
 
 }  // namespace rtmc::bench

@@ -27,6 +27,7 @@
 
 #include "chat/http_client.hpp"
 #include "client_io.hpp"
+#include "processes.hpp"
 #include "wire.hpp"
 
 namespace rtmc::bench {
@@ -366,34 +367,6 @@ StormTally run_slice(const StormConfig& config, int begin, int end, std::int64_t
   }
   return tally;
 }
-
-std::string read_line_from(int fd) {
-  std::string line;
-  char c = 0;
-  while (true) {
-    ssize_t got = ::read(fd, &c, 1);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0 || c == '\n') break;
-    line += c;
-  }
-  return line;
-}
-
-void write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t wrote = ::write(fd, data.data(), data.size());
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote <= 0) return;
-    data.remove_prefix(static_cast<std::size_t>(wrote));
-  }
-}
-
-struct Child {
-  pid_t pid = -1;
-  int from_child = -1;  // its tally line
-  int to_child = -1;    // one byte (or EOF): close the connections now
-  std::pair<int, int> range;
-};
 
 // In the child: run the slice, report the tally, wait for the word to close.
 [[noreturn]] void child_main(const StormConfig& config, const Child& self, int up, int down,
