@@ -191,39 +191,60 @@ TEST_F(Rooms, AJoinDuringFastSendingGetsEverySeqAfterJoinedOnceInOrder) {
   auto sender = connect(kGatewayA, alice, "alice@A(sender)");
   ASSERT_EQ(sender->join(room), 0);
 
-  constexpr int kMessagesToSend = 6000;
-  Collector acks(*sender);
-  std::thread sending([&] {
-    for (int i = 1; i <= kMessagesToSend; ++i) sender->send(room, numbered("s", i), "x");
+  // The sender keeps at most kInFlight messages unanswered (so it cannot
+  // finish before the joiners ran, however fast the pipeline is against its
+  // reader) and sends until every joiner had its turn.
+  constexpr std::size_t kInFlight = 300;
+  constexpr std::size_t kTurns = 12;
+  constexpr std::int64_t kWindow = 100;
+  Collector acks(*sender);  // an ack and the sender's own copy per message
+  std::atomic<bool> stop_sending{false};
+  std::atomic<std::int64_t> sent{0};
+  // A jthread: if a read below throws, the sender is stopped and joined and
+  // the test fails with the reason instead of std::terminate.
+  std::jthread sending([&](std::stop_token stop) {
+    for (std::int64_t i = 1; !stop.stop_requested() && !stop_sending; ++i) {
+      while (2 * static_cast<std::size_t>(i - 1) > acks.size() + 2 * kInFlight && !stop.stop_requested())
+        std::this_thread::sleep_for(1ms);
+      sender->send(room, numbered("s", i), "x");
+      sent = i;
+    }
   });
   struct Joined {
     std::int64_t seq;
     std::vector<std::int64_t> seqs;
   };
   std::vector<Joined> windows;
-  // Joiners in turn while the sender runs (until about two thirds of its
-  // messages came back: an ack and its own copy each); each reads 100 seqs
-  // past its join, then leaves (gateway B unbinds the room), and the next
-  // joins.
-  while (acks.size() < kMessagesToSend * 4 / 3 && windows.size() < 20) {
+  // Joiners in turn while the sender runs; each reads 100 seqs past its join,
+  // then leaves (gateway B unbinds the room), and the next joins.
+  while (windows.size() < kTurns) {
     auto joiner = connect(kGatewayB, bob, numbered("bob@B#", static_cast<std::int64_t>(windows.size())));
     const auto seq = joiner->join(room);
-    windows.push_back({seq, read_seqs(*joiner, room, seq + 100)});
+    windows.push_back({seq, read_seqs(*joiner, room, seq + kWindow)});
     joiner->close();
   }
-  // The last one stays to the end.
+  // The last one joins while the sender still runs and stays to the end.
   auto last = connect(kGatewayB, bob, "bob@B(last)");
   const auto last_joined = last->join(room);
+  std::this_thread::sleep_for(50ms);
+  stop_sending = true;
   sending.join();
-  auto final_seqs = read_seqs(*last, room, kMessagesToSend, 60s);
+  const auto final_seq = sent.load();
+  ASSERT_LT(last_joined, final_seq) << "the last joiner joined while the sender ran";
+  auto final_seqs = read_seqs(*last, room, final_seq, 60s);
+  const auto every_ack = [&](const Collector::Frames& frames) {
+    // Presence frames of the joiners arrive too; count only when enough.
+    const auto wanted = static_cast<std::size_t>(final_seq);
+    return frames.size() >= 2 * wanted && count_type(frames, "ack") == wanted;
+  };
+  EXPECT_TRUE(acks.wait_until(every_ack, 30s)) << "every send acked";
   acks.stop();
 
-  ASSERT_GE(windows.size(), 2u) << "the sender finished before the joiners ran; nothing was raced";
   for (const auto& window : windows) {
     SCOPED_TRACE(numbered("joined at ", window.seq));
-    expect_every_seq(window.seqs, window.seq, window.seq + 100);
+    expect_every_seq(window.seqs, window.seq, window.seq + kWindow);
   }
-  expect_every_seq(final_seqs, last_joined, kMessagesToSend);
+  expect_every_seq(final_seqs, last_joined, final_seq);
   last->expect_silence(300ms);
 }
 
