@@ -187,7 +187,11 @@ void WsTransport::flush() {
   writing_ = true;
   in_flight_ = std::move(queue_.front());
   queue_.pop_front();
-  ws_.async_write(asio::buffer(*in_flight_),
+  // Frames are rendered once for every transport, as lines; a message
+  // carries the JSON alone.
+  std::string_view text(*in_flight_);
+  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  ws_.async_write(asio::buffer(text.data(), text.size()),
                   [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
                     self->queued_bytes_ -= self->in_flight_->size();
                     self->in_flight_.reset();
