@@ -115,8 +115,11 @@ void WsTransport::on_read(const std::shared_ptr<ClientConnection>& connection,
   if (!connection->reading()) return;
   if (ec) {
     // Beast answered a close frame, or failed the connection itself with
-    // the fitting code (1007 for invalid UTF-8, 1002 for a protocol error).
-    connection->close(ec == websocket::error::closed ? CloseReason::client_closed : CloseReason::read_error);
+    // the fitting code (1007 for invalid UTF-8, 1002 for a protocol error);
+    // a peer gone without a close frame is a close too, as on TCP.
+    const bool closed_by_peer =
+        ec == websocket::error::closed || ec == asio::error::eof || ec == asio::error::connection_reset;
+    connection->close(closed_by_peer ? CloseReason::client_closed : CloseReason::read_error);
     return;
   }
   if (message_.size() > max_message_bytes_) {
