@@ -200,7 +200,10 @@ void WsTransport::flush() {
                     self->in_flight_.reset();
                     self->writing_ = false;
                     if (ec) {
-                      self->write_failed();
+                      // The peer's close frame (answered by the read side)
+                      // ends writing too.
+                      self->write_failed(ec == websocket::error::closed ? CloseReason::client_closed
+                                                                        : CloseReason::write_error);
                       return;
                     }
                     self->flush();
@@ -223,9 +226,9 @@ void WsTransport::send_close() {
 
 // The socket is closed first, so the connection's close (which closes its
 // transport) finds nothing left to write.
-void WsTransport::write_failed() {
+void WsTransport::write_failed(CloseReason reason) {
   finish_close();
-  if (auto connection = connection_.lock()) connection->close(CloseReason::write_error);
+  if (auto connection = connection_.lock()) connection->close(reason);
 }
 
 void WsTransport::close(CloseReason reason, SharedFrame last, bool drop_queued) {

@@ -75,7 +75,7 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   boost::asio::awaitable<void> handle_message(std::shared_ptr<ClientConnection> connection);
   void flush();
   void send_close();
-  void write_failed();
+  void write_failed(CloseReason reason);
   void finish_close();
 
   Stream ws_;

@@ -2,7 +2,9 @@
 // One HTTP/1.1 connection ("connection", not "session": a session is a
 // login): reads requests with size limits and timeouts, hands each to the
 // Router, writes the answer, keeps the connection alive when both sides want
-// it. Requests on one connection are served one at a time, in order.
+// it. Requests on one connection are served one at a time, in order. A
+// request to an UpgradeRoute's path goes to that route instead of the
+// Router (a WebSocket upgrade takes the socket away).
 //
 // Threading: a connection lives on the io_context its socket was accepted
 // onto (one thread per io_context) for its whole life, so neither it nor its
