@@ -12,7 +12,9 @@
 # current build. Environment overrides: BUILD_DIR (default build/),
 # STACK_DIR (.stack/), REDIS_PORT (6380), AMQP_PORT (5673), PG_PORT (5433),
 # RTMC_API_LISTEN (127.0.0.1:8080), RTMC_GATEWAY_LISTEN (127.0.0.1:7000),
-# RTMC_GATEWAY_HTTP_LISTEN (127.0.0.1:7080, the gateway's /healthz and /metrics),
+# RTMC_GATEWAY_HTTP_LISTEN (127.0.0.1:7080, the gateway's /healthz, /metrics and
+# WebSocket /ws), RTMC_WS_ORIGINS (the api's origin under 127.0.0.1 and
+# localhost: the pages it serves may open the gateway's WebSocket),
 # RTMC_SYNCER_HTTP_LISTEN (127.0.0.1:7090, the syncer's /healthz and /metrics),
 # REDIS_MAXMEMORY (1gb), RTMC_SKIP_DEPS=1 (no package check), RTMC_SKIP_BUILD=1.
 set -euo pipefail
@@ -28,6 +30,16 @@ export PG_PORT=${PG_PORT:-5433}
 api_listen=${RTMC_API_LISTEN:-127.0.0.1:8080}
 gateway_listen=${RTMC_GATEWAY_LISTEN:-127.0.0.1:7000}
 gateway_http_listen=${RTMC_GATEWAY_HTTP_LISTEN:-127.0.0.1:7080}
+# The origin a browser gives the api's pages, under both loopback names when
+# the api listens on one of them.
+api_origins() {
+  local host=${api_listen%:*} port=${api_listen##*:}
+  case $host in
+    127.0.0.1 | localhost) echo "http://127.0.0.1:$port,http://localhost:$port" ;;
+    *) echo "http://$api_listen" ;;
+  esac
+}
+ws_origins=${RTMC_WS_ORIGINS:-$(api_origins)}
 syncer_http_listen=${RTMC_SYNCER_HTTP_LISTEN:-127.0.0.1:7090}
 
 api_bin=$build_dir/src/api/rtmc-api
@@ -66,6 +78,7 @@ server_env() {
   export RTMC_API_LISTEN=$api_listen
   export RTMC_GATEWAY_LISTEN=$gateway_listen
   export RTMC_GATEWAY_HTTP_LISTEN=$gateway_http_listen
+  export RTMC_WS_ORIGINS=$ws_origins
   export RTMC_SYNCER_HTTP_LISTEN=$syncer_http_listen
 }
 
@@ -153,6 +166,8 @@ rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
   api      http://$api_listen     (GET /healthz, /users/NAME/status, /rooms, /rooms/NAME/messages,
                                      POST /register, /login, /logout, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
+           ws://$gateway_http_listen/ws  (WebSocket, one JSON object per text message;
+                                     origins $ws_origins)
            http://$gateway_http_listen     (GET /healthz, /metrics)
   syncer   http://$syncer_http_listen     (GET /healthz with the backlog per shard, /metrics)
   redis    127.0.0.1:$REDIS_PORT   rabbitmq amqp://127.0.0.1:$AMQP_PORT   postgres 127.0.0.1:$PG_PORT
@@ -162,6 +177,7 @@ Chat (each in its own terminal; asks for a password, --register creates the
 user the first time, joins room "lobby"; /help inside):
   $chat --user alice --register
   $chat --user bob --register
+or over WebSocket at ws://$gateway_http_listen/ws (the same frames, one per text message).
 
 Service URLs with credentials for your own shell:  source $(shown "$stack_dir")/env
   then e.g. redis-cli -u "\$RTMC_REDIS", psql "\$RTMC_PG"

@@ -9,6 +9,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -16,6 +17,8 @@
 #include <boost/json/parse.hpp>
 #include <cerrno>
 #include <chrono>
+#include <future>
+#include <optional>
 #include <thread>
 
 namespace rtmc::server {
@@ -39,8 +42,18 @@ class Client {
   HttpResponse get(const std::string& target) {
     http::request<http::string_body> request{http::verb::get, target, 11};
     request.set(http::field::host, "127.0.0.1");
+    return send(request);
+  }
+  HttpResponse send(http::request<http::string_body>& request) {
     http::write(socket_, request);
     return receive();
+  }
+  // Raw bytes, up to `size` (a protocol after an upgrade).
+  std::string read_raw(std::size_t size) {
+    std::string bytes(size, '\0');
+    auto n = ::recv(socket_.native_handle(), bytes.data(), bytes.size(), 0);
+    bytes.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    return bytes;
   }
   HttpResponse receive() {
     HttpResponse response;
@@ -56,6 +69,7 @@ class Client {
     return n == 0 || (n < 0 && errno == ECONNRESET);
   }
   void close() { socket_.close(); }
+  tcp::socket& socket() { return socket_; }
 
  private:
   net::io_context context_;
@@ -186,6 +200,45 @@ TEST_F(HttpServerTest, StopClosesIdleConnectionsAndEnds) {
   server->stop();
   server->wait();
   EXPECT_TRUE(client.closed_by_server());
+}
+
+// An UpgradeRoute sees every request to its path: it answers (the
+// connection stays HTTP) or takes the socket (the HTTP connection ends and
+// leaves the socket open to its new owner).
+TEST_F(HttpServerTest, AnUpgradeRouteAnswersOrTakesTheSocket) {
+  HttpServerConfig config;
+  auto taken = std::make_shared<std::promise<tcp::socket>>();
+  config.upgrades.push_back(
+      {"/up",
+       [taken](Request& request, tcp::socket& socket, boost::beast::flat_buffer&) -> std::optional<Response> {
+         if (request["X-Take"] != "yes") return json_response(http::status::forbidden, R"({"error":"no"})");
+         boost::system::error_code ignored;
+         net::write(socket, net::buffer(std::string_view("taken\n")), ignored);
+         taken->set_value(std::move(socket));
+         return std::nullopt;
+       }});
+  start(config);
+  Client client(port());
+  http::request<http::string_body> request{http::verb::get, "/up?x=1", 11};
+  request.set(http::field::host, "127.0.0.1");
+  EXPECT_EQ(client.send(request).result(), http::status::forbidden);
+  // Still HTTP after a refusal; the Router serves the other paths.
+  EXPECT_EQ(client.get("/healthz").result(), http::status::ok);
+
+  request.set("X-Take", "yes");
+  http::write(client.socket(), request);
+  EXPECT_EQ(client.read_raw(64), "taken\n");
+  auto future = taken->get_future();
+  ASSERT_EQ(future.wait_for(5s), std::future_status::ready);
+  auto socket = future.get();
+  EXPECT_TRUE(socket.is_open());
+  for (int i = 0; i < 100 && metrics.connections_open() != 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(metrics.connections_open(), 0u);
+  // The socket lives on with its new owner.
+  boost::system::error_code ec;
+  net::write(socket, net::buffer(std::string_view("still here")), ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(client.read_raw(64), "still here");
 }
 
 }  // namespace
