@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -451,6 +452,36 @@ TEST_F(ApiItest, UnknownPathAndWrongMethod) {
   EXPECT_EQ(wrong.result(), http::status::method_not_allowed);
   EXPECT_EQ(wrong[http::field::allow], "POST");
   EXPECT_EQ(error_of(wrong), "method_not_allowed");
+}
+
+// What --list-routes prints (ApiServer::routes) is what the running server
+// serves: each listed method and path (parameters filled in) reaches a
+// handler, never the router's own 404 or 405.
+TEST_F(ApiItest, ListedRoutesAreServed) {
+  const auto routes = ApiServer::routes(*config_);
+  ASSERT_FALSE(routes.empty());
+  EXPECT_NE(std::find(routes.begin(), routes.end(), "POST /refresh"), routes.end());
+  const auto unrouted =
+      json::serialize(json::object{{"error", "not_found"}, {"message", "no such endpoint"}});
+  for (const auto& route : routes) {
+    const auto space = route.find(' ');
+    ASSERT_NE(space, std::string::npos) << route;
+    std::string target;
+    for (std::size_t i = space + 1; i < route.size(); ++i) {
+      if (route[i] != '{') {
+        target += route[i];
+        continue;
+      }
+      target += "x1";
+      i = route.find('}', i);
+    }
+    const auto method = http::string_to_verb(route.substr(0, space));
+    ASSERT_NE(method, http::verb::unknown) << route;
+    Client client(port());
+    auto response = client.send(method, target);
+    EXPECT_NE(response.result(), http::status::method_not_allowed) << route;
+    EXPECT_NE(response.body(), unrouted) << route;
+  }
 }
 
 TEST_F(ApiItest, HealthzAndMetrics) {

@@ -102,6 +102,11 @@ class NoBackends final : public UserStore,
   static Unavailable none() { return Unavailable("a route-listing service has no backends"); }
 };
 
+ServiceConfig service_config(const ApiConfig& config) {
+  return ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
+                       config.rate_limits, config.health_cache};
+}
+
 const ApiConfig& checked(const ApiConfig& config) {
   if (config.common.auth.jwt_secret.empty())
     throw std::invalid_argument("ApiConfig: auth.jwt_secret is empty");
@@ -135,8 +140,7 @@ struct ApiServer::Impl {
         status(redis, pg, config.common.presence.status_cache_ttl),
         messages(publisher),
         history(redis, pg, config.common.amqp.ingest_shards),
-        service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
-                              config.rate_limits, config.health_cache},
+        service(service_config(config),
                 ApiBackends{users, sessions, login_hasher, register_hasher, messages, rate_limits, health,
                             status, history},
                 tokens, metrics) {
@@ -172,8 +176,7 @@ std::vector<std::string> ApiServer::routes(const ApiConfig& config) {
   // Signs nothing: only ApiService's constructor wants a TokenService.
   const auth::TokenService tokens(std::string(auth::TokenService::kMinSecretBytes, 'x'),
                                   std::chrono::hours(1));
-  ApiService service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
-                                   config.rate_limits, config.health_cache},
+  ApiService service(service_config(config),
                      ApiBackends{none, none, none, none, none, none, none, none, none}, tokens, metrics);
   Router router;
   install_routes(router, service, config);
