@@ -665,12 +665,12 @@ TEST_F(ConnectionTest, ARefreshedConnectionOutlivesItsFirstToken) {
   auto fresh = tokens_.issue("alice");
   login_sessions_.also_live.insert(fresh.claims.jti);
   line(connection, refresh_line(fresh.token));
-  EXPECT_EQ(last().at("type").as_string(), "refreshed");
+  ASSERT_EQ(last().at("type").as_string(), "refreshed");
   login_sessions_.live_jti.clear();
   const int calls = login_sessions_.calls;
   io_.restart();
   io_.run_for(std::chrono::milliseconds(2200));
-  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  ASSERT_EQ(connection->state(), ClientConnection::State::open);
   EXPECT_GE(login_sessions_.calls, calls + 1) << "the session was re-checked";
   transport_->sent.clear();
   line(connection, refresh_line(issued.token, "1"));
