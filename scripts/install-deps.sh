@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages rtmc needs to build, test and run locally.
+# Installs the Debian 12 packages rtmc needs to build, test and run locally,
+# then the npm packages of the tests written for Node.js (`npm ci` from each
+# folder's committed package-lock.json): tests/openapi (the OpenAPI check).
 # Only calls apt-get when at least one package is missing (checked with
-# dpkg-query), so it is a no-op of a few milliseconds on a prepared machine.
+# dpkg-query), and npm when a lock file changed since its last `npm ci`, so
+# it is a no-op of a few milliseconds on a prepared machine.
 # Runs apt-get directly as root, through sudo otherwise.
 #
 # Note: on a machine with systemd, installing redis-server, rabbitmq-server and
@@ -24,6 +27,8 @@ packages=(
   # used by scripts/*.sh: curl (health checks), runuser/setsid (util-linux),
   # timeout/realpath/od (coreutils), clang-format (test.sh's format check)
   curl util-linux coreutils procps clang-format
+  # tests/openapi: Node.js runs the OpenAPI check (npm fetches its packages)
+  nodejs
 )
 
 missing=()
@@ -32,8 +37,34 @@ for package in "${packages[@]}"; do
   [[ $status == installed ]] || missing+=("$package")
 done
 
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+npm_folders=(tests/openapi)
+
+# npm ci in each folder unless its node_modules was installed from this very
+# package-lock.json (a stamp with its hash).
+install_npm_packages() {
+  local folder dir stamp hash
+  for folder in "${npm_folders[@]}"; do
+    dir=$repo_root/$folder
+    stamp=$dir/node_modules/.rtmc-lock-sha256
+    hash=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    if [[ -f $stamp && $(<"$stamp") == "$hash" ]]; then
+      echo "[install-deps] npm packages of $folder present"
+      continue
+    fi
+    echo "[install-deps] npm ci in $folder"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    printf '%s\n' "$hash" >"$stamp"
+  done
+}
+
+# Debian's nodejs comes without npm (NodeSource's includes it).
+command -v npm >/dev/null || dpkg-query -W -f='${db:Status-Status}' npm 2>/dev/null | grep -qx installed ||
+  missing+=(npm)
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "[install-deps] all ${#packages[@]} packages present"
+  install_npm_packages
   exit 0
 fi
 
@@ -52,3 +83,4 @@ started=$(date +%s)
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o Acquire::Retries=3 update
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_options[@]}" "${missing[@]}"
 echo "[install-deps] done in $(($(date +%s) - started))s"
+install_npm_packages

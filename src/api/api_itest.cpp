@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -369,6 +370,50 @@ TEST_F(ApiItest, LogoutEndsTheSession) {
   EXPECT_EQ(error_of(again), "unauthorized");
 }
 
+TEST_F(ApiItest, RefreshMakesANewSessionOfTheSameUserAndKeepsTheOldOne) {
+  Client client(port());
+  auto user = new_user(client);
+  const auto old_token = std::string(login(client, user).at("token").as_string());
+  const auth::TokenService verifier(kSecret, 3600s);
+  auto old_claims = verifier.verify(old_token, now_ms());
+  ASSERT_TRUE(old_claims);
+
+  auto response = client.send(http::verb::post, "/refresh", {}, old_token);
+  ASSERT_EQ(response.result(), http::status::ok) << response.body();
+  auto answer = body_of(response);
+  EXPECT_EQ(answer.size(), 3u) << response.body();
+  EXPECT_EQ(answer.at("user").as_string(), user);
+  const auto token = std::string(answer.at("token").as_string());
+  auto claims = verifier.verify(token, now_ms());
+  ASSERT_TRUE(claims);
+  EXPECT_EQ(claims->user, user);
+  EXPECT_NE(claims->jti, old_claims->jti);
+  EXPECT_EQ(answer.at("expires_at").as_int64(), claims->expires_at_ms);
+  // Written to Redis as a login writes it: the user under session:<jti>,
+  // expiring with the token.
+  EXPECT_EQ(redis_command({"GET", keys::session(claims->jti)}).str, user);
+  auto pttl = redis_command({"PTTL", keys::session(claims->jti)});
+  EXPECT_GT(pttl.integer, 3590 * 1000);
+  EXPECT_LE(pttl.integer, 3600 * 1000);
+  EXPECT_EQ(redis_command({"GET", keys::session(old_claims->jti)}).str, user);
+
+  // "{}" is as good as no body; both tokens work.
+  auto with_body = client.send(http::verb::post, "/refresh", "{}", token);
+  EXPECT_EQ(with_body.result(), http::status::ok) << with_body.body();
+  EXPECT_EQ(client.post("/publishMessage", {{"room", unique("r")}, {"body", "old"}}, old_token).result(),
+            http::status::accepted);
+  EXPECT_EQ(client.post("/publishMessage", {{"room", unique("r")}, {"body", "new"}}, token).result(),
+            http::status::accepted);
+
+  // Logging out one leaves the other; a logged-out or bad token is refused.
+  ASSERT_EQ(client.send(http::verb::post, "/logout", {}, old_token).result(), http::status::no_content);
+  auto refused = client.send(http::verb::post, "/refresh", {}, old_token);
+  EXPECT_EQ(refused.result(), http::status::unauthorized);
+  EXPECT_EQ(error_of(refused), "unauthorized");
+  EXPECT_EQ(client.send(http::verb::post, "/refresh", {}, "garbage").result(), http::status::unauthorized);
+  EXPECT_EQ(client.send(http::verb::post, "/refresh", {}, token).result(), http::status::ok);
+}
+
 TEST_F(ApiItest, PublishRejectsBadInput) {
   Client client(port());
   auto token = token_of_new_user(client);
@@ -407,6 +452,36 @@ TEST_F(ApiItest, UnknownPathAndWrongMethod) {
   EXPECT_EQ(wrong.result(), http::status::method_not_allowed);
   EXPECT_EQ(wrong[http::field::allow], "POST");
   EXPECT_EQ(error_of(wrong), "method_not_allowed");
+}
+
+// What --list-routes prints (ApiServer::routes) is what the running server
+// serves: each listed method and path (parameters filled in) reaches a
+// handler, never the router's own 404 or 405.
+TEST_F(ApiItest, ListedRoutesAreServed) {
+  const auto routes = ApiServer::routes(*config_);
+  ASSERT_FALSE(routes.empty());
+  EXPECT_NE(std::find(routes.begin(), routes.end(), "POST /refresh"), routes.end());
+  const auto unrouted =
+      json::serialize(json::object{{"error", "not_found"}, {"message", "no such endpoint"}});
+  for (const auto& route : routes) {
+    const auto space = route.find(' ');
+    ASSERT_NE(space, std::string::npos) << route;
+    std::string target;
+    for (std::size_t i = space + 1; i < route.size(); ++i) {
+      if (route[i] != '{') {
+        target += route[i];
+        continue;
+      }
+      target += "x1";
+      i = route.find('}', i);
+    }
+    const auto method = http::string_to_verb(route.substr(0, space));
+    ASSERT_NE(method, http::verb::unknown) << route;
+    Client client(port());
+    auto response = client.send(method, target);
+    EXPECT_NE(response.result(), http::status::method_not_allowed) << route;
+    EXPECT_NE(response.body(), unrouted) << route;
+  }
 }
 
 TEST_F(ApiItest, HealthzAndMetrics) {
