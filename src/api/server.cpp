@@ -9,6 +9,7 @@
 #include "api/metrics.hpp"
 #include "api/real_backends.hpp"
 #include "api/router.hpp"
+#include "api/web_assets.hpp"
 #include "auth/auth.hpp"
 #include "common/metrics.hpp"
 #include "server/http_server.hpp"
@@ -94,6 +95,7 @@ struct ApiServer::Impl {
                 tokens, metrics) {
     metrics.watch_status_cache(status.counters());
     service.install(router);
+    install_web_routes(router, config.ws_urls);
   }
 
   ApiConfig config;
