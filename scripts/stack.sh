@@ -66,6 +66,8 @@ server_env() {
   export RTMC_API_LISTEN=$api_listen
   export RTMC_GATEWAY_LISTEN=$gateway_listen
   export RTMC_GATEWAY_HTTP_LISTEN=$gateway_http_listen
+  # The web page opens the gateway's WebSocket (GET /config.json on the api).
+  export RTMC_API_WS_URL=ws://$gateway_http_listen/ws
   export RTMC_SYNCER_HTTP_LISTEN=$syncer_http_listen
 }
 
@@ -150,10 +152,13 @@ cmd_up() {
   cat <<EOF
 
 rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
-  api      http://$api_listen     (GET /healthz, /users/NAME/status, /rooms, /rooms/NAME/messages,
-                                     POST /register, /login, /logout, /publishMessage)
+
+Chat in a browser: open http://$api_listen/ (Register, then join a room, e.g. lobby)
+
+  api      http://$api_listen     (the web page at /; GET /healthz, /users/NAME/status, /rooms,
+                                     /rooms/NAME/messages, POST /register, /login, /logout, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
-           http://$gateway_http_listen     (GET /healthz, /metrics)
+           http://$gateway_http_listen     (GET /healthz, /metrics; WebSocket ws://$gateway_http_listen/ws)
   syncer   http://$syncer_http_listen     (GET /healthz with the backlog per shard, /metrics)
   redis    127.0.0.1:$REDIS_PORT   rabbitmq amqp://127.0.0.1:$AMQP_PORT   postgres 127.0.0.1:$PG_PORT
            (user rtmc everywhere; passwords in $(shown "$stack_dir")/secrets/)
