@@ -49,6 +49,7 @@ let lastFrameAt = 0;
 let pendingJoin = null; // the room the person just asked to join: shown once joined
 let focusComposer = false;
 let connections = 0; // authenticated connections so far (for the tests)
+let refreshed = 0; // `refreshed` frames so far (for the tests)
 
 // ------------------------------------------------------------------ errors
 
@@ -330,6 +331,7 @@ function onFrame(frame) {
         rerender = true;
         break;
       case "refreshed":
+        refreshed += 1;
         break;
       case "error":
         onError(change);
@@ -582,6 +584,9 @@ window.rtmc = {
   },
   get connections() {
     return connections;
+  },
+  get refreshed() {
+    return refreshed;
   },
 };
 
