@@ -1,8 +1,10 @@
-// Scroll-back across the Redis/PostgreSQL boundary: a gateway keeping only
-// 20 messages per room in Redis (--room-log-length 20), 60 messages written
-// to PostgreSQL by the test stack's syncer; the page shows the latest page
-// (stitched from both) on joining, then pages back to seq 1 when scrolled to
-// the top, each message once and in order.
+// Scroll-back across the Redis/PostgreSQL boundary: a gateway keeping 120
+// messages per room in Redis (--room-log-length 120, the least it takes
+// is 100), 150 messages, all written to PostgreSQL by the test stack's
+// syncer. The page shows the latest 50 on joining, then pages back (50 a
+// page) each time it is scrolled to the top: 51-100 from Redis, then 1-50,
+// whose 1-30 only PostgreSQL holds (the page straddles the boundary), each
+// message once and in order.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
@@ -33,7 +35,7 @@ before(async () => {
   const tcpPort = port(17001);
   [api, gateway, browser] = await Promise.all([
     stack.startApi({ apiPort, wsUrls: [`ws://127.0.0.1:${tcpPort + 1000}/ws`] }),
-    stack.startGateway({ tcpPort, origin: `http://127.0.0.1:${apiPort}`, args: ["--room-log-length", "20"] }),
+    stack.startGateway({ tcpPort, origin: `http://127.0.0.1:${apiPort}`, args: ["--room-log-length", "120"] }),
     launchBrowser(),
   ]);
   console.log(`# screenshots and logs: ${outputDir}`);
@@ -52,7 +54,7 @@ test("scroll-back pages from the Redis window into PostgreSQL down to the first 
   const tcp = new LineClient(gateway.tcpPort);
   await tcp.auth(writer.token);
   await tcp.join(room);
-  const total = 60;
+  const total = 150;
   for (let i = 1; i <= total; i++) tcp.send({ type: "send", room, id: `h${i}`, body: `history ${i}` });
   await waitFor("every send acknowledged", () => tcp.frames.filter((f) => f.type === "ack").length === total);
   await waitFor(`seq ${total} delivered`, () => tcp.messages(room).length === total);
@@ -71,13 +73,21 @@ test("scroll-back pages from the Redis window into PostgreSQL down to the first 
   page = await openPage(browser, api.url, { label: "reader", height: 600 });
   await loginInPage(page, reader.user, reader.password);
   await joinInPage(page, room);
-  // The latest page: 50 before the joined seq, 20 from Redis, 30 from PostgreSQL.
+  // The latest page: the 50 up to the joined seq.
   const latest = await waitForShown(page, 50);
-  assert.deepEqual(latest.map((m) => m.seq), Array.from({ length: 50 }, (_, i) => 11 + i));
+  assert.deepEqual(latest.map((m) => m.seq), Array.from({ length: 50 }, (_, i) => 101 + i));
   assert.equal(await page.isVisible("#older-button"), true);
   await screenshot(page, "history-latest-page");
 
-  // Scrolling to the top loads the rest.
+  // Each scroll to the top loads the page before (the view stays where it
+  // was, so the person scrolls up again).
+  for (const shown of [100, 150]) {
+    await page.$eval("#messages", (box) => {
+      box.scrollTop = 0;
+    });
+    await waitForShown(page, shown);
+    if (shown === 100) await screenshot(page, "history-second-page");
+  }
   await page.$eval("#messages", (box) => {
     box.scrollTop = 0;
   });
