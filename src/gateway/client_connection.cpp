@@ -56,6 +56,15 @@ const char* to_string(CloseReason reason) {
   return "unknown";
 }
 
+const char* to_string(TransportKind kind) {
+  switch (kind) {
+    case TransportKind::tcp: return "tcp";
+    case TransportKind::ws: return "ws";
+    case TransportKind::count_: break;
+  }
+  return "unknown";
+}
+
 ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionServices& services,
                                    ConnectionIndex& index, std::shared_ptr<Transport> transport)
     : executor_(std::move(executor)),
@@ -778,7 +787,8 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
   if (state_ != State::open) return;
   state_ = State::closing;
   auto& counters = services_.counters;
-  counters.closed[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
+  counters.closed[static_cast<int>(transport_->kind())][static_cast<int>(reason)].fetch_add(
+      1, std::memory_order_relaxed);
   counters.open.fetch_sub(1, std::memory_order_relaxed);
   counters.closing.fetch_add(1, std::memory_order_relaxed);
   if (reason == CloseReason::client_closed || reason == CloseReason::server_shutdown)
@@ -793,7 +803,7 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
   asio::post(executor_, [self = shared_from_this(), rooms = streams_.clear()] {
     self->index_.remove(self.get(), rooms);
   });
-  transport_->close(std::move(last), drop_queued);
+  transport_->close(reason, std::move(last), drop_queued);
   // What is recorded now is the close step's to undo; a connected() or
   // joined() still in flight is undone by the coroutine awaiting it.
   std::vector<std::string> rooms(presence_rooms_.begin(), presence_rooms_.end());

@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -36,16 +37,19 @@ class FakeTransport final : public Transport {
     if (stalled) queued += frame->size();
   }
   std::size_t queued_bytes() const override { return queued; }
-  void close(SharedFrame last, bool drop_queued) override {
+  void close(CloseReason reason, SharedFrame last, bool drop_queued) override {
     ++close_calls;
+    close_reason = reason;
     if (closed) return;
     closed = true;
     dropped_queue = drop_queued;
     if (last) sent.push_back(*last);
   }
   void flush_deferred() override {}
+  TransportKind kind() const override { return TransportKind::tcp; }
 
   std::vector<std::string> sent;
+  std::optional<CloseReason> close_reason;
   std::size_t queued = 0;
   bool stalled = false;
   bool closed = false;
@@ -296,7 +300,9 @@ class ConnectionTest : public ::testing::Test {
     }
     return out;
   }
-  std::uint64_t closed(CloseReason reason) const { return counters_.closed[static_cast<int>(reason)].load(); }
+  std::uint64_t closed(CloseReason reason) const {
+    return counters_.closed[static_cast<int>(TransportKind::tcp)][static_cast<int>(reason)].load();
+  }
   static std::string code_of(const std::string& text) {
     auto frame = protocol::parse_server_frame(text);
     return frame && frame->contains("code") ? std::string(frame->at("code").as_string()) : "";

@@ -1,6 +1,8 @@
 #pragma once
-// Why client connections end, and the gateway's connection counters.
-// Counters are atomics: any io thread updates them, the stats reader reads.
+// Why client connections end, which transport carried them, and the
+// gateway's connection counters. Counters are atomics: any io thread (and
+// the HTTP thread that admits WebSocket upgrades) updates them, the stats
+// reader reads.
 
 #include <atomic>
 #include <cstdint>
@@ -26,15 +28,25 @@ enum class CloseReason {
 };
 const char* to_string(CloseReason reason);
 
+// What carries a connection's frames (gateway/transport.hpp): newline-
+// delimited JSON over TCP, or one text message per frame over WebSocket.
+enum class TransportKind { tcp, ws, count_ };
+const char* to_string(TransportKind kind);
+inline constexpr int kTransportKinds = static_cast<int>(TransportKind::count_);
+inline constexpr int kCloseReasons = static_cast<int>(CloseReason::count_);
+
 struct GatewayCounters {
-  std::atomic<std::uint64_t> accepted{0};
-  // Incremented by whoever admits a connection (the accept loop), decremented
-  // by the connection's close; compared with --max-connections.
+  // Indexed by TransportKind.
+  std::atomic<std::uint64_t> accepted[kTransportKinds]{};
+  // Every transport together. Incremented by whoever admits a connection
+  // (the accept loop, the WebSocket upgrade), decremented by the
+  // connection's close; compared with --max-connections.
   std::atomic<std::int64_t> open{0};
   // Connections between their close and the end of their close step (the
   // presence clean-up): a stopping gateway waits for these.
   std::atomic<std::int64_t> closing{0};
-  std::atomic<std::uint64_t> closed[static_cast<int>(CloseReason::count_)]{};
+  // Indexed by TransportKind, then CloseReason.
+  std::atomic<std::uint64_t> closed[kTransportKinds][kCloseReasons]{};
   // Source of ClientConnection::id(): unique per gateway process (presence
   // records are keyed by gateway and connection id). fetch_add(1) is the id.
   std::atomic<std::uint64_t> next_connection_id{1};

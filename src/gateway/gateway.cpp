@@ -1,7 +1,9 @@
 #include "gateway/gateway.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -10,6 +12,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -23,6 +26,9 @@
 #include "gateway/presence_service.hpp"
 #include "gateway/store_ports.hpp"
 #include "gateway/tcp_line_transport.hpp"
+#include "gateway/ws_transport.hpp"
+#include "gateway/ws_upgrade.hpp"
+#include "server/http_error.hpp"
 #include "server/limits.hpp"
 #include "server/listener.hpp"
 #include "store/amqp.hpp"
@@ -114,7 +120,8 @@ struct Gateway::Impl {
     socket.write_some(asio::buffer(frame), ignored);
     socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
-    counters.closed[static_cast<int>(CloseReason::server_full)].fetch_add(1, std::memory_order_relaxed);
+    counters.closed[static_cast<int>(TransportKind::tcp)][static_cast<int>(CloseReason::server_full)]
+        .fetch_add(1, std::memory_order_relaxed);
   }
 
   asio::awaitable<void> accept_loop() {
@@ -131,7 +138,7 @@ struct Gateway::Impl {
         co_await pause.async_wait(nothrow);
         continue;
       }
-      counters.accepted.fetch_add(1, std::memory_order_relaxed);
+      counters.accepted[static_cast<int>(TransportKind::tcp)].fetch_add(1, std::memory_order_relaxed);
       if (counters.open.load(std::memory_order_relaxed) >=
           static_cast<std::int64_t>(config.max_connections)) {
         refuse(accepted);
@@ -150,6 +157,68 @@ struct Gateway::Impl {
     }
   }
 
+  // GET /ws on the HTTP thread: the request is checked there (ws_upgrade.hpp),
+  // admitted under --max-connections like a TCP client, and the socket
+  // moves to an io thread, where the handshake is answered and the
+  // connection lives. A refusal is an HTTP answer.
+  std::optional<server::Response> upgrade_ws(server::Request& request, asio::ip::tcp::socket& socket,
+                                             const boost::beast::flat_buffer& read_ahead) {
+    namespace http = boost::beast::http;
+    constexpr int ws = static_cast<int>(TransportKind::ws);
+    if (auto refusal = check_ws_upgrade(request, config.ws_origins)) return refusal;
+    // RFC 6455: no frame before the 101; Beast could not be handed these bytes.
+    if (read_ahead.size() != 0)
+      return server::error_response(server::HttpError(http::status::bad_request, "bad_request",
+                                                      "data sent before the upgrade was answered"),
+                                    request.version());
+    if (!accepting_ws.load())
+      return server::error_response(
+          server::HttpError(http::status::service_unavailable, "server_shutdown", "the gateway is stopping"),
+          request.version());
+    counters.accepted[ws].fetch_add(1, std::memory_order_relaxed);
+    if (counters.open.load(std::memory_order_relaxed) >= static_cast<std::int64_t>(config.max_connections)) {
+      counters.closed[ws][static_cast<int>(CloseReason::server_full)].fetch_add(1, std::memory_order_relaxed);
+      return server::error_response(
+          server::HttpError(http::status::service_unavailable, "server_full",
+                            "this gateway holds as many connections as it may; try another"),
+          request.version());
+    }
+    IoThread& thread =
+        *io_threads[next_ws_thread.fetch_add(1, std::memory_order_relaxed) % io_threads.size()];
+    boost::system::error_code ec;
+    const auto protocol = socket.local_endpoint(ec).protocol();
+    asio::ip::tcp::socket moved(thread.io);
+    if (!ec) {
+      const auto fd = socket.release(ec);
+      if (!ec) moved.assign(protocol, fd, ec);
+      if (ec && fd >= 0) ::close(fd);
+    }
+    if (ec) {
+      spdlog::warn("websocket upgrade: the socket could not move to an io thread: {}", ec.message());
+      counters.closed[ws][static_cast<int>(CloseReason::internal)].fetch_add(1, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+    counters.open.fetch_add(1, std::memory_order_relaxed);
+    // The connection's whole life is on its io thread.
+    asio::post(thread.io, [this, &thread, socket = std::move(moved), request = std::move(request)]() mutable {
+      if (!accepting_ws.load()) {
+        // Admitted while the gateway began to stop, after its connections
+        // were told: this one goes without a word, as if never accepted.
+        counters.closed[ws][static_cast<int>(CloseReason::server_shutdown)].fetch_add(
+            1, std::memory_order_relaxed);
+        counters.open.fetch_sub(1, std::memory_order_relaxed);
+        return;
+      }
+      auto transport =
+          std::make_shared<WsTransport>(std::move(socket), thread, config.max_line_bytes, config.heartbeat);
+      auto connection = std::make_shared<ClientConnection>(thread.io.get_executor(), services,
+                                                           thread.connections, transport);
+      connection->start();
+      transport->start(connection, std::move(request));
+    });
+    return std::nullopt;
+  }
+
   // Close reasons are counted so operators can see why clients leave (slow
   // consumers, auth failures...) without reading every connection's line.
   asio::awaitable<void> report_stats() {
@@ -162,14 +231,19 @@ struct Gateway::Impl {
       if (ec) co_return;
       // The same snapshot /metrics renders (http_endpoints.hpp).
       const auto counts = counts_of(counters)();
-      std::uint64_t closed_total = 0;
-      std::string reasons;
-      for (const auto& [reason, count] : counts.closed_by_reason) {
-        closed_total += count;
-        if (count) reasons += fmt::format(" {}={}", reason, count);
+      std::string line;
+      for (const auto& by : counts.transports) {
+        std::uint64_t closed_total = 0;
+        std::string reasons;
+        for (const auto& [reason, count] : by.closed_by_reason) {
+          closed_total += count;
+          if (count) reasons += fmt::format(" {}={}", reason, count);
+        }
+        if (by.accepted == 0 && closed_total == 0) continue;
+        if (!line.empty()) line += "; ";
+        line += fmt::format("{}: connections={} accepted={} closed={}{}", by.transport,
+                            by.accepted - closed_total, by.accepted, closed_total, reasons);
       }
-      auto line = fmt::format("connections={} accepted={} closed={}{}", counts.accepted - closed_total,
-                              counts.accepted, closed_total, reasons);
       if (line != last) spdlog::info("gateway stats: {}", line);
       last = std::move(line);
     }
@@ -222,6 +296,9 @@ struct Gateway::Impl {
   std::unique_ptr<Fanout> fanout;
   std::unique_ptr<Sequencer> sequencer;
   std::unique_ptr<HttpEndpoints> http;
+  // Cleared when the gateway starts to stop: /ws upgrades are refused.
+  std::atomic<bool> accepting_ws{true};
+  std::atomic<std::size_t> next_ws_thread{0};
   bool stopped = false;
 };
 
@@ -241,7 +318,13 @@ void Gateway::start() {
   server::listen_on(*impl.acceptor, endpoint, impl.config.reuse_port);
   // Bound right after the client port, so a taken port fails before the
   // pipeline threads start.
-  impl.http = std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters));
+  std::vector<server::UpgradeRoute> upgrades;
+  upgrades.push_back({"/ws", [&impl](server::Request& request, asio::ip::tcp::socket& socket,
+                                     boost::beast::flat_buffer& read_ahead) {
+                        return impl.upgrade_ws(request, socket, read_ahead);
+                      }});
+  impl.http =
+      std::make_unique<HttpEndpoints>(impl.config.http_listen, counts_of(impl.counters), std::move(upgrades));
   impl.http->start();
 
   impl.fanout = std::make_unique<Fanout>(
@@ -282,6 +365,7 @@ void Gateway::stop() {
   if (impl.stopped) return;
   impl.stopped = true;
   const bool running = !impl.threads.empty();
+  impl.accepting_ws.store(false);
   if (running) {
     impl.on_every_io_thread([&impl](IoThread& thread) {
       if (&thread == impl.io_threads.front().get() && impl.acceptor) {

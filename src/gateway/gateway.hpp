@@ -1,5 +1,7 @@
 #pragma once
-// The gateway: the seed's "main server". Holds client TCP connections,
+// The gateway: the seed's "main server". Holds client connections (TCP on
+// `listen`, WebSocket on `http_listen`'s /ws; both live on the same io
+// threads and share one session core),
 // publishes their sends to the ingest queues, sequences the ingest shards it
 // is the single active consumer of, and fans sequenced frames out to its
 // local room members. Any number of gateways may run side by side.
@@ -7,6 +9,8 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "common/config.hpp"
 #include "store/rate_limits.hpp"
@@ -19,9 +23,16 @@ struct GatewayConfig {
   // SO_REUSEPORT on the client listener: several gateway processes share
   // `listen` (each with its own http_listen); the kernel spreads connections.
   bool reuse_port = false;
-  // GET /healthz and /metrics (gateway/http_endpoints.hpp); one per process.
+  // GET /healthz and /metrics (gateway/http_endpoints.hpp) and the
+  // WebSocket transport at GET /ws (gateway/ws_transport.hpp); one per
+  // process.
   HostPort http_listen{"127.0.0.1", 7080};
+  // Origins a browser may open /ws from (exact, or "*" for any); a request
+  // without Origin is admitted (gateway/ws_upgrade.hpp). The default is the
+  // api's own default origin under both names.
+  std::vector<std::string> ws_origins{"http://127.0.0.1:8080", "http://localhost:8080"};
   std::size_t io_threads = 0;  // 0 = one per core
+  // The longest line (TCP) or text message (WebSocket) a client may send.
   std::size_t max_line_bytes = 64 * 1024;
   // The send-queue limits of a connection (Redis' client-output-buffer-limit
   // model; frames held for a join or a repair count too). Over the hard

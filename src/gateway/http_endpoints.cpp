@@ -12,8 +12,9 @@ namespace http = boost::beast::http;
 
 namespace {
 
-// The HTTP port serves operators and probes, not clients (until the
-// WebSocket transport moves onto it): a small cap keeps its descriptors
+// The HTTP port serves operators and probes; WebSocket clients pass
+// through it only for their upgrade request (their socket then counts
+// against --max-connections, not here): a small cap keeps its descriptors
 // within the process's reserve.
 constexpr std::size_t kHttpMaxConnections = 32;
 
@@ -22,10 +23,14 @@ constexpr std::size_t kHttpMaxConnections = 32;
 ConnectionCountsSource counts_of(const GatewayCounters& counters) {
   return [&counters] {
     ConnectionCounts counts;
-    counts.accepted = counters.accepted.load(std::memory_order_relaxed);
-    for (int i = 0; i < static_cast<int>(CloseReason::count_); ++i)
-      counts.closed_by_reason.emplace_back(to_string(static_cast<CloseReason>(i)),
-                                           counters.closed[i].load(std::memory_order_relaxed));
+    for (int t = 0; t < kTransportKinds; ++t) {
+      auto& by = counts.transports.emplace_back();
+      by.transport = to_string(static_cast<TransportKind>(t));
+      by.accepted = counters.accepted[t].load(std::memory_order_relaxed);
+      for (int i = 0; i < kCloseReasons; ++i)
+        by.closed_by_reason.emplace_back(to_string(static_cast<CloseReason>(i)),
+                                         counters.closed[t][i].load(std::memory_order_relaxed));
+    }
     counts.gaps = counters.gaps.load(std::memory_order_relaxed);
     counts.gap_seqs = counters.gap_seqs.load(std::memory_order_relaxed);
     counts.resumed = counters.resumed.load(std::memory_order_relaxed);
@@ -37,21 +42,27 @@ ConnectionCountsSource counts_of(const GatewayCounters& counters) {
 void add_connection_metrics(metrics::Registry& registry, ConnectionCountsSource counts) {
   registry.add_collector([counts = std::move(counts)] {
     const auto now = counts();
-    std::uint64_t closed = 0;
+    std::vector<metrics::Sample> accepted;
+    std::vector<metrics::Sample> open;
     std::vector<metrics::Sample> by_reason;
-    for (const auto& [reason, count] : now.closed_by_reason) {
-      closed += count;
-      by_reason.push_back({{{"reason", reason}}, static_cast<double>(count)});
+    for (const auto& by : now.transports) {
+      std::uint64_t closed = 0;
+      for (const auto& [reason, count] : by.closed_by_reason) {
+        closed += count;
+        by_reason.push_back({{{"transport", by.transport}, {"reason", reason}}, static_cast<double>(count)});
+      }
+      // Counters are read one by one, so a close may be seen before its accept.
+      const auto open_now = by.accepted > closed ? by.accepted - closed : 0;
+      accepted.push_back({{{"transport", by.transport}}, static_cast<double>(by.accepted)});
+      open.push_back({{{"transport", by.transport}}, static_cast<double>(open_now)});
     }
-    // Counters are read one by one, so a close may be seen before its accept.
-    const auto open = now.accepted > closed ? now.accepted - closed : 0;
     return std::vector{
-        metrics::counter_family("rtmc_gateway_connections_accepted_total", "Client connections accepted.",
-                                {{{}, static_cast<double>(now.accepted)}}),
-        metrics::gauge_family("rtmc_gateway_connections_open", "Client connections open now.",
-                              {{{}, static_cast<double>(open)}}),
+        metrics::counter_family("rtmc_gateway_connections_accepted_total",
+                                "Client connections accepted, by transport.", accepted),
+        metrics::gauge_family("rtmc_gateway_connections_open", "Client connections open now, by transport.",
+                              open),
         metrics::counter_family("rtmc_gateway_connections_closed_total",
-                                "Client connections closed, by reason.", by_reason),
+                                "Client connections closed, by transport and reason.", by_reason),
         metrics::counter_family("rtmc_gateway_gaps_total",
                                 "gap frames sent to clients: seqs they were owed that the room log lacked.",
                                 {{{}, static_cast<double>(now.gaps)}}),
@@ -111,7 +122,8 @@ void add_http_endpoints(server::Router& router, const metrics::Registry& registr
              });
 }
 
-HttpEndpoints::HttpEndpoints(const HostPort& listen, ConnectionCountsSource counts)
+HttpEndpoints::HttpEndpoints(const HostPort& listen, ConnectionCountsSource counts,
+                             std::vector<server::UpgradeRoute> upgrades)
     : http_metrics_(registry_, "rtmc_gateway_http") {
   add_connection_metrics(registry_, std::move(counts));
   add_http_endpoints(router_, registry_);
@@ -121,6 +133,7 @@ HttpEndpoints::HttpEndpoints(const HostPort& listen, ConnectionCountsSource coun
   config.max_connections = kHttpMaxConnections;
   config.shutdown_grace = std::chrono::seconds(1);
   config.name = "rtmc-gateway http";
+  config.upgrades = std::move(upgrades);
   server_ = std::make_unique<server::HttpServer>(config, router_, http_metrics_);
 }
 

@@ -1,14 +1,17 @@
 #pragma once
 // The gateway's own HTTP port (--http-listen, default 127.0.0.1:7080, one per
 // process): GET /healthz and GET /metrics, served by server::HttpServer on one
-// io thread of its own, apart from the client connections. It will also
-// carry the WebSocket transport.
+// io thread of its own, apart from the client connections, and the
+// WebSocket upgrade at GET /ws (an UpgradeRoute the gateway gives: the
+// request is checked here, the upgraded socket then lives on one of the
+// gateway's io threads like a TCP client's).
 //
 // /metrics renders the gateway's metrics registry; the connection counts are
 // read at scrape time from a function (the sessions keep them as atomics):
-//   rtmc_gateway_connections_accepted_total          client connections accepted
-//   rtmc_gateway_connections_open                    accepted less closed
-//   rtmc_gateway_connections_closed_total{reason}    closed, by close reason
+//   rtmc_gateway_connections_accepted_total{transport}        client connections accepted
+//   rtmc_gateway_connections_open{transport}                  accepted less closed
+//   rtmc_gateway_connections_closed_total{transport,reason}   closed, by close reason
+// (transport "tcp" or "ws"; every series exists from the start, zeros included)
 // and, once the sequencer runs, its counters (gateway/sequencer.hpp):
 //   rtmc_gateway_sequencer_messages_total{result}   sequenced, dead_lettered,
 //       script_failure, redis_refused, redis_failure
@@ -33,6 +36,7 @@
 
 #include "common/config.hpp"
 #include "common/metrics.hpp"
+#include "server/http_connection.hpp"
 #include "server/http_metrics.hpp"
 #include "server/router.hpp"
 
@@ -47,9 +51,13 @@ struct SequencerCounters;
 
 // Client connection counts at one moment.
 struct ConnectionCounts {
-  std::uint64_t accepted = 0;
-  // Every close reason, zeros included, so each series exists from the start.
-  std::vector<std::pair<std::string, std::uint64_t>> closed_by_reason;
+  struct ByTransport {
+    std::string transport;  // "tcp", "ws"
+    std::uint64_t accepted = 0;
+    // Every close reason, zeros included, so each series exists from the start.
+    std::vector<std::pair<std::string, std::uint64_t>> closed_by_reason;
+  };
+  std::vector<ByTransport> transports;  // every TransportKind, in its order
   // `gap` frames sent and the seqs they covered; joins with `since` by
   // whether the room log still covered the range.
   std::uint64_t gaps = 0;
@@ -73,7 +81,9 @@ void add_http_endpoints(server::Router& router, const metrics::Registry& registr
 class HttpEndpoints {
  public:
   // Binds `listen` at once (throws when it cannot); serves after start().
-  HttpEndpoints(const HostPort& listen, ConnectionCountsSource counts);
+  // `upgrades` take their paths over from HTTP (the gateway's /ws).
+  HttpEndpoints(const HostPort& listen, ConnectionCountsSource counts,
+                std::vector<server::UpgradeRoute> upgrades = {});
   ~HttpEndpoints();  // stops and joins its thread
   HttpEndpoints(const HttpEndpoints&) = delete;
   HttpEndpoints& operator=(const HttpEndpoints&) = delete;

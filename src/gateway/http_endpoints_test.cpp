@@ -41,33 +41,51 @@ TEST(GatewayHttpEndpoints, HealthzAnswersOk) {
   EXPECT_EQ(boost::json::parse(response.body()).as_object().at("status"), "ok");
 }
 
-TEST(GatewayHttpEndpoints, MetricsShowConnectionsByCloseReason) {
+TEST(GatewayHttpEndpoints, MetricsShowConnectionsByTransportAndCloseReason) {
   GatewayCounters counters;
-  counters.accepted = 7;
-  counters.closed[static_cast<int>(CloseReason::slow_consumer)] = 2;
-  counters.closed[static_cast<int>(CloseReason::client_closed)] = 3;
+  constexpr int tcp = static_cast<int>(TransportKind::tcp);
+  constexpr int ws = static_cast<int>(TransportKind::ws);
+  counters.accepted[tcp] = 7;
+  counters.closed[tcp][static_cast<int>(CloseReason::slow_consumer)] = 2;
+  counters.closed[tcp][static_cast<int>(CloseReason::client_closed)] = 3;
+  counters.accepted[ws] = 4;
+  counters.closed[ws][static_cast<int>(CloseReason::unauthorized)] = 1;
   HttpEndpoints endpoints(HostPort{"127.0.0.1", 0}, counts_of(counters));
   endpoints.start();
   auto response = get(endpoints.port(), "/metrics");
   ASSERT_EQ(response.result(), http::status::ok);
   EXPECT_EQ(response[http::field::content_type].substr(0, 10), "text/plain");
   const auto& text = response.body();
-  EXPECT_NE(text.find("rtmc_gateway_connections_accepted_total 7\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("rtmc_gateway_connections_open 2\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"slow_consumer\"} 2\n"),
+  EXPECT_NE(text.find("rtmc_gateway_connections_accepted_total{transport=\"tcp\"} 7\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("rtmc_gateway_connections_open{transport=\"tcp\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(
+      text.find("rtmc_gateway_connections_closed_total{reason=\"slow_consumer\",transport=\"tcp\"} 2\n"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(
+      text.find("rtmc_gateway_connections_closed_total{reason=\"client_closed\",transport=\"tcp\"} 3\n"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("rtmc_gateway_connections_accepted_total{transport=\"ws\"} 4\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("rtmc_gateway_connections_open{transport=\"ws\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\",transport=\"ws\"} 1\n"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"client_closed\"} 3\n"),
+  // Every reason of every transport is listed, zeros included.
+  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"lost_sync\",transport=\"tcp\"} 0\n"),
             std::string::npos)
       << text;
-  // Every reason is listed, zeros included.
-  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"lost_sync\"} 0\n"), std::string::npos)
+  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"slow_consumer\",transport=\"ws\"} 0\n"),
+            std::string::npos)
       << text;
 
   // Read at every scrape.
-  counters.accepted = 8;
-  EXPECT_NE(get(endpoints.port(), "/metrics").body().find("rtmc_gateway_connections_open 3\n"),
-            std::string::npos);
+  counters.accepted[tcp] = 8;
+  EXPECT_NE(
+      get(endpoints.port(), "/metrics").body().find("rtmc_gateway_connections_open{transport=\"tcp\"} 3\n"),
+      std::string::npos);
   // The HTTP port counts itself too.
   EXPECT_NE(
       get(endpoints.port(), "/metrics").body().find("rtmc_gateway_http_responses_total{status=\"200\"}"),

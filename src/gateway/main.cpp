@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "gateway/gateway.hpp"
+#include "gateway/ws_upgrade.hpp"
 #include "server/limits.hpp"
 #include "server/signals.hpp"
 
@@ -15,6 +16,11 @@ int main(int argc, char** argv) {
   config.common.add_to(app);
   std::string listen = config.listen.str();
   std::string http_listen = config.http_listen.str();
+  std::string ws_origins;
+  for (const auto& origin : config.ws_origins) {
+    if (!ws_origins.empty()) ws_origins += ',';
+    ws_origins += origin;
+  }
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
   std::size_t idle_timeout_ms = config.idle_timeout.count();
@@ -31,13 +37,20 @@ int main(int argc, char** argv) {
                "SO_REUSEPORT on the client listener, so several gateways share --listen (each with its own "
                "--http-listen)")
       ->envname("RTMC_GATEWAY_REUSE_PORT");
-  app.add_option("--http-listen", http_listen, "HTTP address for /healthz and /metrics host:port")
+  app.add_option("--http-listen", http_listen,
+                 "HTTP address for /healthz, /metrics and the WebSocket transport (/ws) host:port")
       ->envname("RTMC_GATEWAY_HTTP_LISTEN")
+      ->capture_default_str();
+  app.add_option("--ws-origins", ws_origins,
+                 "Origins a browser may open /ws from, comma-separated, exact (scheme://host:port) or * for "
+                 "any; requests without Origin are admitted")
+      ->envname("RTMC_WS_ORIGINS")
       ->capture_default_str();
   app.add_option("--threads", config.io_threads, "io threads (0 = one per core)")
       ->envname("RTMC_GATEWAY_THREADS")
       ->capture_default_str();
-  app.add_option("--max-line", config.max_line_bytes, "Longest accepted line in bytes")
+  app.add_option("--max-line", config.max_line_bytes,
+                 "Longest accepted line (TCP) or text message (WebSocket) in bytes")
       ->envname("RTMC_MAX_LINE")
       ->check(CLI::Range(64, 16 << 20))
       ->capture_default_str();
@@ -155,6 +168,7 @@ int main(int argc, char** argv) {
     config.common.finish();
     config.listen = rtmc::HostPort::parse(listen);
     config.http_listen = rtmc::HostPort::parse(http_listen);
+    config.ws_origins = rtmc::gateway::parse_origins(ws_origins);
     config.auth_timeout = std::chrono::seconds(auth_timeout_s);
     config.heartbeat = std::chrono::seconds(heartbeat_s);
     config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);

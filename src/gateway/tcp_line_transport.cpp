@@ -225,7 +225,8 @@ void TcpLineTransport::flush() {
   if (!writing_ && queue_.empty() && closing_) finish_close();
 }
 
-void TcpLineTransport::close(SharedFrame last, bool drop_queued) {
+// A line has no room for a status code: the reason only travels in `last`.
+void TcpLineTransport::close(CloseReason, SharedFrame last, bool drop_queued) {
   if (closing_ || closed_) return;
   closing_ = true;
   if (drop_queued) {

@@ -46,7 +46,8 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
 
   void send(SharedFrame frame, Flush when) override;
   std::size_t queued_bytes() const override { return queued_bytes_; }
-  void close(SharedFrame last, bool drop_queued) override;
+  void close(CloseReason reason, SharedFrame last, bool drop_queued) override;
+  TransportKind kind() const override { return TransportKind::tcp; }
   void flush_deferred() override;
 
  private:

@@ -65,13 +65,15 @@ void ConnectionSet::stop_all(std::function<void()> on_empty) {
 }
 
 HttpConnection::HttpConnection(net::ip::tcp::socket socket, const Router& router, HttpMetrics& metrics,
-                               const HttpLimits& limits, ConnectionSet& connections, ConnectionSlot slot)
+                               const HttpLimits& limits, ConnectionSet& connections, ConnectionSlot slot,
+                               const std::vector<UpgradeRoute>* upgrades)
     : socket_(std::move(socket)),
       deadline_(socket_.get_executor()),
       router_(router),
       metrics_(metrics),
       limits_(limits),
       connections_(connections),
+      upgrades_(upgrades),
       slot_(std::move(slot)) {}
 
 HttpConnection::~HttpConnection() {
@@ -240,7 +242,24 @@ net::awaitable<void> HttpConnection::serve() {
     boost::system::error_code peer_ec;
     const auto peer = socket_.remote_endpoint(peer_ec);
     request.set(kPeerAddressHeader, peer_ec ? std::string() : peer.address().to_string());
-    Response response = co_await router_.dispatch(request);
+    const UpgradeRoute* upgrade = nullptr;
+    if (upgrades_ != nullptr)
+      for (const auto& route : *upgrades_)
+        if (target_path(request.target()) == route.path) upgrade = &route;
+    std::optional<Response> answer;
+    if (upgrade != nullptr) {
+      answer = upgrade->take(request, socket_, buffer);
+      if (!answer) {
+        // The socket is someone else's now; so is the place under the cap.
+        slot_.release();
+        co_return;
+      }
+    }
+    Response response;
+    if (answer)
+      response = std::move(*answer);
+    else
+      response = co_await router_.dispatch(request);
     const bool keep_alive = request.keep_alive() && !stopping_;
     response.keep_alive(keep_alive);
     if (!co_await write(std::move(response)) || !keep_alive) co_return;

@@ -12,12 +12,16 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "server/http_error.hpp"
 #include "server/http_metrics.hpp"
@@ -43,6 +47,21 @@ struct HttpLimits {
 
 class HttpConnection;
 
+// A path whose requests a role takes over from HTTP (a WebSocket upgrade,
+// as Beast's advanced_server hands the socket from its http_session to a
+// websocket_session). `take` runs on the connection's io thread with the
+// whole request (its body read), the socket and the bytes already read past
+// the request. It either answers (a refusal, e.g. 403; written like any
+// response, the connection stays HTTP) or takes the socket and returns
+// nullopt: the HTTP connection then ends without touching it again. Any
+// method on the path comes here, not to the Router.
+struct UpgradeRoute {
+  std::string path;
+  std::function<std::optional<Response>(Request& request, boost::asio::ip::tcp::socket& socket,
+                                        boost::beast::flat_buffer& read_ahead)>
+      take;
+};
+
 // The open connections of one io thread, so a graceful stop can reach them.
 // Owned by that thread's state; touched only on that thread.
 class ConnectionSet {
@@ -67,9 +86,11 @@ class ConnectionSet {
 class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
  public:
   // `slot` is the connection's place under the listener's cap, given back
-  // when the connection is destroyed.
+  // when the connection is destroyed (or its socket taken by an upgrade).
+  // `upgrades` (may be null) must outlive the connection.
   HttpConnection(boost::asio::ip::tcp::socket socket, const Router& router, HttpMetrics& metrics,
-                 const HttpLimits& limits, ConnectionSet& connections, ConnectionSlot slot = {});
+                 const HttpLimits& limits, ConnectionSet& connections, ConnectionSlot slot = {},
+                 const std::vector<UpgradeRoute>* upgrades = nullptr);
   ~HttpConnection();
   HttpConnection(const HttpConnection&) = delete;
   HttpConnection& operator=(const HttpConnection&) = delete;
@@ -116,6 +137,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   HttpMetrics& metrics_;
   const HttpLimits& limits_;
   ConnectionSet& connections_;
+  const std::vector<UpgradeRoute>* upgrades_;
   bool idle_ = true;  // waiting for the next request's header
   bool stopping_ = false;
   bool registered_ = false;  // in connections_ (done on the connection's own thread)

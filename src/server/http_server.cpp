@@ -52,8 +52,9 @@ struct HttpServer::Impl {
   }
 
   void accept(std::size_t target, tcp::socket socket, ConnectionSlot slot) {
-    auto connection = std::make_shared<HttpConnection>(std::move(socket), router, metrics, config.limits,
-                                                       connections[target], std::move(slot));
+    auto connection =
+        std::make_shared<HttpConnection>(std::move(socket), router, metrics, config.limits,
+                                         connections[target], std::move(slot), &config.upgrades);
     net::co_spawn(threads.context(target), HttpConnection::run(std::move(connection)), net::detached);
   }
 

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/config.hpp"
 #include "server/http_connection.hpp"
@@ -43,6 +44,8 @@ struct HttpServerConfig {
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(10)};
   // For log lines ("rtmc-api listening on ...").
   std::string name = "http";
+  // Paths taken over from HTTP (WebSocket upgrades); see UpgradeRoute.
+  std::vector<UpgradeRoute> upgrades;
 };
 
 class HttpServer {

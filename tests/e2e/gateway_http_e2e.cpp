@@ -36,21 +36,23 @@ TEST(GatewayHttp, HealthzAndMetricsCountConnectionsByCloseReason) {
     auto metrics = http.request("GET", "/metrics");
     ASSERT_EQ(metrics.status, 200) << metrics.describe();
     text = metrics.body;
-    if (text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\"} 1\n") !=
+    if (text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\",transport=\"tcp\"} 1\n") !=
             std::string::npos &&
-        text.find("rtmc_gateway_connections_open 0\n") != std::string::npos)
+        text.find("rtmc_gateway_connections_open{transport=\"tcp\"} 0\n") != std::string::npos)
       break;
     std::this_thread::sleep_for(100ms);
   }
-  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\"} 1\n"),
+  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"unauthorized\",transport=\"tcp\"} 1\n"),
             std::string::npos)
       << text;
   // start_gateway's readiness probe (closed by the client) and the client above.
-  EXPECT_NE(text.find("rtmc_gateway_connections_accepted_total 2\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("rtmc_gateway_connections_closed_total{reason=\"client_closed\"} 1\n"),
-            std::string::npos)
+  EXPECT_NE(text.find("rtmc_gateway_connections_accepted_total{transport=\"tcp\"} 2\n"), std::string::npos)
       << text;
-  EXPECT_NE(text.find("rtmc_gateway_connections_open 0\n"), std::string::npos) << text;
+  EXPECT_NE(
+      text.find("rtmc_gateway_connections_closed_total{reason=\"client_closed\",transport=\"tcp\"} 1\n"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("rtmc_gateway_connections_open{transport=\"tcp\"} 0\n"), std::string::npos) << text;
   EXPECT_TRUE(gateway->running());
 }
 

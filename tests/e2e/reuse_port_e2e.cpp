@@ -16,15 +16,15 @@ namespace {
 
 const std::uint16_t kGateway = e2e_port(17010);
 
-// rtmc_gateway_connections_accepted_total from a gateway's /metrics.
+// rtmc_gateway_connections_accepted_total{transport="tcp"} from a gateway's /metrics.
 std::uint64_t accepted_of(std::uint16_t http_port) {
   HttpClient http(http_port);
   auto metrics = http.request("GET", "/metrics");
   if (metrics.status != 200) throw std::runtime_error("/metrics: " + metrics.describe());
   // No std::regex: GCC 12 warns (falsely) inside <regex> under -O1 with the
   // sanitizers, and warnings are errors. The sample line is
-  // `rtmc_gateway_connections_accepted_total[{labels}] <value>`.
-  const std::string_view name = "\nrtmc_gateway_connections_accepted_total";
+  // `rtmc_gateway_connections_accepted_total{transport="tcp"} <value>`.
+  const std::string_view name = "\nrtmc_gateway_connections_accepted_total{transport=\"tcp\"}";
   std::string body(1, '\n');
   body += metrics.body;
   const auto at = body.find(name);
