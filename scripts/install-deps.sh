@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages rtmc needs to build, test and run locally,
-# then the browser tests' npm packages (tests/browser, `npm ci` from the
-# committed package-lock.json; playwright-core only, which drives Debian's
-# chromium and never downloads a browser).
+# then the npm packages of the tests written for Node.js (`npm ci` from each
+# folder's committed package-lock.json): tests/openapi (the OpenAPI check) and
+# tests/browser (playwright-core, which drives Debian's chromium and never
+# downloads a browser).
 # Only calls apt-get when at least one package is missing (checked with
-# dpkg-query), and npm when the lock file changed since the last `npm ci`,
-# so it is a no-op of a few milliseconds on a prepared machine.
+# dpkg-query), and npm when a lock file changed since its last `npm ci`, so
+# it is a no-op of a few milliseconds on a prepared machine.
 # Runs apt-get directly as root, through sudo otherwise.
 #
 # Note: on a machine with systemd, installing redis-server, rabbitmq-server and
@@ -28,9 +29,10 @@ packages=(
   # used by scripts/*.sh: curl (health checks), runuser/setsid (util-linux),
   # timeout/realpath/od (coreutils), clang-format (test.sh's format check)
   curl util-linux coreutils procps clang-format
-  # the web page's browser tests (tests/browser): Node.js runs them, headless
-  # Chromium renders the page
-  nodejs chromium
+  # tests/openapi: Node.js runs the OpenAPI check (npm fetches its packages)
+  nodejs
+  # tests/browser: headless Chromium renders the web page
+  chromium
 )
 
 missing=()
@@ -40,30 +42,35 @@ for package in "${packages[@]}"; do
 done
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+npm_folders=(tests/openapi tests/browser)
 
-# npm ci in tests/browser unless node_modules was installed from this very
+# npm ci in each folder unless its node_modules was installed from this very
 # package-lock.json (a stamp with its hash).
 install_npm_packages() {
-  local dir=$repo_root/tests/browser stamp hash
-  stamp=$dir/node_modules/.rtmc-lock-sha256
-  hash=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
-  if [[ -f $stamp && $(<"$stamp") == "$hash" ]]; then
-    echo "[install-deps] npm packages of tests/browser present"
-    return 0
-  fi
-  echo "[install-deps] npm ci in tests/browser"
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  printf '%s\n' "$hash" >"$stamp"
+  local folder dir stamp hash
+  for folder in "${npm_folders[@]}"; do
+    dir=$repo_root/$folder
+    stamp=$dir/node_modules/.rtmc-lock-sha256
+    hash=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    if [[ -f $stamp && $(<"$stamp") == "$hash" ]]; then
+      echo "[install-deps] npm packages of $folder present"
+      continue
+    fi
+    echo "[install-deps] npm ci in $folder"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    printf '%s\n' "$hash" >"$stamp"
+  done
 }
 
-if [[ ${#missing[@]} -eq 0 ]] && command -v npm >/dev/null; then
+# Debian's nodejs comes without npm (NodeSource's includes it).
+command -v npm >/dev/null || dpkg-query -W -f='${db:Status-Status}' npm 2>/dev/null | grep -qx installed ||
+  missing+=(npm)
+
+if [[ ${#missing[@]} -eq 0 ]]; then
   echo "[install-deps] all ${#packages[@]} packages present"
   install_npm_packages
   exit 0
 fi
-# Debian's nodejs comes without npm (NodeSource's includes it).
-command -v npm >/dev/null || dpkg-query -W -f='${db:Status-Status}' npm 2>/dev/null | grep -qx installed ||
-  missing+=(npm)
 
 echo "[install-deps] installing: ${missing[*]}"
 if [[ $(id -u) -eq 0 ]]; then

@@ -231,6 +231,7 @@ void ApiService::install(Router& router) {
   router.add(http::verb::post, "/register", [this](const Request& r) { return register_user(r); });
   router.add(http::verb::post, "/login", [this](const Request& r) { return login(r); });
   router.add(http::verb::post, "/logout", [this](const Request& r) { return logout(r); });
+  router.add(http::verb::post, "/refresh", [this](const Request& r) { return refresh(r); });
   router.add(http::verb::post, "/publishMessage", [this](const Request& r) { return publish_message(r); });
   router.add(http::verb::get, "/users/{user}/status",
              [this](const Request& r, const server::PathParams& p) { return user_status(r, p); });
@@ -316,13 +317,15 @@ boost::asio::awaitable<Response> ApiService::login(const Request& request) {
     throw refused();
   }
   co_await backends_.rate_limits.refund(std::move(limiting));
+  co_return co_await start_session(stored->name);
+}
 
-  auto issued = tokens_.issue(stored->name);
-  co_await backends_.sessions.put(issued.claims.jti, stored->name,
+boost::asio::awaitable<Response> ApiService::start_session(std::string user) {
+  auto issued = tokens_.issue(user);
+  co_await backends_.sessions.put(issued.claims.jti, user,
                                   std::chrono::duration_cast<std::chrono::milliseconds>(tokens_.lifetime()));
-  co_return json(
-      http::status::ok,
-      {{"token", issued.token}, {"expires_at", issued.claims.expires_at_ms}, {"user", stored->name}});
+  co_return json(http::status::ok,
+                 {{"token", issued.token}, {"expires_at", issued.claims.expires_at_ms}, {"user", user}});
 }
 
 auth::Claims ApiService::verify_bearer(const Request& request) const {
@@ -345,6 +348,20 @@ boost::asio::awaitable<Response> ApiService::logout(const Request& request) {
   if (!co_await backends_.sessions.remove(claims.jti)) throw unauthorized();
   Response response{http::status::no_content, request.version()};
   co_return response;
+}
+
+// A token in its last minutes buys a fresh one without the password; the
+// token's user, never a body field, decides whose session it is.
+boost::asio::awaitable<Response> ApiService::refresh(const Request& request) {
+  auto claims = co_await authenticate(request);
+  // No body, or a JSON object whose fields are ignored (as unknown fields are).
+  if (!trim(request.body()).empty()) parse_json_object(request);
+  if (config_.rate_limits.refreshes_per_user.limited()) {
+    store::Bucket bucket{"refresh:" + fold_user_name(claims.user), config_.rate_limits.refreshes_per_user};
+    auto verdict = co_await backends_.rate_limits.take(std::move(bucket));
+    if (!verdict.allowed) throw rate_limited("too many token refreshes for this user", verdict.retry_after);
+  }
+  co_return co_await start_session(std::move(claims.user));
 }
 
 boost::asio::awaitable<Response> ApiService::publish_message(const Request& request) {

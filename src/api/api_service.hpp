@@ -6,6 +6,9 @@
 //   POST /register       {"user","password"}        -> 201 {"user"}
 //   POST /login          {"user","password"}        -> 200 {"token","expires_at","user"}
 //   POST /logout         Bearer                     -> 204
+//   POST /refresh        Bearer, no body or {}      -> 200 {"token","expires_at","user"} as /login:
+//        a new session of the token's user; the presented token stays valid
+//        until it expires or is logged out
 //   POST /publishMessage Bearer {"room","body","id"?} -> 202 {"id","room"} after the confirm
 //   GET  /users/{U}/status                          -> 200 {"user","status":"online"|"offline",
 //                                                      "last_seen":ms|null}, 404 not_found
@@ -35,7 +38,9 @@
 //     password, until it refills;
 //   - failed logins per account from all addresses only delay the answer
 //     (login_slowdown()), so nobody can lock anybody out;
-//   - registrations per address, publishes per user (off by default): 429.
+//   - registrations per address, publishes per user (off by default),
+//     refreshes per user (each one is a session kept in Redis for the
+//     token's lifetime): 429.
 // Logins and registrations hash with separate PasswordHashers, so a flood of
 // one cannot starve the other.
 //
@@ -69,6 +74,7 @@ struct RateLimitConfig {
   std::chrono::milliseconds login_slowdown_max{3000};  // 0 = no slowdown
   store::Rate registrations_per_address = store::Rate::per_second(20, 50);
   store::Rate publishes_per_user{};  // off: services publish thousands a second as one user
+  store::Rate refreshes_per_user = store::Rate::per_minute(10, 10);
   // Peers whose X-Forwarded-For names the client (IP addresses).
   std::vector<std::string> trusted_proxies;
 };
@@ -110,6 +116,7 @@ class ApiService {
   boost::asio::awaitable<Response> register_user(const Request& request);
   boost::asio::awaitable<Response> login(const Request& request);
   boost::asio::awaitable<Response> logout(const Request& request);
+  boost::asio::awaitable<Response> refresh(const Request& request);
   boost::asio::awaitable<Response> publish_message(const Request& request);
   boost::asio::awaitable<Response> user_status(const Request& request, const server::PathParams& params);
   boost::asio::awaitable<Response> room_messages(const Request& request, const server::PathParams& params);
@@ -128,6 +135,9 @@ class ApiService {
   // Verifies the bearer token's signature and expiry only (no Redis).
   auth::Claims verify_bearer(const Request& request) const;
   boost::asio::awaitable<DependencyHealth> cached_health();
+  // A new token of `user` and its login session: the answer of /login and
+  // /refresh.
+  boost::asio::awaitable<Response> start_session(std::string user);
 
   ServiceConfig config_;
   ApiBackends backends_;

@@ -486,6 +486,92 @@ TEST_F(ApiServiceTest, TokenFromAnotherSecretIsRefused) {
             http::status::unauthorized);
 }
 
+// ---- refresh ----
+
+TEST_F(ApiServiceTest, RefreshIssuesANewSessionLikeLoginAndTheOldTokenStaysValid) {
+  register_user("Alice", "correct horse");
+  auto old_token = login("alice", "correct horse");
+  auto old_claims = tokens.verify(old_token, now);
+  ASSERT_TRUE(old_claims);
+  for (const std::string body : {"", "{}"}) {
+    auto response =
+        call(http::verb::post, "/refresh", body, body.empty() ? "" : "application/json", old_token);
+    ASSERT_EQ(response.result(), http::status::ok) << response.body();
+    EXPECT_EQ(response[http::field::content_type], "application/json");
+    auto answer = body_of(response);
+    EXPECT_EQ(answer.size(), 3u) << response.body();
+    auto claims = tokens.verify(answer.at("token").as_string(), now);
+    ASSERT_TRUE(claims);
+    EXPECT_EQ(claims->user, "Alice");
+    EXPECT_EQ(answer.at("user").as_string(), "Alice");
+    EXPECT_EQ(answer.at("expires_at").as_int64(), claims->expires_at_ms);
+    EXPECT_NE(claims->jti, old_claims->jti);
+    ASSERT_EQ(sessions.sessions.count(claims->jti), 1u);
+    EXPECT_EQ(sessions.sessions[claims->jti].user, "Alice");
+    EXPECT_EQ(sessions.sessions[claims->jti].ttl, std::chrono::hours(1));
+  }
+  EXPECT_EQ(sessions.sessions.size(), 3u);
+  EXPECT_EQ(sessions.sessions.count(old_claims->jti), 1u);
+  EXPECT_EQ(post("/publishMessage", {{"room", "r"}, {"body", "hi"}}, old_token).result(),
+            http::status::accepted);
+  EXPECT_EQ(hasher.verifies, 1) << "a refresh checks no password";
+}
+
+TEST_F(ApiServiceTest, RefreshOfABadExpiredOrRevokedTokenIs401) {
+  auto token = registered_token();
+  auth::TokenService other{"another-secret-0123456789abcdef!", std::chrono::hours(1)};
+  auto forged = other.issue("alice");
+  sessions.sessions[forged.claims.jti] = {"alice", std::chrono::hours(1)};
+  auto never_logged_in = tokens.issue("alice");
+  const auto before = sessions.sessions.size();
+  for (const auto& bearer : {std::string(), std::string("garbage"), forged.token, never_logged_in.token}) {
+    auto response = call(http::verb::post, "/refresh", "", "", bearer);
+    EXPECT_EQ(response.result(), http::status::unauthorized) << bearer;
+    EXPECT_EQ(error_of(response), "unauthorized");
+    EXPECT_EQ(response[http::field::www_authenticate], "Bearer");
+  }
+  auto logged_out = registered_token("bob");
+  ASSERT_EQ(call(http::verb::post, "/logout", "", "", logged_out).result(), http::status::no_content);
+  EXPECT_EQ(call(http::verb::post, "/refresh", "", "", logged_out).result(), http::status::unauthorized);
+  now += 3600 * 1000 + 1000;
+  EXPECT_EQ(call(http::verb::post, "/refresh", "", "", token).result(), http::status::unauthorized);
+  EXPECT_EQ(sessions.sessions.size(), before) << "no session was made";
+}
+
+TEST_F(ApiServiceTest, RefreshBodyIsNothingOrAJsonObject) {
+  auto token = registered_token();
+  EXPECT_EQ(call(http::verb::post, "/refresh", "[]", "application/json", token).result(),
+            http::status::bad_request);
+  EXPECT_EQ(error_of(call(http::verb::post, "/refresh", "{", "application/json", token)), "bad_json");
+  EXPECT_EQ(call(http::verb::post, "/refresh", "{}", "text/plain", token).result(),
+            http::status::unsupported_media_type);
+  EXPECT_EQ(call(http::verb::post, "/refresh", R"({"user":"mallory"})", "application/json", token).result(),
+            http::status::ok);
+  EXPECT_EQ(call(http::verb::get, "/refresh", "", "", token).result(), http::status::method_not_allowed);
+}
+
+TEST_F(ApiServiceTest, RefreshesPerUserAreLimited) {
+  auto limited = config;
+  limited.rate_limits.refreshes_per_user = store::Rate::per_minute(2, 2);
+  rebuild(limited);
+  auto token = registered_token("Frank");
+  EXPECT_EQ(call(http::verb::post, "/refresh", "", "", token).result(), http::status::ok);
+  EXPECT_EQ(call(http::verb::post, "/refresh", "", "", token).result(), http::status::ok);
+  const auto before = sessions.sessions.size();
+  auto response = call(http::verb::post, "/refresh", "", "", token);
+  EXPECT_EQ(response.result(), http::status::too_many_requests);
+  EXPECT_EQ(error_of(response), "rate_limited");
+  EXPECT_EQ(response[http::field::retry_after], "30");
+  EXPECT_EQ(sessions.sessions.size(), before);
+  EXPECT_EQ(limits.spent["refresh:frank"], 2);
+  // Another user has a budget of its own.
+  EXPECT_EQ(call(http::verb::post, "/refresh", "", "", registered_token("gina")).result(), http::status::ok);
+}
+
+TEST_F(ApiServiceTest, RefreshesAreLimitedByDefault) {
+  EXPECT_TRUE(ServiceConfig{}.rate_limits.refreshes_per_user.limited());
+}
+
 TEST(BearerToken, ParsesTheAuthorizationHeader) {
   auto request = make_request(http::verb::post, "/x");
   EXPECT_EQ(bearer_token(request), "");

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <iostream>
 #include <thread>
 
 #include "api/server.hpp"
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   std::int64_t first_request_timeout_s = 10;
   std::int64_t keepalive_timeout_s = 60;
   bool migrate_only = false;
+  bool list_routes = false;
   const rtmc::api::ApiConfig defaults;
   std::int64_t pg_timeout_ms = defaults.pg_timeout.count();
   std::size_t backend_queue_limit = defaults.backend_queue_limit;
@@ -36,6 +38,7 @@ int main(int argc, char** argv) {
   double register_rate = 20;  // a second
   std::uint32_t register_burst = 50;
   double publish_rate = 0;  // a second; 0 = off
+  double refreshes_per_minute = 10;
   std::uint32_t publish_burst = 0;
   std::vector<std::string> trusted_proxies;
   app.add_option("--listen", listen, "HTTP listen address host:port")
@@ -133,6 +136,13 @@ int main(int argc, char** argv) {
       ->envname("RTMC_PUBLISH_WINDOW")
       ->check(CLI::Range(std::size_t{1}, std::size_t{65'535}))
       ->capture_default_str();
+  app.add_option("--refreshes-per-minute", refreshes_per_minute,
+                 "POST /refresh a minute per user, as many at once (0 = no limit); over it: 429")
+      ->envname("RTMC_REFRESHES_PER_MINUTE")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  app.add_flag("--list-routes", list_routes,
+               "print the routes served, one \"METHOD /path/{param}\" a line, and exit (needs no services)");
   app.add_option("--trusted-proxy", trusted_proxies,
                  "IP address of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
       ->envname("RTMC_TRUSTED_PROXY")
@@ -143,6 +153,11 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+
+  if (list_routes) {
+    for (const auto& route : rtmc::api::ApiServer::routes(config)) std::cout << route << '\n';
+    return std::cout.flush() ? 0 : 1;
+  }
 
   try {
     config.common.finish(/*needs_secret=*/!migrate_only);
@@ -167,6 +182,8 @@ int main(int argc, char** argv) {
     limits.login_slowdown_max = std::chrono::milliseconds(login_slowdown_max_ms);
     limits.registrations_per_address = Rate::per_second(register_rate, register_burst);
     limits.publishes_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);
+    limits.refreshes_per_user =
+        Rate::per_minute(refreshes_per_minute, static_cast<std::uint32_t>(std::ceil(refreshes_per_minute)));
     limits.trusted_proxies = trusted_proxies;
 
     int applied = rtmc::api::apply_migrations(config.common.pg);

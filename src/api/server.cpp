@@ -55,6 +55,55 @@ server::HttpServerConfig http_config(const ApiConfig& config) {
   return http;
 }
 
+// Every route the api serves, in one place: the server and routes() both
+// fill their Router here, so the list printed is the list served.
+void install_routes(Router& router, ApiService& service, const ApiConfig& config) {
+  service.install(router);
+  install_web_routes(router, config.ws_urls);
+}
+
+// The backends of a service built only to list its routes: no handler
+// runs, so none is ever called.
+class NoBackends final : public UserStore,
+                         public SessionStore,
+                         public PasswordHasher,
+                         public MessagePublisher,
+                         public RateLimits,
+                         public HealthProbe,
+                         public StatusReader,
+                         public HistoryStore {
+ public:
+  boost::asio::awaitable<bool> create(std::string, std::string) override { throw none(); }
+  boost::asio::awaitable<std::optional<StoredUser>> find(std::string) override { throw none(); }
+  boost::asio::awaitable<void> put(std::string, std::string, std::chrono::milliseconds) override {
+    throw none();
+  }
+  boost::asio::awaitable<bool> exists(std::string) override { throw none(); }
+  boost::asio::awaitable<bool> remove(std::string) override { throw none(); }
+  boost::asio::awaitable<std::string> hash(std::string) override { throw none(); }
+  boost::asio::awaitable<bool> verify(std::string, std::string) override { throw none(); }
+  boost::asio::awaitable<void> burn(std::string) override { throw none(); }
+  boost::asio::awaitable<amqp::PublishStatus> publish(amqp::Message) override { throw none(); }
+  bool connected() const override { return false; }
+  boost::asio::awaitable<store::Verdict> take(store::Bucket) override { throw none(); }
+  boost::asio::awaitable<std::vector<store::Verdict>> peek(std::vector<store::Bucket>) override {
+    throw none();
+  }
+  boost::asio::awaitable<std::vector<store::Verdict>> charge(std::vector<store::Bucket>) override {
+    throw none();
+  }
+  boost::asio::awaitable<void> refund(std::vector<store::Bucket>) override { throw none(); }
+  boost::asio::awaitable<DependencyHealth> probe() override { throw none(); }
+  boost::asio::awaitable<std::optional<store::UserStatus>> get(std::string) override { throw none(); }
+  boost::asio::awaitable<history::Items> messages(protocol::HistoryRequest) override { throw none(); }
+  boost::asio::awaitable<history::RoomPage> rooms(std::optional<std::string>, std::size_t) override {
+    throw none();
+  }
+
+ private:
+  static Unavailable none() { return Unavailable("a route-listing service has no backends"); }
+};
+
 const ApiConfig& checked(const ApiConfig& config) {
   if (config.common.auth.jwt_secret.empty())
     throw std::invalid_argument("ApiConfig: auth.jwt_secret is empty");
@@ -94,8 +143,7 @@ struct ApiServer::Impl {
                             status, history},
                 tokens, metrics) {
     metrics.watch_status_cache(status.counters());
-    service.install(router);
-    install_web_routes(router, config.ws_urls);
+    install_routes(router, service, config);
   }
 
   ApiConfig config;
@@ -118,6 +166,21 @@ struct ApiServer::Impl {
   StoreHistory history;
   ApiService service;
 };
+
+std::vector<std::string> ApiServer::routes(const ApiConfig& config) {
+  NoBackends none;
+  metrics::Registry registry;
+  Metrics metrics(registry);
+  // Signs nothing: only ApiService's constructor wants a TokenService.
+  const auth::TokenService tokens(std::string(auth::TokenService::kMinSecretBytes, 'x'),
+                                  std::chrono::hours(1));
+  ApiService service(ServiceConfig{config.common.amqp.ingest_shards, config.common.limits.max_body_bytes,
+                                   config.rate_limits, config.health_cache},
+                     ApiBackends{none, none, none, none, none, none, none, none, none}, tokens, metrics);
+  Router router;
+  install_routes(router, service, config);
+  return router.describe();
+}
 
 ApiServer::ApiServer(ApiConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 

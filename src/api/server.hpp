@@ -15,6 +15,7 @@
 // | --token-ttl-s             | RTMC_TOKEN_TTL_S                 | 86400            | token and session lifetime                 |
 // | --migrate-only            |                                  |                  | apply DB migrations and exit               |
 // | --ws-url (repeatable)     | RTMC_API_WS_URL (comma-separated)| ws://127.0.0.1:7080/ws | the page's WebSockets (/config.json) |
+// | --list-routes             |                                  |                  | print "METHOD /path" per route and exit    |
 // | --pg-timeout-ms, --backend-queue-limit, rate limits, --trusted-proxy, hash workers: main.cpp --help, README |
 // | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --status-cache-ttl-s --log-level:    |
 // | common/config.hpp                                                                                          |
@@ -96,6 +97,11 @@ class ApiServer {
   std::uint16_t port() const;
   // The connection cap in force.
   std::size_t max_connections() const;
+
+  // "METHOD /pattern" of every route a server with `config` serves, from
+  // a Router filled as the server fills its own (install_routes); connects
+  // to nothing and binds nothing (rtmc-api --list-routes, the OpenAPI test).
+  static std::vector<std::string> routes(const ApiConfig& config);
 
   // Starts the io threads and returns.
   void start();

@@ -166,6 +166,8 @@ asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
     co_await on_members(std::move(*members), std::move(frame.ref));
   } else if (auto* history = std::get_if<protocol::HistoryRequest>(&frame.request)) {
     co_await on_history(std::move(*history), std::move(frame.ref));
+  } else if (auto* refresh = std::get_if<protocol::RefreshRequest>(&frame.request)) {
+    co_await on_refresh(std::move(*refresh), std::move(frame.ref));
   } else if (std::holds_alternative<protocol::PingRequest>(frame.request)) {
     reply(protocol::pong_frame(frame.ref));
   }
@@ -222,6 +224,37 @@ asio::awaitable<void> ClientConnection::on_auth(protocol::AuthRequest request, R
   reply(protocol::auth_ok_frame(user_, static_cast<int>(services_.config.heartbeat.count()), ref));
 }
 
+// Every refusal is a non-fatal bad_frame: the connection's own token is
+// still good, only the offered one is not. The transport reads no further
+// line meanwhile, so two refreshes never overlap.
+asio::awaitable<void> ClientConnection::on_refresh(protocol::RefreshRequest request, Ref ref) {
+  auto claims = services_.tokens.verify(request.token, now_ms());
+  if (!claims) {
+    fail(ErrorCode::bad_frame, "refresh: invalid or expired token", ref);
+    co_return;
+  }
+  if (!same_user(claims->user, user_)) {
+    fail(ErrorCode::bad_frame, "refresh: the token is another user's", ref);
+    co_return;
+  }
+  bool exists = false;
+  try {
+    exists = co_await services_.login_sessions.exists(claims->jti);
+  } catch (const std::exception& error) {
+    spdlog::warn("refresh: login sessions unavailable: {}", error.what());
+    fail(ErrorCode::unavailable, "cannot check the session now; retry", ref);
+    co_return;
+  }
+  if (state_ != State::open) co_return;
+  if (!exists) {
+    fail(ErrorCode::bad_frame, "refresh: session ended (logged out or expired)", ref);
+    co_return;
+  }
+  jti_ = claims->jti;
+  token_expires_at_ms_ = claims->expires_at_ms;
+  reply(protocol::refreshed_frame(user_, token_expires_at_ms_, ref));
+}
+
 asio::awaitable<void> ClientConnection::check_login_session() {
   auto self = shared_from_this();
   struct Done {
@@ -233,9 +266,12 @@ asio::awaitable<void> ClientConnection::check_login_session() {
     fail(ErrorCode::unauthorized, "token expired", std::nullopt);
     co_return;
   }
+  // A refresh while the check waits moves the connection to another
+  // session: the answer about the old one no longer decides anything.
+  const std::string jti = jti_;
   try {
-    const bool exists = co_await services_.login_sessions.exists(jti_);
-    if (state_ != State::open) co_return;
+    const bool exists = co_await services_.login_sessions.exists(jti);
+    if (state_ != State::open || jti != jti_) co_return;
     if (!exists) fail(ErrorCode::unauthorized, "session ended (logged out)", std::nullopt);
   } catch (const std::exception& error) {
     // The store being away is no reason to drop everyone; check next period.

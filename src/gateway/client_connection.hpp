@@ -1,7 +1,7 @@
 #pragma once
 // One client connection's protocol core, whatever carries its bytes (see
 // transport.hpp): auth state, request dispatch (auth, join, leave, send,
-// ping, status, members), acks in send order, per-room ordering
+// refresh, ping, status, members), acks in send order, per-room ordering
 // (RoomStreams), presence reports (PresencePort), the login session
 // re-check, the idle cut, the per-connection bounds, and every close
 // decision; history pages (HistoryReader) for any authenticated connection.
@@ -135,6 +135,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
  private:
   boost::asio::awaitable<void> on_auth(protocol::AuthRequest request, protocol::Ref ref);
+  // Moves the connection to another live token of its user: the session
+  // re-check and the expiry cut follow the new token from then on.
+  boost::asio::awaitable<void> on_refresh(protocol::RefreshRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_join(protocol::JoinRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_leave(protocol::LeaveRequest request, protocol::Ref ref);
   boost::asio::awaitable<void> on_send(protocol::SendRequest request, protocol::Ref ref);

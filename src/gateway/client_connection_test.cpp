@@ -76,10 +76,11 @@ class FakeLoginSessions final : public LoginSessions {
   asio::awaitable<bool> exists(std::string jti) override {
     ++calls;
     if (!answer) throw std::runtime_error("redis down");
-    co_return *answer&& jti == live_jti;
+    co_return *answer && (jti == live_jti || also_live.contains(jti));
   }
   std::optional<bool> answer = true;
   std::string live_jti;
+  std::set<std::string> also_live;
   int calls = 0;
 };
 
@@ -616,6 +617,152 @@ TEST_F(ConnectionTest, ShutdownSendsServerShutdown) {
   EXPECT_EQ(code_of(transport_->sent.back()), "server_shutdown");
   EXPECT_TRUE(transport_->closed);
   EXPECT_EQ(closed(CloseReason::server_shutdown), 1u);
+}
+
+// ---- refresh (issue 9)
+
+std::string refresh_line(const std::string& token, std::string_view ref = "") {
+  std::string line = R"({"type":"refresh","token":")" + token + "\"";
+  if (!ref.empty()) line.append(",\"ref\":").append(ref);
+  return line + "}";
+}
+
+TEST_F(ConnectionTest, RefreshAnswersRefreshedWithTheNewExpiry) {
+  auto connection = authenticated();
+  auto fresh = tokens_.issue("alice");
+  login_sessions_.also_live.insert(fresh.claims.jti);
+  line(connection, refresh_line(fresh.token, "\"r1\""));
+  ASSERT_EQ(transport_->sent.size(), 1u);
+  EXPECT_EQ(transport_->sent[0], protocol::refreshed_frame("alice", fresh.claims.expires_at_ms, "\"r1\""));
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  EXPECT_EQ(connection->user(), "alice");
+}
+
+TEST_F(ConnectionTest, AConnectionIsCutWhenItsTokenExpires) {
+  config_.heartbeat = std::chrono::seconds(1);
+  config_.idle_timeout = std::chrono::seconds(60);
+  config_.auth_timeout = std::chrono::seconds(1);  // the timer's first wake-up
+  const auth::TokenService short_lived{std::string(32, 's'), std::chrono::seconds(1)};
+  auto issued = short_lived.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  auto connection = connect();
+  line(connection, R"({"type":"auth","token":")" + issued.token + "\"}");
+  ASSERT_TRUE(connection->authenticated());
+  io_.restart();
+  io_.run_for(std::chrono::milliseconds(2200));
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+}
+
+// The same connection as above, refreshed before its token expires: the
+// re-checks now look at the new session (the old one is gone from the
+// store) and the old expiry passes unnoticed; the expired token itself is
+// then refused.
+TEST_F(ConnectionTest, ARefreshedConnectionOutlivesItsFirstToken) {
+  config_.heartbeat = std::chrono::seconds(1);
+  config_.idle_timeout = std::chrono::seconds(60);
+  config_.auth_timeout = std::chrono::seconds(1);  // the timer's first wake-up
+  const auth::TokenService short_lived{std::string(32, 's'), std::chrono::seconds(1)};
+  auto issued = short_lived.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  auto connection = connect();
+  line(connection, R"({"type":"auth","token":")" + issued.token + "\"}");
+  ASSERT_TRUE(connection->authenticated());
+  auto fresh = tokens_.issue("alice");
+  login_sessions_.also_live.insert(fresh.claims.jti);
+  line(connection, refresh_line(fresh.token));
+  EXPECT_EQ(last().at("type").as_string(), "refreshed");
+  login_sessions_.live_jti.clear();
+  const int calls = login_sessions_.calls;
+  io_.restart();
+  io_.run_for(std::chrono::milliseconds(2200));
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  EXPECT_GE(login_sessions_.calls, calls + 1) << "the session was re-checked";
+  transport_->sent.clear();
+  line(connection, refresh_line(issued.token, "1"));
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_frame");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  // The new session ending still cuts it, as any revoked session does.
+  login_sessions_.also_live.clear();
+  io_.restart();
+  io_.run_for(std::chrono::milliseconds(1200));
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+}
+
+TEST_F(ConnectionTest, RefreshWithAnotherUsersTokenIsABadFrameAndKeepsTheOldToken) {
+  config_.heartbeat = std::chrono::seconds(1);
+  config_.idle_timeout = std::chrono::seconds(60);
+  config_.auth_timeout = std::chrono::seconds(1);  // the timer's first wake-up
+  auto connection = authenticated();
+  auto bobs = tokens_.issue("bob");
+  login_sessions_.also_live.insert(bobs.claims.jti);
+  line(connection, refresh_line(bobs.token, "5"));
+  ASSERT_EQ(transport_->sent.size(), 1u);
+  EXPECT_EQ(code_of(transport_->sent[0]), "bad_frame");
+  EXPECT_EQ(last().at("ref").as_int64(), 5);
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  EXPECT_EQ(connection->user(), "alice");
+  // Still on alice's session: ending it cuts the connection although bob's
+  // session lives on.
+  login_sessions_.live_jti = "ended";
+  io_.restart();
+  io_.run_for(std::chrono::milliseconds(1200));
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+}
+
+TEST_F(ConnectionTest, RefreshWithAnUnusableTokenIsABadFrameNotFatal) {
+  auto connection = authenticated();
+  const auth::TokenService other_secret{std::string(32, 'o'), std::chrono::seconds(3600)};
+  auto forged = other_secret.issue("alice");
+  login_sessions_.also_live.insert(forged.claims.jti);
+  auto revoked = tokens_.issue("alice");  // valid, but no session in the store
+  for (const auto& token : {std::string("garbage"), forged.token, revoked.token}) {
+    transport_->sent.clear();
+    line(connection, refresh_line(token));
+    ASSERT_EQ(transport_->sent.size(), 1u) << token;
+    EXPECT_EQ(code_of(transport_->sent[0]), "bad_frame") << token;
+    EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  }
+  transport_->sent.clear();
+  line(connection, R"({"type":"refresh"})");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_frame");
+  line(connection, R"({"type":"ping"})");
+  EXPECT_EQ(last().at("type").as_string(), "pong");
+}
+
+TEST_F(ConnectionTest, RefreshWhileTheStoreIsDownIsRetryable) {
+  auto connection = authenticated();
+  auto fresh = tokens_.issue("alice");
+  login_sessions_.also_live.insert(fresh.claims.jti);
+  login_sessions_.answer.reset();
+  line(connection, refresh_line(fresh.token));
+  EXPECT_EQ(code_of(transport_->sent.back()), "unavailable");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
+  login_sessions_.answer = true;
+  line(connection, refresh_line(fresh.token));
+  EXPECT_EQ(last().at("type").as_string(), "refreshed");
+}
+
+TEST_F(ConnectionTest, RefreshBeforeAuthIsFatal) {
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  auto connection = connect();
+  line(connection, refresh_line(issued.token));
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+}
+
+TEST_F(ConnectionTest, AuthStaysOneTimeAfterARefresh) {
+  auto connection = authenticated();
+  auto fresh = tokens_.issue("alice");
+  login_sessions_.also_live.insert(fresh.claims.jti);
+  line(connection, refresh_line(fresh.token));
+  EXPECT_EQ(last().at("type").as_string(), "refreshed");
+  line(connection, R"({"type":"auth","token":")" + fresh.token + "\"}");
+  EXPECT_EQ(code_of(transport_->sent.back()), "bad_frame");
+  EXPECT_EQ(connection->state(), ClientConnection::State::open);
 }
 
 TEST_F(ConnectionTest, NoAuthWithinTheTimeoutIsFatal) {

@@ -112,6 +112,11 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
     if (token == nullptr) return fail(ErrorCode::bad_frame, "\"token\" must be a string", ref);
     return Frame{AuthRequest{std::string(*token)}, ref};
   }
+  if (*type == "refresh") {
+    const json::string* token = required("token");
+    if (token == nullptr) return fail(ErrorCode::bad_frame, "\"token\" must be a string", ref);
+    return Frame{RefreshRequest{std::string(*token)}, ref};
+  }
   if (*type == "join" || *type == "leave") {
     std::string room;
     if (auto error = room_of(room)) return *error;
@@ -199,6 +204,10 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
 
 std::string auth_ok_frame(std::string_view user, int heartbeat_s, const Ref& ref) {
   return finish({{"type", "auth_ok"}, {"user", user}, {"heartbeat_s", heartbeat_s}}, ref);
+}
+
+std::string refreshed_frame(std::string_view user, std::int64_t expires_at_ms, const Ref& ref) {
+  return finish({{"type", "refreshed"}, {"user", user}, {"expires_at", expires_at_ms}}, ref);
 }
 
 std::string joined_frame(std::string_view room, std::int64_t seq, const Ref& ref) {

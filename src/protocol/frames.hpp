@@ -39,6 +39,11 @@ bool is_fatal(ErrorCode code);
 struct AuthRequest {
   std::string token;
 };
+// After auth: move the connection to another token of the same user (one
+// from POST /refresh), so it outlives the token it authenticated with.
+struct RefreshRequest {
+  std::string token;
+};
 struct JoinRequest {
   std::string room;
   // Resume after this seq (`since`): the messages above it are replayed
@@ -74,7 +79,7 @@ struct HistoryRequest {
   std::int64_t limit = kDefaultLimit;  // 1..kMaxLimit
 };
 using Request = std::variant<AuthRequest, JoinRequest, LeaveRequest, SendRequest, PingRequest, StatusRequest,
-                             MembersRequest, HistoryRequest>;
+                             MembersRequest, HistoryRequest, RefreshRequest>;
 
 // `ref` is kept as serialized JSON so it is echoed verbatim.
 using Ref = std::optional<std::string>;
@@ -101,6 +106,9 @@ std::variant<Frame, FrameError> parse_client_frame(std::string_view line, const 
 
 // Server frames, each ending in '\n'.
 std::string auth_ok_frame(std::string_view user, int heartbeat_s, const Ref& ref);
+// The answer to `refresh`: the connection now runs on a token expiring at
+// `expires_at_ms` (ms since the Unix epoch).
+std::string refreshed_frame(std::string_view user, std::int64_t expires_at_ms, const Ref& ref);
 std::string joined_frame(std::string_view room, std::int64_t seq, const Ref& ref);
 // The answer to a join with `since`: `recovered` says whether the replay
 // covers every seq in (since, seq].

@@ -111,6 +111,21 @@ TEST(ServerFrames, AreOneJsonObjectPerLine) {
   EXPECT_EQ(header->seq, 42);
 }
 
+TEST(ParseClientFrame, Refresh) {
+  EXPECT_EQ(std::get<RefreshRequest>(frame_of(R"({"type":"refresh","token":"t.k.n"})").request).token,
+            "t.k.n");
+  EXPECT_EQ(frame_of(R"({"type":"refresh","token":"t","ref":7})").ref, "7");
+  EXPECT_EQ(error_of(R"({"type":"refresh"})").code, ErrorCode::bad_frame);
+  EXPECT_EQ(error_of(R"({"type":"refresh","token":5})").code, ErrorCode::bad_frame);
+}
+
+TEST(ServerFrames, Refreshed) {
+  EXPECT_EQ(refreshed_frame("Alice", 1700000000000, std::string("\"r\"")),
+            "{\"type\":\"refreshed\",\"user\":\"Alice\",\"expires_at\":1700000000000,\"ref\":\"r\"}\n");
+  EXPECT_EQ(refreshed_frame("a", 1, std::nullopt),
+            "{\"type\":\"refreshed\",\"user\":\"a\",\"expires_at\":1}\n");
+}
+
 TEST(ServerFrames, TemplateJoinsToTheSameFrame) {
   auto parts = message_frame_template("room-1", "id", "bob", "x\"seq\":-1,", 5);
   EXPECT_EQ(parts.prefix + "1234" + parts.suffix,

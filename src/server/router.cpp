@@ -109,6 +109,14 @@ void Router::add(http::verb method, std::string path, ParamHandler handler) {
   routes_.push_back(Route{method, std::move(path), std::move(segments), std::move(handler)});
 }
 
+std::vector<std::string> Router::describe() const {
+  std::vector<std::string> lines;
+  lines.reserve(routes_.size());
+  for (const auto& route : routes_)
+    lines.push_back(std::string(http::to_string(route.method)) + " " + route.path);
+  return lines;
+}
+
 bool Router::matches(const Route& route, const std::vector<std::string_view>& path, PathParams& params) {
   if (route.segments.size() != path.size()) return false;
   for (std::size_t i = 0; i < path.size(); ++i) {

@@ -61,6 +61,10 @@ class Router {
   // Never throws (except std::bad_alloc): every failure is an error response.
   boost::asio::awaitable<Response> dispatch(const Request& request) const;
 
+  // "METHOD /pattern" of every route, in the order added: what a role
+  // serves, for tools that check a description against it.
+  std::vector<std::string> describe() const;
+
  private:
   struct Segment {
     std::string text;  // the literal, or the parameter's name

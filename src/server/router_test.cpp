@@ -76,6 +76,14 @@ TEST_F(RouterTest, LaterAddReplacesTheHandler) {
   EXPECT_EQ(dispatch(http::verb::get, "/a").body(), "\"two\"");
 }
 
+TEST_F(RouterTest, DescribesEveryRouteOnceInTheOrderAdded) {
+  router.add(http::verb::post, "/b", answer("post b"));
+  router.add(http::verb::get, "/users/{user}/status", echo_params("s"));
+  router.add(http::verb::get, "/b", answer("get b"));
+  router.add(http::verb::post, "/b", answer("post b again"));
+  EXPECT_EQ(router.describe(), (std::vector<std::string>{"POST /b", "GET /users/{user}/status", "GET /b"}));
+}
+
 TEST_F(RouterTest, UnknownPathIs404Json) {
   router.add(http::verb::get, "/a", answer("get a"));
   auto response = dispatch(http::verb::get, "/nope");
