@@ -463,6 +463,8 @@ function render(changes = []) {
 }
 
 function renderRooms() {
+  // The list is rebuilt: a keyboard user's focus on a room stays on it.
+  const focused = document.activeElement?.closest?.("#room-list button")?.dataset.room;
   ui.roomList.replaceChildren(
     ...[...state.rooms.values()].map((room) => {
       if (room.name === current) room.unread = 0;
@@ -481,6 +483,7 @@ function renderRooms() {
       return el("li", {}, button);
     }),
   );
+  if (focused !== undefined) ui.roomList.querySelector(`button[data-room="${CSS.escape(focused)}"]`)?.focus();
 }
 
 let renderedRoom = null;

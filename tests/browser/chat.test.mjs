@@ -207,6 +207,13 @@ test("two pages and a TCP client chat in one room: every message once, in order;
   await screenshot(alice, "phone");
   await alice.setViewportSize({ width: 1100, height: 720 });
 
+  // Keyboard focus on a room survives the redraw a new message causes.
+  await bob.focus(`#room-list button[data-room="${room}"]`);
+  const before = (await shownMessages(bob)).length;
+  await sendInPage(alice, "focus stays");
+  await waitForShown(bob, before + 1);
+  assert.equal(await bob.evaluate(() => document.activeElement?.dataset.room), room);
+
   // Leave, then log out: the token is refused afterwards.
   await alice.click("#leave-button");
   await alice.waitForFunction((r) => !window.rtmc.state.rooms.has(r), room);
