@@ -5,6 +5,7 @@ import { ChatState, backoffMs, describeError, refreshDelayMs } from "./chat_stat
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "rtmc.session";
+const ROOMS_KEY = "rtmc.rooms"; // the rooms joined, so a reload joins them again
 
 const ui = {
   connection: $("connection"),
@@ -122,6 +123,11 @@ function saveSession() {
   else sessionStorage.removeItem(SESSION_KEY);
 }
 
+function saveRooms() {
+  if (session) sessionStorage.setItem(ROOMS_KEY, JSON.stringify({ rooms: [...state.rooms.keys()], current }));
+  else sessionStorage.removeItem(ROOMS_KEY);
+}
+
 async function login(register) {
   clearError();
   const user = ui.loginUser.value.trim();
@@ -191,6 +197,7 @@ function leaveChat() {
   }
   state = new ChatState();
   current = null;
+  saveRooms();
   render();
   setConnection("offline", "Not connected");
   ui.chatView.hidden = true;
@@ -341,6 +348,7 @@ function onFrame(frame) {
         rerender = true;
     }
   }
+  if (changes.some((c) => c.kind === "joined" || c.kind === "left")) saveRooms();
   if (rerender) render(changes);
   if (focusComposer) {
     focusComposer = false;
@@ -568,6 +576,10 @@ async function start() {
   try {
     await loadConfig();
     session = saved;
+    // Joined afresh on connecting (the latest page of history, then live).
+    const rooms = JSON.parse(sessionStorage.getItem(ROOMS_KEY) ?? "null");
+    for (const name of rooms?.rooms ?? []) state.room(name);
+    if (rooms?.current && state.rooms.has(rooms.current)) current = rooms.current;
     enterChat();
   } catch (error) {
     showError(apiErrorText(error, "config"));

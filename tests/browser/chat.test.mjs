@@ -192,6 +192,13 @@ test("two pages and a TCP client chat in one room: every message once, in order;
   await waitFor("alice sees bob online again", async () => (await members(alice)).some(([u, online]) => u === bobUser.user && online));
   await screenshot(bob, "bob-after-reconnect");
 
+  // A reload keeps bob logged in and in the room, with its history.
+  await bob.reload();
+  await bob.waitForSelector('#connection[data-state="online"]');
+  await bob.waitForFunction((r) => window.rtmc.state.rooms.get(r)?.joined, room);
+  const reloaded = await waitForShown(bob, total + 1);
+  assert.deepEqual(reloaded, bobAfter);
+
   // A room name the server refuses.
   await bob.fill("#join-room", "no spaces allowed");
   await bob.press("#join-room", "Enter");
