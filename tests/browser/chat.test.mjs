@@ -83,6 +83,29 @@ test("a wrong password and an unavailable name are shown in the page", async () 
   await page.click("#register-button");
   await page.waitForFunction(() => document.querySelector("#alert-text").textContent.startsWith("User names are"));
   assert.equal(await page.isVisible("#chat-view"), false);
+  // Answers this stack cannot be made to give on cue (a login rate limit
+  // after many failures, a store down), put in the api's place: the page
+  // shows them too.
+  await page.route("**/login", (route) =>
+    route.fulfill({
+      status: 429,
+      headers: { "Content-Type": "application/json", "Retry-After": "42" },
+      body: JSON.stringify({ error: "rate_limited", message: "too many failed logins" }),
+    }),
+  );
+  await page.fill("#login-user", known.user);
+  await page.fill("#login-password", "whatever-else");
+  await page.click("#login-button");
+  await page.waitForFunction(() => document.querySelector("#alert-text").textContent.includes("42"));
+  assert.equal(await page.textContent("#alert-text"), "Too many attempts; try again in 42 s.");
+  await screenshot(page, "login-rate-limited");
+  await page.unroute("**/login");
+  await page.route("**/login", (route) =>
+    route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ error: "unavailable", message: "postgres" }) }),
+  );
+  await page.click("#login-button");
+  await page.waitForFunction(() => document.querySelector("#alert-text").textContent.includes("unavailable"));
+  assert.equal(await page.textContent("#alert-text"), "The chat server is unavailable right now; try again shortly.");
   await page.context().close();
 });
 

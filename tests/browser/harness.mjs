@@ -17,7 +17,10 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { chromium } from "playwright-core";
 
+// Each test file has its own folder (ctest sets it), emptied at its start so
+// that what is there is this run's.
 export const outputDir = path.resolve(process.env.RTMC_BROWSER_OUTPUT ?? "test-output");
+fs.rmSync(outputDir, { recursive: true, force: true });
 fs.mkdirSync(outputDir, { recursive: true });
 
 function required(name) {
