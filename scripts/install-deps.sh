@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages rtmc needs to build, test and run locally,
 # then the npm packages of the tests written for Node.js (`npm ci` from each
-# folder's committed package-lock.json): tests/openapi (the OpenAPI check).
+# folder's committed package-lock.json): tests/openapi (the OpenAPI check) and
+# tests/browser (playwright-core, which drives Debian's chromium and never
+# downloads a browser).
 # Only calls apt-get when at least one package is missing (checked with
 # dpkg-query), and npm when a lock file changed since its last `npm ci`, so
 # it is a no-op of a few milliseconds on a prepared machine.
@@ -29,6 +31,8 @@ packages=(
   curl util-linux coreutils procps clang-format
   # tests/openapi: Node.js runs the OpenAPI check (npm fetches its packages)
   nodejs
+  # tests/browser: headless Chromium renders the web page
+  chromium
 )
 
 missing=()
@@ -38,7 +42,7 @@ for package in "${packages[@]}"; do
 done
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-npm_folders=(tests/openapi)
+npm_folders=(tests/openapi tests/browser)
 
 # npm ci in each folder unless its node_modules was installed from this very
 # package-lock.json (a stamp with its hash).

@@ -79,6 +79,8 @@ server_env() {
   export RTMC_GATEWAY_LISTEN=$gateway_listen
   export RTMC_GATEWAY_HTTP_LISTEN=$gateway_http_listen
   export RTMC_WS_ORIGINS=$ws_origins
+  # The web page opens the gateway's WebSocket (GET /config.json on the api).
+  export RTMC_API_WS_URL=ws://$gateway_http_listen/ws
   export RTMC_SYNCER_HTTP_LISTEN=$syncer_http_listen
 }
 
@@ -163,8 +165,11 @@ cmd_up() {
   cat <<EOF
 
 rtmc is running (data, logs, PIDs: $(shown "$stack_dir")/)
-  api      http://$api_listen     (GET /healthz, /users/NAME/status, /rooms, /rooms/NAME/messages,
-                                     POST /register, /login, /logout, /publishMessage)
+
+Chat in a browser: open http://$api_listen/ (Register, then join a room, e.g. lobby)
+
+  api      http://$api_listen     (the web page at /; GET /healthz, /users/NAME/status, /rooms,
+                                     /rooms/NAME/messages, POST /register, /login, /refresh, /logout, /publishMessage)
   gateway  $gateway_listen          (TCP, one JSON object per line)
            ws://$gateway_http_listen/ws  (WebSocket, one JSON object per text message;
                                      origins $ws_origins)

@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "api/server.hpp"
+#include "api/web_assets.hpp"
 #include "auth/auth.hpp"
 #include "common/keys.hpp"
 #include "common/names.hpp"
@@ -503,6 +504,25 @@ TEST_F(ApiItest, HealthzAndMetrics) {
       << metrics.body();
   EXPECT_NE(metrics.body().find("rtmc_api_publish_total{result=\"confirmed\"}"), std::string::npos);
   EXPECT_NE(metrics.body().find("rtmc_api_amqp_connected 1"), std::string::npos);
+}
+
+// The web page's routes on the real server, keep-alive, without a token.
+TEST_F(ApiItest, ServesTheWebPageItsAssetsAndConfig) {
+  Client client(port());
+  auto index = client.send(http::verb::get, "/");
+  ASSERT_EQ(index.result(), http::status::ok);
+  EXPECT_EQ(index[http::field::content_type], "text/html; charset=utf-8");
+  EXPECT_EQ(index.body(), find_web_asset("index.html")->body);
+  auto script = client.send(http::verb::get, "/assets/app.js");
+  ASSERT_EQ(script.result(), http::status::ok);
+  EXPECT_EQ(script[http::field::content_type], "text/javascript; charset=utf-8");
+  EXPECT_EQ(script.body(), find_web_asset("app.js")->body);
+  auto missing = client.send(http::verb::get, "/assets/nope.js");
+  EXPECT_EQ(missing.result(), http::status::not_found);
+  EXPECT_EQ(error_of(missing), "not_found");
+  auto config = client.send(http::verb::get, "/config.json");
+  ASSERT_EQ(config.result(), http::status::ok);
+  EXPECT_EQ(json::parse(config.body()), json::parse(R"({"ws_urls":["ws://127.0.0.1:7080/ws"]})"));
 }
 
 // The value of an unlabelled sample in /metrics; -1 when it is absent.

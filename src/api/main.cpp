@@ -147,6 +147,11 @@ int main(int argc, char** argv) {
                  "IP address of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
       ->envname("RTMC_TRUSTED_PROXY")
       ->delimiter(',');
+  app.add_option("--ws-url", config.ws_urls,
+                 "a gateway WebSocket URL the web page may use (repeatable; GET /config.json)")
+      ->envname("RTMC_API_WS_URL")
+      ->delimiter(',')
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (list_routes) {

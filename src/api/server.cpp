@@ -9,6 +9,7 @@
 #include "api/metrics.hpp"
 #include "api/real_backends.hpp"
 #include "api/router.hpp"
+#include "api/web_assets.hpp"
 #include "auth/auth.hpp"
 #include "common/metrics.hpp"
 #include "server/http_server.hpp"
@@ -56,8 +57,9 @@ server::HttpServerConfig http_config(const ApiConfig& config) {
 
 // Every route the api serves, in one place: the server and routes() both
 // fill their Router here, so the list printed is the list served.
-void install_routes(Router& router, ApiService& service, const ApiConfig&) {
+void install_routes(Router& router, ApiService& service, const ApiConfig& config) {
   service.install(router);
+  install_web_routes(router, config.ws_urls);
 }
 
 // The backends of a service built only to list its routes: no handler

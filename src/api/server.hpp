@@ -14,6 +14,7 @@
 // | --keepalive-timeout-s     | RTMC_API_KEEPALIVE_TIMEOUT_S     | 60               | idle keep-alive connection, next request   |
 // | --token-ttl-s             | RTMC_TOKEN_TTL_S                 | 86400            | token and session lifetime                 |
 // | --migrate-only            |                                  |                  | apply DB migrations and exit               |
+// | --ws-url (repeatable)     | RTMC_API_WS_URL (comma-separated)| ws://127.0.0.1:7080/ws | the page's WebSockets (/config.json) |
 // | --list-routes             |                                  |                  | print "METHOD /path" per route and exit    |
 // | --pg-timeout-ms, --backend-queue-limit, rate limits, --trusted-proxy, hash workers: main.cpp --help, README |
 // | --redis --amqp --pg --ingest-shards --max-body --jwt-secret[-file] --status-cache-ttl-s --log-level:    |
@@ -37,6 +38,8 @@ struct ApiConfig {
   // Redis, PostgreSQL, RabbitMQ, limits and auth (auth.jwt_secret must be set).
   CommonOptions common;
   HostPort listen{"127.0.0.1", 8080};
+  // The gateways' WebSocket URLs the web page may use (GET /config.json).
+  std::vector<std::string> ws_urls{"ws://127.0.0.1:7080/ws"};
   unsigned threads = 0;  // 0 = std::thread::hardware_concurrency()
   // Connections open at once; 0 = what the open-file limit allows, less
   // server::kOwnFilesReserve. Over it: 503 {"error":"server_full"}, closed.
