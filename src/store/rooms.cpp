@@ -385,10 +385,12 @@ PendingSequence begin_sequence(redis::Connection& redis, const SequenceSettings&
       pending.tickets.push_back(redis.append_eval(kSequenceScript, call.keys, call.args));
     redis.flush();
   } catch (...) {
-    try {
-      finish_sequence(redis, pending);
-    } catch (const redis::RedisError&) {
-      // The append's own failure is the one reported.
+    // The append's own failure is the one reported.
+    for (const auto& ticket : pending.tickets) {
+      try {
+        redis.take(ticket);
+      } catch (const redis::RedisError&) {
+      }
     }
     throw;
   }
@@ -411,8 +413,10 @@ std::vector<SequenceResult> finish_sequence(redis::Connection& redis, PendingSeq
       replies.emplace_back();
     }
   }
+  const bool complete = pending.tickets.size() == pending.groups.size();
   pending.tickets.clear();
   if (failure) std::rethrow_exception(failure);
+  if (!complete) throw std::logic_error("finishing a sequencing call that was not begun in full");
   for (std::size_t g = 0; g < pending.groups.size(); ++g)
     apply(replies[g], pending.groups[g], pending.requests, results);
   return results;
