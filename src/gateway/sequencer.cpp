@@ -65,6 +65,12 @@ struct Round {
   rooms::PendingSequence call;
 };
 
+// Lets a set of strings be searched with a string_view.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+
 struct Attempts {
   std::uint32_t failed = 0;
   Clock::time_point last_seen{};
@@ -193,10 +199,26 @@ class Loop {
   // in delivery order: a room whose head waits (a retry not yet due, a
   // dead-letter publish that failed) or that is in a round at Redis holds
   // back its later messages, so their seqs keep the order sent.
+  //
+  // A scan that found nothing to send is remembered (the rooms it held, where
+  // it ended): while no room left a round and no held head became due, the
+  // next scan only looks at messages added since. Otherwise, with a busy room
+  // in a round, every pass of the loop would walk the whole backlog.
   std::vector<std::size_t> next_batch(Clock::time_point now) {
     std::vector<std::size_t> batch;
-    std::unordered_set<std::string_view> held;
-    for (std::size_t i = 0; i < pending_.size() && batch.size() < kBatch; ++i) {
+    std::size_t first = 0;
+    if (scan_.valid && now < scan_.until) {
+      first = static_cast<std::size_t>(std::distance(
+          pending_.begin(),
+          std::lower_bound(pending_.begin(), pending_.end(), scan_.next_serial,
+                           [](const Pending& pending, std::uint64_t s) { return pending.serial < s; })));
+    } else {
+      scan_.held.clear();
+      scan_.until = Clock::time_point::max();
+    }
+    scan_.valid = false;
+    auto& held = scan_.held;
+    for (std::size_t i = first; i < pending_.size() && batch.size() < kBatch; ++i) {
       auto& pending = pending_[i];
       if (pending.outcome != Pending::Outcome::open) continue;
       if (!pending.message) {
@@ -209,11 +231,12 @@ class Loop {
       const std::string_view room = pending.message->room;
       if (held.contains(room)) continue;
       if (in_flight_.contains(pending.message->room)) {
-        held.insert(room);
+        held.emplace(room);
         continue;
       }
       if (pending.not_before > now) {
-        held.insert(room);
+        held.emplace(room);
+        scan_.until = std::min(scan_.until, pending.not_before);
         continue;
       }
       if (auto it = attempts_.find(pending.key);
@@ -222,11 +245,16 @@ class Loop {
         // through then (or the ack was lost and it came back).
         if (!give_up(pending, "earlier attempts failed")) {
           pending.not_before = now + message_backoff_.delay_after(it->second.failed);
-          held.insert(room);
+          held.emplace(room);
+          scan_.until = std::min(scan_.until, pending.not_before);
         }
         continue;
       }
       batch.push_back(i);
+    }
+    if (batch.empty()) {
+      scan_.valid = true;
+      scan_.next_serial = next_serial_;
     }
     return batch;
   }
@@ -257,7 +285,7 @@ class Loop {
         read_run_id();
         round.call = rooms::begin_sequence(redis_, settings_, run_id_, std::move(requests));
       } catch (const redis::RedisError& error) {
-        for (const auto& room : round.rooms) in_flight_.erase(room);
+        release(round);
         on_redis_failure(error);
         return;
       }
@@ -266,6 +294,12 @@ class Loop {
         counters_.rounds_overlapped.fetch_add(1, std::memory_order_relaxed);
       rounds_.push_back(std::move(round));
     }
+  }
+
+  // The round's rooms may be in the next round again.
+  void release(const Round& round) {
+    for (const auto& room : round.rooms) in_flight_.erase(room);
+    scan_.valid = false;
   }
 
   // Nothing is known about which scripts ran; the dedupe keys make the
@@ -297,11 +331,11 @@ class Loop {
       // Later rounds on the same connection fail the same way when their
       // turn comes; one on a newer connection (made after an install
       // failed) may still have gone through.
-      for (const auto& room : round.rooms) in_flight_.erase(room);
+      release(round);
       on_redis_failure(error);
       return;
     }
-    for (const auto& room : round.rooms) in_flight_.erase(room);
+    release(round);
     const auto now = Clock::now();
 
     const std::string* refusal = nullptr;
@@ -365,6 +399,7 @@ class Loop {
     }
     rounds_.clear();
     in_flight_.clear();
+    scan_.valid = false;
   }
 
   void settle(Pending& pending, Pending::Outcome outcome) {
@@ -652,7 +687,14 @@ class Loop {
   std::vector<std::uint64_t> ready_;
   std::deque<Round> rounds_;
   std::unordered_set<std::string> in_flight_;  // rooms of rounds_
-  bool unpublished_ = false;                   // a finished round's fan-out is not published yet
+  bool unpublished_ = false;
+  // What the last next_batch() that found nothing saw (see there).
+  struct Scan {
+    bool valid = false;
+    std::uint64_t next_serial = 0;  // the first message it did not see
+    Clock::time_point until{};      // the first held head that becomes due
+    std::unordered_set<std::string, StringHash, std::equal_to<>> held;
+  } scan_;  // a finished round's fan-out is not published yet
   std::unordered_map<std::string, Attempts> attempts_;
   Backoff amqp_backoff_;
   Backoff redis_backoff_;
