@@ -200,10 +200,11 @@ class Loop {
   // dead-letter publish that failed) or that is in a round at Redis holds
   // back its later messages, so their seqs keep the order sent.
   //
-  // A scan that found nothing to send is remembered (the rooms it held, where
-  // it ended): while no room left a round and no held head became due, the
-  // next scan only looks at messages added since. Otherwise, with a busy room
-  // in a round, every pass of the loop would walk the whole backlog.
+  // A scan is remembered (the rooms it held, those of the batch it returned,
+  // which go into a round now, and where it ended): while no room left a
+  // round and no held head became due, the next scan starts where it ended.
+  // Otherwise, with a busy room in a round, every pass of the loop would walk
+  // the whole backlog.
   std::vector<std::size_t> next_batch(Clock::time_point now) {
     std::vector<std::size_t> batch;
     std::size_t first = 0;
@@ -218,7 +219,8 @@ class Loop {
     }
     scan_.valid = false;
     auto& held = scan_.held;
-    for (std::size_t i = first; i < pending_.size() && batch.size() < kBatch; ++i) {
+    std::size_t i = first;
+    for (; i < pending_.size() && batch.size() < kBatch; ++i) {
       auto& pending = pending_[i];
       if (pending.outcome != Pending::Outcome::open) continue;
       if (!pending.message) {
@@ -252,10 +254,10 @@ class Loop {
       }
       batch.push_back(i);
     }
-    if (batch.empty()) {
-      scan_.valid = true;
-      scan_.next_serial = next_serial_;
-    }
+    // Added after the loop: a room's later messages may join the batch.
+    for (const auto index : batch) held.emplace(pending_[index].message->room);
+    scan_.valid = true;
+    scan_.next_serial = i < pending_.size() ? pending_[i].serial : next_serial_;
     return batch;
   }
 
