@@ -90,6 +90,8 @@ struct GatewayConfig {
   // Seqs the sequencer reserves per room at a time in PostgreSQL (the seq
   // guard, gateway/sequencer.hpp).
   std::int64_t seq_block = 1000;
+  // Sequencing rounds at Redis at once per sequencer (gateway/sequencer.hpp).
+  std::size_t sequence_rounds_in_flight = 2;
   // TCP sends per user, one budget with the api's REST publishes
   // (store::messages_bucket; rate_limited beyond). No limit by default.
   store::Rate sends_per_user;

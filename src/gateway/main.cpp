@@ -102,6 +102,11 @@ int main(int argc, char** argv) {
       ->envname("RTMC_SEQ_BLOCK")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1'000'000}))
       ->capture_default_str();
+  app.add_option("--sequence-rounds-in-flight", config.sequence_rounds_in_flight,
+                 "Sequencing rounds the sequencer keeps at Redis at once (over disjoint rooms)")
+      ->envname("RTMC_SEQUENCE_ROUNDS_IN_FLIGHT")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{64}))
+      ->capture_default_str();
   app.add_option("--room-log-length", config.common.limits.room_log_length, "Messages kept per room in Redis")
       ->envname("RTMC_ROOM_LOG_LENGTH")
       ->check(CLI::Range(100, 10000000))

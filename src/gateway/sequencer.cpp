@@ -46,13 +46,29 @@ constexpr std::chrono::minutes kForgetAttemptsAfter{10};
 // delivery is acked once all of its messages are settled.
 struct Pending {
   enum class Outcome { open, sequenced, dead_lettered, dropped };
+  std::uint64_t serial = 0;  // rises with every message added: pending_ is sorted by it
   std::uint64_t delivery_tag = 0;
   std::string line;                                // as published: what a dead letter holds
   std::optional<protocol::IngestMessage> message;  // nullopt: malformed
   std::string key;                                 // room, sender and id: attempts are counted under it
   Clock::time_point not_before{};                  // after a failed attempt
   Outcome outcome = Outcome::open;
-  bool acked = false;  // its delivery is acked: forget it
+};
+
+// Sequencing calls at Redis (rooms::begin_sequence), oldest first. A room is
+// in at most one of them: its next messages wait until this one's replies are
+// read, so a failure of the room in one round can never let a later round
+// give its later messages seqs first.
+struct Round {
+  std::vector<std::uint64_t> serials;  // its messages, in request order
+  std::vector<std::string> rooms;
+  rooms::PendingSequence call;
+};
+
+// Lets a set of strings be searched with a string_view.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
 };
 
 struct Attempts {
@@ -95,7 +111,10 @@ class Loop {
       } catch (const std::exception& error) {
         // What was not acked is redelivered to whichever gateway consumes
         // the shard next; attempt counts stay, keyed by message.
+        drop_rounds();
         pending_.clear();
+        open_lines_.clear();
+        ready_.clear();
         if (stopping_) break;
         const auto delay = amqp_backoff_.next();
         spdlog::warn("sequencer: {}; reconnecting to RabbitMQ in {} ms (un-acked messages are redelivered)",
@@ -106,10 +125,19 @@ class Loop {
   }
 
  private:
+  // Up to rounds_in_flight rounds are at Redis at once (disjoint rooms), and
+  // the next round goes out before the fan-out and acks of the one whose
+  // replies just came back, so Redis works while this thread publishes,
+  // acks and reads deliveries.
   void serve(amqp::Connection& mq) {
     while (!stopping_) {
-      take(mq, wait_time(Clock::now()));
-      process(mq);
+      take(mq, rounds_.empty() ? wait_time(Clock::now()) : 0ms);
+      launch();
+      if (rounds_.empty()) {
+        ack_settled(mq);  // dropped and dead-lettered ones
+        continue;
+      }
+      finish_round(mq);
     }
   }
 
@@ -133,7 +161,9 @@ class Loop {
 
   void add_message(std::uint64_t delivery_tag, std::string_view line) {
     Pending pending;
+    pending.serial = next_serial_++;
     pending.delivery_tag = delivery_tag;
+    open_lines_[delivery_tag] += 1;
     pending.line = line;
     pending.message = protocol::decode_ingest(line, limits_);
     if (pending.message) {
@@ -165,30 +195,50 @@ class Loop {
     return std::chrono::ceil<std::chrono::milliseconds>(std::max(until - now, Clock::duration::zero()));
   }
 
-  void process(amqp::Connection& mq) {
-    const auto now = Clock::now();
-    if (pending_.empty()) return;
-    if (now < redis_retry_at_) return;
-
-    // Each room's messages in delivery order: a room whose head waits (a
-    // retry not yet due, a dead-letter publish that failed) holds back its
-    // later messages, so their seqs keep the order sent.
+  // The next round's messages (indexes into pending_). Each room's messages
+  // in delivery order: a room whose head waits (a retry not yet due, a
+  // dead-letter publish that failed) or that is in a round at Redis holds
+  // back its later messages, so their seqs keep the order sent.
+  //
+  // A scan is remembered (the rooms it held, those of the batch it returned,
+  // which go into a round now, and where it ended): while no room left a
+  // round and no held head became due, the next scan starts where it ended.
+  // Otherwise, with a busy room in a round, every pass of the loop would walk
+  // the whole backlog.
+  std::vector<std::size_t> next_batch(Clock::time_point now) {
     std::vector<std::size_t> batch;
-    std::unordered_set<std::string_view> held;
-    for (std::size_t i = 0; i < pending_.size() && batch.size() < kBatch; ++i) {
+    std::size_t first = 0;
+    if (scan_.valid && now < scan_.until) {
+      first = static_cast<std::size_t>(std::distance(
+          pending_.begin(),
+          std::lower_bound(pending_.begin(), pending_.end(), scan_.next_serial,
+                           [](const Pending& pending, std::uint64_t s) { return pending.serial < s; })));
+    } else {
+      scan_.held.clear();
+      scan_.until = Clock::time_point::max();
+    }
+    scan_.valid = false;
+    auto& held = scan_.held;
+    std::size_t i = first;
+    for (; i < pending_.size() && batch.size() < kBatch; ++i) {
       auto& pending = pending_[i];
       if (pending.outcome != Pending::Outcome::open) continue;
       if (!pending.message) {
         // Publishers validate before publishing, so this is a foreign or
         // corrupt message; requeueing it would loop forever.
         spdlog::error("sequencer: dropping a malformed ingest message ({} bytes)", pending.line.size());
-        pending.outcome = Pending::Outcome::dropped;
+        settle(pending, Pending::Outcome::dropped);
         continue;
       }
       const std::string_view room = pending.message->room;
       if (held.contains(room)) continue;
+      if (in_flight_.contains(pending.message->room)) {
+        held.emplace(room);
+        continue;
+      }
       if (pending.not_before > now) {
-        held.insert(room);
+        held.emplace(room);
+        scan_.until = std::min(scan_.until, pending.not_before);
         continue;
       }
       if (auto it = attempts_.find(pending.key);
@@ -197,59 +247,117 @@ class Loop {
         // through then (or the ack was lost and it came back).
         if (!give_up(pending, "earlier attempts failed")) {
           pending.not_before = now + message_backoff_.delay_after(it->second.failed);
-          held.insert(room);
+          held.emplace(room);
+          scan_.until = std::min(scan_.until, pending.not_before);
         }
         continue;
       }
       batch.push_back(i);
     }
-    if (!batch.empty()) sequence(mq, batch, now);
-    ack_settled(mq);
+    // Added after the loop: a room's later messages may join the batch.
+    for (const auto index : batch) held.emplace(pending_[index].message->room);
+    scan_.valid = true;
+    scan_.next_serial = i < pending_.size() ? pending_[i].serial : next_serial_;
+    return batch;
   }
 
-  void sequence(amqp::Connection& mq, const std::vector<std::size_t>& batch, Clock::time_point now) {
-    const auto ts = now_ms();
-    std::vector<rooms::SequenceRequest> requests;
-    requests.reserve(batch.size());
-    for (auto index : batch) {
-      const auto& message = *pending_[index].message;
-      auto parts = protocol::message_frame_template(message.room, message.id, message.from, message.body, ts);
-      requests.push_back(
-          {message.room, message.id, message.from, std::move(parts.prefix), std::move(parts.suffix)});
+  // Sends rounds to Redis until rounds_in_flight are there or no message
+  // is ready.
+  void launch() {
+    while (rounds_.size() < options_.rounds_in_flight) {
+      const auto now = Clock::now();
+      if (now < redis_retry_at_ || pending_.empty()) return;
+      const auto batch = next_batch(now);
+      if (batch.empty()) return;
+      const auto ts = now_ms();
+      std::vector<rooms::SequenceRequest> requests;
+      requests.reserve(batch.size());
+      Round round;
+      round.serials.reserve(batch.size());
+      for (auto index : batch) {
+        const auto& message = *pending_[index].message;
+        auto parts =
+            protocol::message_frame_template(message.room, message.id, message.from, message.body, ts);
+        requests.push_back(
+            {message.room, message.id, message.from, std::move(parts.prefix), std::move(parts.suffix)});
+        round.serials.push_back(pending_[index].serial);
+        if (in_flight_.insert(message.room).second) round.rooms.push_back(message.room);
+      }
+      try {
+        read_run_id();
+        round.call = rooms::begin_sequence(redis_, settings_, run_id_, std::move(requests));
+      } catch (const redis::RedisError& error) {
+        release(round);
+        on_redis_failure(error);
+        return;
+      }
+      counters_.rounds.fetch_add(1, std::memory_order_relaxed);
+      if (!rounds_.empty() || unpublished_)
+        counters_.rounds_overlapped.fetch_add(1, std::memory_order_relaxed);
+      rounds_.push_back(std::move(round));
     }
+  }
 
+  // The round's rooms may be in the next round again.
+  void release(const Round& round) {
+    for (const auto& room : round.rooms) in_flight_.erase(room);
+    scan_.valid = false;
+  }
+
+  // Nothing is known about which scripts ran; the dedupe keys make the
+  // retry safe. No message is charged for the outage.
+  void on_redis_failure(const redis::RedisError& error) {
+    counters_.redis_failures.fetch_add(1, std::memory_order_relaxed);
+    const auto delay = redis_backoff_.next();
+    redis_retry_at_ = Clock::now() + delay;
+    spdlog::warn("sequencer: {}; {} message(s) wait, retrying in {} ms", error.what(), pending_.size(),
+                 delay.count());
+  }
+
+  Pending& pending_of(std::uint64_t serial) {
+    const auto it =
+        std::lower_bound(pending_.begin(), pending_.end(), serial,
+                         [](const Pending& pending, std::uint64_t s) { return pending.serial < s; });
+    return *it;  // a message in a round is open, so not acked, so still here
+  }
+
+  // Waits for the oldest round's replies, settles its messages, sends the
+  // next round, then publishes this one's fan-out and acks what is settled.
+  void finish_round(amqp::Connection& mq) {
+    Round round = std::move(rounds_.front());
+    rounds_.pop_front();
     std::vector<rooms::SequenceResult> results;
     try {
-      read_run_id();
-      results = rooms::sequence(redis_, settings_, run_id_, requests);
+      results = rooms::finish_sequence(redis_, round.call);
     } catch (const redis::RedisError& error) {
-      // Nothing is known about which scripts ran; the dedupe keys make the
-      // retry safe. No message is charged for the outage.
-      counters_.redis_failures.fetch_add(1, std::memory_order_relaxed);
-      const auto delay = redis_backoff_.next();
-      redis_retry_at_ = Clock::now() + delay;
-      spdlog::warn("sequencer: {}; {} message(s) wait, retrying in {} ms", error.what(), pending_.size(),
-                   delay.count());
+      // Later rounds on the same connection fail the same way when their
+      // turn comes; one on a newer connection (made after an install
+      // failed) may still have gone through.
+      release(round);
+      on_redis_failure(error);
       return;
     }
+    release(round);
+    const auto now = Clock::now();
 
     const std::string* refusal = nullptr;
     bool sequenced_any = false;
     std::vector<std::string> need_seqs;
     // Contract B: one fan-out message per room of the batch, its frames in
-    // seq order, published before any of them is acked.
+    // seq order, published before any of them is acked. The room names are
+    // the round's requests' (pending_ may grow meanwhile).
     std::vector<std::pair<std::string_view, std::vector<const rooms::SequenceResult*>>> fanout;
     std::unordered_map<std::string_view, std::size_t> fanout_of;
-    for (std::size_t k = 0; k < batch.size(); ++k) {
-      auto& pending = pending_[batch[k]];
+    for (std::size_t k = 0; k < round.serials.size(); ++k) {
+      auto& pending = pending_of(round.serials[k]);
       const auto& result = results[k];
       switch (result.status) {
         case rooms::SequenceResult::Status::sequenced: {
-          const std::string_view room = pending.message->room;
+          const std::string_view room = round.call.requests[k].room;
           const auto [it, added] = fanout_of.try_emplace(room, fanout.size());
           if (added) fanout.emplace_back(room, std::vector<const rooms::SequenceResult*>{});
           fanout[it->second].second.push_back(&result);
-          pending.outcome = Pending::Outcome::sequenced;
+          settle(pending, Pending::Outcome::sequenced);
           sequenced_any = true;
           break;
         }
@@ -259,7 +367,8 @@ class Loop {
         case rooms::SequenceResult::Status::needs_seqs: need_seqs.push_back(pending.message->room); break;
       }
     }
-    for (auto& [room, frames] : fanout) publish_frames(mq, room, frames);
+    // Seqs are reserved before the rooms that need them can be in a round
+    // again, so each gets one block.
     if (!need_seqs.empty() && refusal == nullptr) reserve_seqs(need_seqs, now);
     if (refusal != nullptr) {
       counters_.redis_refusals.fetch_add(1, std::memory_order_relaxed);
@@ -270,8 +379,36 @@ class Loop {
     } else {
       redis_backoff_.reset();
     }
+    unpublished_ = !fanout.empty();
+    launch();
+    unpublished_ = false;
+    for (auto& [room, frames] : fanout) publish_frames(mq, room, frames);
     // Only a batch that went through shows the whole path works again.
     if (sequenced_any) amqp_backoff_.reset();
+    ack_settled(mq);
+  }
+
+  // After a RabbitMQ failure: the rounds' messages are redelivered, so their
+  // results do not matter, but every reply is read so the Redis connection
+  // stays in step.
+  void drop_rounds() {
+    for (auto& round : rounds_) {
+      try {
+        rooms::finish_sequence(redis_, round.call);
+      } catch (const redis::RedisError&) {
+        // The connection is dropped; the next call reconnects.
+      }
+    }
+    rounds_.clear();
+    in_flight_.clear();
+    scan_.valid = false;
+  }
+
+  void settle(Pending& pending, Pending::Outcome outcome) {
+    if (pending.outcome != Pending::Outcome::open) return;
+    pending.outcome = outcome;
+    const auto open = open_lines_.find(pending.delivery_tag);
+    if (open != open_lines_.end() && --open->second == 0) ready_.push_back(pending.delivery_tag);
   }
 
   // A room's new frames as one fan-out message. A repeat (redelivered,
@@ -463,7 +600,7 @@ class Loop {
         }
         spdlog::error("sequencer: room {} message {} from {} moved to {} ({})", message.room, message.id,
                       message.from, options_.dead_letter_queue, why);
-        pending.outcome = Pending::Outcome::dead_lettered;
+        settle(pending, Pending::Outcome::dead_lettered);
         return true;
       } catch (const amqp::AmqpError& error) {
         dead_letters_.reset();
@@ -476,47 +613,44 @@ class Loop {
   // Acks every delivery whose messages are all settled, and forgets them.
   // Deliveries are in tag order and their messages adjacent: the settled
   // ones before the first with an open message go with one multiple ack (the
-  // usual case: the whole batch), later ones one by one.
+  // usual case: the whole batch), later ones one by one. Only the deliveries
+  // settled since the last call are looked at, not every pending message.
   void ack_settled(amqp::Connection& mq) {
+    if (ready_.empty()) return;
+    std::sort(ready_.begin(), ready_.end());
     std::uint64_t prefix_tag = 0;
-    bool in_prefix = true;
-    std::vector<std::uint64_t> single;
-    for (std::size_t first = 0; first < pending_.size();) {
-      const auto tag = pending_[first].delivery_tag;
-      std::size_t end = first;
-      bool settled = true;
-      for (; end < pending_.size() && pending_[end].delivery_tag == tag; ++end)
-        settled = settled && pending_[end].outcome != Pending::Outcome::open;
-      if (!settled) {
-        in_prefix = false;
-      } else {
-        for (auto i = first; i < end; ++i) pending_[i].acked = true;
-        if (in_prefix) {
-          prefix_tag = tag;
-        } else {
-          single.push_back(tag);
-        }
-      }
-      first = end;
+    std::size_t prefix = 0;
+    while (prefix < pending_.size()) {
+      const auto tag = pending_[prefix].delivery_tag;
+      if (!std::binary_search(ready_.begin(), ready_.end(), tag)) break;
+      while (prefix < pending_.size() && pending_[prefix].delivery_tag == tag) ++prefix;
+      prefix_tag = tag;
     }
+    const auto first_single = std::upper_bound(ready_.begin(), ready_.end(), prefix_tag);
     if (prefix_tag != 0) mq.ack(prefix_tag, true);
-    for (const auto tag : single) mq.ack(tag);
+    for (auto it = first_single; it != ready_.end(); ++it) mq.ack(*it);
+
     std::uint64_t sequenced = 0;
     std::uint64_t dead = 0;
-    for (const auto& pending : pending_) {
-      if (!pending.acked) continue;
+    auto forget = [&](const Pending& pending) {
       if (pending.outcome == Pending::Outcome::sequenced) ++sequenced;
       if (pending.outcome == Pending::Outcome::dead_lettered) ++dead;
       // Forgotten only once acked: a message dead-lettered but redelivered
       // (the ack was lost) goes straight back to the dead-letter queue.
       if (!pending.key.empty()) attempts_.erase(pending.key);
-    }
-    // The acked ones are mostly a prefix: dropping it from the front of the
-    // deque moves nothing, where erase_if would move every message behind.
-    std::size_t prefix = 0;
-    while (prefix < pending_.size() && pending_[prefix].acked) ++prefix;
+    };
+    // The prefix leaves from the front of the deque, which moves nothing.
+    for (std::size_t i = 0; i < prefix; ++i) forget(pending_[i]);
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(prefix));
-    if (!single.empty()) std::erase_if(pending_, [](const Pending& pending) { return pending.acked; });
+    if (first_single != ready_.end()) {
+      std::erase_if(pending_, [&](const Pending& pending) {
+        if (!std::binary_search(first_single, ready_.end(), pending.delivery_tag)) return false;
+        forget(pending);
+        return true;
+      });
+    }
+    for (const auto tag : ready_) open_lines_.erase(tag);
+    ready_.clear();
     counters_.sequenced.fetch_add(sequenced, std::memory_order_relaxed);
     counters_.dead_lettered.fetch_add(dead, std::memory_order_relaxed);
   }
@@ -548,6 +682,21 @@ class Loop {
   std::unordered_map<std::string, std::pair<std::string, rooms::SeqBlock>> unused_blocks_;
   std::unique_ptr<amqp::Connection> dead_letters_;
   std::deque<Pending> pending_;  // delivered, not yet acked, in delivery order
+  std::uint64_t next_serial_ = 1;
+  // Open messages per delivery not yet acked, and the deliveries whose count
+  // reached 0 since the last ack_settled().
+  std::unordered_map<std::uint64_t, std::uint32_t> open_lines_;
+  std::vector<std::uint64_t> ready_;
+  std::deque<Round> rounds_;
+  std::unordered_set<std::string> in_flight_;  // rooms of rounds_
+  bool unpublished_ = false;
+  // What the last next_batch() that found nothing saw (see there).
+  struct Scan {
+    bool valid = false;
+    std::uint64_t next_serial = 0;  // the first message it did not see
+    Clock::time_point until{};      // the first held head that becomes due
+    std::unordered_set<std::string, StringHash, std::equal_to<>> held;
+  } scan_;  // a finished round's fan-out is not published yet
   std::unordered_map<std::string, Attempts> attempts_;
   Backoff amqp_backoff_;
   Backoff redis_backoff_;
@@ -563,6 +712,7 @@ namespace {
 Sequencer::Options options_of(const GatewayConfig& config) {
   Sequencer::Options options;
   options.seq_block = config.seq_block;
+  options.rounds_in_flight = config.sequence_rounds_in_flight;
   return options;
 }
 }  // namespace
@@ -572,6 +722,8 @@ Sequencer::Sequencer(const GatewayConfig& config) : Sequencer(config.common, opt
 Sequencer::Sequencer(const CommonOptions& common, Options options)
     : common_(common), options_(std::move(options)) {
   if (options_.seq_block <= 0) throw std::invalid_argument("the seq block must be positive");
+  if (options_.rounds_in_flight == 0)
+    throw std::invalid_argument("at least one sequencing round must be in flight");
   thread_ = std::thread([this] {
     Loop loop(common_, options_, counters_, stopping_);
     loop.run();

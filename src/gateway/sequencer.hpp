@@ -27,6 +27,16 @@
 //    dead-lettered) while rooms with seqs left flow; a statement waits at most
 //    Options::pg_timeout, on this thread.
 //
+// Rounds: up to Options::rounds_in_flight sequencing calls are at Redis at
+// once on the one connection (Redis runs them in the order sent), each over
+// rooms no other unfinished round holds, so a room's messages are sequenced
+// and fanned out strictly in order and a failure of a room in one round
+// never lets a later round pass it. When a round's replies are read, the
+// next round is sent before that round's fan-out is published and its
+// deliveries acked: Redis sequences while this thread publishes, acks and
+// reads deliveries. A delivery is still acked only after the fan-out of
+// every line in it was published.
+//
 // The Redis run_id the script checks is read (INFO server) on every new Redis
 // connection before anything is sequenced on it, so a script never runs with
 // the run_id of another server process.
@@ -49,6 +59,7 @@ struct GatewayConfig;
 // Where messages the script keeps failing for end up (durable quorum queue).
 inline constexpr std::string_view kDeadLetterQueue = "rtmc.ingest.dead";
 inline constexpr std::int64_t kDefaultSeqBlock = 1000;
+inline constexpr std::size_t kDefaultSequenceRoundsInFlight = 2;
 
 // Monotonic counts for logs and metrics; read from any thread.
 struct SequencerCounters {
@@ -62,6 +73,10 @@ struct SequencerCounters {
   std::atomic<std::uint64_t> seq_skips{0};         // installs that moved a room's seq up (Redis run change)
   std::atomic<std::uint64_t> seqs_skipped{0};      // seqs jumped over by those installs
   std::atomic<std::uint64_t> pg_failures{0};       // failed reservation statements
+  std::atomic<std::uint64_t> rounds{0};            // sequencing rounds sent to Redis
+  // Rounds sent while an earlier one was still at Redis or its fan-out not
+  // yet published: the overlap of Options::rounds_in_flight.
+  std::atomic<std::uint64_t> rounds_overlapped{0};
 };
 
 class Sequencer {
@@ -77,6 +92,11 @@ class Sequencer {
     // block; after a Redis restart each room skips what is left of its block.
     std::int64_t seq_block = kDefaultSeqBlock;
     std::chrono::milliseconds pg_timeout{1000};
+    // Sequencing rounds at Redis at once (>= 1), over disjoint rooms: a room
+    // in a round waits for its replies before its next messages go out.
+    // Whatever the count, the next round is sent before the previous one's
+    // fan-out publish and acks, so Redis and this thread overlap.
+    std::size_t rounds_in_flight = kDefaultSequenceRoundsInFlight;
   };
 
   explicit Sequencer(const GatewayConfig& config);

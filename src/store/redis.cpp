@@ -232,6 +232,19 @@ Reply Connection::take(Ticket ticket) {
   }
 }
 
+void Connection::flush() {
+  if (context_ == nullptr) return;
+  const SigpipeGuard no_sigpipe;
+  int done = 0;
+  while (done == 0) {
+    if (redisBufferWrite(context_, &done) != REDIS_OK) {
+      std::string message = "redis " + config_.address.str() + ": write: " + context_->errstr;
+      drop();
+      throw RedisError(message);
+    }
+  }
+}
+
 Reply Connection::command(const std::vector<std::string>& args) {
   return take(append(args));
 }

@@ -108,6 +108,12 @@ class Connection {
   // runs the call again (a NOSCRIPT call did not run).
   Reply take_eval(Ticket ticket, const Script& script, const std::vector<std::string>& keys,
                   const std::vector<std::string>& args);
+  // Writes what append() queued without reading any reply, so the server
+  // works on it while the caller does something else before take(). Blocks
+  // until the output buffer is in the kernel. On a write failure the
+  // connection is dropped (the appended commands' take() then throws) and
+  // RedisError is thrown.
+  void flush();
 
   // Whether a connection is open, and how many were made so far. A call
   // connects only at its start, and only when there is no connection (the

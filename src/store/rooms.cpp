@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <exception>
 #include <unordered_map>
 
 #include "common/keys.hpp"
@@ -342,44 +343,95 @@ const char* to_string(SequenceResult::Status status) {
   return "unknown";
 }
 
-std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
-                                     std::string_view run_id, const std::vector<SequenceRequest>& requests) {
+PendingSequence begin_sequence(redis::Connection& redis, const SequenceSettings& settings,
+                               std::string_view run_id, std::vector<SequenceRequest> requests) {
   if (settings.dedupe_window.count() <= 0 || settings.log_length == 0)
     throw std::invalid_argument("sequencing needs a positive dedupe window and log length");
   if (run_id.empty()) throw std::invalid_argument("sequencing needs the Redis run_id");
-  std::vector<SequenceResult> results(requests.size());
+  PendingSequence pending;
+  pending.requests = std::move(requests);
+  const auto& all = pending.requests;
   // One script call per room, its messages in request order; rooms in the
   // order they first appear.
-  std::vector<std::vector<std::size_t>> groups;
   std::unordered_map<std::string_view, std::size_t> group_of;
-  for (std::size_t i = 0; i < requests.size(); ++i) {
-    const auto [it, inserted] = group_of.try_emplace(requests[i].room, groups.size());
-    if (inserted) groups.emplace_back();
-    groups[it->second].push_back(i);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const auto [it, inserted] = group_of.try_emplace(all[i].room, pending.groups.size());
+    if (inserted) pending.groups.emplace_back();
+    pending.groups[it->second].push_back(i);
   }
   const auto ttl = std::to_string(settings.dedupe_window.count());
   const auto log_length = std::to_string(settings.log_length);
-  std::vector<redis::Connection::EvalCall> calls;
-  calls.reserve(groups.size());
-  for (const auto& members : groups) {
-    const auto& room = requests[members.front()].room;
+  pending.calls.reserve(pending.groups.size());
+  for (const auto& members : pending.groups) {
+    const auto& room = all[members.front()].room;
     const auto shard = shard_of(room, settings.shards);
     redis::Connection::EvalCall call;
     call.keys = {keys::room_seq(shard, room), keys::room_log(shard, room), keys::sync_stream(shard),
                  keys::room_seq_mark(shard, room)};
     call.args = {ttl, log_length, room, std::string(run_id)};
     for (auto index : members) {
-      const auto& request = requests[index];
+      const auto& request = all[index];
       call.keys.push_back(keys::dedupe(shard, room, request.sender, request.id));
       call.args.push_back(request.frame_prefix);
       call.args.push_back(request.frame_suffix);
     }
-    calls.push_back(std::move(call));
+    pending.calls.push_back(std::move(call));
   }
-  if (calls.empty()) return results;
-  const auto replies = redis.eval_pipeline(kSequenceScript, calls);
-  for (std::size_t g = 0; g < groups.size(); ++g) apply(replies[g], groups[g], requests, results);
+  // Tickets appended so far must be taken even when a later append fails:
+  // finish_sequence() does that for a call that throws here too.
+  pending.tickets.reserve(pending.calls.size());
+  try {
+    for (const auto& call : pending.calls)
+      pending.tickets.push_back(redis.append_eval(kSequenceScript, call.keys, call.args));
+    redis.flush();
+  } catch (...) {
+    // The append's own failure is the one reported.
+    for (const auto& ticket : pending.tickets) {
+      try {
+        redis.take(ticket);
+      } catch (const redis::RedisError&) {
+      }
+    }
+    throw;
+  }
+  return pending;
+}
+
+std::vector<SequenceResult> finish_sequence(redis::Connection& redis, PendingSequence& pending) {
+  std::vector<SequenceResult> results(pending.requests.size());
+  std::exception_ptr failure;
+  std::vector<redis::Reply> replies;
+  replies.reserve(pending.tickets.size());
+  for (std::size_t g = 0; g < pending.tickets.size(); ++g) {
+    try {
+      // NOSCRIPT (the server lost its script cache) is run again per call:
+      // such a call did not run.
+      replies.push_back(
+          redis.take_eval(pending.tickets[g], kSequenceScript, pending.calls[g].keys, pending.calls[g].args));
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+      replies.emplace_back();
+    }
+  }
+  const bool complete = pending.tickets.size() == pending.groups.size();
+  pending.tickets.clear();
+  if (failure) std::rethrow_exception(failure);
+  if (!complete) throw std::logic_error("finishing a sequencing call that was not begun in full");
+  for (std::size_t g = 0; g < pending.groups.size(); ++g)
+    apply(replies[g], pending.groups[g], pending.requests, results);
   return results;
+}
+
+std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
+                                     std::string_view run_id, const std::vector<SequenceRequest>& requests) {
+  if (requests.empty()) {
+    if (settings.dedupe_window.count() <= 0 || settings.log_length == 0)
+      throw std::invalid_argument("sequencing needs a positive dedupe window and log length");
+    if (run_id.empty()) throw std::invalid_argument("sequencing needs the Redis run_id");
+    return {};
+  }
+  auto pending = begin_sequence(redis, settings, run_id, requests);
+  return finish_sequence(redis, pending);
 }
 
 // ------------------------------------------------------------- seq guard

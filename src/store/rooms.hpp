@@ -154,6 +154,25 @@ const char* to_string(SequenceResult::Status status);
 std::vector<SequenceResult> sequence(redis::Connection& redis, const SequenceSettings& settings,
                                      std::string_view run_id, const std::vector<SequenceRequest>& requests);
 
+// sequence() in two halves, so a caller can have several calls at Redis at
+// once on one connection and work while Redis runs them. begin_sequence()
+// appends the script calls and writes them out (redis::Connection::flush);
+// finish_sequence() reads their replies (every one, also after a failure,
+// then throws the first failure like sequence()). Calls begun on one
+// connection run in the order begun, but each room's messages are only
+// ordered within one call: the caller must not begin a call holding a room
+// while an earlier call holding that room is unfinished, unless it accepts
+// that the later one runs even when the earlier one failed for that room.
+struct PendingSequence {
+  std::vector<SequenceRequest> requests;
+  std::vector<std::vector<std::size_t>> groups;  // request indexes per script call (one per room)
+  std::vector<redis::Connection::EvalCall> calls;
+  std::vector<redis::Connection::Ticket> tickets;
+};
+PendingSequence begin_sequence(redis::Connection& redis, const SequenceSettings& settings,
+                               std::string_view run_id, std::vector<SequenceRequest> requests);
+std::vector<SequenceResult> finish_sequence(redis::Connection& redis, PendingSequence& pending);
+
 // ------------------------------------------------------------- seq guard
 
 // The run_id of the Redis process behind the connection (INFO server): new

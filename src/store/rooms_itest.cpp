@@ -146,6 +146,38 @@ TEST_F(RoomsTest, SequencesARoomInOrderIntoItsLogAndTheSyncStream) {
   EXPECT_EQ(get(seq_key(name)), "4");
 }
 
+// Calls begun together on one connection (begin_sequence) run in the order
+// begun, each finished with its own results, while a plain command goes in
+// between; a NOSCRIPT of a call begun earlier (script cache flushed before
+// it ran) is run again for that call alone.
+TEST_F(RoomsTest, CallsBegunTogetherOnOneConnectionRunInOrderAndFinishWithTheirOwnResults) {
+  const auto one = room("begun-one");
+  const auto two = room("begun-two");
+  auto first = begin_sequence(*redis_, settings_, run_id_, {request(one, "a"), request(one, "b")});
+  auto second = begin_sequence(*redis_, settings_, run_id_, {request(two, "x"), request(one, "a")});
+  EXPECT_EQ(redis_->command({"PING"}).str, "PONG");
+  const auto first_results = finish_sequence(*redis_, first);
+  const auto second_results = finish_sequence(*redis_, second);
+  ASSERT_EQ(first_results.size(), 2u);
+  ASSERT_EQ(second_results.size(), 2u);
+  EXPECT_EQ(first_results[0].seq, 1);
+  EXPECT_EQ(first_results[1].seq, 2);
+  EXPECT_EQ(first_results[1].frame, "<b|2>");
+  EXPECT_EQ(second_results[0].seq, 1);
+  EXPECT_EQ(second_results[0].frame, "<x|1>");
+  EXPECT_EQ(second_results[1].seq, 1) << "the second call ran after the first: a repeat";
+  EXPECT_TRUE(second_results[1].repeat);
+  EXPECT_EQ(get(seq_key(one)), "2");
+  EXPECT_EQ(get(seq_key(two)), "1");
+
+  redis_->command({"SCRIPT", "FLUSH"});
+  auto third = begin_sequence(*redis_, settings_, run_id_, {request(one, "c")});
+  const auto third_results = finish_sequence(*redis_, third);
+  ASSERT_EQ(third_results.size(), 1u);
+  EXPECT_EQ(third_results[0].status, Status::sequenced) << third_results[0].error;
+  EXPECT_EQ(third_results[0].seq, 3);
+}
+
 TEST_F(RoomsTest, ARepeatedIdGetsItsFirstSeqAndFrameAndIsWrittenOnce) {
   const auto name = room("dedupe");
   const auto first = sequence(*redis_, settings_, run_id_, {request(name, "x")});
