@@ -23,6 +23,44 @@ prometheus::Gauge& Registry::gauge(const std::string& name, const std::string& h
   return gauge_family(name, help).Add(labels);
 }
 
+prometheus::Family<prometheus::Histogram>& Registry::histogram_family(const std::string& name,
+                                                                      const std::string& help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(core_);
+}
+
+prometheus::Histogram& Registry::histogram(const std::string& name, const std::string& help,
+                                           const prometheus::Histogram::BucketBoundaries& buckets,
+                                           const Labels& labels) {
+  return histogram_family(name, help).Add(labels, buckets);
+}
+
+const prometheus::Histogram::BucketBoundaries& latency_buckets() {
+  static const prometheus::Histogram::BucketBoundaries buckets{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  return buckets;
+}
+
+const prometheus::Histogram::BucketBoundaries& batch_size_buckets() {
+  static const prometheus::Histogram::BucketBoundaries buckets{1,   2,   4,    8,    16,   32,  64,
+                                                                128, 256, 512, 1024, 2048, 4096};
+  return buckets;
+}
+
+std::vector<std::string> family_names(const std::string& text) {
+  std::vector<std::string> names;
+  std::string_view rest(text);
+  constexpr std::string_view kType = "# TYPE ";
+  while (!rest.empty()) {
+    const auto end = rest.find('\n');
+    const auto line = rest.substr(0, end);
+    rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+    if (line.substr(0, kType.size()) != kType) continue;
+    const auto name = line.substr(kType.size());
+    names.emplace_back(name.substr(0, name.find(' ')));
+  }
+  return names;
+}
+
 void Registry::add_collector(Collector collector) {
   std::lock_guard lock(mutex_);
   collectors_.push_back(std::move(collector));

@@ -15,6 +15,7 @@
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 
@@ -47,6 +48,13 @@ class Registry {
   prometheus::Family<prometheus::Gauge>& gauge_family(const std::string& name, const std::string& help);
   prometheus::Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
   prometheus::Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
+  // Histograms are in seconds (or a plain count) with fixed buckets. Observe()
+  // takes the histogram's mutex: fine once per publish or per batch, not
+  // once per delivered frame.
+  prometheus::Family<prometheus::Histogram>& histogram_family(const std::string& name, const std::string& help);
+  prometheus::Histogram& histogram(const std::string& name, const std::string& help,
+                                   const prometheus::Histogram::BucketBoundaries& buckets,
+                                   const Labels& labels = {});
 
   void add_collector(Collector collector);
 
@@ -60,6 +68,16 @@ class Registry {
   mutable std::mutex mutex_;  // guards collectors_ (scrapes are rare; adds rarer)
   std::vector<Collector> collectors_;
 };
+
+// Bucket bounds, in seconds, of the latency histograms (publish->confirm,
+// accept->fan-out): 0.5 ms to 10 s.
+const prometheus::Histogram::BucketBoundaries& latency_buckets();
+// Bucket bounds of the batch-size histograms: 1 to 4096, powers of two.
+const prometheus::Histogram::BucketBoundaries& batch_size_buckets();
+
+// The name of each family rendered: for tests that compare what is exposed
+// with what the dashboard and the docs use.
+std::vector<std::string> family_names(const std::string& rendered_text);
 
 // One sample of a family built by a collector.
 struct Sample {

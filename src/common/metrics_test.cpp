@@ -50,5 +50,19 @@ TEST(MetricsRegistry, TwoRegistriesAreIndependent) {
   EXPECT_EQ(b.render().find("rtmc_test_total"), std::string::npos);
 }
 
+TEST(MetricsRegistry, RendersHistogramsAndListsFamilyNames) {
+  Registry registry;
+  auto& latency = registry.histogram("rtmc_test_latency_seconds", "Latency.", latency_buckets());
+  latency.Observe(0.003);
+  latency.Observe(20);
+  registry.counter("rtmc_test_total", "Things.");
+  const auto text = registry.render();
+  EXPECT_NE(text.find("rtmc_test_latency_seconds_bucket{le=\"0.005\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_latency_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_latency_seconds_count 2\n"), std::string::npos) << text;
+  const auto names = family_names(text);
+  EXPECT_EQ(names, (std::vector<std::string>{"rtmc_test_latency_seconds", "rtmc_test_total"}));
+}
+
 }  // namespace
 }  // namespace rtmc::metrics

@@ -193,9 +193,10 @@ class Session {
  public:
   // `abort`, if given, can cut the socket from another thread until
   // release_abort_handle().
+  // `events` (may be null) counts the connect and every failure for /metrics.
   Session(const std::string& url, std::chrono::seconds heartbeat, const std::string& name,
-          const Timeouts& timeouts, AbortHandle* abort = nullptr)
-      : abort_(abort) {
+          const Timeouts& timeouts, AbortHandle* abort = nullptr, StoreEvents* events = nullptr)
+      : abort_(abort), events_(events) {
     const ParsedUrl parsed = parse_url(url);
     where_ = parsed.display;
     conn_ = amqp_new_connection();
@@ -237,6 +238,7 @@ class Session {
       release_abort_handle();
       dead_ = true;
       amqp_destroy_connection(conn_);
+      note_error(events_);
       throw;
     }
   }
@@ -299,12 +301,14 @@ class Session {
   }
 
   [[noreturn]] void fail(const char* what, const std::string& why) const {
+    note_error(events_);
     throw AmqpError(std::string("AMQP ") + what + " (" + where_ + "): " + why);
   }
 
  private:
   amqp_connection_state_t conn_ = nullptr;
   AbortHandle* abort_;
+  StoreEvents* events_;
   std::string where_;
   bool dead_ = false;
 };
@@ -350,7 +354,9 @@ struct Connection::State {
   Session session;
   std::uint64_t published_confirmed = 0;  // delivery tags of confirm mode
   State(const AmqpConfig& config, std::chrono::seconds heartbeat)
-      : session(config.url, heartbeat, "rtmc", kConsumerTimeouts) {}
+      : session(config.url, heartbeat, "rtmc", kConsumerTimeouts, nullptr, config.events.get()),
+        events(config.events) {}
+  std::shared_ptr<StoreEvents> events;  // keeps the session's counters alive
 
   // A frame that is not a basic.deliver arrived where a delivery was
   // expected: returns of our own mandatory publishes, closes, cancels.
@@ -680,8 +686,10 @@ class EventFd {
 // answering deadlines while a slow or silent broker makes it wait.
 class Connector {
  public:
-  Connector(std::string url, std::uint32_t ingest_shards, bool fanout_exchange, const EventFd& wake)
-      : thread_([this, url = std::move(url), ingest_shards, fanout_exchange, &wake] {
+  // `events` (may be null) must outlive the Connector.
+  Connector(std::string url, std::uint32_t ingest_shards, bool fanout_exchange, const EventFd& wake,
+            StoreEvents* events)
+      : events_(events), thread_([this, url = std::move(url), ingest_shards, fanout_exchange, &wake] {
           attempt(url, ingest_shards, fanout_exchange);
           wake.signal();
         }) {}
@@ -712,7 +720,7 @@ class Connector {
     std::string error;
     try {
       session =
-          std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_);
+          std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_, events_);
       for (std::uint32_t shard = 0; shard < ingest_shards; ++shard)
         declare_ingest(*session, ingest_queue(shard));
       if (fanout_exchange) declare_fanout(*session);
@@ -729,6 +737,7 @@ class Connector {
     done_ = true;
   }
 
+  StoreEvents* events_;
   AbortHandle abort_;
   std::mutex mutex_;
   bool done_ = false;
@@ -887,7 +896,7 @@ struct Publisher::State {
     if (!connector) {
       if (Clock::now() >= next_attempt) {
         connector = std::make_unique<Connector>(config.url, options.ingest_shards,
-                                                options.declare_fanout_exchange, wake);
+                                                options.declare_fanout_exchange, wake, config.events.get());
       }
       return;
     }
