@@ -422,6 +422,8 @@ TEST_F(ApiServiceTest, WrongPasswordAndUnknownUserGetTheSameAnswer) {
   EXPECT_EQ(error_of(wrong), "unauthorized");
   EXPECT_EQ(hasher.burns, 1);  // the unknown user spent a verification's time too
   EXPECT_TRUE(sessions.sessions.empty());
+  EXPECT_EQ(metrics.logins(Metrics::Login::refused), 2u);
+  EXPECT_EQ(metrics.logins(Metrics::Login::ok), 0u);
 }
 
 TEST_F(ApiServiceTest, LoginBadInputTypesAre400) {
@@ -723,6 +725,9 @@ TEST_F(ApiServiceTest, TenFailedLoginsForOneAccountFromOneAddressThenEven429ForT
   EXPECT_EQ(error_of(response), "rate_limited");
   EXPECT_EQ(response[http::field::retry_after], "6");  // one failure back every 6 s
   EXPECT_TRUE(sessions.sessions.empty());
+  EXPECT_EQ(metrics.logins(Metrics::Login::refused), 10u);
+  EXPECT_EQ(metrics.logins(Metrics::Login::rate_limited), 1u);
+  EXPECT_EQ(metrics.rate_limited(Metrics::Limit::login), 1u);
   // Another address is not affected, nor is another account from this one.
   EXPECT_EQ(post_from("192.0.2.8", "/login", {{"user", "alice"}, {"password", "correct horse"}}).result(),
             http::status::ok);

@@ -93,6 +93,7 @@ struct ApiServer::Impl {
                             status, history},
                 tokens, metrics) {
     metrics.watch_status_cache(status.counters());
+    add_store_metrics(registry, "api", config.common);
     service.install(router);
   }
 

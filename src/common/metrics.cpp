@@ -2,6 +2,8 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <limits>
+
 namespace rtmc::metrics {
 
 prometheus::Family<prometheus::Counter>& Registry::counter_family(const std::string& name,
@@ -41,8 +43,8 @@ const prometheus::Histogram::BucketBoundaries& latency_buckets() {
 }
 
 const prometheus::Histogram::BucketBoundaries& batch_size_buckets() {
-  static const prometheus::Histogram::BucketBoundaries buckets{1,   2,   4,    8,    16,   32,  64,
-                                                                128, 256, 512, 1024, 2048, 4096};
+  static const prometheus::Histogram::BucketBoundaries buckets{1,   2,   4,   8,    16,   32,  64,
+                                                               128, 256, 512, 1024, 2048, 4096};
   return buckets;
 }
 
@@ -106,6 +108,56 @@ prometheus::MetricFamily counter_family(std::string name, std::string help,
 prometheus::MetricFamily gauge_family(std::string name, std::string help,
                                       const std::vector<Sample>& samples) {
   return family(std::move(name), std::move(help), prometheus::MetricType::Gauge, samples);
+}
+
+Histogram::Histogram(const std::vector<double>& bounds)
+    : bounds_(bounds), buckets_(std::make_unique<std::atomic<std::uint64_t>[]>(bounds.size() + 1)) {}
+
+void Histogram::observe(double value) {
+  observe(value, 1);
+}
+
+void Histogram::observe(double value, std::uint64_t times) {
+  std::size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i]) ++i;
+  buckets_[i].fetch_add(times, std::memory_order_relaxed);
+  sum_.fetch_add(value * static_cast<double>(times), std::memory_order_relaxed);
+}
+
+prometheus::ClientMetric Histogram::snapshot() const {
+  prometheus::ClientMetric metric;
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i <= bounds_.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    prometheus::ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = i < bounds_.size() ? bounds_[i] : std::numeric_limits<double>::infinity();
+    metric.histogram.bucket.push_back(bucket);
+  }
+  metric.histogram.sample_count = cumulative;
+  metric.histogram.sample_sum = sum_.load(std::memory_order_relaxed);
+  return metric;
+}
+
+std::uint64_t Histogram::count() const {
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i <= bounds_.size(); ++i) total += buckets_[i].load(std::memory_order_relaxed);
+  return total;
+}
+
+double Histogram::sum() const {
+  return sum_.load(std::memory_order_relaxed);
+}
+
+prometheus::MetricFamily histogram_family(std::string name, std::string help,
+                                          const std::vector<std::pair<Labels, const Histogram*>>& series) {
+  prometheus::MetricFamily result{std::move(name), std::move(help), prometheus::MetricType::Histogram, {}};
+  for (const auto& [labels, histogram] : series) {
+    auto metric = histogram->snapshot();
+    for (const auto& [label, value] : labels) metric.label.push_back({label, value});
+    result.metric.push_back(std::move(metric));
+  }
+  return result;
 }
 
 }  // namespace rtmc::metrics

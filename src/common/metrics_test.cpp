@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace rtmc::metrics {
 namespace {
 
@@ -60,8 +62,29 @@ TEST(MetricsRegistry, RendersHistogramsAndListsFamilyNames) {
   EXPECT_NE(text.find("rtmc_test_latency_seconds_bucket{le=\"0.005\"} 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rtmc_test_latency_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rtmc_test_latency_seconds_count 2\n"), std::string::npos) << text;
-  const auto names = family_names(text);
+  auto names = family_names(text);
+  std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"rtmc_test_latency_seconds", "rtmc_test_total"}));
+}
+
+TEST(MetricsHistogram, AtomicHistogramRendersCumulativeBuckets) {
+  Histogram sizes(batch_size_buckets());
+  sizes.observe(1);
+  sizes.observe(3, 2);
+  sizes.observe(100000);
+  EXPECT_EQ(sizes.count(), 4u);
+  EXPECT_DOUBLE_EQ(sizes.sum(), 100007);
+  Registry registry;
+  registry.add_collector([&sizes] {
+    return std::vector{histogram_family("rtmc_test_batch_size", "Sizes.", {{{{"role", "x"}}, &sizes}})};
+  });
+  const auto text = registry.render();
+  EXPECT_NE(text.find("# TYPE rtmc_test_batch_size histogram\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"1\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"2\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"4\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"+Inf\"} 4\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_count{role=\"x\"} 4\n"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -23,10 +23,11 @@ void add_store_metrics(metrics::Registry& registry, const std::string& role, con
     }
     return std::vector{
         metrics::counter_family("rtmc_" + role + "_store_connects_total",
-                                "Connections opened to a store, the first ones and every reconnect.", connects),
-        metrics::counter_family("rtmc_" + role + "_store_errors_total",
-                                "Failed calls to a store: connect failures, I/O errors, timeouts, lost links.",
-                                errors)};
+                                "Connections opened to a store, the first ones and every reconnect.",
+                                connects),
+        metrics::counter_family(
+            "rtmc_" + role + "_store_errors_total",
+            "Failed calls to a store: connect failures, I/O errors, timeouts, lost links.", errors)};
   });
 }
 

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "gateway/traffic.hpp"
+
 namespace rtmc::gateway {
 
 // Logged once and counted once per connection (ClientConnection's close
@@ -45,6 +47,8 @@ struct GatewayCounters {
   // Joins with `since`, by whether the log still covered the range.
   std::atomic<std::uint64_t> resumed{0};
   std::atomic<std::uint64_t> not_recovered{0};
+  // Frames in and out, deliveries, refusals, publish->confirm latency.
+  TrafficCounters traffic;
 };
 
 }  // namespace rtmc::gateway

@@ -209,6 +209,7 @@ class Loop {
 
   void sequence(amqp::Connection& mq, const std::vector<std::size_t>& batch, Clock::time_point now) {
     const auto ts = now_ms();
+    counters_.batch_sizes.observe(static_cast<double>(batch.size()));
     std::vector<rooms::SequenceRequest> requests;
     requests.reserve(batch.size());
     for (auto index : batch) {
@@ -260,6 +261,7 @@ class Loop {
       }
     }
     for (auto& [room, frames] : fanout) publish_frames(mq, room, frames);
+    if (sequenced_any) observe_end_to_end(batch);
     if (!need_seqs.empty() && refusal == nullptr) reserve_seqs(need_seqs, now);
     if (refusal != nullptr) {
       counters_.redis_refusals.fetch_add(1, std::memory_order_relaxed);
@@ -272,6 +274,18 @@ class Loop {
     }
     // Only a batch that went through shows the whole path works again.
     if (sequenced_any) amqp_backoff_.reset();
+  }
+
+  // Accept -> fan-out of the messages this round sequenced (repeats of a
+  // redelivery included: they were held up as long).
+  void observe_end_to_end(const std::vector<std::size_t>& batch) {
+    const auto published_ms = now_ms();
+    for (auto index : batch) {
+      const auto& pending = pending_[index];
+      if (pending.outcome != Pending::Outcome::sequenced || pending.message->accepted_ms <= 0) continue;
+      const auto ms = std::max<std::int64_t>(0, published_ms - pending.message->accepted_ms);
+      counters_.end_to_end.observe(static_cast<double>(ms) / 1000.0);
+    }
   }
 
   // A room's new frames as one fan-out message. A repeat (redelivered,

@@ -719,8 +719,8 @@ class Connector {
     std::unique_ptr<Session> session;
     std::string error;
     try {
-      session =
-          std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_, events_);
+      session = std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts,
+                                          &abort_, events_);
       for (std::uint32_t shard = 0; shard < ingest_shards; ++shard)
         declare_ingest(*session, ingest_queue(shard));
       if (fanout_exchange) declare_fanout(*session);

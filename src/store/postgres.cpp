@@ -300,24 +300,24 @@ pg_result* Connection::send_with_retry(const std::function<bool(pg_conn*)>& send
 
 Result Connection::exec(const std::string& sql, const std::vector<Param>& params, Deadline deadline) {
   return counting_errors(config_, [&] {
-  deadline = effective(deadline);
-  std::vector<const char*> values;
-  values.reserve(params.size());
-  for (const auto& param : params) {
-    // Text-format parameters are C strings: a NUL would silently cut the
-    // value. PostgreSQL text cannot hold NUL anyway; say so the same way.
-    if (param && param->find('\0') != std::string::npos)
-      throw PgError("postgres: parameter contains a NUL byte", "22021");
-    values.push_back(param ? param->c_str() : nullptr);
-  }
-  ResultPtr result(send_with_retry(
-      [&](pg_conn* conn) {
-        return PQsendQueryParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                                 nullptr, nullptr, 0) != 0;
-      },
-      deadline));
-  check(result.get(), conn_);
-  return to_result(result.get());
+    deadline = effective(deadline);
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& param : params) {
+      // Text-format parameters are C strings: a NUL would silently cut the
+      // value. PostgreSQL text cannot hold NUL anyway; say so the same way.
+      if (param && param->find('\0') != std::string::npos)
+        throw PgError("postgres: parameter contains a NUL byte", "22021");
+      values.push_back(param ? param->c_str() : nullptr);
+    }
+    ResultPtr result(send_with_retry(
+        [&](pg_conn* conn) {
+          return PQsendQueryParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                                   nullptr, nullptr, 0) != 0;
+        },
+        deadline));
+    check(result.get(), conn_);
+    return to_result(result.get());
   });
 }
 

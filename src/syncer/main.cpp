@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
 
     rtmc::syncer::Syncer syncer(config);
     rtmc::syncer::SyncerEndpoints endpoints(listen, syncer);
+    rtmc::add_store_metrics(endpoints.registry(), "syncer", common);
     endpoints.start();
     spdlog::info(
         "syncer {} on {} shard stream(s), batches of {} or {} ms, claim after {} ms idle; http on {}:{}",
