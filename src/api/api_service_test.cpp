@@ -514,8 +514,10 @@ TEST_F(ApiServiceTest, PublishGoesToTheRoomsIngestShardAfterConfirm) {
   EXPECT_EQ(message.routing_key, ingest_queue(shard_of("lobby", 16)));
   EXPECT_TRUE(message.persistent);
   EXPECT_TRUE(message.mandatory);
-  EXPECT_EQ(message.body, protocol::encode_ingest({"lobby", "m-1", "Alice", "hello"}));
+  // The accept time travels with the message (end-to-end latency).
+  EXPECT_EQ(message.body, protocol::encode_ingest({"lobby", "m-1", "Alice", "hello", now}));
   EXPECT_EQ(metrics.publishes(amqp::PublishStatus::confirmed), 1u);
+  EXPECT_EQ(metrics.publish_confirm().count(), 1u);
 }
 
 TEST_F(ApiServiceTest, PublishSenderComesFromTheTokenNeverTheBody) {
@@ -539,7 +541,7 @@ TEST_F(ApiServiceTest, PublishWithoutIdGetsAFreshOne) {
   std::string id1(body_of(first).at("id").as_string()), id2(body_of(second).at("id").as_string());
   EXPECT_TRUE(valid_message_id(id1));
   EXPECT_NE(id1, id2);
-  EXPECT_EQ(publisher.published[0].body, protocol::encode_ingest({"r", id1, "alice", "hi"}));
+  EXPECT_EQ(publisher.published[0].body, protocol::encode_ingest({"r", id1, "alice", "hi", now}));
 }
 
 TEST_F(ApiServiceTest, PublishRejectsBadInput) {

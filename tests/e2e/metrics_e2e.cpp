@@ -14,6 +14,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "support.hpp"
@@ -37,7 +38,7 @@ double sample(const std::string& text, const std::string& series) {
 
 std::string scrape(std::uint16_t port) {
   auto response = HttpClient(port).request("GET", "/metrics");
-  if (response.status != 200) throw failure("GET /metrics: " + response.describe());
+  if (response.status != 200) throw std::runtime_error("GET /metrics: " + response.describe());
   return "\n" + response.body;
 }
 
@@ -79,7 +80,7 @@ std::set<std::string> exposed_names(const std::string& text) {
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw failure("cannot read " + path);
+  if (!in) throw std::runtime_error("cannot read " + path);
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
