@@ -206,8 +206,10 @@ class Session {
       if (socket == nullptr) throw AmqpError("amqp_tcp_socket_new failed");
       timeval connect_timeout = to_timeval(timeouts.connect);
       const int status = amqp_socket_open_noblock(socket, parsed.host.c_str(), parsed.port, &connect_timeout);
-      if (status != AMQP_STATUS_OK)
+      if (status != AMQP_STATUS_OK) {
+        note_error(events_);
         throw AmqpError("cannot connect to " + where_ + ": " + library_error(status));
+      }
       if (abort_ != nullptr) abort_->attach(amqp_get_sockfd(conn_));
       timeval handshake_timeout = to_timeval(timeouts.handshake);
       timeval rpc_timeout = to_timeval(timeouts.rpc);
@@ -238,9 +240,9 @@ class Session {
       release_abort_handle();
       dead_ = true;
       amqp_destroy_connection(conn_);
-      note_error(events_);
       throw;
     }
+    note_connect(events_);
   }
 
   ~Session() {
