@@ -35,7 +35,7 @@ struct RedisConfig {
   std::string password;
   // Counts connects and errors for /metrics (common/store_events.hpp); null:
   // not counted.
-  std::shared_ptr<StoreEvents> events;
+  std::shared_ptr<StoreEvents> events = nullptr;
 
   // "host:port", ":port", or redis://[[user]:password@]host[:port][/0] with
   // percent-encoded user and password (as redis-cli -u reads it: userinfo
@@ -50,14 +50,14 @@ struct RedisConfig {
 struct PgConfig {
   // libpq connection string.
   std::string conninfo = "host=127.0.0.1 port=5433 dbname=rtmc user=rtmc";
-  std::shared_ptr<StoreEvents> events;  // as RedisConfig::events
+  std::shared_ptr<StoreEvents> events = nullptr;  // as RedisConfig::events
 };
 
 struct AmqpConfig {
   // amqp://user:password@host:port/vhost
   std::string url = "amqp://guest:guest@127.0.0.1:5673/";
   std::uint32_t ingest_shards = 16;
-  std::shared_ptr<StoreEvents> events;  // as RedisConfig::events
+  std::shared_ptr<StoreEvents> events = nullptr;  // as RedisConfig::events
 };
 
 struct LimitsConfig {
