@@ -254,7 +254,10 @@ boost::asio::awaitable<Response> ApiService::register_user(const Request& reques
 
   store::Bucket bucket{"register:" + client_address(request), config_.rate_limits.registrations_per_address};
   auto verdict = co_await backends_.rate_limits.take(std::move(bucket));
-  if (!verdict.allowed) throw rate_limited("too many registrations from this address", verdict.retry_after);
+  if (!verdict.allowed) {
+    metrics_.count_rate_limited(Metrics::Limit::register_);
+    throw rate_limited("too many registrations from this address", verdict.retry_after);
+  }
 
   auto hash = co_await backends_.register_hasher.hash(std::move(password));
   if (!co_await backends_.users.create(user, std::move(hash)))
@@ -289,8 +292,12 @@ boost::asio::awaitable<Response> ApiService::login(const Request& request) {
   std::vector<store::Bucket> limiting(failures.begin(), failures.begin() + (named ? 2 : 1));
   auto limiting_copy = limiting;
   auto charged = co_await backends_.rate_limits.charge(std::move(limiting_copy));
-  for (const auto& verdict : charged)
-    if (!verdict.allowed) throw rate_limited("too many failed logins from this address", verdict.retry_after);
+  for (const auto& verdict : charged) {
+    if (verdict.allowed) continue;
+    metrics_.count_rate_limited(Metrics::Limit::login);
+    metrics_.count_login(Metrics::Login::rate_limited);
+    throw rate_limited("too many failed logins from this address", verdict.retry_after);
+  }
   if (named) {
     std::vector<store::Bucket> account{failures[2]};
     auto slowdown = co_await backends_.rate_limits.peek(std::move(account));
@@ -314,9 +321,11 @@ boost::asio::awaitable<Response> ApiService::login(const Request& request) {
       std::vector<store::Bucket> account{failures[2]};
       co_await backends_.rate_limits.charge(std::move(account));
     }
+    metrics_.count_login(Metrics::Login::refused);
     throw refused();
   }
   co_await backends_.rate_limits.refund(std::move(limiting));
+  metrics_.count_login(Metrics::Login::ok);
   co_return co_await start_session(stored->name);
 }
 
@@ -385,16 +394,23 @@ boost::asio::awaitable<Response> ApiService::publish_message(const Request& requ
   if (config_.rate_limits.publishes_per_user.limited()) {
     auto bucket = store::messages_bucket(claims.user, config_.rate_limits.publishes_per_user);
     auto verdict = co_await backends_.rate_limits.take(std::move(bucket));
-    if (!verdict.allowed) throw rate_limited("too many messages from this user", verdict.retry_after);
+    if (!verdict.allowed) {
+      metrics_.count_rate_limited(Metrics::Limit::publish);
+      throw rate_limited("too many messages from this user", verdict.retry_after);
+    }
   }
 
   amqp::Message message;
   message.routing_key = ingest_queue(shard_of(room, config_.ingest_shards));
-  message.body = protocol::encode_ingest({room, *id, claims.user, std::move(text)});
+  message.body = protocol::encode_ingest({room, *id, claims.user, std::move(text), clock_()});
   message.persistent = true;
   message.mandatory = true;
+  const auto published = std::chrono::steady_clock::now();
   auto status = co_await backends_.publisher.publish(std::move(message));
   metrics_.count_publish(status);
+  if (status == amqp::PublishStatus::confirmed)
+    metrics_.observe_publish_confirm(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - published).count());
   // The broker is busy, not down: the client learns at once and backs off.
   // Not 429: that is the client's own rate limit.
   if (status == amqp::PublishStatus::overloaded)

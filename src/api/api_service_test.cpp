@@ -422,6 +422,8 @@ TEST_F(ApiServiceTest, WrongPasswordAndUnknownUserGetTheSameAnswer) {
   EXPECT_EQ(error_of(wrong), "unauthorized");
   EXPECT_EQ(hasher.burns, 1);  // the unknown user spent a verification's time too
   EXPECT_TRUE(sessions.sessions.empty());
+  EXPECT_EQ(metrics.logins(Metrics::Login::refused), 2u);
+  EXPECT_EQ(metrics.logins(Metrics::Login::ok), 0u);
 }
 
 TEST_F(ApiServiceTest, LoginBadInputTypesAre400) {
@@ -598,8 +600,10 @@ TEST_F(ApiServiceTest, PublishGoesToTheRoomsIngestShardAfterConfirm) {
   EXPECT_EQ(message.routing_key, ingest_queue(shard_of("lobby", 16)));
   EXPECT_TRUE(message.persistent);
   EXPECT_TRUE(message.mandatory);
-  EXPECT_EQ(message.body, protocol::encode_ingest({"lobby", "m-1", "Alice", "hello"}));
+  // The accept time travels with the message (end-to-end latency).
+  EXPECT_EQ(message.body, protocol::encode_ingest({"lobby", "m-1", "Alice", "hello", now}));
   EXPECT_EQ(metrics.publishes(amqp::PublishStatus::confirmed), 1u);
+  EXPECT_EQ(metrics.publish_confirm().count(), 1u);
 }
 
 TEST_F(ApiServiceTest, PublishSenderComesFromTheTokenNeverTheBody) {
@@ -623,7 +627,7 @@ TEST_F(ApiServiceTest, PublishWithoutIdGetsAFreshOne) {
   std::string id1(body_of(first).at("id").as_string()), id2(body_of(second).at("id").as_string());
   EXPECT_TRUE(valid_message_id(id1));
   EXPECT_NE(id1, id2);
-  EXPECT_EQ(publisher.published[0].body, protocol::encode_ingest({"r", id1, "alice", "hi"}));
+  EXPECT_EQ(publisher.published[0].body, protocol::encode_ingest({"r", id1, "alice", "hi", now}));
 }
 
 TEST_F(ApiServiceTest, PublishRejectsBadInput) {
@@ -809,6 +813,9 @@ TEST_F(ApiServiceTest, TenFailedLoginsForOneAccountFromOneAddressThenEven429ForT
   EXPECT_EQ(error_of(response), "rate_limited");
   EXPECT_EQ(response[http::field::retry_after], "6");  // one failure back every 6 s
   EXPECT_TRUE(sessions.sessions.empty());
+  EXPECT_EQ(metrics.logins(Metrics::Login::refused), 10u);
+  EXPECT_EQ(metrics.logins(Metrics::Login::rate_limited), 1u);
+  EXPECT_EQ(metrics.rate_limited(Metrics::Limit::login), 1u);
   // Another address is not affected, nor is another account from this one.
   EXPECT_EQ(post_from("192.0.2.8", "/login", {{"user", "alice"}, {"password", "correct horse"}}).result(),
             http::status::ok);

@@ -10,6 +10,7 @@
 
 #include "api/server.hpp"
 #include "common/config.hpp"
+#include "common/logging.hpp"
 #include "server/limits.hpp"
 #include "server/signals.hpp"
 
@@ -160,8 +161,9 @@ int main(int argc, char** argv) {
   }
 
   try {
+    // First, so that finish()'s warnings already have the chosen format.
+    rtmc::setup_logging(config.common.log_level, "api", rtmc::parse_log_format(config.common.log_format));
     config.common.finish(/*needs_secret=*/!migrate_only);
-    rtmc::setup_logging(config.common.log_level, "api");
 
     config.listen = rtmc::HostPort::parse(listen);
     config.threads = threads;

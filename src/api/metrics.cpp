@@ -41,6 +41,28 @@ Metrics::Metrics(metrics::Registry& registry)
   // rate see the series before the first failure.
   for (std::size_t i = 0; i < kPublishResults; ++i)
     publishes_[i] = &family.Add({{"result", publish_label(kPublishStatuses[i])}});
+  auto& logins = registry.counter_family("rtmc_api_logins_total", "POST /login answers, by result.");
+  logins_ = {&logins.Add({{"result", "ok"}}), &logins.Add({{"result", "refused"}}),
+             &logins.Add({{"result", "rate_limited"}})};
+  auto& limited = registry.counter_family(
+      "rtmc_api_rate_limited_total", "Requests refused 429 rate_limited, by the limit that refused them.");
+  rate_limited_ = {&limited.Add({{"limit", "register"}}), &limited.Add({{"limit", "login"}}),
+                   &limited.Add({{"limit", "publish"}})};
+  // Kept in atomics (no lock per publish); rendered at scrape time. The
+  // registry's scrapes end before this object goes (ApiServer's order).
+  registry.add_collector([this] {
+    return std::vector{metrics::histogram_family(
+        "rtmc_api_publish_confirm_seconds",
+        "Seconds from the publish of a POST /messages to RabbitMQ's confirm.", {{{}, &publish_confirm_}})};
+  });
+}
+
+std::uint64_t Metrics::logins(Login result) const {
+  return static_cast<std::uint64_t>(logins_[static_cast<std::size_t>(result)]->Value());
+}
+
+std::uint64_t Metrics::rate_limited(Limit limit) const {
+  return static_cast<std::uint64_t>(rate_limited_[static_cast<std::size_t>(limit)]->Value());
 }
 
 Metrics::Metrics(std::unique_ptr<metrics::Registry> own) : Metrics(*own) {

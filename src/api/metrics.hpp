@@ -8,6 +8,14 @@
 //   rtmc_api_amqp_connected                  1 while the publisher is connected
 //   rtmc_status_cache_hits_total             GET /users/{U}/status answered from Redis
 //   rtmc_status_cache_misses_total           ... that had to ask PostgreSQL
+//   rtmc_api_publish_confirm_seconds         histogram: POST /messages' publish
+//                                            to RabbitMQ's confirm (confirmed only)
+//   rtmc_api_logins_total{result}            POST /login: ok, refused (wrong
+//                                            name or password), rate_limited
+//   rtmc_api_rate_limited_total{limit}       429s: register, login, publish
+//   rtmc_api_store_connects_total{store}, rtmc_api_store_errors_total{store}
+//                                            (common/store_events.hpp, added by
+//                                            the server)
 //
 // Threading: every member may be called from any thread at once.
 
@@ -36,6 +44,14 @@ class Metrics {
   // itself: 413 over the body limit, 431, 400 for unparsable requests).
   void count_response(unsigned status) { http_.count_response(status); }
   void count_publish(amqp::PublishStatus result);
+  void observe_publish_confirm(double seconds) { publish_confirm_.observe(seconds); }
+  enum class Login { ok, refused, rate_limited };
+  void count_login(Login result) { logins_[static_cast<std::size_t>(result)]->Increment(); }
+  enum class Limit { register_, login, publish };
+  void count_rate_limited(Limit limit) { rate_limited_[static_cast<std::size_t>(limit)]->Increment(); }
+  std::uint64_t logins(Login result) const;
+  std::uint64_t rate_limited(Limit limit) const;
+  const metrics::Histogram& publish_confirm() const { return publish_confirm_; }
   // Renders the status cache's counters on every scrape; `counters` must
   // outlive every render() (the api's io threads have stopped before the
   // reader owning them goes).
@@ -60,6 +76,9 @@ class Metrics {
   server::HttpMetrics http_;
   std::array<prometheus::Counter*, kPublishResults> publishes_{};
   prometheus::Gauge& amqp_connected_;
+  std::array<prometheus::Counter*, 3> logins_{};
+  std::array<prometheus::Counter*, 3> rate_limited_{};
+  metrics::Histogram publish_confirm_{metrics::latency_buckets()};
 };
 
 }  // namespace rtmc::api

@@ -147,6 +147,7 @@ struct ApiServer::Impl {
                             status, history},
                 tokens, metrics) {
     metrics.watch_status_cache(status.counters());
+    add_store_metrics(registry, "api", config.common);
     install_routes(router, service, config);
   }
 

@@ -166,6 +166,10 @@ void CommonOptions::add_to(CLI::App& app) {
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("RTMC_LOG_LEVEL")
       ->capture_default_str();
+  app.add_option("--log-format", log_format, "text (for people) or json (one object per line)")
+      ->envname("RTMC_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
 }
 
 namespace {
@@ -204,16 +208,14 @@ void CommonOptions::finish(bool needs_secret) {
   } catch (const std::invalid_argument& error) {
     throw std::runtime_error(std::string("--redis: ") + error.what());
   }
+  redis.events = std::make_shared<StoreEvents>();
+  pg.events = std::make_shared<StoreEvents>();
+  amqp.events = std::make_shared<StoreEvents>();
   // RFC 7518 section 3.2 (auth::TokenService enforces the same).
   if (needs_secret && auth.jwt_secret.size() < 32)
     throw std::runtime_error(
         "a JWT secret of at least 32 bytes is required (--jwt-secret-file or RTMC_JWT_SECRET); got " +
         std::to_string(auth.jwt_secret.size()));
-}
-
-void setup_logging(const std::string& level, const std::string& role) {
-  spdlog::set_level(spdlog::level::from_str(level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e [" + role + "] %^%l%$ %v");
 }
 
 }  // namespace rtmc

@@ -6,7 +6,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "common/store_events.hpp"
 
 namespace CLI {
 class App;
@@ -30,6 +33,9 @@ struct RedisConfig {
   // not empty; an empty user authenticates as Redis' `default` user.
   std::string user;
   std::string password;
+  // Counts connects and errors for /metrics (common/store_events.hpp); null:
+  // not counted.
+  std::shared_ptr<StoreEvents> events = nullptr;
 
   // "host:port", ":port", or redis://[[user]:password@]host[:port][/0] with
   // percent-encoded user and password (as redis-cli -u reads it: userinfo
@@ -44,12 +50,14 @@ struct RedisConfig {
 struct PgConfig {
   // libpq connection string.
   std::string conninfo = "host=127.0.0.1 port=5433 dbname=rtmc user=rtmc";
+  std::shared_ptr<StoreEvents> events = nullptr;  // as RedisConfig::events
 };
 
 struct AmqpConfig {
   // amqp://user:password@host:port/vhost
   std::string url = "amqp://guest:guest@127.0.0.1:5673/";
   std::uint32_t ingest_shards = 16;
+  std::shared_ptr<StoreEvents> events = nullptr;  // as RedisConfig::events
 };
 
 struct LimitsConfig {
@@ -83,7 +91,7 @@ std::string read_secret_file(const std::string& path);
 
 // Adds the options every server role shares (--redis, --amqp, --pg,
 // --jwt-secret, each also as --X-file, --ingest-shards, --max-body, --max-sequence-attempts,
-// --status-cache-ttl-s, --log-level) with their RTMC_* environment variables (RTMC_REDIS_FILE,
+// --status-cache-ttl-s, --log-level, --log-format) with their RTMC_* environment variables (RTMC_REDIS_FILE,
 // RTMC_AMQP_FILE, RTMC_PG_FILE, RTMC_JWT_SECRET_FILE for the files, so no
 // credential need appear on a command line or in the environment).
 struct CommonOptions {
@@ -98,6 +106,7 @@ struct CommonOptions {
   std::string amqp_file;
   std::string pg_file;
   std::string log_level = "info";
+  std::string log_format = "text";  // common/logging.hpp
   std::string redis_text = "127.0.0.1:6380";
 
   void add_to(CLI::App& app);
@@ -117,7 +126,5 @@ struct CommonOptions {
   CLI::Option* jwt_secret_option_ = nullptr;
   std::int64_t status_cache_ttl_s_ = 300;  // becomes presence.status_cache_ttl
 };
-
-void setup_logging(const std::string& level, const std::string& role);
 
 }  // namespace rtmc

@@ -15,11 +15,15 @@
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -47,6 +51,14 @@ class Registry {
   prometheus::Family<prometheus::Gauge>& gauge_family(const std::string& name, const std::string& help);
   prometheus::Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
   prometheus::Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
+  // Histograms are in seconds (or a plain count) with fixed buckets. Observe()
+  // takes the histogram's mutex: fine once per publish or per batch, not
+  // once per delivered frame.
+  prometheus::Family<prometheus::Histogram>& histogram_family(const std::string& name,
+                                                              const std::string& help);
+  prometheus::Histogram& histogram(const std::string& name, const std::string& help,
+                                   const prometheus::Histogram::BucketBoundaries& buckets,
+                                   const Labels& labels = {});
 
   void add_collector(Collector collector);
 
@@ -60,6 +72,48 @@ class Registry {
   mutable std::mutex mutex_;  // guards collectors_ (scrapes are rare; adds rarer)
   std::vector<Collector> collectors_;
 };
+
+// Bucket bounds, in seconds, of the latency histograms (publish->confirm,
+// accept->fan-out): 0.5 ms to 10 s.
+const prometheus::Histogram::BucketBoundaries& latency_buckets();
+// Bucket bounds of the batch-size histograms: 1 to 4096, powers of two.
+const prometheus::Histogram::BucketBoundaries& batch_size_buckets();
+
+// A histogram kept in atomics, for hot paths and for components that may
+// outlive (or die before) the registry: observe() takes no lock and
+// allocates nothing; a collector renders it (histogram_family below).
+// Buckets are fixed at construction.
+//
+// Threading: observe() and snapshot() from any thread at once. A scrape may
+// see an observation in its bucket and not yet in the sum (never counted
+// twice, never lost).
+class Histogram {
+ public:
+  explicit Histogram(const std::vector<double>& bounds);
+  Histogram(const Histogram&) = delete;
+  Histogram& operator=(const Histogram&) = delete;
+
+  void observe(double value);
+  // `value` observed `times` times at once (a batch whose messages share a
+  // measure).
+  void observe(double value, std::uint64_t times);
+  // Cumulative bucket counts as Prometheus wants them.
+  prometheus::ClientMetric snapshot() const;
+  std::uint64_t count() const;
+  double sum() const;
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;  // per bucket, +Inf last; not cumulative
+  std::atomic<double> sum_{0};
+};
+
+prometheus::MetricFamily histogram_family(std::string name, std::string help,
+                                          const std::vector<std::pair<Labels, const Histogram*>>& series);
+
+// The name of each family rendered: for tests that compare what is exposed
+// with what the dashboard and the docs use.
+std::vector<std::string> family_names(const std::string& rendered_text);
 
 // One sample of a family built by a collector.
 struct Sample {

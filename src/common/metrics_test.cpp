@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace rtmc::metrics {
 namespace {
 
@@ -48,6 +50,41 @@ TEST(MetricsRegistry, TwoRegistriesAreIndependent) {
   Registry b;
   a.counter("rtmc_test_total", "Help.").Increment();
   EXPECT_EQ(b.render().find("rtmc_test_total"), std::string::npos);
+}
+
+TEST(MetricsRegistry, RendersHistogramsAndListsFamilyNames) {
+  Registry registry;
+  auto& latency = registry.histogram("rtmc_test_latency_seconds", "Latency.", latency_buckets());
+  latency.Observe(0.003);
+  latency.Observe(20);
+  registry.counter("rtmc_test_total", "Things.");
+  const auto text = registry.render();
+  EXPECT_NE(text.find("rtmc_test_latency_seconds_bucket{le=\"0.005\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_latency_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_latency_seconds_count 2\n"), std::string::npos) << text;
+  auto names = family_names(text);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"rtmc_test_latency_seconds", "rtmc_test_total"}));
+}
+
+TEST(MetricsHistogram, AtomicHistogramRendersCumulativeBuckets) {
+  Histogram sizes(batch_size_buckets());
+  sizes.observe(1);
+  sizes.observe(3, 2);
+  sizes.observe(100000);
+  EXPECT_EQ(sizes.count(), 4u);
+  EXPECT_DOUBLE_EQ(sizes.sum(), 100007);
+  Registry registry;
+  registry.add_collector([&sizes] {
+    return std::vector{histogram_family("rtmc_test_batch_size", "Sizes.", {{{{"role", "x"}}, &sizes}})};
+  });
+  const auto text = registry.render();
+  EXPECT_NE(text.find("# TYPE rtmc_test_batch_size histogram\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"1\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"2\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"4\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_bucket{role=\"x\",le=\"+Inf\"} 4\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rtmc_test_batch_size_count{role=\"x\"} 4\n"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -137,7 +137,9 @@ asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
   if (state_ != State::open) co_return;
   protocol::ParseLimits limits{services_.config.common.limits.max_body_bytes, services_.config.max_ref_bytes};
   auto parsed = protocol::parse_client_frame(line, limits);
+  auto& traffic = services_.counters.traffic;
   if (auto* error = std::get_if<protocol::FrameError>(&parsed)) {
+    traffic.count_in(FrameIn::invalid);
     if (!authenticated_)
       fail(ErrorCode::unauthorized, "the first frame must be a valid auth frame (" + error->message + ")",
            error->ref);
@@ -146,6 +148,7 @@ asio::awaitable<void> ClientConnection::on_line(std::string_view line) {
     co_return;
   }
   auto& frame = std::get<protocol::Frame>(parsed);
+  traffic.count_in(frame_in_type(frame.request));
   if (auto* auth = std::get_if<protocol::AuthRequest>(&frame.request)) {
     co_await on_auth(std::move(*auth), std::move(frame.ref));
     co_return;
@@ -536,6 +539,7 @@ asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, R
   }
   if (state_ != State::open) co_return;
   if (!allowed) {
+    services_.counters.traffic.rate_limited.fetch_add(1, std::memory_order_relaxed);
     fail(ErrorCode::rate_limited, "message " + request.id + " was not accepted: too many sends; retry later",
          ref);
     co_return;
@@ -570,10 +574,18 @@ asio::awaitable<void> ClientConnection::on_send(protocol::SendRequest request, R
   auto answer_ack = protocol::ack_frame(request.room, request.id, ref);
   auto answer_error = protocol::error_frame(ErrorCode::unavailable,
                                             "message " + request.id + " was not accepted; retry it", ref);
+  // The publisher's callback may run after this connection is gone, never
+  // after the gateway's counters (they outlive the publisher).
+  auto& confirm_latency = services_.counters.traffic.publish_confirm;
+  const auto published = std::chrono::steady_clock::now();
   services_.ingest.publish(
-      protocol::IngestMessage{request.room, request.id, user_, std::move(request.body)},
+      protocol::IngestMessage{request.room, request.id, user_, std::move(request.body), now_ms()},
       [self = weak_from_this(), executor = executor_, number, answer_ack = std::move(answer_ack),
-       answer_error = std::move(answer_error)](amqp::PublishStatus status) mutable {
+       answer_error = std::move(answer_error), &confirm_latency,
+       published](amqp::PublishStatus status) mutable {
+        if (status == amqp::PublishStatus::confirmed)
+          confirm_latency.observe(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - published).count());
         auto answer =
             status == amqp::PublishStatus::confirmed ? std::move(answer_ack) : std::move(answer_error);
         asio::post(executor, [self, number, answer = std::move(answer)]() mutable {
@@ -699,6 +711,7 @@ asio::awaitable<void> ClientConnection::repair(std::string room, std::uint64_t m
 
 void ClientConnection::reply(std::string frame) {
   if (state_ != State::open) return;
+  services_.counters.traffic.count_out(frame);
   enqueue(std::make_shared<const std::string>(std::move(frame)), Transport::Flush::now);
 }
 
@@ -779,6 +792,7 @@ void ClientConnection::cut_slow_consumer(SlowCut why) {
           : "send queue stayed over " + std::to_string(config.send_queue_bytes) + " bytes for " +
                 std::to_string(config.send_queue_soft_time.count()) + " ms";
   spdlog::info("connection of '{}' is a slow consumer: {} ({} bytes owed)", user_, message, owed_bytes());
+  if (state_ == State::open) services_.counters.traffic.count_error(ErrorCode::slow_consumer);
   message += "; reconnect and catch up";
   // Whatever waits is dropped; the error frame jumps the limits.
   close_with(CloseReason::slow_consumer,
@@ -790,6 +804,7 @@ void ClientConnection::cut_slow_consumer(SlowCut why) {
 void ClientConnection::fail(ErrorCode code, std::string_view message, const Ref& ref,
                             std::optional<CloseReason> reason) {
   if (state_ != State::open) return;
+  if (code != ErrorCode::slow_consumer) services_.counters.traffic.count_error(code);
   if (!protocol::is_fatal(code) && !reason) {
     reply(protocol::error_frame(code, message, ref));
     return;
@@ -827,6 +842,7 @@ void ClientConnection::close_with(CloseReason reason, SharedFrame last, bool dro
       1, std::memory_order_relaxed);
   counters.open.fetch_sub(1, std::memory_order_relaxed);
   counters.closing.fetch_add(1, std::memory_order_relaxed);
+  if (last) counters.traffic.count_out(*last);
   if (reason == CloseReason::client_closed || reason == CloseReason::server_shutdown)
     spdlog::debug("connection of '{}' closed: {}", user_, to_string(reason));
   else

@@ -474,6 +474,42 @@ TEST_F(ConnectionTest, SendLimiterSaysRateLimited) {
   EXPECT_EQ(connection->state(), ClientConnection::State::open);
 }
 
+TEST_F(ConnectionTest, FramesAreCountedByTypeAndRefusalsAndConfirmsToo) {
+  limiter_.allowed = 1;
+  const auto& traffic = counters_.traffic;
+  auto in = [&](FrameIn type) { return traffic.frames_in[static_cast<std::size_t>(type)].load(); };
+  auto out = [&](FrameOut type) { return traffic.frames_out[static_cast<std::size_t>(type)].load(); };
+  auto connection = authenticated();
+  EXPECT_EQ(in(FrameIn::auth), 1u);
+  EXPECT_EQ(out(FrameOut::auth_ok), 1u);
+  line(connection, R"({"type":"join","room":"r"})");
+  line(connection, R"({"type":"send","room":"r","id":"a","body":"x"})");
+  line(connection, R"({"type":"send","room":"r","id":"b","body":"x"})");
+  line(connection, R"({"type":"ping"})");
+  line(connection, "{not json");
+  ASSERT_EQ(ingest_.messages.size(), 1u);
+  EXPECT_GT(ingest_.messages[0].accepted_ms, 0) << "the accept time travels with the message";
+  ingest_.callbacks[0](amqp::PublishStatus::confirmed);
+  settle();
+  EXPECT_EQ(in(FrameIn::join), 1u);
+  EXPECT_EQ(in(FrameIn::send), 2u);
+  EXPECT_EQ(in(FrameIn::ping), 1u);
+  EXPECT_EQ(in(FrameIn::invalid), 1u);
+  EXPECT_EQ(out(FrameOut::joined), 1u);
+  EXPECT_EQ(out(FrameOut::ack), 1u);
+  EXPECT_EQ(out(FrameOut::pong), 1u);
+  EXPECT_EQ(out(FrameOut::error), 2u);  // rate_limited, bad_json
+  EXPECT_EQ(traffic.rate_limited.load(), 1u);
+  EXPECT_EQ(traffic.errors_sent[static_cast<std::size_t>(protocol::ErrorCode::rate_limited)].load(), 1u);
+  EXPECT_EQ(traffic.errors_sent[static_cast<std::size_t>(protocol::ErrorCode::bad_json)].load(), 1u);
+  EXPECT_EQ(traffic.publish_confirm.count(), 1u);
+  // A fatal error's last frame (written by the close, not as a reply) too.
+  connection->fail_framing(protocol::ErrorCode::frame_too_large, "line too long");
+  settle();
+  EXPECT_EQ(out(FrameOut::error), 3u);
+  EXPECT_EQ(traffic.errors_sent[static_cast<std::size_t>(protocol::ErrorCode::frame_too_large)].load(), 1u);
+}
+
 // A limiter that cannot answer (Redis down) must not drop the send in
 // silence: the client gets `unavailable` and may retry.
 TEST_F(ConnectionTest, AFailingSendLimiterSaysUnavailable) {

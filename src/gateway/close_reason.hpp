@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "gateway/traffic.hpp"
+
 namespace rtmc::gateway {
 
 // Logged once and counted once per connection (ClientConnection's close
@@ -57,6 +59,8 @@ struct GatewayCounters {
   // Joins with `since`, by whether the log still covered the range.
   std::atomic<std::uint64_t> resumed{0};
   std::atomic<std::uint64_t> not_recovered{0};
+  // Frames in and out, deliveries, refusals, publish->confirm latency.
+  TrafficCounters traffic;
 };
 
 }  // namespace rtmc::gateway

@@ -252,7 +252,9 @@ struct Gateway::Impl {
   // Fan-out thread -> every io thread: one shared batch, posted once each.
   void deliver(std::shared_ptr<const SequencedBatch> batch) {
     for (auto& thread : io_threads)
-      asio::post(thread->io, [&thread = *thread, batch] { thread.deliver(*batch); });
+      asio::post(thread->io, [&thread = *thread, &traffic = counters.traffic, batch] {
+        traffic.count_deliveries(thread.deliver(*batch));
+      });
   }
 
   // Runs `job` on every io thread and waits until each has run it.
@@ -336,6 +338,8 @@ void Gateway::start() {
   add_sequencer_metrics(impl.http->registry(), impl.sequencer->counters());
   impl.presence->add_metrics(impl.http->registry());
   impl.fanout->add_metrics(impl.http->registry());
+  add_traffic_metrics(impl.http->registry(), impl.counters.traffic);
+  add_store_metrics(impl.http->registry(), "gateway", impl.config.common);
 
   for (auto& thread : impl.io_threads) {
     impl.guards.push_back(asio::make_work_guard(thread->io));

@@ -103,7 +103,14 @@ void add_sequencer_metrics(metrics::Registry& registry, const SequencerCounters&
                                 {{{}, read(counters.seq_skips)}}),
         metrics::counter_family("rtmc_gateway_sequencer_seqs_skipped_total",
                                 "Seqs jumped over by those skips (reported to clients as gaps).",
-                                {{{}, read(counters.seqs_skipped)}})};
+                                {{{}, read(counters.seqs_skipped)}}),
+        metrics::histogram_family("rtmc_gateway_sequencer_batch_size",
+                                  "Messages per sequencing round (one pipelined batch of scripts).",
+                                  {{{}, &counters.batch_sizes}}),
+        metrics::histogram_family("rtmc_gateway_message_latency_seconds",
+                                  "Seconds from a message's accept (api or gateway) to its frame's publish "
+                                  "to the fan-out exchange.",
+                                  {{{}, &counters.end_to_end}})};
   });
 }
 

@@ -16,6 +16,14 @@
 //   rtmc_gateway_sequencer_messages_total{result}   sequenced, dead_lettered,
 //       script_failure, redis_refused, redis_failure
 //   rtmc_gateway_sequencer_amqp_connections_total   consumer connections opened
+//   rtmc_gateway_sequencer_seq_blocks_total, _seq_reservation_failures_total,
+//       _seq_skips_total, _seqs_skipped_total         seq reservations
+//   rtmc_gateway_sequencer_batch_size              histogram: messages per round
+//   rtmc_gateway_message_latency_seconds           histogram: accept -> fan-out
+// and the traffic counters (gateway/traffic.hpp: frames in/out, deliveries,
+// rate-limit refusals, publish->confirm latency), the store links'
+// rtmc_gateway_store_connects_total{store} and _store_errors_total{store}
+// (common/store_events.hpp), and the fan-out's rtmc_gateway_fanout_* (fanout.hpp)
 // and presence's (gateway/presence_service.hpp):
 //   rtmc_status_cache_hits_total, rtmc_status_cache_misses_total   status reads
 //   rtmc_gateway_presence_events_total            join/leave events published

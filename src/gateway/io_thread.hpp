@@ -13,6 +13,7 @@
 #include "gateway/client_connection.hpp"
 #include "gateway/connection_index.hpp"
 #include "gateway/sequenced.hpp"
+#include "gateway/traffic.hpp"
 #include "gateway/transport.hpp"
 
 namespace rtmc::gateway {
@@ -29,7 +30,10 @@ class IoThread {
 
   // One shared frame for every local member of the room; each member's
   // frames of the batch leave in one write. Seq 0 marks a presence event.
-  void deliver(const SequencedBatch& batch) {
+  // Returns the frames handed out, by kind, for the caller to count once
+  // per batch.
+  DeliveryCounts deliver(const SequencedBatch& batch) {
+    DeliveryCounts handed{};
     for (const auto& item : batch) {
       const auto* members = connections.members(item.room);
       if (members == nullptr) continue;
@@ -38,13 +42,17 @@ class IoThread {
       if (item.seq == 0) {
         for (const auto& [_, connection] : *members)
           connection->deliver_presence(item.room, item.user, item.frame);
+        handed[static_cast<std::size_t>(DeliveryKind::presence)] += members->size();
       } else if (item.gap_from > 0) {
         for (const auto& [_, connection] : *members)
           connection->deliver_gap(item.room, item.gap_from, item.seq, item.frame);
+        handed[static_cast<std::size_t>(DeliveryKind::gap)] += members->size();
       } else {
         for (const auto& [_, connection] : *members) connection->deliver(item.room, item.seq, item.frame);
+        handed[static_cast<std::size_t>(DeliveryKind::message)] += members->size();
       }
     }
+    return handed;
   }
 
   // The flush is posted behind whatever is already queued on this thread:

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 
+#include "common/logging.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/ws_upgrade.hpp"
 #include "server/limits.hpp"
@@ -170,6 +171,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    // First, so that finish()'s warnings already have the chosen format.
+    rtmc::setup_logging(config.common.log_level, "gateway", rtmc::parse_log_format(config.common.log_format));
     config.common.finish();
     config.listen = rtmc::HostPort::parse(listen);
     config.http_listen = rtmc::HostPort::parse(http_listen);
@@ -183,7 +186,6 @@ int main(int argc, char** argv) {
     config.common.limits.dedupe_window = std::chrono::seconds(dedupe_window_s);
     config.presence_ttl = std::chrono::seconds(presence_ttl_s);
     config.sends_per_user = rtmc::store::messages_rate(publish_rate, publish_burst);
-    rtmc::setup_logging(config.common.log_level, "gateway");
 
     // Each connection costs a descriptor: take all the hard limit allows.
     auto files = rtmc::server::raise_open_file_limit();

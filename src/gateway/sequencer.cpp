@@ -270,6 +270,7 @@ class Loop {
       const auto batch = next_batch(now);
       if (batch.empty()) return;
       const auto ts = now_ms();
+      counters_.batch_sizes.observe(static_cast<double>(batch.size()));
       std::vector<rooms::SequenceRequest> requests;
       requests.reserve(batch.size());
       Round round;
@@ -383,6 +384,7 @@ class Loop {
     launch();
     unpublished_ = false;
     for (auto& [room, frames] : fanout) publish_frames(mq, room, frames);
+    if (sequenced_any) observe_end_to_end(round.serials);
     // Only a batch that went through shows the whole path works again.
     if (sequenced_any) amqp_backoff_.reset();
     ack_settled(mq);
@@ -409,6 +411,18 @@ class Loop {
     pending.outcome = outcome;
     const auto open = open_lines_.find(pending.delivery_tag);
     if (open != open_lines_.end() && --open->second == 0) ready_.push_back(pending.delivery_tag);
+  }
+
+  // Accept -> fan-out of the messages this round sequenced (repeats of a
+  // redelivery included: they were held up as long).
+  void observe_end_to_end(const std::vector<std::uint64_t>& serials) {
+    const auto published_ms = now_ms();
+    for (auto serial : serials) {
+      const auto& pending = pending_of(serial);
+      if (pending.outcome != Pending::Outcome::sequenced || pending.message->accepted_ms <= 0) continue;
+      const auto ms = std::max<std::int64_t>(0, published_ms - pending.message->accepted_ms);
+      counters_.end_to_end.observe(static_cast<double>(ms) / 1000.0);
+    }
   }
 
   // A room's new frames as one fan-out message. A repeat (redelivered,

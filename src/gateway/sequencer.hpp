@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "common/metrics.hpp"
 
 namespace rtmc::gateway {
 
@@ -73,6 +74,12 @@ struct SequencerCounters {
   std::atomic<std::uint64_t> seq_skips{0};         // installs that moved a room's seq up (Redis run change)
   std::atomic<std::uint64_t> seqs_skipped{0};      // seqs jumped over by those installs
   std::atomic<std::uint64_t> pg_failures{0};       // failed reservation statements
+  // Messages per sequencing round (one pipelined batch of scripts).
+  metrics::Histogram batch_sizes{metrics::batch_size_buckets()};
+  // Seconds from a message's accept by its publisher (IngestMessage::
+  // accepted_ms, another process's clock) to its frame's publish to the
+  // fan-out exchange; messages without an accept time are not observed.
+  metrics::Histogram end_to_end{metrics::latency_buckets()};
   std::atomic<std::uint64_t> rounds{0};            // sequencing rounds sent to Redis
   // Rounds sent while an earlier one was still at Redis or its fan-out not
   // yet published: the overlap of Options::rounds_in_flight.

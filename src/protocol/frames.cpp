@@ -1,5 +1,6 @@
 #include "protocol/frames.hpp"
 
+#include <algorithm>
 #include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -313,8 +314,10 @@ FrameTemplate message_frame_template(std::string_view room, std::string_view id,
 }
 
 std::string encode_ingest(const IngestMessage& message) {
-  return json::serialize(json::object{
-      {"room", message.room}, {"id", message.id}, {"from", message.from}, {"body", message.body}});
+  json::object object{
+      {"room", message.room}, {"id", message.id}, {"from", message.from}, {"body", message.body}};
+  if (message.accepted_ms > 0) object["accepted_at"] = message.accepted_ms;
+  return json::serialize(object);
 }
 
 std::optional<IngestMessage> decode_ingest(std::string_view text, const ParseLimits& limits) {
@@ -331,7 +334,12 @@ std::optional<IngestMessage> decode_ingest(std::string_view text, const ParseLim
   if (!valid_room_name(*room) || !valid_message_id(*id) || !valid_user_name(*from) || body->empty() ||
       body->size() > limits.max_body_bytes)
     return std::nullopt;
-  return IngestMessage{std::string(*room), std::string(*id), std::string(*from), std::string(*body)};
+  // Only a metric depends on it: a bad value is ignored, not the message.
+  std::int64_t accepted_ms = 0;
+  if (const auto* accepted = object.if_contains("accepted_at"); accepted && accepted->is_int64())
+    accepted_ms = std::max<std::int64_t>(0, accepted->get_int64());
+  return IngestMessage{std::string(*room), std::string(*id), std::string(*from), std::string(*body),
+                       accepted_ms};
 }
 
 std::optional<MessageHeader> peek_message(std::string_view frame) {

@@ -151,11 +151,16 @@ FrameTemplate message_frame_template(std::string_view room, std::string_view id,
 
 // What a publisher (api or gateway) puts on an ingest queue. `from` is the
 // authenticated user, never a client's claim.
+// `accepted_ms`: when the publisher accepted the message (Unix ms), for the
+// end-to-end latency metric; 0 = unknown. Encoded as "accepted_at" only when
+// set; a line without it (an older publisher) decodes with 0, and a decoder
+// that does not know it ignores it.
 struct IngestMessage {
   std::string room;
   std::string id;
   std::string from;
   std::string body;
+  std::int64_t accepted_ms = 0;
 };
 std::string encode_ingest(const IngestMessage& message);
 // nullopt for anything malformed (the sequencer drops it with a log line).

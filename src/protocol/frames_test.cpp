@@ -345,5 +345,24 @@ TEST(History, EmbedsTheStoredFramesVerbatim) {
   EXPECT_EQ(message_array(frames), array);
 }
 
+TEST(Ingest, CarriesTheAcceptTimeAndStaysCompatibleWithoutIt) {
+  IngestMessage message{"room", "id-1", "alice", "body", 1796180645678};
+  const auto line = encode_ingest(message);
+  EXPECT_NE(line.find(R"("accepted_at":1796180645678)"), std::string::npos) << line;
+  auto decoded = decode_ingest(line, limits);
+  ASSERT_TRUE(decoded);
+  EXPECT_EQ(decoded->accepted_ms, 1796180645678);
+  // An older publisher's line: no field, decoded as unknown (0), not refused.
+  auto old = decode_ingest(R"({"room":"r","id":"1","from":"a","body":"x"})", limits);
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->accepted_ms, 0);
+  // Unset: not written at all, so older consumers see the lines they know.
+  EXPECT_EQ(encode_ingest(IngestMessage{"r", "1", "a", "x"}).find("accepted_at"), std::string::npos);
+  // A bad value costs the metric, not the message.
+  auto odd = decode_ingest(R"({"room":"r","id":"1","from":"a","body":"x","accepted_at":"soon"})", limits);
+  ASSERT_TRUE(odd);
+  EXPECT_EQ(odd->accepted_ms, 0);
+}
+
 }  // namespace
 }  // namespace rtmc::protocol

@@ -193,9 +193,10 @@ class Session {
  public:
   // `abort`, if given, can cut the socket from another thread until
   // release_abort_handle().
+  // `events` (may be null) counts the connect and every failure for /metrics.
   Session(const std::string& url, std::chrono::seconds heartbeat, const std::string& name,
-          const Timeouts& timeouts, AbortHandle* abort = nullptr)
-      : abort_(abort) {
+          const Timeouts& timeouts, AbortHandle* abort = nullptr, StoreEvents* events = nullptr)
+      : abort_(abort), events_(events) {
     const ParsedUrl parsed = parse_url(url);
     where_ = parsed.display;
     conn_ = amqp_new_connection();
@@ -205,8 +206,10 @@ class Session {
       if (socket == nullptr) throw AmqpError("amqp_tcp_socket_new failed");
       timeval connect_timeout = to_timeval(timeouts.connect);
       const int status = amqp_socket_open_noblock(socket, parsed.host.c_str(), parsed.port, &connect_timeout);
-      if (status != AMQP_STATUS_OK)
+      if (status != AMQP_STATUS_OK) {
+        note_error(events_);
         throw AmqpError("cannot connect to " + where_ + ": " + library_error(status));
+      }
       if (abort_ != nullptr) abort_->attach(amqp_get_sockfd(conn_));
       timeval handshake_timeout = to_timeval(timeouts.handshake);
       timeval rpc_timeout = to_timeval(timeouts.rpc);
@@ -239,6 +242,7 @@ class Session {
       amqp_destroy_connection(conn_);
       throw;
     }
+    note_connect(events_);
   }
 
   ~Session() {
@@ -299,12 +303,14 @@ class Session {
   }
 
   [[noreturn]] void fail(const char* what, const std::string& why) const {
+    note_error(events_);
     throw AmqpError(std::string("AMQP ") + what + " (" + where_ + "): " + why);
   }
 
  private:
   amqp_connection_state_t conn_ = nullptr;
   AbortHandle* abort_;
+  StoreEvents* events_;
   std::string where_;
   bool dead_ = false;
 };
@@ -350,7 +356,9 @@ struct Connection::State {
   Session session;
   std::uint64_t published_confirmed = 0;  // delivery tags of confirm mode
   State(const AmqpConfig& config, std::chrono::seconds heartbeat)
-      : session(config.url, heartbeat, "rtmc", kConsumerTimeouts) {}
+      : session(config.url, heartbeat, "rtmc", kConsumerTimeouts, nullptr, config.events.get()),
+        events(config.events) {}
+  std::shared_ptr<StoreEvents> events;  // keeps the session's counters alive
 
   // A frame that is not a basic.deliver arrived where a delivery was
   // expected: returns of our own mandatory publishes, closes, cancels.
@@ -680,8 +688,10 @@ class EventFd {
 // answering deadlines while a slow or silent broker makes it wait.
 class Connector {
  public:
-  Connector(std::string url, std::uint32_t ingest_shards, bool fanout_exchange, const EventFd& wake)
-      : thread_([this, url = std::move(url), ingest_shards, fanout_exchange, &wake] {
+  // `events` (may be null) must outlive the Connector.
+  Connector(std::string url, std::uint32_t ingest_shards, bool fanout_exchange, const EventFd& wake,
+            StoreEvents* events)
+      : events_(events), thread_([this, url = std::move(url), ingest_shards, fanout_exchange, &wake] {
           attempt(url, ingest_shards, fanout_exchange);
           wake.signal();
         }) {}
@@ -711,8 +721,8 @@ class Connector {
     std::unique_ptr<Session> session;
     std::string error;
     try {
-      session =
-          std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts, &abort_);
+      session = std::make_unique<Session>(url, kPublisherHeartbeat, "rtmc publisher", kPublisherTimeouts,
+                                          &abort_, events_);
       for (std::uint32_t shard = 0; shard < ingest_shards; ++shard)
         declare_ingest(*session, ingest_queue(shard));
       if (fanout_exchange) declare_fanout(*session);
@@ -729,6 +739,7 @@ class Connector {
     done_ = true;
   }
 
+  StoreEvents* events_;
   AbortHandle abort_;
   std::mutex mutex_;
   bool done_ = false;
@@ -887,7 +898,7 @@ struct Publisher::State {
     if (!connector) {
       if (Clock::now() >= next_attempt) {
         connector = std::make_unique<Connector>(config.url, options.ingest_shards,
-                                                options.declare_fanout_exchange, wake);
+                                                options.declare_fanout_exchange, wake, config.events.get());
       }
       return;
     }

@@ -94,6 +94,18 @@ auto in_transaction(Connection& connection, F body) {
   }
 }
 
+// Runs `body`; a PgError that says the server or the link failed (not an
+// answer such as a constraint violation) is counted for /metrics.
+template <class F>
+auto counting_errors(const PgConfig& config, F body) {
+  try {
+    return body();
+  } catch (const PgError& error) {
+    if (error.unavailable()) note_error(config.events);
+    throw;
+  }
+}
+
 }  // namespace
 
 bool PgError::unavailable() const {
@@ -210,6 +222,7 @@ pg_conn* Connection::connection(Deadline deadline) {
   PQsetNoticeProcessor(conn, &log_notice, nullptr);
   if (PQsetnonblocking(conn, 1) != 0) throw fail("postgres: cannot make the connection non-blocking");
   conn_ = conn;
+  note_connect(config_.events);
   if (options_.timeout.count() > 0) {
     // The server ends a statement running longer than the client waits for
     // it, so a statement the client gave up on does not run on.
@@ -280,36 +293,41 @@ pg_result* Connection::send_with_retry(const std::function<bool(pg_conn*)>& send
     PQclear(result);
     drop();
     if (attempt > 0 || in_transaction_block) throw PgError("postgres: connection lost: " + message, "");
+    note_error(config_.events);  // recovered by the retry, so not counted on the way out
     spdlog::warn("postgres: connection lost ({}); reconnecting", message);
   }
 }
 
 Result Connection::exec(const std::string& sql, const std::vector<Param>& params, Deadline deadline) {
-  deadline = effective(deadline);
-  std::vector<const char*> values;
-  values.reserve(params.size());
-  for (const auto& param : params) {
-    // Text-format parameters are C strings: a NUL would silently cut the
-    // value. PostgreSQL text cannot hold NUL anyway; say so the same way.
-    if (param && param->find('\0') != std::string::npos)
-      throw PgError("postgres: parameter contains a NUL byte", "22021");
-    values.push_back(param ? param->c_str() : nullptr);
-  }
-  ResultPtr result(send_with_retry(
-      [&](pg_conn* conn) {
-        return PQsendQueryParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                                 nullptr, nullptr, 0) != 0;
-      },
-      deadline));
-  check(result.get(), conn_);
-  return to_result(result.get());
+  return counting_errors(config_, [&] {
+    deadline = effective(deadline);
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& param : params) {
+      // Text-format parameters are C strings: a NUL would silently cut the
+      // value. PostgreSQL text cannot hold NUL anyway; say so the same way.
+      if (param && param->find('\0') != std::string::npos)
+        throw PgError("postgres: parameter contains a NUL byte", "22021");
+      values.push_back(param ? param->c_str() : nullptr);
+    }
+    ResultPtr result(send_with_retry(
+        [&](pg_conn* conn) {
+          return PQsendQueryParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                                   nullptr, nullptr, 0) != 0;
+        },
+        deadline));
+    check(result.get(), conn_);
+    return to_result(result.get());
+  });
 }
 
 void Connection::exec_script(const std::string& sql, Deadline deadline) {
-  deadline = effective(deadline);
-  ResultPtr result(
-      send_with_retry([&](pg_conn* conn) { return PQsendQuery(conn, sql.c_str()) != 0; }, deadline));
-  check(result.get(), conn_);
+  counting_errors(config_, [&] {
+    deadline = effective(deadline);
+    ResultPtr result(
+        send_with_retry([&](pg_conn* conn) { return PQsendQuery(conn, sql.c_str()) != 0; }, deadline));
+    check(result.get(), conn_);
+  });
 }
 
 struct Pool::Lane {

@@ -150,6 +150,18 @@ void Connection::drop() {
 
 redisContext* Connection::context() {
   if (context_ != nullptr) return context_;
+  try {
+    context_ = connect();
+  } catch (const RedisError&) {
+    note_error(config_.events);
+    throw;
+  }
+  ++connects_;
+  note_connect(config_.events);
+  return context_;
+}
+
+redisContext* Connection::connect() {
   const timeval timeout = to_timeval(config_.timeout);
   redisContext* ctx = redisConnectWithTimeout(config_.address.host.c_str(), config_.address.port, timeout);
   if (ctx == nullptr) throw RedisError("redis " + config_.address.str() + ": cannot allocate context");
@@ -185,9 +197,7 @@ redisContext* Connection::context() {
       throw RedisError("redis " + config_.describe() + ": AUTH failed: " + failure);
     }
   }
-  context_ = ctx;
-  ++connects_;
-  return context_;
+  return ctx;
 }
 
 Connection::Ticket Connection::append(const std::vector<std::string>& args) {
@@ -199,6 +209,7 @@ Connection::Ticket Connection::append(const std::vector<std::string>& args) {
     // hold part of the command, so the connection is in no known state.
     std::string message = "redis " + config_.address.str() + ": append " + args.front() + ": " + ctx->errstr;
     drop();
+    note_error(config_.events);
     throw RedisError(message);
   }
   return Ticket{connects_, appended_++};
@@ -223,6 +234,7 @@ Reply Connection::take(Ticket ticket) {
       std::string message = "redis " + config_.address.str() + ": reply " + std::to_string(ticket.index) +
                             ": " + context_->errstr;
       drop();
+      note_error(config_.events);
       throw RedisError(message);
     }
     ReplyPtr raw(static_cast<redisReply*>(out));

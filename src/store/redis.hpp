@@ -125,6 +125,7 @@ class Connection {
 
  private:
   redisContext* context();  // connects when needed; throws RedisError
+  redisContext* connect();  // a new authenticated context; throws RedisError
   void drop();
   std::string load(const Script& script);
 

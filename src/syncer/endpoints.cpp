@@ -45,6 +45,9 @@ void add_syncer_metrics(metrics::Registry& registry, const Syncer& syncer) {
     std::vector<metrics::Sample> backlog;
     for (const auto& [shard, length] : health.backlog)
       backlog.push_back({{{"shard", std::to_string(shard)}}, static_cast<double>(length)});
+    std::vector<metrics::Sample> lag;
+    for (const auto& [shard, ms] : health.lag_ms)
+      lag.push_back({{{"shard", std::to_string(shard)}}, ms < 0 ? -1.0 : static_cast<double>(ms) / 1000.0});
     return std::vector{
         metrics::counter_family("rtmc_syncer_messages_total", "Sync stream entries handled, by result.",
                                 {{{{"result", "inserted"}}, read(counters.inserted)},
@@ -65,6 +68,10 @@ void add_syncer_metrics(metrics::Registry& registry, const Syncer& syncer) {
                                  {{{"store", "redis"}}, read(counters.redis_failures)}}),
         metrics::gauge_family("rtmc_syncer_backlog", "Entries in the shard's sync stream (not synced yet).",
                               backlog),
+        metrics::gauge_family("rtmc_syncer_lag_seconds",
+                              "Age of the oldest message of the shard not in PostgreSQL yet (0: none; "
+                              "-1: not read yet).",
+                              lag),
         metrics::gauge_family("rtmc_syncer_store_up", "1 when the store answered the last call.",
                               {{{{"store", "postgres"}}, health.pg_up ? 1.0 : 0.0},
                                {{{"store", "redis"}}, health.redis_up ? 1.0 : 0.0}})};

@@ -20,7 +20,12 @@
 //   rtmc_syncer_claimed_total           entries taken over from other consumers
 //   rtmc_syncer_errors_total{store}     failed calls to postgres / redis
 //   rtmc_syncer_backlog{shard}          XLEN of the shard's sync stream
+//   rtmc_syncer_lag_seconds{shard}      age of the shard's oldest entry, i.e.
+//       of the oldest message not in PostgreSQL yet (0 = none; -1 = not read
+//       yet); refreshed every second with the backlog
 //   rtmc_syncer_store_up{store}         1 when the store answered last time
+//   rtmc_syncer_store_connects_total{store}, rtmc_syncer_store_errors_total{store}
+//       (common/store_events.hpp)
 //
 // Threading: construct, start() and destroy on the owning thread; the
 // handlers run on the HTTP io thread and only read the syncer's atomics.
@@ -60,6 +65,8 @@ class SyncerEndpoints {
 
   void start();
   std::uint16_t port() const;
+  // Where main adds the store links' metrics (common/store_events.hpp).
+  metrics::Registry& registry() { return registry_; }
 
  private:
   metrics::Registry registry_;

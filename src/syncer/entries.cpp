@@ -172,4 +172,19 @@ std::chrono::milliseconds BatchPolicy::time_left(std::size_t in_hand, Clock::tim
   return std::chrono::ceil<std::chrono::milliseconds>(first_at + wait - now);
 }
 
+std::optional<std::int64_t> oldest_entry_age_ms(std::optional<std::string_view> id, std::int64_t now_ms) {
+  if (!id) return 0;
+  const auto dash = id->find('-');
+  const auto ms = parse_int(id->substr(0, dash));
+  if (!ms || dash == std::string_view::npos) return std::nullopt;
+  return std::max<std::int64_t>(0, now_ms - *ms);
+}
+
+std::optional<std::int64_t> redis_time_ms(std::string_view seconds, std::string_view micros) {
+  const auto s = parse_int(seconds);
+  const auto us = parse_int(micros);
+  if (!s || !us) return std::nullopt;
+  return *s * 1000 + *us / 1000;
+}
+
 }  // namespace rtmc::syncer

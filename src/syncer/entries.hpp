@@ -64,6 +64,15 @@ extern const char* const kInsertSql;
 // The parameters of kInsertSql for `rows` (ordered_rows' output).
 std::vector<pg::Param> insert_params(const std::vector<Row>& rows);
 
+// Syncer lag: the age of the oldest entry of a sync stream, that is of the
+// oldest message not in PostgreSQL yet (synced entries are deleted). `id` is
+// that entry's id ("<ms>-<n>", its XADD time on the Redis clock), nullopt
+// for an empty stream (lag 0); `now_ms` is Redis' TIME. nullopt when the id
+// is not a stream id. Never negative.
+std::optional<std::int64_t> oldest_entry_age_ms(std::optional<std::string_view> id, std::int64_t now_ms);
+// Redis' TIME reply (seconds, microseconds) in ms; nullopt if malformed.
+std::optional<std::int64_t> redis_time_ms(std::string_view seconds, std::string_view micros);
+
 // What a failed batch statement means for the batch.
 enum class Failure {
   transient,  // keep the batch, retry with backoff: anything not about the values

@@ -169,5 +169,15 @@ TEST(SyncerHealth, DownStoreAnswers503WithTheBacklog) {
   EXPECT_EQ(down_body.at("backlog_total").as_int64(), 12);
 }
 
+TEST(SyncerLag, IsTheAgeOfTheOldestUnsyncedEntryOnTheRedisClock) {
+  EXPECT_EQ(oldest_entry_age_ms(std::string_view("1796180645000-3"), 1796180647500), 2500);
+  EXPECT_EQ(oldest_entry_age_ms(std::nullopt, 1796180647500), 0) << "empty stream: no lag";
+  EXPECT_EQ(oldest_entry_age_ms(std::string_view("1796180649000-0"), 1796180647500), 0) << "never negative";
+  EXPECT_FALSE(oldest_entry_age_ms(std::string_view("garbage"), 1));
+  EXPECT_FALSE(oldest_entry_age_ms(std::string_view("12"), 1));
+  EXPECT_EQ(redis_time_ms("1796180645", "678901"), 1796180645678);
+  EXPECT_FALSE(redis_time_ms("x", "1"));
+}
+
 }  // namespace
 }  // namespace rtmc::syncer

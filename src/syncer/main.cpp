@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 
+#include "common/logging.hpp"
 #include "server/signals.hpp"
 #include "syncer/endpoints.hpp"
 #include "syncer/syncer.hpp"
@@ -53,8 +54,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    // First, so that finish()'s warnings already have the chosen format.
+    rtmc::setup_logging(common.log_level, "syncer", rtmc::parse_log_format(common.log_format));
     common.finish(/*needs_secret=*/false);
-    rtmc::setup_logging(common.log_level, "syncer");
     config.redis = common.redis;
     config.pg = common.pg;
     config.ingest_shards = common.amqp.ingest_shards;
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
 
     rtmc::syncer::Syncer syncer(config);
     rtmc::syncer::SyncerEndpoints endpoints(listen, syncer);
+    rtmc::add_store_metrics(endpoints.registry(), "syncer", common);
     endpoints.start();
     spdlog::info(
         "syncer {} on {} shard stream(s), batches of {} or {} ms, claim after {} ms idle; http on {}:{}",

@@ -28,8 +28,10 @@ struct Syncer::State {
   std::atomic<bool> redis_up{true};
   std::atomic<bool> pg_up{true};
   std::vector<std::atomic<std::int64_t>> backlog;
-  explicit State(std::size_t shards) : backlog(shards) {
+  std::vector<std::atomic<std::int64_t>> lag_ms;
+  explicit State(std::size_t shards) : backlog(shards), lag_ms(shards) {
     for (auto& value : backlog) value = -1;
+    for (auto& value : lag_ms) value = -1;
   }
 };
 
@@ -343,13 +345,33 @@ class Loop {
     }
   }
 
+  // Each shard's XLEN and the age of its oldest entry (synced entries are
+  // deleted, so the first one is the oldest not in PostgreSQL yet), against
+  // Redis' own clock: the entry ids are its XADD times.
   void refresh_backlog() {
     std::vector<std::vector<std::string>> commands;
-    for (const auto& key : keys_) commands.push_back({"XLEN", key});
+    for (const auto& key : keys_) {
+      commands.push_back({"XLEN", key});
+      commands.push_back({"XRANGE", key, "-", "+", "COUNT", "1"});
+    }
+    commands.push_back({"TIME"});
     std::vector<redis::Reply> replies;
     if (!redis_call([&] { replies = redis_.pipeline(commands); })) return;
-    for (std::size_t i = 0; i < replies.size() && i < state_.backlog.size(); ++i)
-      if (replies[i].type == redis::Reply::Type::integer) state_.backlog[i] = replies[i].integer;
+    const auto& time = replies.back();
+    std::optional<std::int64_t> now_ms;
+    if (time.type == redis::Reply::Type::array && time.elements.size() == 2)
+      now_ms = redis_time_ms(time.elements[0].str, time.elements[1].str);
+    for (std::size_t i = 0; i < keys_.size() && i < state_.backlog.size(); ++i) {
+      const auto& length = replies[2 * i];
+      if (length.type == redis::Reply::Type::integer) state_.backlog[i] = length.integer;
+      const auto& first = replies[2 * i + 1];
+      if (first.type != redis::Reply::Type::array || !now_ms) continue;
+      std::optional<std::string_view> oldest;
+      if (!first.elements.empty() && first.elements[0].type == redis::Reply::Type::array &&
+          !first.elements[0].elements.empty())
+        oldest = first.elements[0].elements[0].str;
+      if (const auto lag = oldest_entry_age_ms(oldest, *now_ms)) state_.lag_ms[i] = *lag;
+    }
   }
 
   // ---------------------------------------------------------- postgres
@@ -495,6 +517,8 @@ Health Syncer::health() const {
   health.pg_up = state_->pg_up.load();
   for (std::size_t i = 0; i < config_.shards.size(); ++i)
     health.backlog.emplace_back(config_.shards[i], state_->backlog[i].load());
+  for (std::size_t i = 0; i < config_.shards.size() && i < state_->lag_ms.size(); ++i)
+    health.lag_ms.emplace_back(config_.shards[i], state_->lag_ms[i].load());
   return health;
 }
 

@@ -79,6 +79,10 @@ struct Health {
   bool pg_up = true;
   // (shard, XLEN of its stream: entries not synced yet); -1 = not known yet.
   std::vector<std::pair<std::uint32_t, std::int64_t>> backlog;
+  // (shard, age in ms of the oldest entry of its stream, i.e. of the oldest
+  // message not in PostgreSQL yet; 0 when the stream is empty); -1 = not
+  // known yet. Refreshed with the backlog.
+  std::vector<std::pair<std::uint32_t, std::int64_t>> lag_ms;
 };
 
 class Syncer {
