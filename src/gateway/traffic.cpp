@@ -17,6 +17,7 @@ const char* to_string(FrameIn type) {
     case FrameIn::status: return "status";
     case FrameIn::members: return "members";
     case FrameIn::history: return "history";
+    case FrameIn::refresh: return "refresh";
     case FrameIn::invalid: return "invalid";
     case FrameIn::count_: break;
   }
@@ -53,7 +54,7 @@ const char* to_string(DeliveryKind kind) {
 
 FrameIn frame_in_type(const protocol::Request& request) {
   // A new request type must get its own label here, not fall into another.
-  static_assert(std::variant_size_v<protocol::Request> == 8,
+  static_assert(std::variant_size_v<protocol::Request> == 9,
                 "a new client frame type: add it to FrameIn (gateway/traffic.hpp)");
   return std::visit(
       [](const auto& r) {
@@ -66,6 +67,7 @@ FrameIn frame_in_type(const protocol::Request& request) {
         if constexpr (std::is_same_v<T, protocol::StatusRequest>) return FrameIn::status;
         if constexpr (std::is_same_v<T, protocol::MembersRequest>) return FrameIn::members;
         if constexpr (std::is_same_v<T, protocol::HistoryRequest>) return FrameIn::history;
+        if constexpr (std::is_same_v<T, protocol::RefreshRequest>) return FrameIn::refresh;
         return FrameIn::invalid;
       },
       request);

@@ -5,7 +5,7 @@
 // fan-out's deliveries are added once per io-thread batch, never per frame.
 // Rendered at scrape time (add_traffic_metrics) as
 //   rtmc_gateway_frames_in_total{type}       client frames read, by type
-//       (auth join leave send ping status members history, `invalid` for
+//       (auth join leave send ping status members history refresh, `invalid` for
 //       frames that did not parse)
 //   rtmc_gateway_frames_out_total{type}      frames queued to clients as
 //       replies, by type (auth_ok joined left ack pong error status members
@@ -29,7 +29,7 @@
 
 namespace rtmc::gateway {
 
-enum class FrameIn { auth, join, leave, send, ping, status, members, history, invalid, count_ };
+enum class FrameIn { auth, join, leave, send, ping, status, members, history, refresh, invalid, count_ };
 enum class FrameOut {
   auth_ok,
   joined,
