@@ -80,7 +80,7 @@ struct SequencerCounters {
   // accepted_ms, another process's clock) to its frame's publish to the
   // fan-out exchange; messages without an accept time are not observed.
   metrics::Histogram end_to_end{metrics::latency_buckets()};
-  std::atomic<std::uint64_t> rounds{0};            // sequencing rounds sent to Redis
+  std::atomic<std::uint64_t> rounds{0};  // sequencing rounds sent to Redis
   // Rounds sent while an earlier one was still at Redis or its fan-out not
   // yet published: the overlap of Options::rounds_in_flight.
   std::atomic<std::uint64_t> rounds_overlapped{0};
