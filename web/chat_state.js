@@ -27,6 +27,10 @@ export class RoomState {
     this.joined = false; // joined on the current connection
     this.historyDone = false; // the oldest message has been reached
     this.historyPending = false;
+    // Ranges {after, to} still to fetch with `history` after_seq: kept until
+    // their last page arrived, so a fill cut off by a reconnect is asked
+    // again (the resume's since is already past it).
+    this.fills = [];
     this.members = new Map(); // user -> {online, lastSeen}
     this.unread = 0;
   }
@@ -148,8 +152,15 @@ export class ChatState {
     );
   }
 
+  // Starts fetching (after, to] and remembers the range until it is done.
   fillFrame(name, after, to) {
-    return this.request({ type: "history", room: name, after_seq: after, limit: FILL_PAGE }, { what: "fill", room: name, to });
+    const range = { after, to };
+    this.room(name).fills.push(range);
+    return this.fillPageFrame(name, range);
+  }
+
+  fillPageFrame(name, range) {
+    return this.request({ type: "history", room: name, after_seq: range.after, limit: FILL_PAGE }, { what: "fill", room: name, to: range.to, range });
   }
 
   refreshFrame(token) {
@@ -163,6 +174,8 @@ export class ChatState {
     for (const room of this.rooms.values()) {
       room.joined = false;
       frames.push(this.joinFrame(room.name));
+      // Fills the last connection did not finish (history needs no join).
+      for (const range of room.fills) frames.push(this.fillPageFrame(room.name, range));
     }
     for (const [id, send] of this.unacked) {
       if (this.rooms.has(send.room)) {
@@ -255,7 +268,14 @@ export class ChatState {
         if (purpose && purpose.what === "fill") {
           const seqs = (frame.messages ?? []).map((m) => m.seq);
           const last = seqs.length ? Math.max(...seqs) : null;
-          if (last !== null && last < purpose.to) out.send.push(this.fillFrame(room.name, last, purpose.to));
+          const range = purpose.range;
+          if (last !== null && last < range.to) {
+            range.after = Math.max(range.after, last);
+            out.send.push(this.fillPageFrame(room.name, range));
+          } else {
+            // The last page (or nothing more exists): the range is done.
+            room.fills = room.fills.filter((r) => r !== range);
+          }
           out.changes.push({ kind: "filled", room: room.name, added });
         } else {
           room.historyPending = false;

@@ -121,6 +121,35 @@ test("a resume the server cannot replay is filled from history after_seq, page b
   assert.equal(seqs.at(-1), 301);
 });
 
+test("a fill cut off by a reconnect is asked again from where it stopped", () => {
+  const state = authed();
+  joinFresh(state, "r", 5);
+  state.connectionLost();
+  const join = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.find((f) => f.type === "join");
+  const fill = state.handle({ type: "joined", room: "r", seq: 300, recovered: false, ref: join.ref }).send.find((f) => f.type === "history");
+  assert.equal(fill.after_seq, 5);
+  // The first page arrives, the second request is lost with the connection.
+  const page = Array.from({ length: 100 }, (_, i) => msg("r", 6 + i));
+  const second = state.handle({ type: "history", room: "r", ref: fill.ref, messages: page }).send[0];
+  assert.equal(second.after_seq, 105);
+  state.connectionLost();
+  const resume = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send;
+  assert.equal(resume.find((f) => f.type === "join").since, 300);
+  const again = resume.filter((f) => f.type === "history");
+  assert.equal(again.length, 1);
+  assert.equal(again[0].after_seq, 105);
+  state.handle({ type: "joined", room: "r", seq: 300, recovered: true, ref: resume.find((f) => f.type === "join").ref });
+  const rest = Array.from({ length: 195 }, (_, i) => msg("r", 106 + i));
+  const done = state.handle({ type: "history", room: "r", ref: again[0].ref, messages: rest });
+  assert.equal(done.send.length, 0);
+  assert.deepEqual(state.room("r").fills, []);
+  assert.equal(state.room("r").messageSeqs().length, 295);
+  // Nothing left to fill: the next resume asks for no history.
+  state.connectionLost();
+  const third = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send;
+  assert.equal(third.filter((f) => f.type === "history").length, 0);
+});
+
 test("gaps are kept in place and move the resume point", () => {
   const state = authed();
   joinFresh(state, "r", 0);
