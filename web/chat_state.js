@@ -163,8 +163,10 @@ export class ChatState {
     return this.request({ type: "history", room: name, after_seq: range.after, limit: FILL_PAGE }, { what: "fill", room: name, to: range.to, range });
   }
 
-  refreshFrame(token) {
-    return this.request({ type: "refresh", token }, { what: "refresh" });
+  // `expiresAt` of the token, so that the caller knows, once `refreshed`
+  // came, which token the connection now holds.
+  refreshFrame(token, expiresAt = null) {
+    return this.request({ type: "refresh", token }, { what: "refresh", token, expiresAt });
   }
 
   // The frames a new connection sends after auth_ok: every known room joined
@@ -173,7 +175,9 @@ export class ChatState {
     const frames = [];
     for (const room of this.rooms.values()) {
       room.joined = false;
-      frames.push(this.joinFrame(room.name));
+      const join = this.joinFrame(room.name);
+      this.pending.get(join.ref).resume = true;
+      frames.push(join);
       // Fills the last connection did not finish (history needs no join).
       for (const range of room.fills) frames.push(this.fillPageFrame(room.name, range));
     }
@@ -313,7 +317,7 @@ export class ChatState {
         break;
       }
       case "refreshed":
-        out.changes.push({ kind: "refreshed", expiresAt: frame.expires_at });
+        out.changes.push({ kind: "refreshed", expiresAt: frame.expires_at, token: purpose?.what === "refresh" ? purpose.token : null });
         break;
       case "pong":
         break;
@@ -328,6 +332,13 @@ export class ChatState {
 
   handleError(frame, purpose, out) {
     const what = purpose?.what;
+    // What the caller should do again after a backoff: "reconnect" (the
+    // auth, which has no ref, could not be checked now: the server would cut
+    // the connection at its auth timeout), "join" (a resume join: the room
+    // stays and is joined again), "refresh" (the connection would keep its
+    // old token and be cut when that expires), or null.
+    let retry = null;
+    if (frame.code === "unavailable" && purpose === undefined && this.user === null) retry = "reconnect";
     if (what === "join") {
       if (purpose.since !== undefined && frame.code === "bad_frame") {
         // `since` above the room's seq (the server lost data): join afresh.
@@ -337,7 +348,10 @@ export class ChatState {
         return;
       }
       const room = this.rooms.get(purpose.room);
-      if (room && room.lastSeq === null) this.rooms.delete(purpose.room);
+      if (frame.code === "unavailable" && room && (purpose.resume || room.lastSeq !== null)) retry = "join";
+      else if (room && room.lastSeq === null) this.rooms.delete(purpose.room);
+    } else if (what === "refresh") {
+      if (frame.code === "unavailable" || frame.code === "bad_frame") retry = "refresh";
     } else if (what === "send") {
       // Not delivered; the text goes back to the person with the reason.
       this.unacked.delete(purpose.id);
@@ -351,6 +365,7 @@ export class ChatState {
       message: describeError(frame.code, frame.message, what),
       fatal: FATAL.has(frame.code),
       request: purpose ?? null,
+      retry,
     });
   }
 }
@@ -397,6 +412,14 @@ export function describeError(code, serverMessage, what) {
 export function backoffMs(attempt, random = Math.random) {
   const base = Math.min(10000, 250 * 2 ** Math.min(attempt, 16));
   return Math.round(base * (0.5 + random() * 0.5));
+}
+
+// After `unauthorized` on a connection that authenticated (or refreshed) with
+// `connected` ({token, expiresAt}): true when the stored token `stored` is a
+// newer one that has not expired, so a new connection (not a logout) is due.
+export function reconnectOnUnauthorized(stored, connected, now = Date.now()) {
+  if (!stored || !connected || stored.token === connected.token) return false;
+  return stored.expiresAt > now && stored.expiresAt > (connected.expiresAt ?? 0);
 }
 
 // When to renew a token expiring at `expiresAt` (ms): at three quarters of

@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { ChatState, backoffMs, refreshDelayMs, describeError } = await import(path.join(here, "../../web/chat_state.js"));
+const { ChatState, backoffMs, refreshDelayMs, describeError, reconnectOnUnauthorized } = await import(path.join(here, "../../web/chat_state.js"));
 
 const msg = (room, seq, from = "bob", body = `m${seq}`) => ({ type: "message", room, seq, id: `i${seq}`, from, body, ts: 1700000000000 + seq });
 
@@ -215,6 +215,56 @@ test("a since the server refuses (its seq went back) becomes a fresh join", () =
   const join = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send[0];
   const { send } = state.handle({ type: "error", code: "bad_frame", message: "since", ref: join.ref });
   assert.deepEqual({ ...send[0], ref: 0 }, { type: "join", room: "r", ref: 0 });
+});
+
+test("unavailable answers say what to retry: the auth by reconnecting, a resume join, a refresh", () => {
+  // The auth (no ref) before auth_ok: reconnect after a backoff.
+  const fresh = new ChatState();
+  const auth = fresh.handle({ type: "error", code: "unavailable", message: "redis" }).changes[0];
+  assert.equal(auth.retry, "reconnect");
+  assert.equal(auth.fatal, false);
+  // A resume join: the room stays, not joined, and is to be joined again.
+  const state = authed();
+  joinFresh(state, "r", 9);
+  state.connectionLost();
+  const join = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.find((f) => f.type === "join");
+  const failed = state.handle({ type: "error", code: "unavailable", message: "redis", ref: join.ref }).changes[0];
+  assert.equal(failed.retry, "join");
+  assert.equal(failed.request.room, "r");
+  assert.equal(state.room("r").joined, false);
+  const again = state.joinFrame("r");
+  assert.equal(again.since, 9);
+  // A room restored after a page reload (no seq yet) is kept as well.
+  const reloaded = authed();
+  reloaded.room("x");
+  reloaded.connectionLost();
+  const rjoin = reloaded.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.find((f) => f.type === "join");
+  assert.equal(reloaded.handle({ type: "error", code: "unavailable", ref: rjoin.ref }).changes[0].retry, "join");
+  assert.equal(reloaded.rooms.has("x"), true);
+  // A room the person just asked for is dropped with the error, as before.
+  const asked = state.joinFrame("new");
+  const refused = state.handle({ type: "error", code: "unavailable", ref: asked.ref }).changes[0];
+  assert.equal(refused.retry, null);
+  assert.equal(state.rooms.has("new"), false);
+  // An error without ref after auth_ok is no auth failure.
+  assert.equal(state.handle({ type: "error", code: "unavailable" }).changes[0].retry, null);
+  // A refresh refused or not checked now is sent again; `refreshed` names the token.
+  for (const code of ["unavailable", "bad_frame"]) {
+    const refresh = state.refreshFrame("t2", 2000);
+    assert.equal(state.handle({ type: "error", code, ref: refresh.ref }).changes[0].retry, "refresh");
+  }
+  const refresh = state.refreshFrame("t3", 3000);
+  const done = state.handle({ type: "refreshed", user: "alice", expires_at: 3000, ref: refresh.ref }).changes[0];
+  assert.deepEqual(done, { kind: "refreshed", expiresAt: 3000, token: "t3" });
+});
+
+test("unauthorized with a newer, live stored token means reconnect, else log out", () => {
+  const connected = { token: "old", expiresAt: 1000 };
+  assert.equal(reconnectOnUnauthorized({ token: "new", expiresAt: 5000 }, connected, 2000), true);
+  assert.equal(reconnectOnUnauthorized({ token: "old", expiresAt: 1000 }, connected, 2000), false, "the same token");
+  assert.equal(reconnectOnUnauthorized({ token: "new", expiresAt: 1500 }, connected, 2000), false, "expired too");
+  assert.equal(reconnectOnUnauthorized({ token: "new", expiresAt: 900 }, connected, 500), false, "not newer");
+  assert.equal(reconnectOnUnauthorized(null, connected, 0), false);
 });
 
 test("backoff doubles to a cap, with jitter; refresh comes before expiry", () => {
