@@ -50,6 +50,8 @@ let lastFrameAt = 0;
 let socketAuth = null; // {token, expiresAt} the current connection holds
 const retryTimers = new Set(); // join and refresh frames sent again after a backoff
 let refreshRetries = 0;
+let stableTimer = null; // resets the reconnect backoff once a connection proved itself
+const STABLE_MS = 10000;
 let pendingJoin = null; // the room the person just asked to join: shown once joined
 let focusComposer = false;
 let connections = 0; // authenticated connections so far (for the tests)
@@ -193,7 +195,9 @@ function leaveChat() {
   clearTimeout(refreshTimer);
   clearTimeout(reconnectTimer);
   clearInterval(pingTimer);
+  clearTimeout(stableTimer);
   clearRetries();
+  attempt = 0;
   if (socket) {
     const old = socket;
     socket = null;
@@ -283,6 +287,7 @@ function connectionLost() {
   const old = socket;
   socket = null;
   clearInterval(pingTimer);
+  clearTimeout(stableTimer);
   clearRetries();
   state.connectionLost();
   render();
@@ -340,14 +345,23 @@ function onFrame(frame) {
   let rerender = false;
   for (const change of changes) {
     switch (change.kind) {
-      case "authenticated":
-        attempt = 0;
+      case "authenticated": {
+        // Not a reset of the backoff yet: a connection cut right after auth
+        // would otherwise be retried every 125-250 ms forever. It resets once
+        // the connection stayed up for a while or every room is joined again.
+        clearTimeout(stableTimer);
+        const ws = socket;
+        stableTimer = setTimeout(() => {
+          if (socket === ws) attempt = 0;
+        }, STABLE_MS);
         connections += 1;
         setConnection("online", "Connected");
         startHeartbeat(state.heartbeatS ?? 15);
         rerender = true;
         break;
+      }
       case "joined":
+        if (state.allJoined()) attempt = 0;
         if (change.room === pendingJoin) {
           current = change.room;
           pendingJoin = null;

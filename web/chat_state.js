@@ -189,6 +189,13 @@ export class ChatState {
     return frames;
   }
 
+  // True when there are rooms and the current connection has joined each.
+  allJoined() {
+    if (this.rooms.size === 0) return false;
+    for (const room of this.rooms.values()) if (!room.joined) return false;
+    return true;
+  }
+
   // The connection ended: requests in flight will get no answer.
   connectionLost() {
     for (const purpose of this.pending.values()) {

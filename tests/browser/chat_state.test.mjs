@@ -267,6 +267,21 @@ test("unauthorized with a newer, live stored token means reconnect, else log out
   assert.equal(reconnectOnUnauthorized(null, connected, 0), false);
 });
 
+test("all rooms joined again only once every resume join is answered (the backoff resets then)", () => {
+  const state = authed();
+  assert.equal(state.allJoined(), false, "no rooms: nothing proves the connection");
+  joinFresh(state, "a", 1);
+  joinFresh(state, "b", 1);
+  assert.equal(state.allJoined(), true);
+  state.connectionLost();
+  const joins = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.filter((f) => f.type === "join");
+  assert.equal(state.allJoined(), false, "auth_ok alone is not enough");
+  state.handle({ type: "joined", room: "a", seq: 1, recovered: true, ref: joins[0].ref });
+  assert.equal(state.allJoined(), false);
+  state.handle({ type: "joined", room: "b", seq: 1, recovered: true, ref: joins[1].ref });
+  assert.equal(state.allJoined(), true);
+});
+
 test("backoff doubles to a cap, with jitter; refresh comes before expiry", () => {
   assert.equal(backoffMs(0, () => 1), 250);
   assert.equal(backoffMs(1, () => 1), 500);
