@@ -22,7 +22,10 @@ const FILL_PAGE = 100;
 export class RoomState {
   constructor(name) {
     this.name = name;
-    this.entries = new Map(); // seq -> {kind:"message", seq, id, from, body, ts} | {kind:"gap", seq, from, to}
+    this.entries = new Map(); // seq -> {kind:"message", seq, id, from, body, ts}
+    // from -> {kind:"gap", seq, from, to}: apart from the messages, as a gap
+    // at a seq must neither hide nor be hidden by a message held there.
+    this.gaps = new Map();
     this.lastSeq = null; // null until the first `joined`
     this.joined = false; // joined on the current connection
     this.historyDone = false; // the oldest message has been reached
@@ -38,10 +41,8 @@ export class RoomState {
   // Oldest seq held (messages or gaps), or null.
   oldestSeq() {
     let oldest = null;
-    for (const entry of this.entries.values()) {
-      const first = entry.kind === "gap" ? entry.from : entry.seq;
-      if (oldest === null || first < oldest) oldest = first;
-    }
+    for (const entry of this.entries.values()) if (oldest === null || entry.seq < oldest) oldest = entry.seq;
+    for (const gap of this.gaps.values()) if (oldest === null || gap.from < oldest) oldest = gap.from;
     return oldest;
   }
 
@@ -61,12 +62,13 @@ export class RoomState {
 
   addGap(frame) {
     // Messages already held for part of the range (from history) stay.
-    this.entries.set(frame.from, { kind: "gap", seq: frame.from, from: frame.from, to: frame.to });
+    if (!Number.isInteger(frame.from) || !Number.isInteger(frame.to)) return;
+    this.gaps.set(frame.from, { kind: "gap", seq: frame.from, from: frame.from, to: frame.to });
   }
 
-  // Entries oldest first.
+  // Messages and gaps oldest first; a gap before a message at its seq.
   sorted() {
-    return [...this.entries.values()].sort((a, b) => a.seq - b.seq);
+    return [...this.gaps.values(), ...this.entries.values()].sort((a, b) => a.seq - b.seq || (a.kind === "gap" ? -1 : 0) - (b.kind === "gap" ? -1 : 0));
   }
 
   messageSeqs() {

@@ -164,6 +164,24 @@ test("gaps are kept in place and move the resume point", () => {
   assert.equal(state.room("r").lastSeq, 5);
 });
 
+test("a gap and a message at the same seq are both kept", () => {
+  const state = authed();
+  joinFresh(state, "r", 0);
+  // History delivered seq 2 before the live gap 2..4 arrived, and the other way round.
+  state.handle(msg("r", 1));
+  state.room("r").addMessage(msg("r", 2));
+  state.handle({ type: "gap", room: "r", from: 2, to: 4 });
+  state.handle({ type: "gap", room: "r", from: 6, to: 7 });
+  const { changes } = state.handle(msg("r", 6));
+  assert.equal(changes[0]?.kind, "message", "a message at a gap's seq is new, not a duplicate");
+  assert.deepEqual(
+    state.room("r").sorted().map((e) => `${e.kind}${e.seq}`),
+    ["message1", "gap2", "message2", "gap6", "message6"],
+  );
+  assert.deepEqual(state.room("r").messageSeqs(), [1, 2, 6]);
+  assert.equal(state.room("r").gaps.size, 2);
+});
+
 test("members follow the members frame and presence events; who left stays, offline", () => {
   const state = authed("alice");
   joinFresh(state, "r", 0);
