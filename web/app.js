@@ -1,7 +1,7 @@
 // The page: DOM, the api (fetch) and the gateway WebSocket. The protocol
 // logic (dedupe, resume, history, members) is in chat_state.js.
 
-import { ChatState, backoffMs, describeError, refreshDelayMs } from "./chat_state.js";
+import { ChatState, backoffMs, describeError, reconnectOnUnauthorized, refreshDelayMs } from "./chat_state.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "rtmc.session";
@@ -47,6 +47,11 @@ let reconnectTimer = null;
 let refreshTimer = null;
 let pingTimer = null;
 let lastFrameAt = 0;
+let socketAuth = null; // {token, expiresAt} the current connection holds
+const retryTimers = new Set(); // join and refresh frames sent again after a backoff
+let refreshRetries = 0;
+let stableTimer = null; // resets the reconnect backoff once a connection proved itself
+const STABLE_MS = 10000;
 let pendingJoin = null; // the room the person just asked to join: shown once joined
 let focusComposer = false;
 let connections = 0; // authenticated connections so far (for the tests)
@@ -190,6 +195,9 @@ function leaveChat() {
   clearTimeout(refreshTimer);
   clearTimeout(reconnectTimer);
   clearInterval(pingTimer);
+  clearTimeout(stableTimer);
+  clearRetries();
+  attempt = 0;
   if (socket) {
     const old = socket;
     socket = null;
@@ -222,7 +230,8 @@ async function refreshToken() {
     saveSession();
     // The open connection moves to the new token, or it would be cut when
     // the old one expires; a new connection authenticates with it anyway.
-    if (socket && socket.readyState === WebSocket.OPEN && state.user) sendFrame(state.refreshFrame(session.token));
+    refreshRetries = 0;
+    if (socket && socket.readyState === WebSocket.OPEN && state.user) sendFrame(state.refreshFrame(session.token, session.expiresAt));
     scheduleRefresh();
   } catch (error) {
     if (error.code === "unauthorized") {
@@ -253,6 +262,7 @@ function connect() {
   ws.addEventListener("open", () => {
     if (socket !== ws) return;
     lastFrameAt = Date.now();
+    socketAuth = { token: session.token, expiresAt: session.expiresAt };
     ws.send(JSON.stringify({ type: "auth", token: session.token }));
   });
   ws.addEventListener("message", (event) => {
@@ -277,6 +287,8 @@ function connectionLost() {
   const old = socket;
   socket = null;
   clearInterval(pingTimer);
+  clearTimeout(stableTimer);
+  clearRetries();
   state.connectionLost();
   render();
   if (old && old.readyState !== WebSocket.CLOSED) old.close();
@@ -291,6 +303,21 @@ function scheduleReconnect() {
   urlIndex += 1;
   setConnection("connecting", `Disconnected; reconnecting in ${Math.ceil(delay / 1000)} s…`);
   reconnectTimer = setTimeout(connect, delay);
+}
+
+// Runs `action` after a backoff if the connection is still the current one.
+function retryLater(tries, action) {
+  const ws = socket;
+  const timer = setTimeout(() => {
+    retryTimers.delete(timer);
+    if (socket === ws && socket && state.user) action();
+  }, backoffMs(tries));
+  retryTimers.add(timer);
+}
+
+function clearRetries() {
+  for (const timer of retryTimers) clearTimeout(timer);
+  retryTimers.clear();
 }
 
 function sendFrame(frame) {
@@ -318,14 +345,23 @@ function onFrame(frame) {
   let rerender = false;
   for (const change of changes) {
     switch (change.kind) {
-      case "authenticated":
-        attempt = 0;
+      case "authenticated": {
+        // Not a reset of the backoff yet: a connection cut right after auth
+        // would otherwise be retried every 125-250 ms forever. It resets once
+        // the connection stayed up for a while or every room is joined again.
+        clearTimeout(stableTimer);
+        const ws = socket;
+        stableTimer = setTimeout(() => {
+          if (socket === ws) attempt = 0;
+        }, STABLE_MS);
         connections += 1;
         setConnection("online", "Connected");
         startHeartbeat(state.heartbeatS ?? 15);
         rerender = true;
         break;
+      }
       case "joined":
+        if (state.allJoined()) attempt = 0;
         if (change.room === pendingJoin) {
           current = change.room;
           pendingJoin = null;
@@ -339,6 +375,8 @@ function onFrame(frame) {
         break;
       case "refreshed":
         refreshed += 1;
+        refreshRetries = 0;
+        if (change.token) socketAuth = { token: change.token, expiresAt: change.expiresAt };
         break;
       case "error":
         onError(change);
@@ -358,11 +396,43 @@ function onFrame(frame) {
 
 function onError(change) {
   if (change.code === "unauthorized") {
+    // This connection's token may have expired while a newer one is stored
+    // (its refresh frame failed): a new connection authenticates with that.
+    if (session && reconnectOnUnauthorized(session, socketAuth)) {
+      setConnection("connecting", "Session renewed; reconnecting…");
+      connectionLost();
+      return;
+    }
     leaveChat();
     showError(change.message);
     return;
   }
   if (change.request?.what === "send" && !ui.composerInput.value) ui.composerInput.value = change.request.body;
+  if (change.retry === "reconnect") {
+    // The auth could not be checked now: a new connection, after the backoff.
+    setConnection("connecting", change.message);
+    connectionLost();
+    return;
+  }
+  if (change.retry === "join") {
+    const room = change.request.room;
+    const tries = (change.request.tries ?? 0) + 1;
+    retryLater(tries, () => {
+      if (state.rooms.has(room) && !state.rooms.get(room).joined) {
+        const join = state.joinFrame(room);
+        Object.assign(state.pending.get(join.ref), { resume: true, tries });
+        sendFrame(join);
+      }
+    });
+    return;
+  }
+  if (change.retry === "refresh" && refreshRetries < 5) {
+    refreshRetries += 1;
+    retryLater(refreshRetries, () => {
+      if (session && session.expiresAt > Date.now()) sendFrame(state.refreshFrame(session.token, session.expiresAt));
+    });
+    return;
+  }
   if (change.code === "server_shutdown" || change.code === "slow_consumer") {
     setConnection("connecting", change.message);
     return; // the close that follows reconnects

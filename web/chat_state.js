@@ -22,11 +22,18 @@ const FILL_PAGE = 100;
 export class RoomState {
   constructor(name) {
     this.name = name;
-    this.entries = new Map(); // seq -> {kind:"message", seq, id, from, body, ts} | {kind:"gap", seq, from, to}
+    this.entries = new Map(); // seq -> {kind:"message", seq, id, from, body, ts}
+    // from -> {kind:"gap", seq, from, to}: apart from the messages, as a gap
+    // at a seq must neither hide nor be hidden by a message held there.
+    this.gaps = new Map();
     this.lastSeq = null; // null until the first `joined`
     this.joined = false; // joined on the current connection
     this.historyDone = false; // the oldest message has been reached
     this.historyPending = false;
+    // Ranges {after, to} still to fetch with `history` after_seq: kept until
+    // their last page arrived, so a fill cut off by a reconnect is asked
+    // again (the resume's since is already past it).
+    this.fills = [];
     this.members = new Map(); // user -> {online, lastSeen}
     this.unread = 0;
   }
@@ -34,10 +41,8 @@ export class RoomState {
   // Oldest seq held (messages or gaps), or null.
   oldestSeq() {
     let oldest = null;
-    for (const entry of this.entries.values()) {
-      const first = entry.kind === "gap" ? entry.from : entry.seq;
-      if (oldest === null || first < oldest) oldest = first;
-    }
+    for (const entry of this.entries.values()) if (oldest === null || entry.seq < oldest) oldest = entry.seq;
+    for (const gap of this.gaps.values()) if (oldest === null || gap.from < oldest) oldest = gap.from;
     return oldest;
   }
 
@@ -57,12 +62,13 @@ export class RoomState {
 
   addGap(frame) {
     // Messages already held for part of the range (from history) stay.
-    this.entries.set(frame.from, { kind: "gap", seq: frame.from, from: frame.from, to: frame.to });
+    if (!Number.isInteger(frame.from) || !Number.isInteger(frame.to)) return;
+    this.gaps.set(frame.from, { kind: "gap", seq: frame.from, from: frame.from, to: frame.to });
   }
 
-  // Entries oldest first.
+  // Messages and gaps oldest first; a gap before a message at its seq.
   sorted() {
-    return [...this.entries.values()].sort((a, b) => a.seq - b.seq);
+    return [...this.gaps.values(), ...this.entries.values()].sort((a, b) => a.seq - b.seq || (a.kind === "gap" ? -1 : 0) - (b.kind === "gap" ? -1 : 0));
   }
 
   messageSeqs() {
@@ -148,12 +154,21 @@ export class ChatState {
     );
   }
 
+  // Starts fetching (after, to] and remembers the range until it is done.
   fillFrame(name, after, to) {
-    return this.request({ type: "history", room: name, after_seq: after, limit: FILL_PAGE }, { what: "fill", room: name, to });
+    const range = { after, to };
+    this.room(name).fills.push(range);
+    return this.fillPageFrame(name, range);
   }
 
-  refreshFrame(token) {
-    return this.request({ type: "refresh", token }, { what: "refresh" });
+  fillPageFrame(name, range) {
+    return this.request({ type: "history", room: name, after_seq: range.after, limit: FILL_PAGE }, { what: "fill", room: name, to: range.to, range });
+  }
+
+  // `expiresAt` of the token, so that the caller knows, once `refreshed`
+  // came, which token the connection now holds.
+  refreshFrame(token, expiresAt = null) {
+    return this.request({ type: "refresh", token }, { what: "refresh", token, expiresAt });
   }
 
   // The frames a new connection sends after auth_ok: every known room joined
@@ -162,7 +177,11 @@ export class ChatState {
     const frames = [];
     for (const room of this.rooms.values()) {
       room.joined = false;
-      frames.push(this.joinFrame(room.name));
+      const join = this.joinFrame(room.name);
+      this.pending.get(join.ref).resume = true;
+      frames.push(join);
+      // Fills the last connection did not finish (history needs no join).
+      for (const range of room.fills) frames.push(this.fillPageFrame(room.name, range));
     }
     for (const [id, send] of this.unacked) {
       if (this.rooms.has(send.room)) {
@@ -170,6 +189,13 @@ export class ChatState {
       }
     }
     return frames;
+  }
+
+  // True when there are rooms and the current connection has joined each.
+  allJoined() {
+    if (this.rooms.size === 0) return false;
+    for (const room of this.rooms.values()) if (!room.joined) return false;
+    return true;
   }
 
   // The connection ended: requests in flight will get no answer.
@@ -255,7 +281,14 @@ export class ChatState {
         if (purpose && purpose.what === "fill") {
           const seqs = (frame.messages ?? []).map((m) => m.seq);
           const last = seqs.length ? Math.max(...seqs) : null;
-          if (last !== null && last < purpose.to) out.send.push(this.fillFrame(room.name, last, purpose.to));
+          const range = purpose.range;
+          if (last !== null && last < range.to) {
+            range.after = Math.max(range.after, last);
+            out.send.push(this.fillPageFrame(room.name, range));
+          } else {
+            // The last page (or nothing more exists): the range is done.
+            room.fills = room.fills.filter((r) => r !== range);
+          }
           out.changes.push({ kind: "filled", room: room.name, added });
         } else {
           room.historyPending = false;
@@ -293,7 +326,7 @@ export class ChatState {
         break;
       }
       case "refreshed":
-        out.changes.push({ kind: "refreshed", expiresAt: frame.expires_at });
+        out.changes.push({ kind: "refreshed", expiresAt: frame.expires_at, token: purpose?.what === "refresh" ? purpose.token : null });
         break;
       case "pong":
         break;
@@ -308,6 +341,13 @@ export class ChatState {
 
   handleError(frame, purpose, out) {
     const what = purpose?.what;
+    // What the caller should do again after a backoff: "reconnect" (the
+    // auth, which has no ref, could not be checked now: the server would cut
+    // the connection at its auth timeout), "join" (a resume join: the room
+    // stays and is joined again), "refresh" (the connection would keep its
+    // old token and be cut when that expires), or null.
+    let retry = null;
+    if (frame.code === "unavailable" && purpose === undefined && this.user === null) retry = "reconnect";
     if (what === "join") {
       if (purpose.since !== undefined && frame.code === "bad_frame") {
         // `since` above the room's seq (the server lost data): join afresh.
@@ -317,7 +357,10 @@ export class ChatState {
         return;
       }
       const room = this.rooms.get(purpose.room);
-      if (room && room.lastSeq === null) this.rooms.delete(purpose.room);
+      if (frame.code === "unavailable" && room && (purpose.resume || room.lastSeq !== null)) retry = "join";
+      else if (room && room.lastSeq === null) this.rooms.delete(purpose.room);
+    } else if (what === "refresh") {
+      if (frame.code === "unavailable" || frame.code === "bad_frame") retry = "refresh";
     } else if (what === "send") {
       // Not delivered; the text goes back to the person with the reason.
       this.unacked.delete(purpose.id);
@@ -331,6 +374,7 @@ export class ChatState {
       message: describeError(frame.code, frame.message, what),
       fatal: FATAL.has(frame.code),
       request: purpose ?? null,
+      retry,
     });
   }
 }
@@ -377,6 +421,14 @@ export function describeError(code, serverMessage, what) {
 export function backoffMs(attempt, random = Math.random) {
   const base = Math.min(10000, 250 * 2 ** Math.min(attempt, 16));
   return Math.round(base * (0.5 + random() * 0.5));
+}
+
+// After `unauthorized` on a connection that authenticated (or refreshed) with
+// `connected` ({token, expiresAt}): true when the stored token `stored` is a
+// newer one that has not expired, so a new connection (not a logout) is due.
+export function reconnectOnUnauthorized(stored, connected, now = Date.now()) {
+  if (!stored || !connected || stored.token === connected.token) return false;
+  return stored.expiresAt > now && stored.expiresAt > (connected.expiresAt ?? 0);
 }
 
 // When to renew a token expiring at `expiresAt` (ms): at three quarters of

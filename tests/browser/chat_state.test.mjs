@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { ChatState, backoffMs, refreshDelayMs, describeError } = await import(path.join(here, "../../web/chat_state.js"));
+const { ChatState, backoffMs, refreshDelayMs, describeError, reconnectOnUnauthorized } = await import(path.join(here, "../../web/chat_state.js"));
 
 const msg = (room, seq, from = "bob", body = `m${seq}`) => ({ type: "message", room, seq, id: `i${seq}`, from, body, ts: 1700000000000 + seq });
 
@@ -121,6 +121,35 @@ test("a resume the server cannot replay is filled from history after_seq, page b
   assert.equal(seqs.at(-1), 301);
 });
 
+test("a fill cut off by a reconnect is asked again from where it stopped", () => {
+  const state = authed();
+  joinFresh(state, "r", 5);
+  state.connectionLost();
+  const join = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.find((f) => f.type === "join");
+  const fill = state.handle({ type: "joined", room: "r", seq: 300, recovered: false, ref: join.ref }).send.find((f) => f.type === "history");
+  assert.equal(fill.after_seq, 5);
+  // The first page arrives, the second request is lost with the connection.
+  const page = Array.from({ length: 100 }, (_, i) => msg("r", 6 + i));
+  const second = state.handle({ type: "history", room: "r", ref: fill.ref, messages: page }).send[0];
+  assert.equal(second.after_seq, 105);
+  state.connectionLost();
+  const resume = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send;
+  assert.equal(resume.find((f) => f.type === "join").since, 300);
+  const again = resume.filter((f) => f.type === "history");
+  assert.equal(again.length, 1);
+  assert.equal(again[0].after_seq, 105);
+  state.handle({ type: "joined", room: "r", seq: 300, recovered: true, ref: resume.find((f) => f.type === "join").ref });
+  const rest = Array.from({ length: 195 }, (_, i) => msg("r", 106 + i));
+  const done = state.handle({ type: "history", room: "r", ref: again[0].ref, messages: rest });
+  assert.equal(done.send.length, 0);
+  assert.deepEqual(state.room("r").fills, []);
+  assert.equal(state.room("r").messageSeqs().length, 295);
+  // Nothing left to fill: the next resume asks for no history.
+  state.connectionLost();
+  const third = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send;
+  assert.equal(third.filter((f) => f.type === "history").length, 0);
+});
+
 test("gaps are kept in place and move the resume point", () => {
   const state = authed();
   joinFresh(state, "r", 0);
@@ -133,6 +162,24 @@ test("gaps are kept in place and move the resume point", () => {
     ["message", "gap", "message"],
   );
   assert.equal(state.room("r").lastSeq, 5);
+});
+
+test("a gap and a message at the same seq are both kept", () => {
+  const state = authed();
+  joinFresh(state, "r", 0);
+  // History delivered seq 2 before the live gap 2..4 arrived, and the other way round.
+  state.handle(msg("r", 1));
+  state.room("r").addMessage(msg("r", 2));
+  state.handle({ type: "gap", room: "r", from: 2, to: 4 });
+  state.handle({ type: "gap", room: "r", from: 6, to: 7 });
+  const { changes } = state.handle(msg("r", 6));
+  assert.equal(changes[0]?.kind, "message", "a message at a gap's seq is new, not a duplicate");
+  assert.deepEqual(
+    state.room("r").sorted().map((e) => `${e.kind}${e.seq}`),
+    ["message1", "gap2", "message2", "gap6", "message6"],
+  );
+  assert.deepEqual(state.room("r").messageSeqs(), [1, 2, 6]);
+  assert.equal(state.room("r").gaps.size, 2);
 });
 
 test("members follow the members frame and presence events; who left stays, offline", () => {
@@ -186,6 +233,71 @@ test("a since the server refuses (its seq went back) becomes a fresh join", () =
   const join = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send[0];
   const { send } = state.handle({ type: "error", code: "bad_frame", message: "since", ref: join.ref });
   assert.deepEqual({ ...send[0], ref: 0 }, { type: "join", room: "r", ref: 0 });
+});
+
+test("unavailable answers say what to retry: the auth by reconnecting, a resume join, a refresh", () => {
+  // The auth (no ref) before auth_ok: reconnect after a backoff.
+  const fresh = new ChatState();
+  const auth = fresh.handle({ type: "error", code: "unavailable", message: "redis" }).changes[0];
+  assert.equal(auth.retry, "reconnect");
+  assert.equal(auth.fatal, false);
+  // A resume join: the room stays, not joined, and is to be joined again.
+  const state = authed();
+  joinFresh(state, "r", 9);
+  state.connectionLost();
+  const join = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.find((f) => f.type === "join");
+  const failed = state.handle({ type: "error", code: "unavailable", message: "redis", ref: join.ref }).changes[0];
+  assert.equal(failed.retry, "join");
+  assert.equal(failed.request.room, "r");
+  assert.equal(state.room("r").joined, false);
+  const again = state.joinFrame("r");
+  assert.equal(again.since, 9);
+  // A room restored after a page reload (no seq yet) is kept as well.
+  const reloaded = authed();
+  reloaded.room("x");
+  reloaded.connectionLost();
+  const rjoin = reloaded.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.find((f) => f.type === "join");
+  assert.equal(reloaded.handle({ type: "error", code: "unavailable", ref: rjoin.ref }).changes[0].retry, "join");
+  assert.equal(reloaded.rooms.has("x"), true);
+  // A room the person just asked for is dropped with the error, as before.
+  const asked = state.joinFrame("new");
+  const refused = state.handle({ type: "error", code: "unavailable", ref: asked.ref }).changes[0];
+  assert.equal(refused.retry, null);
+  assert.equal(state.rooms.has("new"), false);
+  // An error without ref after auth_ok is no auth failure.
+  assert.equal(state.handle({ type: "error", code: "unavailable" }).changes[0].retry, null);
+  // A refresh refused or not checked now is sent again; `refreshed` names the token.
+  for (const code of ["unavailable", "bad_frame"]) {
+    const refresh = state.refreshFrame("t2", 2000);
+    assert.equal(state.handle({ type: "error", code, ref: refresh.ref }).changes[0].retry, "refresh");
+  }
+  const refresh = state.refreshFrame("t3", 3000);
+  const done = state.handle({ type: "refreshed", user: "alice", expires_at: 3000, ref: refresh.ref }).changes[0];
+  assert.deepEqual(done, { kind: "refreshed", expiresAt: 3000, token: "t3" });
+});
+
+test("unauthorized with a newer, live stored token means reconnect, else log out", () => {
+  const connected = { token: "old", expiresAt: 1000 };
+  assert.equal(reconnectOnUnauthorized({ token: "new", expiresAt: 5000 }, connected, 2000), true);
+  assert.equal(reconnectOnUnauthorized({ token: "old", expiresAt: 1000 }, connected, 2000), false, "the same token");
+  assert.equal(reconnectOnUnauthorized({ token: "new", expiresAt: 1500 }, connected, 2000), false, "expired too");
+  assert.equal(reconnectOnUnauthorized({ token: "new", expiresAt: 900 }, connected, 500), false, "not newer");
+  assert.equal(reconnectOnUnauthorized(null, connected, 0), false);
+});
+
+test("all rooms joined again only once every resume join is answered (the backoff resets then)", () => {
+  const state = authed();
+  assert.equal(state.allJoined(), false, "no rooms: nothing proves the connection");
+  joinFresh(state, "a", 1);
+  joinFresh(state, "b", 1);
+  assert.equal(state.allJoined(), true);
+  state.connectionLost();
+  const joins = state.handle({ type: "auth_ok", user: "alice", heartbeat_s: 15 }).send.filter((f) => f.type === "join");
+  assert.equal(state.allJoined(), false, "auth_ok alone is not enough");
+  state.handle({ type: "joined", room: "a", seq: 1, recovered: true, ref: joins[0].ref });
+  assert.equal(state.allJoined(), false);
+  state.handle({ type: "joined", room: "b", seq: 1, recovered: true, ref: joins[1].ref });
+  assert.equal(state.allJoined(), true);
 });
 
 test("backoff doubles to a cap, with jitter; refresh comes before expiry", () => {
