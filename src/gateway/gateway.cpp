@@ -209,8 +209,8 @@ struct Gateway::Impl {
         counters.open.fetch_sub(1, std::memory_order_relaxed);
         return;
       }
-      auto transport =
-          std::make_shared<WsTransport>(std::move(socket), thread, config.max_line_bytes, config.heartbeat);
+      auto transport = std::make_shared<WsTransport>(std::move(socket), thread, config.max_line_bytes,
+                                                     config.heartbeat, config.ws_close_grace);
       auto connection = std::make_shared<ClientConnection>(thread.io.get_executor(), services,
                                                            thread.connections, transport);
       connection->start();

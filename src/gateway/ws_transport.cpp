@@ -18,11 +18,8 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 
 namespace {
-// How long the last frames and the close handshake may take before the
-// socket is closed anyway (a slow consumer may never read them).
-constexpr auto kCloseGrace = std::chrono::seconds(2);
 // Beast's limit on the opening handshake (the 101 answer) and on the close
-// handshake; kCloseGrace ends the latter sooner.
+// handshake; the close grace ends the latter sooner.
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 // A message buffer that grew beyond this for a large message is given back
 // afterwards, so an idle connection does not keep it.
@@ -53,11 +50,12 @@ websocket::close_code close_code_for(CloseReason reason) {
 }
 
 WsTransport::WsTransport(asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_message_bytes,
-                         std::chrono::seconds heartbeat)
+                         std::chrono::seconds heartbeat, std::chrono::milliseconds close_grace)
     : ws_(std::move(socket)),
       io_thread_(io_thread),
       max_message_bytes_(max_message_bytes),
-      heartbeat_(heartbeat) {}
+      heartbeat_(heartbeat),
+      close_grace_(close_grace) {}
 
 void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, server::Request upgrade) {
   connection_ = connection;
@@ -249,7 +247,7 @@ void WsTransport::close(CloseReason reason, SharedFrame last, bool drop_queued) 
     queue_.push_back(std::move(last));
   }
   close_timer_ = std::make_unique<asio::steady_timer>(ws_.get_executor());
-  close_timer_->expires_after(kCloseGrace);
+  close_timer_->expires_after(close_grace_);
   close_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->finish_close();
   });

@@ -55,9 +55,12 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   using Stream = boost::beast::websocket::stream<boost::asio::ip::tcp::socket>;
 
   // `socket` is on its io thread's io_context; `heartbeat` sets its TCP
-  // keepalive as for TCP clients (set_client_keepalive).
+  // keepalive as for TCP clients (set_client_keepalive). `close_grace` is
+  // how long the last frames and the close handshake may take before the
+  // socket is closed anyway (a slow consumer may never read them).
   WsTransport(boost::asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_message_bytes,
-              std::chrono::seconds heartbeat);
+              std::chrono::seconds heartbeat,
+              std::chrono::milliseconds close_grace = std::chrono::seconds(2));
 
   // Answers `upgrade` (101), then reads messages into `connection`. Frames
   // queued before the handshake completed are written after it.
@@ -82,6 +85,7 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   IoThread& io_thread_;
   const std::size_t max_message_bytes_;
   const std::chrono::seconds heartbeat_;
+  const std::chrono::milliseconds close_grace_;
   std::weak_ptr<ClientConnection> connection_;
   // Kept until the handshake completes.
   std::unique_ptr<server::Request> upgrade_;

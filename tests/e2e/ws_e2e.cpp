@@ -275,7 +275,11 @@ TEST(WebSocket, AClientThatStopsReadingIsCutAsASlowConsumer) {
   auto api = start_api(services, secret, kApiPort);
   auto gateway = start_gateway(services, secret, kGateway,
                                {"--send-queue-bytes", "65536", "--send-queue-hard-bytes",
-                                std::to_string(kHardBytes), "--send-queue-soft-s", "3600"});
+                                std::to_string(kHardBytes), "--send-queue-soft-s", "3600",
+                                // The test resumes reading after it saw the cut in the log; on a
+                                // loaded machine (or under ASan) that may take more than the 2 s
+                                // default, after which the socket is gone without the close frame.
+                                "--ws-close-grace-ms", "30000"});
   const auto http_port = gateway_http_port(kGateway);
   HttpClient http(kApiPort);
   auto slow_user = make_user(http, "wsslow");
