@@ -132,6 +132,12 @@ void WsTransport::on_read(const std::shared_ptr<ClientConnection>& connection,
   connection->touch();
   if (ws_.got_binary()) {
     message_.clear();
+    // Before auth, as any other first frame that is not auth: fatal.
+    if (!connection->authenticated()) {
+      connection->fail_framing(protocol::ErrorCode::unauthorized,
+                               "the first frame must be auth, as a text message");
+      return;
+    }
     connection->fail_framing(protocol::ErrorCode::bad_frame,
                              "binary messages are not part of the protocol; send JSON as text");
     if (connection->reading()) read_message(connection);
