@@ -67,8 +67,9 @@ void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, ser
   ws_.read_message_max(0);
   ws_.auto_fragment(false);
   ws_.text(true);
-  // The core's heartbeat and idle cut apply, as on TCP; Beast's own idle
-  // pings would only hide a client that stopped talking.
+  // The core's heartbeat and idle cut apply, as on TCP; our own ping every
+  // heartbeat (schedule_ping) keeps a browser alive whose page cannot ping
+  // (timers of a background tab are throttled), as its pong is life too.
   websocket::stream_base::timeout timeouts;
   timeouts.handshake_timeout = kHandshakeTimeout;
   timeouts.idle_timeout = websocket::stream_base::none();
@@ -76,10 +77,11 @@ void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, ser
   ws_.set_option(timeouts);
   ws_.set_option(websocket::stream_base::decorator(
       [](websocket::response_type& response) { response.set(beast::http::field::server, "rtmc-gateway"); }));
-  // A ping is a complete frame from a live peer: the same sign of life as a
-  // message (a browser cannot send one; other clients may ping this way).
+  // A ping or a pong is a complete frame from a live peer: the same sign of
+  // life as a message (a browser cannot send a ping, but it answers ours
+  // even in a background tab; other clients may ping this way).
   ws_.control_callback([weak = connection_](websocket::frame_type kind, beast::string_view) {
-    if (kind != websocket::frame_type::ping) return;
+    if (kind == websocket::frame_type::close) return;
     if (auto live = weak.lock()) live->touch();
   });
   // Beast reads the request while the 101 is built; kept until then.
@@ -93,6 +95,7 @@ void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, ser
       return;
     }
     self->handshake_done_ = true;
+    self->schedule_ping();
     self->flush();
     if (connection->reading()) self->read_message(connection);
   });
@@ -188,7 +191,7 @@ void WsTransport::flush_deferred() {
 void WsTransport::flush() {
   if (writing_ || closed_ || !handshake_done_) return;
   if (queue_.empty()) {
-    if (closing_) send_close();
+    if (closing_ && !pinging_) send_close();
     return;
   }
   writing_ = true;
@@ -213,6 +216,27 @@ void WsTransport::flush() {
                     self->flush();
                     if (auto connection = self->connection_.lock()) connection->on_drained();
                   });
+}
+
+// A pong is read (and counted as life) only while a read is pending: a
+// connection busy in on_line() answers after it. Beast allows no close
+// frame while our ping is being written: flush() waits for it.
+void WsTransport::schedule_ping() {
+  if (!ping_timer_) ping_timer_ = std::make_unique<asio::steady_timer>(ws_.get_executor());
+  ping_timer_->expires_after(heartbeat_);
+  ping_timer_->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->closing_ || self->closed_) return;
+    if (!self->pinging_) {
+      self->pinging_ = true;
+      self->ws_.async_ping({}, [self](boost::system::error_code) {
+        self->pinging_ = false;
+        // A failed write shows on the read side too; a close waits here.
+        if (self->closing_) self->flush();
+      });
+    }
+    self->schedule_ping();
+  });
 }
 
 // After the last queued frame. Beast waits for the peer's close frame
@@ -252,6 +276,7 @@ void WsTransport::close(CloseReason reason, SharedFrame last, bool drop_queued) 
     queued_bytes_ += last->size();
     queue_.push_back(std::move(last));
   }
+  if (ping_timer_) ping_timer_->cancel();
   close_timer_ = std::make_unique<asio::steady_timer>(ws_.get_executor());
   close_timer_->expires_after(close_grace_);
   close_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -266,6 +291,7 @@ void WsTransport::finish_close() {
   if (closed_) return;
   closed_ = true;
   if (close_timer_) close_timer_->cancel();
+  if (ping_timer_) ping_timer_->cancel();
   auto& socket = ws_.next_layer();
   boost::system::error_code ignored;
   socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);

@@ -78,6 +78,7 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   boost::asio::awaitable<void> handle_message(std::shared_ptr<ClientConnection> connection);
   void flush();
   void send_close();
+  void schedule_ping();
   void write_failed(CloseReason reason);
   void finish_close();
 
@@ -92,6 +93,8 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   // The message being read; handed to on_line() from here, so it is not
   // read into again before on_line() returns.
   boost::beast::flat_buffer message_;
+  // Our ping every heartbeat (made when the handshake completes).
+  std::unique_ptr<boost::asio::steady_timer> ping_timer_;
   // Made by close(): only a closing connection needs it.
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
   boost::beast::websocket::close_reason close_reason_;
@@ -101,6 +104,7 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   std::size_t queued_bytes_ = 0;
   bool handshake_done_ = false;
   bool writing_ = false;
+  bool pinging_ = false;  // our ping is being written: no close frame meanwhile (Beast)
   bool flush_deferred_ = false;
   bool closing_ = false;     // close() was called: the last frame is queued
   bool close_sent_ = false;  // the close handshake was started
