@@ -101,7 +101,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   // False once closing: the transport stops reading.
   bool reading() const { return state_ == State::open; }
   // A framing error the transport found: frame_too_large (fatal), or
-  // bad_frame for a WebSocket binary message (not fatal).
+  // bad_frame for a WebSocket binary message (not fatal; unauthorized,
+  // fatal, before auth).
   void fail_framing(protocol::ErrorCode code, std::string_view message);
   // A write the transport had to wait for has completed (its queue shrank):
   // a queue back under the soft limit stops the soft clock. Writes that

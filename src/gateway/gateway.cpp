@@ -172,9 +172,9 @@ struct Gateway::Impl {
                                                       "data sent before the upgrade was answered"),
                                     request.version());
     if (!accepting_ws.load())
-      return server::error_response(
-          server::HttpError(http::status::service_unavailable, "server_shutdown", "the gateway is stopping"),
-          request.version());
+      return server::error_response(server::HttpError(http::status::service_unavailable, "server_shutdown",
+                                                      "the gateway is starting or stopping; retry"),
+                                    request.version());
     counters.accepted[ws].fetch_add(1, std::memory_order_relaxed);
     if (counters.open.load(std::memory_order_relaxed) >= static_cast<std::int64_t>(config.max_connections)) {
       counters.closed[ws][static_cast<int>(CloseReason::server_full)].fetch_add(1, std::memory_order_relaxed);
@@ -209,8 +209,8 @@ struct Gateway::Impl {
         counters.open.fetch_sub(1, std::memory_order_relaxed);
         return;
       }
-      auto transport =
-          std::make_shared<WsTransport>(std::move(socket), thread, config.max_line_bytes, config.heartbeat);
+      auto transport = std::make_shared<WsTransport>(std::move(socket), thread, config.max_line_bytes,
+                                                     config.heartbeat, config.ws_close_grace);
       auto connection = std::make_shared<ClientConnection>(thread.io.get_executor(), services,
                                                            thread.connections, transport);
       connection->start();
@@ -298,8 +298,10 @@ struct Gateway::Impl {
   std::unique_ptr<Fanout> fanout;
   std::unique_ptr<Sequencer> sequencer;
   std::unique_ptr<HttpEndpoints> http;
-  // Cleared when the gateway starts to stop: /ws upgrades are refused.
-  std::atomic<bool> accepting_ws{true};
+  // Set once this gateway is registered in Redis (start(), as the TCP
+  // accept loop starts); cleared when it starts to stop. Otherwise /ws
+  // upgrades are refused with 503.
+  std::atomic<bool> accepting_ws{false};
   std::atomic<std::size_t> next_ws_thread{0};
   bool stopped = false;
 };
@@ -353,6 +355,7 @@ void Gateway::start() {
       });
   });
   asio::co_spawn(io0, impl.accept_loop(), asio::detached);
+  impl.accepting_ws.store(true);
   asio::co_spawn(io0, impl.report_stats(), asio::detached);
   spdlog::info("gateway listening on {}:{} with {} io threads, at most {} connections",
                impl.config.listen.host, port(), impl.io_threads.size(), impl.config.max_connections);

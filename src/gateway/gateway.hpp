@@ -52,6 +52,10 @@ struct GatewayConfig {
   // A connection with no complete line for this long is closed
   // (idle_timeout). 0 = 2.5 x heartbeat (see effective_idle_timeout).
   std::chrono::milliseconds idle_timeout{0};
+  // A WebSocket connection being closed may take this long for its last
+  // frames and the close handshake; then its socket is closed anyway (a
+  // slow consumer may never read them).
+  std::chrono::milliseconds ws_close_grace{2000};
   // Presence (gateway/presence_service.hpp): this gateway's liveness key
   // lives this long after each refresh (every third of it); when it expires
   // (kill -9) another gateway sweeps its users offline.

@@ -12,11 +12,14 @@ namespace http = boost::beast::http;
 
 namespace {
 
-// The HTTP port serves operators and probes; WebSocket clients pass
-// through it only for their upgrade request (their socket then counts
-// against --max-connections, not here): a small cap keeps its descriptors
-// within the process's reserve.
-constexpr std::size_t kHttpMaxConnections = 32;
+// The HTTP port serves operators and probes, and every WebSocket client
+// passes through it for its upgrade request (the socket then counts against
+// --max-connections, not here). A reconnect storm of browsers must not meet
+// 503 here, nor may a few idle TCP connections block upgrades and /healthz:
+// a large cap, and a short wait for the first request so idle connections
+// leave soon.
+constexpr std::size_t kHttpMaxConnections = 1024;
+constexpr auto kHttpFirstRequestTimeout = std::chrono::seconds(2);
 
 }  // namespace
 
@@ -138,6 +141,7 @@ HttpEndpoints::HttpEndpoints(const HostPort& listen, ConnectionCountsSource coun
   config.listen = listen;
   config.threads = 1;
   config.max_connections = kHttpMaxConnections;
+  config.limits.first_request_timeout = kHttpFirstRequestTimeout;
   config.shutdown_grace = std::chrono::seconds(1);
   config.name = "rtmc-gateway http";
   config.upgrades = std::move(upgrades);

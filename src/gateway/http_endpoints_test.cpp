@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -11,6 +12,8 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/json/parse.hpp>
+#include <chrono>
+#include <vector>
 
 #include "gateway/close_reason.hpp"
 
@@ -90,6 +93,54 @@ TEST(GatewayHttpEndpoints, MetricsShowConnectionsByTransportAndCloseReason) {
   EXPECT_NE(
       get(endpoints.port(), "/metrics").body().find("rtmc_gateway_http_responses_total{status=\"200\"}"),
       std::string::npos);
+}
+
+// Every WebSocket client passes through this port for its upgrade: a
+// reconnect storm of browsers, all connected at once, is served (the old cap
+// of 32 answered the rest with 503).
+TEST(GatewayHttpEndpoints, SixtyFourConnectionsAtOnceAreAllServed) {
+  constexpr int kClients = 64;
+  HttpEndpoints endpoints(HostPort{"127.0.0.1", 0}, [] { return ConnectionCounts{}; });
+  endpoints.start();
+  net::io_context context;
+  std::vector<net::ip::tcp::socket> sockets;
+  for (int i = 0; i < kClients; ++i) {
+    sockets.emplace_back(context);
+    sockets.back().connect({net::ip::make_address("127.0.0.1"), endpoints.port()});
+  }
+  // All are open before the first request, so all count at once.
+  for (auto& socket : sockets) {
+    http::request<http::string_body> request{http::verb::get, "/healthz", 11};
+    request.set(http::field::host, "127.0.0.1");
+    http::write(socket, request);
+  }
+  int ok = 0;
+  for (auto& socket : sockets) {
+    boost::beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    boost::system::error_code ec;
+    http::read(socket, buffer, response, ec);
+    if (!ec && response.result() == http::status::ok) ++ok;
+  }
+  EXPECT_EQ(ok, kClients);
+}
+
+// A connection that sends nothing leaves within a few seconds, so idle TCP
+// connections cannot pile up in front of upgrades and /healthz.
+TEST(GatewayHttpEndpoints, AnIdleConnectionIsClosedSoon) {
+  HttpEndpoints endpoints(HostPort{"127.0.0.1", 0}, [] { return ConnectionCounts{}; });
+  endpoints.start();
+  net::io_context context;
+  net::ip::tcp::socket socket(context);
+  socket.connect({net::ip::make_address("127.0.0.1"), endpoints.port()});
+  std::array<char, 64> bytes{};
+  bool ended = false;
+  socket.async_read_some(net::buffer(bytes), [&](boost::system::error_code ec, std::size_t) {
+    ended = ec == net::error::eof || ec == net::error::connection_reset;
+  });
+  // The server waits 2 s for the first request; the former 10 s would fail here.
+  context.run_for(std::chrono::seconds(6));
+  EXPECT_TRUE(ended);
 }
 
 TEST(GatewayHttpEndpoints, ATakenPortFailsAtConstruction) {

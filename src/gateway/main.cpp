@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   std::size_t auth_timeout_s = config.auth_timeout.count();
   std::size_t heartbeat_s = config.heartbeat.count();
   std::size_t idle_timeout_ms = config.idle_timeout.count();
+  std::size_t ws_close_grace_ms = config.ws_close_grace.count();
   std::size_t join_bind_wait_ms = config.join_bind_wait.count();
   std::size_t presence_ttl_s = 10;
   std::size_t dedupe_window_s = config.common.limits.dedupe_window.count();
@@ -86,6 +87,11 @@ int main(int argc, char** argv) {
                  "A connection with no complete line for this long is closed (0 = 2.5 x heartbeat)")
       ->envname("RTMC_IDLE_TIMEOUT_MS")
       ->check(CLI::Range(std::size_t{0}, std::size_t{24} * 3600 * 1000))
+      ->capture_default_str();
+  app.add_option("--ws-close-grace-ms", ws_close_grace_ms,
+                 "How long a closing WebSocket connection's last frames and close handshake may take")
+      ->envname("RTMC_WS_CLOSE_GRACE_MS")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{3600} * 1000))
       ->capture_default_str();
   app.add_option("--presence-ttl-s", presence_ttl_s,
                  "Liveness TTL of this gateway's presence records: after a kill -9 its users go offline "
@@ -180,6 +186,7 @@ int main(int argc, char** argv) {
     config.auth_timeout = std::chrono::seconds(auth_timeout_s);
     config.heartbeat = std::chrono::seconds(heartbeat_s);
     config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
+    config.ws_close_grace = std::chrono::milliseconds(ws_close_grace_ms);
     config.send_queue_soft_time =
         std::chrono::milliseconds(static_cast<std::int64_t>(send_queue_soft_s * 1000.0 + 0.5));
     config.join_bind_wait = std::chrono::milliseconds(join_bind_wait_ms);

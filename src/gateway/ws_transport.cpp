@@ -18,11 +18,8 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 
 namespace {
-// How long the last frames and the close handshake may take before the
-// socket is closed anyway (a slow consumer may never read them).
-constexpr auto kCloseGrace = std::chrono::seconds(2);
 // Beast's limit on the opening handshake (the 101 answer) and on the close
-// handshake; kCloseGrace ends the latter sooner.
+// handshake; the close grace ends the latter sooner.
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 // A message buffer that grew beyond this for a large message is given back
 // afterwards, so an idle connection does not keep it.
@@ -53,11 +50,12 @@ websocket::close_code close_code_for(CloseReason reason) {
 }
 
 WsTransport::WsTransport(asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_message_bytes,
-                         std::chrono::seconds heartbeat)
+                         std::chrono::seconds heartbeat, std::chrono::milliseconds close_grace)
     : ws_(std::move(socket)),
       io_thread_(io_thread),
       max_message_bytes_(max_message_bytes),
-      heartbeat_(heartbeat) {}
+      heartbeat_(heartbeat),
+      close_grace_(close_grace) {}
 
 void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, server::Request upgrade) {
   connection_ = connection;
@@ -69,8 +67,9 @@ void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, ser
   ws_.read_message_max(0);
   ws_.auto_fragment(false);
   ws_.text(true);
-  // The core's heartbeat and idle cut apply, as on TCP; Beast's own idle
-  // pings would only hide a client that stopped talking.
+  // The core's heartbeat and idle cut apply, as on TCP; our own ping every
+  // heartbeat (schedule_ping) keeps a browser alive whose page cannot ping
+  // (timers of a background tab are throttled), as its pong is life too.
   websocket::stream_base::timeout timeouts;
   timeouts.handshake_timeout = kHandshakeTimeout;
   timeouts.idle_timeout = websocket::stream_base::none();
@@ -78,10 +77,11 @@ void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, ser
   ws_.set_option(timeouts);
   ws_.set_option(websocket::stream_base::decorator(
       [](websocket::response_type& response) { response.set(beast::http::field::server, "rtmc-gateway"); }));
-  // A ping is a complete frame from a live peer: the same sign of life as a
-  // message (a browser cannot send one; other clients may ping this way).
+  // A ping or a pong is a complete frame from a live peer: the same sign of
+  // life as a message (a browser cannot send a ping, but it answers ours
+  // even in a background tab; other clients may ping this way).
   ws_.control_callback([weak = connection_](websocket::frame_type kind, beast::string_view) {
-    if (kind != websocket::frame_type::ping) return;
+    if (kind == websocket::frame_type::close) return;
     if (auto live = weak.lock()) live->touch();
   });
   // Beast reads the request while the 101 is built; kept until then.
@@ -95,6 +95,7 @@ void WsTransport::start(const std::shared_ptr<ClientConnection>& connection, ser
       return;
     }
     self->handshake_done_ = true;
+    self->schedule_ping();
     self->flush();
     if (connection->reading()) self->read_message(connection);
   });
@@ -134,6 +135,12 @@ void WsTransport::on_read(const std::shared_ptr<ClientConnection>& connection,
   connection->touch();
   if (ws_.got_binary()) {
     message_.clear();
+    // Before auth, as any other first frame that is not auth: fatal.
+    if (!connection->authenticated()) {
+      connection->fail_framing(protocol::ErrorCode::unauthorized,
+                               "the first frame must be auth, as a text message");
+      return;
+    }
     connection->fail_framing(protocol::ErrorCode::bad_frame,
                              "binary messages are not part of the protocol; send JSON as text");
     if (connection->reading()) read_message(connection);
@@ -184,7 +191,7 @@ void WsTransport::flush_deferred() {
 void WsTransport::flush() {
   if (writing_ || closed_ || !handshake_done_) return;
   if (queue_.empty()) {
-    if (closing_) send_close();
+    if (closing_ && !pinging_) send_close();
     return;
   }
   writing_ = true;
@@ -209,6 +216,27 @@ void WsTransport::flush() {
                     self->flush();
                     if (auto connection = self->connection_.lock()) connection->on_drained();
                   });
+}
+
+// A pong is read (and counted as life) only while a read is pending: a
+// connection busy in on_line() answers after it. Beast allows no close
+// frame while our ping is being written: flush() waits for it.
+void WsTransport::schedule_ping() {
+  if (!ping_timer_) ping_timer_ = std::make_unique<asio::steady_timer>(ws_.get_executor());
+  ping_timer_->expires_after(heartbeat_);
+  ping_timer_->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->closing_ || self->closed_) return;
+    if (!self->pinging_) {
+      self->pinging_ = true;
+      self->ws_.async_ping({}, [self](boost::system::error_code) {
+        self->pinging_ = false;
+        // A failed write shows on the read side too; a close waits here.
+        if (self->closing_) self->flush();
+      });
+    }
+    self->schedule_ping();
+  });
 }
 
 // After the last queued frame. Beast waits for the peer's close frame
@@ -248,8 +276,9 @@ void WsTransport::close(CloseReason reason, SharedFrame last, bool drop_queued) 
     queued_bytes_ += last->size();
     queue_.push_back(std::move(last));
   }
+  if (ping_timer_) ping_timer_->cancel();
   close_timer_ = std::make_unique<asio::steady_timer>(ws_.get_executor());
-  close_timer_->expires_after(kCloseGrace);
+  close_timer_->expires_after(close_grace_);
   close_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->finish_close();
   });
@@ -262,6 +291,7 @@ void WsTransport::finish_close() {
   if (closed_) return;
   closed_ = true;
   if (close_timer_) close_timer_->cancel();
+  if (ping_timer_) ping_timer_->cancel();
   auto& socket = ws_.next_layer();
   boost::system::error_code ignored;
   socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);

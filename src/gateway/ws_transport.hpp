@@ -55,9 +55,12 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   using Stream = boost::beast::websocket::stream<boost::asio::ip::tcp::socket>;
 
   // `socket` is on its io thread's io_context; `heartbeat` sets its TCP
-  // keepalive as for TCP clients (set_client_keepalive).
+  // keepalive as for TCP clients (set_client_keepalive). `close_grace` is
+  // how long the last frames and the close handshake may take before the
+  // socket is closed anyway (a slow consumer may never read them).
   WsTransport(boost::asio::ip::tcp::socket socket, IoThread& io_thread, std::size_t max_message_bytes,
-              std::chrono::seconds heartbeat);
+              std::chrono::seconds heartbeat,
+              std::chrono::milliseconds close_grace = std::chrono::seconds(2));
 
   // Answers `upgrade` (101), then reads messages into `connection`. Frames
   // queued before the handshake completed are written after it.
@@ -75,6 +78,7 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   boost::asio::awaitable<void> handle_message(std::shared_ptr<ClientConnection> connection);
   void flush();
   void send_close();
+  void schedule_ping();
   void write_failed(CloseReason reason);
   void finish_close();
 
@@ -82,12 +86,15 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   IoThread& io_thread_;
   const std::size_t max_message_bytes_;
   const std::chrono::seconds heartbeat_;
+  const std::chrono::milliseconds close_grace_;
   std::weak_ptr<ClientConnection> connection_;
   // Kept until the handshake completes.
   std::unique_ptr<server::Request> upgrade_;
   // The message being read; handed to on_line() from here, so it is not
   // read into again before on_line() returns.
   boost::beast::flat_buffer message_;
+  // Our ping every heartbeat (made when the handshake completes).
+  std::unique_ptr<boost::asio::steady_timer> ping_timer_;
   // Made by close(): only a closing connection needs it.
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
   boost::beast::websocket::close_reason close_reason_;
@@ -97,6 +104,7 @@ class WsTransport final : public Transport, public std::enable_shared_from_this<
   std::size_t queued_bytes_ = 0;
   bool handshake_done_ = false;
   bool writing_ = false;
+  bool pinging_ = false;  // our ping is being written: no close frame meanwhile (Beast)
   bool flush_deferred_ = false;
   bool closing_ = false;     // close() was called: the last frame is queued
   bool close_sent_ = false;  // the close handshake was started

@@ -274,6 +274,22 @@ TEST_F(WsTransportTest, ABinaryMessageEarnsBadFrameAndTheConnectionLives) {
   EXPECT_EQ(read(*ws), (boost::json::object{{"type", "pong"}, {"ref", 2}}));
 }
 
+// Before auth a binary message is a first frame that is not auth: fatal,
+// as on TCP.
+TEST_F(WsTransportTest, ABinaryMessageBeforeAuthGetsUnauthorizedThenClose1008) {
+  run();
+  auto ws = connect();
+  ws->binary(true);
+  const std::string bytes = R"({"type":"ping","ref":1})";
+  ws->write(asio::buffer(bytes));
+  std::vector<boost::json::object> frames;
+  EXPECT_EQ(read_until_closed(*ws, &frames), websocket::close_code::policy_error);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].at("code"), "unauthorized");
+  EXPECT_EQ(ws->reason().reason, "unauthorized");
+  EXPECT_EQ(closed(CloseReason::unauthorized), 1u);
+}
+
 TEST_F(WsTransportTest, AMessageOverTheLimitGetsFrameTooLargeThenClose1009) {
   run();
   auto ws = connect();

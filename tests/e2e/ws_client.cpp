@@ -98,6 +98,7 @@ struct WsClient::Impl {
   bool closed = false;
   int close_code = 0;
   std::string close_reason;
+  Clock::time_point closed_at;
   std::string error;  // why reading stopped without a close frame
 
   void read() {
@@ -112,6 +113,7 @@ struct WsClient::Impl {
       std::lock_guard lock(mutex);
       if (ec) {
         closed = true;
+        closed_at = Clock::now();
         if (ec == websocket::error::closed) {
           close_code = ws.reason().code;
           close_reason = std::string(ws.reason().reason.data(), ws.reason().reason.size());
@@ -314,6 +316,7 @@ WsClient::Closed WsClient::expect_closed(Millis timeout) {
       throw failure(label_ + ": the connection ended without a close frame: " + impl_->error);
     closed.code = impl_->close_code;
     closed.reason = impl_->close_reason;
+    closed.at = impl_->closed_at;
     return closed;
   }
 }

@@ -14,6 +14,7 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -72,6 +73,9 @@ class WsClient {
     std::vector<boost::json::object> frames;  // read before the close
     int code = 0;                             // the close frame's status code
     std::string reason;                       // and its reason text
+    // When the client's reader took the close frame (it reads all the time,
+    // so this is when it arrived, not when the test looked).
+    std::chrono::steady_clock::time_point at;
   };
   // Reads until the server's close frame; throws if there is none within
   // `timeout` (an open connection, or one cut without a close frame).
