@@ -221,9 +221,11 @@ asio::awaitable<void> ClientConnection::on_auth(protocol::AuthRequest request, R
   user_ = claims->user;
   jti_ = claims->jti;
   token_expires_at_ms_ = claims->expires_at_ms;
-  // The watch timer, armed for the auth deadline, moves on to the session
-  // re-checks when it wakes.
+  // The watch timer was armed for the auth deadline, which may lie beyond the
+  // first session re-check (a heartbeat shorter than the auth timeout):
+  // re-armed, so a logout is noticed within one period from here.
   next_check_ = std::chrono::steady_clock::now() + services_.config.heartbeat;
+  arm_watch();
   reply(protocol::auth_ok_frame(user_, static_cast<int>(services_.config.heartbeat.count()), ref));
 }
 

@@ -690,6 +690,24 @@ TEST_F(ConnectionTest, AConnectionIsCutWhenItsTokenExpires) {
   EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
 }
 
+// The first re-check comes one heartbeat after auth, not at the auth
+// deadline the watch timer was armed for when the connection opened.
+TEST_F(ConnectionTest, ALogoutRightAfterAuthIsNoticedWithinOneHeartbeat) {
+  config_.heartbeat = std::chrono::seconds(1);
+  config_.idle_timeout = std::chrono::seconds(120);
+  config_.auth_timeout = std::chrono::seconds(60);
+  auto issued = tokens_.issue("alice");
+  login_sessions_.live_jti = issued.claims.jti;
+  auto connection = connect();
+  line(connection, R"({"type":"auth","token":")" + issued.token + "\"}");
+  ASSERT_TRUE(connection->authenticated());
+  login_sessions_.live_jti = "logged-out";
+  io_.restart();
+  io_.run_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(connection->state(), ClientConnection::State::closed);
+  EXPECT_EQ(code_of(transport_->sent.back()), "unauthorized");
+}
+
 // The same connection as above, refreshed before its token expires: the
 // re-checks now look at the new session (the old one is gone from the
 // store) and the old expiry passes unnoticed; the expired token itself is
