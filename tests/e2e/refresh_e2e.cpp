@@ -31,8 +31,8 @@ class Refresh : public ::testing::Test {
   void SetUp() override {
     services_ = service_env();
     api_ = start_api(services_, secret_, kApiPort, {"--token-ttl-s", std::to_string(kTokenTtlS)});
-    // No idle cut in the way: only the session checks may close a connection.
-    // They start when the auth deadline passes, hence a short one.
+    // No idle cut in the way: only the session checks (every heartbeat from
+    // auth) may close a connection.
     gateway_ = start_gateway(services_, secret_, kGateway,
                              {"--heartbeat-s", std::to_string(kHeartbeatS), "--idle-timeout-ms", "60000",
                               "--auth-timeout-s", "1"});
