@@ -71,11 +71,11 @@ ClientConnection::ClientConnection(asio::any_io_executor executor, ConnectionSer
       services_(services),
       index_(index),
       transport_(std::move(transport)),
+      streams_(RoomStreams::Limits{services_.config.send_queue_bytes / 4, kReplayChunk}),
       watch_timer_(executor_),
       send_slot_(executor_),
       id_(services_.counters.next_connection_id.fetch_add(1, std::memory_order_relaxed)),
-      last_line_(std::chrono::steady_clock::now()),
-      streams_(RoomStreams::Limits{services_.config.send_queue_bytes / 4, kReplayChunk}) {}
+      last_line_(std::chrono::steady_clock::now()) {}
 
 void ClientConnection::start() {
   index_.add(shared_from_this());
@@ -610,10 +610,17 @@ void ClientConnection::on_confirmed(std::uint64_t number, std::string answer) {
   send_slot_.cancel();
 }
 
-void ClientConnection::deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame) {
+void ClientConnection::deliver(const RoomKey& room, std::int64_t seq, const SharedFrame& frame) {
   if (state_ != State::open) return;
+  // The common case: a live room and its next seq. enqueue() applies the
+  // send-queue limits to the frame, as the general path does.
+  switch (streams_.deliver_next(room, seq)) {
+    case RoomStreams::Next::send: enqueue(frame, Transport::Flush::after_batch); return;
+    case RoomStreams::Next::not_in_room: return;
+    case RoomStreams::Next::other: break;
+  }
   out_.clear();
-  streams_.deliver(room, seq, frame, out_);
+  streams_.deliver(room.name, seq, frame, out_);
   emit(out_);
   if (state_ == State::open) within_send_limits(0);
 }

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <memory>
+#include <vector>
+
 namespace rtmc::gateway {
 namespace {
 
@@ -36,6 +40,30 @@ TEST(ConnectionIndex, JoinLeave) {
   index.leave("r", a.get());
   EXPECT_EQ(index.members("r"), nullptr);
   index.leave("r", a.get());
+}
+
+// Members live in a dense array (delivery walks it); removal moves the last
+// member into the hole, so every member stays removable and none is listed
+// twice.
+TEST(ConnectionIndex, MembersStayExactAcrossRemovalsFromTheMiddle) {
+  BasicConnectionIndex<Dummy> index;
+  std::vector<std::shared_ptr<Dummy>> all;
+  for (int i = 0; i < 6; ++i) {
+    all.push_back(std::make_shared<Dummy>());
+    index.join("r", all.back());
+  }
+  index.join("r", all[2]);
+  index.leave("r", all[1].get());
+  index.leave("r", all[3].get());
+  index.leave("r", all[3].get());
+  std::vector<Dummy*> listed;
+  for (const auto& member : index.members("r")->list()) listed.push_back(member.get());
+  std::sort(listed.begin(), listed.end());
+  std::vector<Dummy*> expected{all[0].get(), all[2].get(), all[4].get(), all[5].get()};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(listed, expected);
+  for (auto* member : expected) index.leave("r", member);
+  EXPECT_EQ(index.members("r"), nullptr);
 }
 
 // The fan-out binds a room when its first local member joins and unbinds it

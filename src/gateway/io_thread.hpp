@@ -40,15 +40,15 @@ class IoThread {
       // Safe to iterate: a member closed by this delivery (slow consumer)
       // leaves the index later, in a posted handler (ClientConnection::close).
       if (item.seq == 0) {
-        for (const auto& [_, connection] : *members)
+        for (const auto& connection : members->list())
           connection->deliver_presence(item.room, item.user, item.frame);
         handed[static_cast<std::size_t>(DeliveryKind::presence)] += members->size();
       } else if (item.gap_from > 0) {
-        for (const auto& [_, connection] : *members)
+        for (const auto& connection : members->list())
           connection->deliver_gap(item.room, item.gap_from, item.seq, item.frame);
         handed[static_cast<std::size_t>(DeliveryKind::gap)] += members->size();
       } else {
-        for (const auto& [_, connection] : *members) connection->deliver(item.room, item.seq, item.frame);
+        deliver_message(members->list(), item);
         handed[static_cast<std::size_t>(DeliveryKind::message)] += members->size();
       }
     }
@@ -78,6 +78,21 @@ class IoThread {
   }
 
  private:
+  // Each member's connection object is asked for a few members ahead, and
+  // its transport a few members after that (once the object is loaded): a
+  // room of 10,000 members otherwise waits on memory at every member.
+  void deliver_message(const std::vector<ConnectionIndex::Member>& members, const Sequenced& item) {
+    constexpr std::size_t kObjectAhead = 8;
+    constexpr std::size_t kTransportAhead = 4;
+    const RoomKey room(item.room);
+    const std::size_t count = members.size();
+    for (std::size_t i = 0; i < count; ++i) {
+      if (i + kObjectAhead < count) members[i + kObjectAhead]->prefetch_delivery();
+      if (i + kTransportAhead < count) members[i + kTransportAhead]->prefetch_transport();
+      members[i]->deliver(room, item.seq, item.frame);
+    }
+  }
+
   void flush_deferred() {
     flush_posted_ = false;
     auto transports = std::move(deferred_flushes_);

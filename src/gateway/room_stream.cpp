@@ -54,15 +54,32 @@ void RoomStreams::abandon(const std::string& room, std::uint64_t membership) {
   auto it = rooms_.find(room);
   if (it == rooms_.end() || it->second.membership != membership) return;
   drop_held(it->second);
-  rooms_.erase(it);
+  erase(it);
 }
 
 bool RoomStreams::leave(const std::string& room) {
   auto it = rooms_.find(room);
   if (it == rooms_.end()) return false;
   drop_held(it->second);
-  rooms_.erase(it);
+  erase(it);
   return true;
+}
+
+void RoomStreams::erase(Rooms::iterator it) {
+  if (last_found_ == &*it) last_found_ = nullptr;
+  rooms_.erase(it);
+}
+
+RoomStreams::Next RoomStreams::deliver_next(const RoomKey& room, std::int64_t seq) {
+  if (last_found_ == nullptr || last_found_->first != room.name) {
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) return Next::not_in_room;
+    last_found_ = &*it;
+  }
+  Stream& stream = last_found_->second;
+  if (stream.phase != Stream::Phase::live || seq != stream.last_seq + 1) return Next::other;
+  stream.last_seq = seq;
+  return Next::send;
 }
 
 void RoomStreams::deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame, Output& out) {
@@ -233,6 +250,7 @@ std::vector<std::string> RoomStreams::clear() {
   names.reserve(rooms_.size());
   for (auto& [room, _] : rooms_) names.push_back(room);
   rooms_.clear();
+  last_found_ = nullptr;
   held_bytes_ = 0;
   return names;
 }

@@ -34,6 +34,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -41,6 +42,27 @@
 #include "gateway/sequenced.hpp"
 
 namespace rtmc::gateway {
+
+// A room name with its hash, computed once for a frame that goes to many
+// members: each member's stream map finds it without hashing the name again.
+struct RoomKey {
+  explicit RoomKey(const std::string& room) : name(room), hash(std::hash<std::string_view>{}(room)) {}
+  const std::string& name;
+  std::size_t hash;
+};
+
+struct RoomNameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view room) const noexcept { return std::hash<std::string_view>{}(room); }
+  std::size_t operator()(const RoomKey& room) const noexcept { return room.hash; }
+};
+
+struct RoomNameEqual {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
+  bool operator()(const RoomKey& a, std::string_view b) const noexcept { return a.name == b; }
+  bool operator()(std::string_view a, const RoomKey& b) const noexcept { return a == b.name; }
+};
 
 class RoomStreams {
  public:
@@ -109,6 +131,11 @@ class RoomStreams {
   bool leave(const std::string& room);
   bool contains(const std::string& room) const { return rooms_.contains(room); }
 
+  // deliver()'s common case, without an Output: in a live room, `seq` is the
+  // next one. `send`: the client is owed the frame now (counted as handed
+  // on); `other`: deliver() decides (held, a hole, an old seq).
+  enum class Next { send, not_in_room, other };
+  Next deliver_next(const RoomKey& room, std::int64_t seq);
   // A sequenced frame of a room (ignored when not in it).
   void deliver(const std::string& room, std::int64_t seq, const SharedFrame& frame, Output& out);
   // Seqs [from, to] of a room that the fan-out thread found missing from the
@@ -129,6 +156,8 @@ class RoomStreams {
   // Frames read from the log still wait for pump().
   bool buffered(const std::string& room, std::uint64_t membership) const;
 
+  // The room entry the next deliver_next() is likely to read, for a prefetch.
+  const void* prefetch_hint() const { return last_found_; }
   // Bytes of held frames: they count against the connection's byte bound.
   std::size_t held_bytes() const { return held_bytes_; }
   std::size_t size() const { return rooms_.size(); }
@@ -171,7 +200,14 @@ class RoomStreams {
   void drop_held(Stream& stream);
 
   Limits limits_;
-  std::unordered_map<std::string, Stream> rooms_;
+  using Rooms = std::unordered_map<std::string, Stream, RoomNameHash, RoomNameEqual>;
+  void erase(Rooms::iterator it);
+
+  Rooms rooms_;
+  // The room deliver_next() found last (nodes keep their address until
+  // erased): a connection in one busy room skips the lookup, and the
+  // delivery loop can prefetch the entry (prefetch_hint()).
+  Rooms::value_type* last_found_ = nullptr;
   std::uint64_t memberships_ = 0;
   std::size_t held_bytes_ = 0;
 };

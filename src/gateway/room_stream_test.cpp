@@ -74,6 +74,48 @@ TEST(RoomStreams, FramesBeforeJoinedAreHeldThenReleasedAboveTheJoinedSeq) {
   EXPECT_EQ(texts(out), Strings{"f7"});
 }
 
+// The delivery fast path: only a live room's next seq is sent from it; all
+// else goes to deliver(), which still holds, repairs or drops.
+TEST(RoomStreams, DeliverNextSendsOnlyTheNextSeqOfALiveRoom) {
+  RoomStreams streams;
+  RoomStreams::Output out;
+  const std::string r = "r";
+  const std::string other = "other";
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 1), RoomStreams::Next::not_in_room);
+  auto join = streams.join(r, 10);
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 6), RoomStreams::Next::other) << "still joining: held";
+  streams.joined(r, join.membership, 5, out);
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 6), RoomStreams::Next::send);
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 6), RoomStreams::Next::other) << "an old seq";
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 9), RoomStreams::Next::other) << "a hole";
+  EXPECT_EQ(streams.deliver_next(RoomKey(other), 1), RoomStreams::Next::not_in_room);
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 7), RoomStreams::Next::send);
+  // deliver() agrees on where the room stands.
+  out.clear();
+  streams.deliver(r, 8, frame(8), out);
+  EXPECT_EQ(texts(out), Strings{"f8"});
+}
+
+// The fast path remembers the room it found last; leaving the room (its
+// entry freed) must not leave it pointing there (the sanitizer build sees a
+// use after free otherwise), and a rejoin starts from its own joined seq.
+TEST(RoomStreams, DeliverNextAfterLeavingAndRejoiningUsesTheNewMembership) {
+  RoomStreams streams;
+  RoomStreams::Output out;
+  const std::string r = "r";
+  auto first = streams.join(r, 10);
+  streams.joined(r, first.membership, 0, out);
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 1), RoomStreams::Next::send);
+  ASSERT_TRUE(streams.leave(r));
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 2), RoomStreams::Next::not_in_room);
+  auto second = streams.join(r, 10);
+  streams.joined(r, second.membership, 40, out);
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 2), RoomStreams::Next::other);
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 41), RoomStreams::Next::send);
+  streams.clear();
+  EXPECT_EQ(streams.deliver_next(RoomKey(r), 42), RoomStreams::Next::not_in_room);
+}
+
 TEST(RoomStreams, AHoleIsRepairedFromTheLog) {
   RoomStreams streams;
   RoomStreams::Output out;

@@ -58,6 +58,14 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   void write_failed();
   void finish_close();
 
+  // First: what send() reads on every delivery (ClientConnection prefetches
+  // the start of this object).
+  Fifo<SharedFrame> queue_;
+  std::size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool flush_deferred_ = false;
+  bool closing_ = false;  // close() was called: the last frame is queued
+  bool closed_ = false;   // the socket is closed
   boost::asio::ip::tcp::socket socket_;
   IoThread& io_thread_;
   const std::size_t max_line_bytes_;
@@ -66,14 +74,7 @@ class TcpLineTransport final : public Transport, public std::enable_shared_from_
   LineFramer framer_;
   // Made by close(): only a closing connection needs it.
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
-
-  Fifo<SharedFrame> queue_;
   std::vector<SharedFrame> in_flight_;
-  std::size_t queued_bytes_ = 0;
-  bool writing_ = false;
-  bool flush_deferred_ = false;
-  bool closing_ = false;  // close() was called: the last frame is queued
-  bool closed_ = false;   // the socket is closed
 };
 
 }  // namespace rtmc::gateway
