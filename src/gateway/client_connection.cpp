@@ -615,7 +615,11 @@ void ClientConnection::deliver(const RoomKey& room, std::int64_t seq, const Shar
   // The common case: a live room and its next seq. enqueue() applies the
   // send-queue limits to the frame, as the general path does.
   switch (streams_.deliver_next(room, seq)) {
-    case RoomStreams::Next::send: enqueue(frame, Transport::Flush::after_batch); return;
+    case RoomStreams::Next::send:
+      // The second check as on the general path: a send that wrote the
+      // queue out at once stops a soft clock its first check started.
+      if (enqueue(frame, Transport::Flush::after_batch) && state_ == State::open) within_send_limits(0);
+      return;
     case RoomStreams::Next::not_in_room: return;
     case RoomStreams::Next::other: break;
   }

@@ -30,10 +30,6 @@ class Fifo {
       items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
       head_ = 0;
     }
-    // A first push makes room for a typical batch at once rather than
-    // growing 1, 2, 4, 8, 16, 32 (each a malloc, and the whole cycle again
-    // whenever a drained queue gave its buffer back).
-    if (items_.capacity() == 0) items_.reserve(kFirstCapacity);
     items_.push_back(std::move(item));
   }
   void pop_front() {
@@ -51,10 +47,7 @@ class Fifo {
 
  private:
   static constexpr std::size_t kCompactFrom = 64;
-  // Kept across drains: a connection that gets a batch of frames per round
-  // reuses its buffer (64 items: 1 KiB of shared pointers).
-  static constexpr std::size_t kFirstCapacity = 16;
-  static constexpr std::size_t kKeepCapacity = 64;
+  static constexpr std::size_t kKeepCapacity = 16;
   std::vector<T> items_;
   std::size_t head_ = 0;
 };

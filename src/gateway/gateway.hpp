@@ -42,7 +42,11 @@ struct GatewayConfig {
   // once). The soft limit also paces replays and caps held frames and
   // history pages.
   std::size_t send_queue_bytes = 1024 * 1024;
-  std::size_t send_queue_hard_bytes = 8 * 1024 * 1024;
+  // The hard limit is Redis' for pub/sub clients (32 MiB): it counts
+  // frames shared by the room's members, so a client at it holds ~16 bytes
+  // of its own per frame, and a reader on a busy two-core machine that falls
+  // a few seconds behind a 20,000 msg/s room is not cut (8 MiB cut some).
+  std::size_t send_queue_hard_bytes = 32 * 1024 * 1024;
   std::chrono::milliseconds send_queue_soft_time{10000};
   std::chrono::seconds auth_timeout{10};
   // Clients should ping at least this often (auth_ok.heartbeat_s); the

@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -57,6 +58,17 @@ struct RoomNameHash {
   std::size_t operator()(const RoomKey& room) const noexcept { return room.hash; }
 };
 
+}  // namespace rtmc::gateway
+#ifdef __GLIBCXX__
+// libstdc++ takes any hasher it does not know for a cheap one and then keeps
+// no hash in the map's nodes: a rehash or a walk along a bucket would hash
+// room names again. Hashing a name is not cheap; keep the hashes.
+template <>
+struct std::__is_fast_hash<rtmc::gateway::RoomNameHash> : std::false_type {};
+#endif
+
+namespace rtmc::gateway {
+
 struct RoomNameEqual {
   using is_transparent = void;
   bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
@@ -66,6 +78,9 @@ struct RoomNameEqual {
 
 class RoomStreams {
  public:
+  // Not copyable: the remembered room entry points into this object's map.
+  RoomStreams(const RoomStreams&) = delete;
+  RoomStreams& operator=(const RoomStreams&) = delete;
   using LogFrame = std::pair<std::int64_t, SharedFrame>;
 
   struct Limits {

@@ -284,7 +284,7 @@ TEST(SlowConsumer, AClientReadingSlowlyThroughABurstFarOverTheSoftLimitIsNotCut)
   auto services = service_env();
   auto secret = random_secret();
   auto api = start_api(services, secret, kApiPort);
-  // The default soft time (10 s) and hard limit (8 MiB).
+  // The default soft time (10 s) and hard limit (32 MiB).
   auto gateway =
       start_gateway(services, secret, kGateway, {"--send-queue-bytes", std::to_string(kSoftBytes)});
   HttpClient http(kApiPort);
