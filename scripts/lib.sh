@@ -57,6 +57,17 @@ live_pid() {
   echo "$pid"
 }
 
+# The PID in file $1 runs and is no zombie, whatever its name: for a server
+# just started in the background, whose name is still that of the shell or
+# of setsid until its exec, live_pid would say it is dead.
+pid_file_running() {
+  local pid
+  [[ -f $1 ]] || return 1
+  pid=$(<"$1")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
 # Waits up to $2 seconds for PID $1 to exit; a zombie awaiting its reaper
 # counts as gone. Fails on timeout.
 wait_gone() {

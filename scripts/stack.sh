@@ -113,11 +113,11 @@ start_server() {
 
 # Waits until $2 (a command) succeeds while server $1 stays alive.
 await_server() {
-  local name=$1 comm=$2 what=$3
+  local name=$1 what=$3 # $2, the binary's name, is not checked: see pid_file_running
   shift 3
   local deadline=$((SECONDS + ${SERVER_TIMEOUT_S:-60}))
   until "$@" >/dev/null 2>&1; do
-    if ! live_pid "$pids_dir/$name" "$comm" >/dev/null; then
+    if ! pid_file_running "$pids_dir/$name"; then
       tail -n 20 "$logs_dir/$name.log" >&2 || true
       die "$name exited during start-up; log: $logs_dir/$name.log"
     fi

@@ -185,7 +185,7 @@ echo $! >"$syncer_pid_file"
 # syncer that died at start.
 syncer_deadline=$((SECONDS + 30))
 until grep -q "in group" "$test_stack/logs/syncer.log" 2>/dev/null; do
-  live_pid "$syncer_pid_file" rtmc-syncer >/dev/null ||
+  pid_file_running "$syncer_pid_file" ||
     { tail -n 20 "$test_stack/logs/syncer.log" >&2; die "the test stack's syncer exited at start"; }
   ((SECONDS < syncer_deadline)) || die "the test stack's syncer did not join its group within 30s"
   sleep 0.2
