@@ -45,18 +45,6 @@ build_all() {
     die "build failed (build dir $dir)"
 }
 
-# Liveness of a PID recorded in file $1 whose /proc comm must equal $2 (so a
-# recycled PID is never mistaken for ours). Prints the PID.
-live_pid() {
-  local file=$1 comm=$2 pid
-  [[ -f $file ]] || return 1
-  pid=$(<"$file")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]] || return 1
-  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
-  echo "$pid"
-}
-
 # The PID in file $1 runs and is no zombie, whatever its name: for a server
 # just started in the background, whose name is still that of the shell or
 # of setsid until its exec, live_pid would say it is dead.
@@ -64,8 +52,18 @@ pid_file_running() {
   local pid
   [[ -f $1 ]] || return 1
   pid=$(<"$1")
-  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ $pid =~ ^[0-9]+$ && -e /proc/$pid ]] || return 1
   [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
+# Liveness of a PID recorded in file $1 whose /proc comm must equal $2 (so a
+# recycled PID is never mistaken for ours). Prints the PID.
+live_pid() {
+  local pid
+  pid_file_running "$1" || return 1
+  pid=$(<"$1")
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] || return 1
+  echo "$pid"
 }
 
 # Waits up to $2 seconds for PID $1 to exit; a zombie awaiting its reaper
