@@ -7,6 +7,7 @@ import { after, before, test } from "node:test";
 import {
   LineClient,
   Stack,
+  closeAll,
   joinInPage,
   launchBrowser,
   loginInPage,
@@ -43,11 +44,7 @@ before(async () => {
   console.log(`# screenshots and logs: ${outputDir}`);
 });
 
-after(async () => {
-  for (const page of pages) if (page.consoleLines.length) console.log(page.consoleLines.join("\n"));
-  await browser?.close();
-  await stack.stop();
-});
+after(() => closeAll(stack, browser, pages));
 
 test("the api serves the page, its assets and /config.json without a token", async () => {
   const index = await fetch(`${api.url}/`);

@@ -255,6 +255,14 @@ const CHROMIUM_ARGS = [
   "--disable-dev-shm-usage",
 ];
 
+// Every browser test's last step: what its pages logged, then the browser
+// and the servers.
+export async function closeAll(stack, browser, pages) {
+  for (const page of pages) if (page?.consoleLines.length) console.log(page.consoleLines.join("\n"));
+  await browser?.close();
+  await stack.stop();
+}
+
 export async function launchBrowser() {
   const executablePath = process.env.RTMC_CHROMIUM || "/usr/bin/chromium";
   if (!fs.existsSync(executablePath)) throw new Error(`${executablePath} is missing: scripts/install-deps.sh installs Debian's chromium`);

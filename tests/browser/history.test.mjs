@@ -10,6 +10,7 @@ import { after, before, test } from "node:test";
 import {
   LineClient,
   Stack,
+  closeAll,
   joinInPage,
   launchBrowser,
   loginInPage,
@@ -41,11 +42,7 @@ before(async () => {
   console.log(`# screenshots and logs: ${outputDir}`);
 });
 
-after(async () => {
-  if (page?.consoleLines.length) console.log(page.consoleLines.join("\n"));
-  await browser?.close();
-  await stack.stop();
-});
+after(() => closeAll(stack, browser, [page]));
 
 test("scroll-back pages from the Redis window into PostgreSQL down to the first message", async () => {
   const room = uniqueName("hist");

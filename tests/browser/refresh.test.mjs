@@ -9,6 +9,7 @@ import { after, before, test } from "node:test";
 import {
   LineClient,
   Stack,
+  closeAll,
   joinInPage,
   launchBrowser,
   loginInPage,
@@ -44,11 +45,7 @@ before(async () => {
   console.log(`# screenshots and logs: ${outputDir}`);
 });
 
-after(async () => {
-  if (page?.consoleLines.length) console.log(page.consoleLines.join("\n"));
-  await browser?.close();
-  await stack.stop();
-});
+after(() => closeAll(stack, browser, [page]));
 
 test("the page renews its token and keeps its connection past the token's lifetime", async () => {
   const room = uniqueName("refresh");

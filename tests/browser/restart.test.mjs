@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import {
   LineClient,
   Stack,
+  closeAll,
   joinInPage,
   launchBrowser,
   loginInPage,
@@ -43,11 +44,7 @@ before(async () => {
   console.log(`# screenshots and logs: ${outputDir}`);
 });
 
-after(async () => {
-  if (page?.consoleLines.length) console.log(page.consoleLines.join("\n"));
-  await browser?.close();
-  await stack.stop();
-});
+after(() => closeAll(stack, browser, [page]));
 
 test("the page reconnects after its gateway restarts and misses nothing", async () => {
   const room = uniqueName("restart");
